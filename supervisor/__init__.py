@@ -1,0 +1,26 @@
+"""
+netsupervisor: keeps many long-lived outbound connections healthy and
+observable, on Twisted.
+"""
+
+from supervisor.connection import SupervisedConnection
+from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
+from supervisor.plugin import findPlugin
+from supervisor.scheduler import Scheduler
+from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
+from supervisor.states import STATES, State, Transition
+
+__all__ = [
+    "STATES",
+    "BackoffSpec",
+    "ConnectionSpec",
+    "HeartbeatSpec",
+    "IConnectionHandle",
+    "IProtocolPlugin",
+    "ISupervisedProtocol",
+    "Scheduler",
+    "State",
+    "SupervisedConnection",
+    "Transition",
+    "findPlugin",
+]

@@ -1,0 +1,201 @@
+"""
+L{SupervisedConnection}: one remote connection kept alive by the machine in
+L{supervisor.states}, with its reconnect policy, heartbeat and plugin.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+
+from supervisor.interfaces import IProtocolPlugin, ISupervisedProtocol
+from supervisor.policy import ReconnectPolicy
+from supervisor.scheduler import Scheduler
+from supervisor.spec import ConnectionSpec
+from supervisor.states.core import Core, HeartbeatObserver, Inputs, Observer
+from supervisor.states.machine import ConnectionMachine
+from supervisor.states.records import Cause, CloseReason, State, Transition
+
+
+class SupervisedConnection:
+    """
+    One supervised connection.
+
+    Give every connection of a process the same L{Scheduler}, so that their
+    timers share one C{DelayedCall}.
+    """
+
+    __slots__ = ("_core", "_inputs")
+
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        endpoint: IStreamClientEndpoint,
+        plugin: IProtocolPlugin,
+        clock: IReactorTime,
+        scheduler: Scheduler | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """
+        @param spec: what to supervise and how.
+        @param endpoint: where to connect, usually C{clientFromString(reactor, spec.endpoint)}.
+        @param plugin: the protocol plugin named by C{spec.protocol}.
+        @param clock: the time source for every timer of this connection.
+        @param scheduler: a scheduler on C{clock} shared with other
+            connections; by default, one of its own.
+        @param rng: the source of jitter; by default, a new L{random.Random}.
+        """
+        if scheduler is None:
+            scheduler = Scheduler(clock)
+        if rng is None:
+            rng = random.Random()
+        self._core = Core(
+            spec=spec,
+            endpoint=endpoint,
+            plugin=plugin,
+            scheduler=scheduler,
+            rng=rng,
+            policy=ReconnectPolicy(spec.backoff, spec.max_retries, rng),
+            since=scheduler.now(),
+        )
+        self._inputs: Inputs = ConnectionMachine(self._core)
+
+    @property
+    def spec(self) -> ConnectionSpec:
+        """
+        The spec this connection was built from.
+        """
+        return self._core.spec
+
+    @property
+    def name(self) -> str:
+        """
+        The connection's unique name.
+        """
+        return self._core.spec.name
+
+    @property
+    def state(self) -> State:
+        """
+        The user-visible state.
+        """
+        return self._core.visible
+
+    @property
+    def internalState(self) -> str:
+        """
+        The machine's own state (see the mapping in L{supervisor.states.machine}).
+        """
+        return self._core.current.internal
+
+    @property
+    def since(self) -> float:
+        """
+        When the current user-visible state was entered, in clock seconds.
+        """
+        return self._core.since
+
+    @property
+    def attempts(self) -> int:
+        """
+        Connect attempts started since the connection was started.
+        """
+        return self._core.attempts
+
+    @property
+    def consecutiveFailures(self) -> int:
+        """
+        Failed attempts since the last successful one.
+        """
+        return self._core.policy.consecutiveFailures
+
+    @property
+    def lastError(self) -> str | None:
+        """
+        The last failure, as C{"reason: message"}, or L{None}.
+        """
+        return self._core.lastError
+
+    @property
+    def rtt(self) -> float | None:
+        """
+        The last heartbeat round-trip time in seconds, or L{None}.
+        """
+        return self._core.lastRtt
+
+    @property
+    def backoffDelay(self) -> float:
+        """
+        The delay of the retry now scheduled, or 0 if none is.
+        """
+        return self._core.current.backoffDelay
+
+    @property
+    def history(self) -> tuple[Transition, ...]:
+        """
+        The last 50 transitions, oldest first.
+        """
+        return tuple(self._core.history)
+
+    @property
+    def protocol(self) -> ISupervisedProtocol | None:
+        """
+        The plugin's protocol of the current attempt or connection, if any.
+        """
+        link = self._core.link
+        return None if link is None else link.protocol
+
+    def addObserver(self, observer: Observer) -> None:
+        """
+        Call C{observer} with every future L{Transition}.
+        """
+        self._core.observers.append(observer)
+
+    def removeObserver(self, observer: Observer) -> None:
+        """
+        Stop calling C{observer}.
+        """
+        self._core.observers.remove(observer)
+
+    def addHeartbeatObserver(self, observer: HeartbeatObserver) -> None:
+        """
+        Call C{observer(name, rtt)} for every answered heartbeat and
+        C{observer(name, None)} for every miss.
+        """
+        self._core.heartbeatObservers.append(observer)
+
+    def start(self) -> None:
+        """
+        Make the first attempt now. Starting a started or closed connection
+        does nothing.
+        """
+        self._inputs.start()
+
+    def reconnect(self) -> None:
+        """
+        Rotate: an ESTABLISHED connection is closed gracefully and a new
+        attempt follows at once; an IDLE one retries now; otherwise nothing.
+        """
+        self._inputs.rotate()
+
+    def stop(self, reason: CloseReason = "stopped") -> Deferred[None]:
+        """
+        Close for good, from any state: an ESTABLISHED connection drains
+        (bounded by C{drain_timeout}), an attempt in flight is cancelled, a
+        scheduled retry is dropped.
+
+        @param reason: recorded as the transition's reason: C{"stopped"},
+            C{"removed"} or C{"drain"}.
+        @return: fires when the connection is CLOSED.
+        """
+        if self._core.visible == "CLOSED":
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._core.waiters.append(waiter)
+        self._inputs.close(Cause(reason))
+        return waiter
+
+    def __repr__(self) -> str:
+        return f"<SupervisedConnection {self.name} {self.state}>"

@@ -1,0 +1,145 @@
+"""
+Supervisor-owned heartbeats: ping every C{interval} on a quiet connection,
+wait C{timeout} for each pong, drop the connection after C{misses}
+consecutive misses, and measure the round trip.
+
+After a miss the next ping goes out at once, so a peer that goes silent right
+after a pong is detected within C{interval + timeout * misses}. Each
+heartbeat holds exactly one timer on the shared L{Scheduler} at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from supervisor.scheduler import Scheduler, Timer
+from supervisor.spec import HeartbeatSpec
+
+_log = Logger(namespace="netsupervisor.heartbeat")
+
+
+class Heartbeat:
+    """
+    The ping/pong schedule of one ESTABLISHED connection.
+
+    @ivar misses: consecutive pings unanswered so far.
+    @ivar awaiting: the token of the unanswered ping, or L{None}.
+    """
+
+    __slots__ = (
+        "_dead",
+        "_observe",
+        "_scheduler",
+        "_send",
+        "_sentAt",
+        "_seq",
+        "_spec",
+        "_timer",
+        "awaiting",
+        "lastActivity",
+        "misses",
+    )
+
+    def __init__(
+        self,
+        spec: HeartbeatSpec,
+        scheduler: Scheduler,
+        send: Callable[[bytes], None],
+        dead: Callable[[int], None],
+        observe: Callable[[float | None], None],
+    ) -> None:
+        """
+        @param send: sends a ping carrying the given token.
+        @param dead: called once, with the count of misses, when the limit is reached.
+        @param observe: receives each round-trip time, or L{None} for a miss.
+        """
+        self._spec = spec
+        self._scheduler = scheduler
+        self._send = send
+        self._dead = dead
+        self._observe = observe
+        self._seq = 0
+        self._sentAt = 0.0
+        self._timer: Timer | None = None
+        self.awaiting: bytes | None = None
+        self.lastActivity: float | None = None
+        self.misses = 0
+
+    def start(self, firstDelay: float) -> None:
+        """
+        Send the first ping after C{firstDelay} seconds (spread by the caller
+        so that connections that came up together do not ping together).
+        """
+        self._timer = self._scheduler.callLater(firstDelay, self._due)
+
+    def stop(self) -> None:
+        """
+        Stop for good; idempotent.
+        """
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self.awaiting = None
+
+    @property
+    def pending(self) -> bool:
+        """
+        Whether a timer is scheduled.
+        """
+        return self._timer is not None and self._timer.active
+
+    def pong(self, token: bytes) -> None:
+        """
+        The peer answered the ping carrying C{token}; other tokens are stale and ignored.
+        """
+        if self._timer is None or token != self.awaiting:
+            return
+        self.awaiting = None
+        self.misses = 0
+        self._observe(self._scheduler.now() - self._sentAt)
+
+    def activity(self) -> None:
+        """
+        A frame arrived that proves the peer alive: it answers an outstanding
+        ping (without a round-trip sample) and postpones the next one.
+        """
+        if self._timer is None:
+            return
+        self.lastActivity = self._scheduler.now()
+        self.awaiting = None
+        self.misses = 0
+
+    def _due(self) -> None:
+        now = self._scheduler.now()
+        quietSince = self.lastActivity
+        if quietSince is not None and quietSince + self._spec.interval > now:
+            self._timer = self._scheduler.callAt(quietSince + self._spec.interval, self._due)
+            return
+        self._ping(now)
+
+    def _ping(self, now: float) -> None:
+        self._seq += 1
+        token = self.awaiting = b"%d" % (self._seq,)
+        self._sentAt = now
+        self._timer = self._scheduler.callAt(now + self._spec.timeout, self._check)
+        try:
+            self._send(token)
+        except Exception:
+            _log.failure("sending a heartbeat ping failed")
+
+    def _check(self) -> None:
+        now = self._scheduler.now()
+        if self.awaiting is None:
+            self._timer = self._scheduler.callAt(
+                max(self._sentAt + self._spec.interval, now), self._due
+            )
+            return
+        self.misses += 1
+        self._observe(None)
+        if self.misses >= self._spec.misses:
+            self._timer = None
+            self._dead(self.misses)
+        else:
+            self._ping(now)

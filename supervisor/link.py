@@ -1,0 +1,230 @@
+"""
+One attempt's connection, from the first connect to the last byte: the
+protocol the transport sees (it wraps the plugin's protocol) and the handle
+the plugin talks back through. It routes what happens on the wire to the
+machine as inputs, according to the phase of the attempt.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IAddress, IProtocol, IProtocolFactory, ITransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from supervisor.interfaces import IConnectionHandle, ISupervisedProtocol
+from supervisor.policy import Classification, PluginRejection, classify, failureOf
+from supervisor.states.records import Cause
+
+if TYPE_CHECKING:
+    from supervisor.heartbeat import Heartbeat
+    from supervisor.states.core import Core, Inputs
+
+Phase = Literal["connecting", "ready", "closing", "gone"]
+
+
+@implementer(IProtocolFactory)
+class _LinkFactory:
+    """
+    Builds the single protocol of one attempt: the link itself.
+    """
+
+    __slots__ = ("_link",)
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+
+    def buildProtocol(self, addr: IAddress) -> Link:
+        self._link.build()
+        return self._link
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+
+@implementer(IConnectionHandle, IProtocol)
+class Link:
+    """
+    The transport, the plugin's protocol and the phase of one attempt.
+
+    Once L{abort} is called (the machine left the states that keep the
+    attempt), every later event from the transport or the plugin is ignored:
+    this link is no longer the connection's.
+    """
+
+    def __init__(self, inputs: Inputs, core: Core) -> None:
+        self._inputs = inputs
+        self._core = core
+        self.name = core.spec.name
+        self.phase: Phase = "connecting"
+        self.protocol: ISupervisedProtocol | None = None
+        self.transport: ITransport | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._connecting: Deferred[IProtocol] | None = None
+        self._draining: Deferred[None] | None = None
+        self._drainDeadline: float | None = None
+        self._transportLost = False
+
+    # Driven by the machine's states.
+
+    def connect(self) -> None:
+        """
+        Start connecting the endpoint.
+        """
+        connecting = self._connecting = self._core.endpoint.connect(_LinkFactory(self))
+        connecting.addCallbacks(self._connected, self._connectFailed)
+
+    def build(self) -> None:
+        """
+        Build the plugin's protocol for this attempt.
+        """
+        options = dict(self._core.spec.options)
+        self.protocol = self._core.plugin.buildProtocol(self, options)
+
+    def sendPing(self, token: bytes) -> None:
+        """
+        Ask the plugin to send a heartbeat ping.
+        """
+        assert self.protocol is not None
+        self.protocol.sendPing(token)
+
+    def drain(self, deadline: float) -> float:
+        """
+        Start the graceful close (once) and return its deadline.
+        """
+        if self._drainDeadline is not None:
+            return self._drainDeadline
+        self._drainDeadline = deadline
+        self.phase = "closing"
+        self.heartbeat = None
+        drain = getattr(self.protocol, "drain", None)
+        draining = self._draining = maybeDeferred(drain) if drain is not None else succeed(None)
+        draining.addErrback(self._drainFailed)
+        draining.addBoth(self._drained)
+        return deadline
+
+    def failAttempt(self, failure: Failure) -> None:
+        """
+        The attempt failed: classify the failure and tell the machine.
+        """
+        if self.phase != "connecting":
+            return
+        self.phase = "gone"
+        c = self._classify(failure)
+        detail = failure.getErrorMessage()
+        if c.permanent:
+            self._inputs.attemptAbandoned(Cause(c.reason, detail, permanent=True))
+        elif self._core.policy.failed():
+            self._inputs.attemptAbandoned(Cause(c.reason, f"{detail} (retries exhausted)"))
+        else:
+            self._inputs.attemptFailed(Cause(c.reason, detail))
+
+    def abort(self) -> None:
+        """
+        This link is done: cancel whatever is pending and abort the transport.
+        """
+        self.phase = "gone"
+        self.heartbeat = None
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        draining, self._draining = self._draining, None
+        if draining is not None:
+            draining.cancel()
+        if self.transport is not None and not self._transportLost:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # IProtocol, as the transport sees it.
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self.transport = transport
+        assert self.protocol is not None
+        self.protocol.makeConnection(transport)
+
+    def connectionMade(self) -> None:
+        """
+        Not called: L{makeConnection} hands the transport to the plugin's protocol.
+        """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.protocol is not None
+        self.protocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._transportLost = True
+        try:
+            assert self.protocol is not None
+            self.protocol.connectionLost(reason)
+        finally:
+            self._lost(reason)
+
+    # IConnectionHandle, as the plugin sees it.
+
+    def ready(self) -> None:
+        if self.phase == "connecting" and self.transport is not None:
+            self.phase = "ready"
+            self._inputs.ready()
+
+    def pong(self, token: bytes) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.pong(token)
+
+    def activity(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.activity()
+
+    def reject(self, message: str, permanent: bool = True) -> None:
+        rejection = failureOf(PluginRejection(message, permanent))
+        if self.phase == "connecting":
+            self.failAttempt(rejection)
+        elif self.phase == "ready":
+            self.phase = "gone"
+            self._inputs.lost(Cause("lost", message))
+
+    # Internals.
+
+    def _classify(self, failure: Failure) -> Classification:
+        # The protocol knows most (it exists once the transport is up); the
+        # plugin may classify failures that happen before that.
+        for source in (self.protocol, self._core.plugin):
+            override = getattr(source, "classifyFailure", None)
+            if override is not None:
+                chosen: Classification | None = override(failure)
+                if chosen is not None:
+                    return chosen
+        return classify(failure)
+
+    def _connected(self, protocol: object) -> None:
+        self._connecting = None
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._connecting = None
+        self.failAttempt(failure)
+
+    def _lost(self, reason: Failure) -> None:
+        phase = self.phase
+        if phase == "connecting":
+            self.failAttempt(reason)
+        elif phase == "ready":
+            self.phase = "gone"
+            self._inputs.lost(Cause("lost", reason.getErrorMessage()))
+        elif phase == "closing":
+            self.phase = "gone"
+            self._inputs.closed(Cause("closed"))
+
+    def _drainFailed(self, failure: Failure) -> None:
+        if self.phase != "closing":
+            return  # cancelled by abort() at the deadline
+        self._core.log.failure(
+            "{connection} drain failed; closing anyway", failure, connection=self.name
+        )
+
+    def _drained(self, result: object) -> None:
+        self._draining = None
+        if self.phase == "closing" and self.transport is not None:
+            self.transport.loseConnection()

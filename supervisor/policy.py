@@ -1,0 +1,191 @@
+"""
+When to try again, and whether to: exponential backoff with jitter, the
+reset rule, the retry limit, and the transient/permanent classification of
+failures.
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+from twisted.internet import defer, error
+from twisted.python.failure import Failure
+
+from supervisor.spec import BackoffSpec
+from supervisor.states.records import ConnectFailureReason
+
+
+def failureOf(exc: BaseException) -> Failure:
+    """
+    A L{Failure} for C{exc}, without a traceback.
+    """
+    return Failure(exc)  # type: ignore[no-untyped-call]
+
+
+class ConnectTimeout(Exception):
+    """
+    The attempt (transport connect, TLS and the plugin's handshake together)
+    took longer than C{connect_timeout}.
+    """
+
+
+@attrs.frozen
+class PluginRejection(Exception):
+    """
+    A protocol plugin refused the connection (bad credentials, a protocol
+    error) through its handle.
+    """
+
+    message: str
+    permanent: bool = True
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@attrs.frozen
+class Classification:
+    """
+    What a failure means for the reconnect loop.
+
+    @ivar reason: the C{reason} label of C{connect_failures_total}.
+    @ivar permanent: retrying will not help; the connection goes to CLOSED.
+    """
+
+    reason: ConnectFailureReason
+    permanent: bool = False
+
+
+_TIMEOUTS = (ConnectTimeout, error.TimeoutError, error.TCPTimedOutError, defer.TimeoutError)
+_REFUSED = (error.ConnectionRefusedError,)
+_DNS = (error.DNSLookupError, error.UnknownHostError)
+_LOST = (error.ConnectionLost, error.ConnectionDone, error.ConnectionClosed)
+
+
+def _isTLS(exc: BaseException) -> bool:
+    # pyOpenSSL is optional (twisted[tls]); recognise its errors by module so
+    # that classifying never imports it.
+    return type(exc).__module__.startswith(("OpenSSL", "ssl")) or "SSL" in type(exc).__name__
+
+
+def _isCertificateRejection(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "certificate verify failed" in text or "verification" in text
+
+
+def classify(failure: Failure) -> Classification:
+    """
+    The default classification: refused, timeouts, DNS errors and lost
+    connections are transient; a TLS certificate that fails verification and
+    a plugin's permanent rejection are permanent; anything else is a
+    transient C{other}.
+    """
+    exc = failure.value
+    if exc is None:
+        return Classification("other")
+    if isinstance(exc, PluginRejection):
+        return Classification("handshake", exc.permanent)
+    if isinstance(exc, _REFUSED):
+        return Classification("refused")
+    if isinstance(exc, _TIMEOUTS):
+        return Classification("timeout")
+    if isinstance(exc, _DNS):
+        return Classification("dns")
+    if _isTLS(exc):
+        return Classification("tls", _isCertificateRejection(exc))
+    if isinstance(exc, _LOST):
+        # The transport came up and went away before the plugin was ready.
+        return Classification("handshake")
+    return Classification("other")
+
+
+class Backoff:
+    """
+    The delays between consecutive failed attempts, as L{BackoffSpec} defines.
+
+    Every delay lies in C{[0, max]}; the jitter is proportional to the
+    delay, so a fleet that failed together does not retry together.
+    """
+
+    __slots__ = ("_previous", "_rng", "_spec", "retries")
+
+    def __init__(self, spec: BackoffSpec, rng: random.Random) -> None:
+        self._spec = spec
+        self._rng = rng
+        self.retries = 0
+        self._previous = spec.initial
+
+    def reset(self) -> None:
+        """
+        Start the sequence over.
+        """
+        self.retries = 0
+        self._previous = self._spec.initial
+
+    def next(self) -> float:
+        """
+        The next delay, advancing the sequence.
+        """
+        spec = self._spec
+        n = self.retries
+        self.retries += 1
+        if spec.jitter == "decorrelated":
+            upper = min(spec.max, self._previous * 3)
+            delay = min(spec.max, self._rng.uniform(spec.initial, max(upper, spec.initial)))
+            self._previous = delay
+            return delay
+        try:
+            base = min(spec.max, spec.initial * spec.multiplier ** min(n, 1000))
+        except OverflowError:
+            base = spec.max
+        if spec.jitter == "full":
+            return self._rng.uniform(0.0, base)
+        if spec.jitter == "equal":
+            return base / 2 + self._rng.uniform(0.0, base / 2)
+        return base
+
+
+class ReconnectPolicy:
+    """
+    The per-connection memory of the reconnect loop.
+
+    The backoff starts over only when a connection had stayed ESTABLISHED
+    for at least C{reset_after} seconds, so a peer that accepts and drops at
+    once backs off like one that refuses. The count of consecutive failed
+    attempts (for C{max_retries}) starts over at every successful attempt.
+    """
+
+    __slots__ = ("_establishedAt", "backoff", "consecutiveFailures", "maxRetries", "resetAfter")
+
+    def __init__(self, spec: BackoffSpec, maxRetries: int, rng: random.Random) -> None:
+        self.backoff = Backoff(spec, rng)
+        self.resetAfter = spec.reset_after
+        self.maxRetries = maxRetries
+        self.consecutiveFailures = 0
+        self._establishedAt: float | None = None
+
+    def established(self, now: float) -> None:
+        """
+        An attempt succeeded at C{now}.
+        """
+        self.consecutiveFailures = 0
+        self._establishedAt = now
+
+    def failed(self) -> bool:
+        """
+        An attempt failed; return whether that was the last one allowed.
+        """
+        self.consecutiveFailures += 1
+        return 0 < self.maxRetries <= self.consecutiveFailures
+
+    def nextDelay(self, now: float) -> float:
+        """
+        The delay before the next attempt, given that the connection became
+        idle at C{now}.
+        """
+        if self._establishedAt is not None:
+            if now - self._establishedAt >= self.resetAfter:
+                self.backoff.reset()
+            self._establishedAt = None
+        return self.backoff.next()

@@ -1,0 +1,136 @@
+"""
+The heartbeat schedule on its own: pings, misses, RTT, liveness.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from supervisor.heartbeat import Heartbeat
+from supervisor.scheduler import Scheduler
+from supervisor.spec import HeartbeatSpec
+
+
+class Recorder:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.pings: list[tuple[float, bytes]] = []
+        self.dead: list[tuple[float, int]] = []
+        self.rtts: list[float | None] = []
+
+    def send(self, token: bytes) -> None:
+        self.pings.append((self.clock.seconds(), token))
+
+    def die(self, misses: int) -> None:
+        self.dead.append((self.clock.seconds(), misses))
+
+
+def make(
+    interval: float = 10, timeout: float = 2, misses: int = 3
+) -> tuple[Clock, Recorder, Heartbeat]:
+    clock = Clock()
+    recorder = Recorder(clock)
+    heartbeat = Heartbeat(
+        HeartbeatSpec(interval, timeout, misses),
+        Scheduler(clock),
+        recorder.send,
+        recorder.die,
+        recorder.rtts.append,
+    )
+    heartbeat.start(interval)
+    return clock, recorder, heartbeat
+
+
+def test_answeredPingsKeepTheInterval() -> None:
+    clock, recorder, heartbeat = make()
+    for n in range(1, 4):
+        clock.pump([10] if n == 1 else [1.5, 8])  # through the timeout check at +2 s
+        assert recorder.pings[-1] == (10.0 * n, b"%d" % n)
+        clock.advance(0.5)
+        heartbeat.pong(b"%d" % n)
+    assert recorder.rtts == [0.5, 0.5, 0.5]
+    assert recorder.dead == []
+    heartbeat.stop()
+    assert clock.getDelayedCalls() == []
+
+
+def test_missesAreCountedAndTheLimitDrops() -> None:
+    """
+    Silent from the start: pings at 10, 12, 14 (each miss re-pings at once),
+    dropped at 16 = interval + timeout * misses.
+    """
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=3)
+    clock.pump([10, 2, 2])
+    assert [t for t, _ in recorder.pings] == [10, 12, 14]
+    assert heartbeat.misses == 2
+    assert recorder.dead == []
+    clock.advance(2)
+    assert recorder.dead == [(16, 3)]
+    assert recorder.rtts == [None, None, None]
+    assert clock.getDelayedCalls() == []
+
+
+def test_aPongResetsTheMissCount() -> None:
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=2)
+    clock.pump([10, 2])
+    assert heartbeat.misses == 1
+    heartbeat.pong(recorder.pings[-1][1])
+    assert heartbeat.misses == 0
+    clock.pump([2, 10, 2])
+    assert recorder.dead == []
+    assert heartbeat.misses == 1
+
+
+def test_staleOrUnknownPongsAreIgnored() -> None:
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=2)
+    clock.advance(10)
+    heartbeat.pong(b"not-a-token")
+    clock.advance(2)
+    assert heartbeat.misses == 1
+    heartbeat.pong(b"1")  # answer to the first ping, too late
+    assert heartbeat.misses == 1
+    assert recorder.rtts == [None]
+
+
+def test_detectionWithinTheBoundAfterALastPong() -> None:
+    """
+    The peer answers one ping, then goes silent: the drop comes at most
+    interval + timeout * misses after that last answer.
+    """
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=2)
+    clock.advance(10)
+    heartbeat.pong(recorder.pings[-1][1])
+    lastAnswer = clock.seconds()
+    for _ in range(100):
+        if recorder.dead:
+            break
+        clock.advance(0.5)
+    assert recorder.dead
+    assert recorder.dead[0][0] - lastAnswer <= 10 + 2 * 2
+
+
+def test_activityCountsAsLivenessAndPostponesPings() -> None:
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=1)
+    clock.advance(10)
+    assert len(recorder.pings) == 1
+    clock.advance(1)
+    heartbeat.activity()  # answers the outstanding ping without an RTT sample
+    clock.advance(1)
+    assert recorder.dead == [] and recorder.rtts == []
+    # busy connection: a frame every 5 s means no ping is needed
+    for _ in range(6):
+        clock.advance(5)
+        heartbeat.activity()
+    assert len(recorder.pings) == 1
+    clock.advance(10)
+    assert len(recorder.pings) == 2
+
+
+def test_stoppedHeartbeatIgnoresEverything() -> None:
+    clock, recorder, heartbeat = make()
+    heartbeat.stop()
+    heartbeat.pong(b"1")
+    heartbeat.activity()
+    clock.advance(100)
+    assert recorder.pings == [] and recorder.dead == []
+    assert clock.getDelayedCalls() == []

@@ -1,0 +1,414 @@
+"""
+Every transition of the connection machine, driven through a real
+endpoint on a memory reactor with a fake clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from OpenSSL import SSL
+from twisted.internet.error import DNSLookupError
+
+from supervisor.spec import BackoffSpec, HeartbeatSpec
+from tests.harness import ScriptedPlugin, World
+
+NO_JITTER = BackoffSpec(initial=1.0, multiplier=2.0, max=60.0, jitter="none", reset_after=10.0)
+
+
+def established(**spec: object) -> tuple[World, object, object]:
+    world = World(**spec)  # type: ignore[arg-type]
+    world.connection.start()
+    protocol, transport = world.accept()
+    assert world.state == "ESTABLISHED"
+    return world, protocol, transport
+
+
+def test_notStartedIsIdleWithNothingScheduled() -> None:
+    world = World()
+    assert world.state == "IDLE"
+    assert world.connection.internalState == "INIT"
+    assert world.connection.backoffDelay == 0
+    world.assertQuiet()
+
+
+def test_startConnectsAndReadyEstablishes() -> None:
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False))
+    world.connection.start()
+    assert world.state == "CONNECTING"
+    protocol, _ = world.accept()
+    assert world.state == "CONNECTING", "transport up is not ESTABLISHED: the handshake is not done"
+    protocol.handle.ready()
+    assert world.state == "ESTABLISHED"
+    assert world.path() == [("IDLE", "CONNECTING", "start"), ("CONNECTING", "ESTABLISHED", "ready")]
+    assert world.connection.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [(None, "refused"), (DNSLookupError("x"), "dns")],
+)
+def test_transientFailureGoesIdleAndRetriesAfterTheBackoff(
+    exc: Exception | None, reason: str
+) -> None:
+    world = World(backoff=NO_JITTER)
+    world.connection.start()
+    world.refuse(exc)
+    assert world.state == "IDLE"
+    assert world.path()[-1] == ("CONNECTING", "IDLE", reason)
+    assert world.connection.backoffDelay == 1.0
+    assert world.connection.lastError is not None and world.connection.lastError.startswith(reason)
+    world.advance(0.999)
+    assert world.state == "IDLE" and not world.pending()
+    world.advance(0.001)
+    assert world.state == "CONNECTING"
+    assert world.path()[-1] == ("IDLE", "CONNECTING", "retry")
+    assert world.connection.backoffDelay == 0
+
+
+def test_backoffGrowsAcrossConsecutiveFailures() -> None:
+    world = World(backoff=NO_JITTER)
+    world.connection.start()
+    seen = []
+    for _ in range(5):
+        world.refuse()
+        seen.append(world.connection.backoffDelay)
+        world.advance(world.connection.backoffDelay)
+    assert seen == [1, 2, 4, 8, 16]
+    assert world.connection.attempts == 6
+    assert world.connection.consecutiveFailures == 5
+
+
+def test_aPeerThatAcceptsAndClosesAtOnceBacksOff() -> None:
+    """
+    ESTABLISHED for less than reset_after does not reset the backoff: a peer
+    that accepts and drops cannot cause a tight loop.
+    """
+    world = World(backoff=NO_JITTER)
+    world.connection.start()
+    seen = []
+    for _ in range(5):
+        protocol, _ = world.accept()
+        world.lose(protocol)
+        assert world.path()[-1] == ("ESTABLISHED", "IDLE", "lost")
+        seen.append(world.connection.backoffDelay)
+        world.advance(world.connection.backoffDelay)
+    assert seen == [1, 2, 4, 8, 16]
+
+
+def test_backoffResetsAfterStayingEstablishedForResetAfter() -> None:
+    world = World(backoff=NO_JITTER, heartbeat=HeartbeatSpec(interval=0))
+    world.connection.start()
+    for _ in range(3):
+        world.refuse()
+        world.advance(world.connection.backoffDelay)
+    protocol, _ = world.accept()
+    world.advance(9.9)
+    world.lose(protocol)
+    assert world.connection.backoffDelay == 8, "9.9 s is short of reset_after"
+    world.advance(8)
+    protocol, _ = world.accept()
+    world.advance(10)
+    world.lose(protocol)
+    assert world.connection.backoffDelay == 1, "10 s ESTABLISHED resets the backoff"
+
+
+def test_connectTimeoutDuringAStalledHandshake() -> None:
+    world = World(
+        plugin=ScriptedPlugin(readyOnConnect=False), connect_timeout=5.0, backoff=NO_JITTER
+    )
+    world.connection.start()
+    _, transport = world.accept()
+    world.advance(4.99)
+    assert world.state == "CONNECTING"
+    world.advance(0.01)
+    assert world.state == "IDLE"
+    assert world.path()[-1] == ("CONNECTING", "IDLE", "timeout")
+    assert transport.disconnecting, "the stalled transport is aborted"
+
+
+def test_connectTimeoutWithNoAnswerCancelsTheConnect() -> None:
+    world = World(connect_timeout=3.0)
+    world.connection.start()
+    world.skip()
+    world.advance(3)
+    assert world.path()[-1] == ("CONNECTING", "IDLE", "timeout")
+    assert world.reactor.connectors[0].stoppedConnecting
+
+
+def test_lateReadyAfterTheTimeoutIsIgnored() -> None:
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False), connect_timeout=1.0)
+    world.connection.start()
+    protocol, _ = world.accept()
+    world.advance(1)
+    protocol.handle.ready()
+    world.lose(protocol)
+    assert world.state == "IDLE"
+    assert [t.to for t in world.transitions] == ["CONNECTING", "IDLE"]
+
+
+def test_permanentPluginRejectionCloses() -> None:
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False))
+    world.connection.start()
+    protocol, transport = world.accept()
+    protocol.handle.reject("WRONGPASS invalid password", permanent=True)
+    assert world.state == "CLOSED"
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "handshake")
+    assert world.connection.lastError == "handshake: WRONGPASS invalid password"
+    assert transport.disconnecting
+    world.advance(3600)
+    assert not world.pending()
+    world.assertQuiet()
+
+
+def test_certificateVerificationFailureCloses() -> None:
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False))
+    world.connection.start()
+    protocol, _ = world.accept()
+    world.lose(protocol, SSL.Error([("SSL routines", "", "certificate verify failed")]))
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "tls")
+    world.assertQuiet()
+
+
+def test_protocolClassificationOverridesTheDefault() -> None:
+    from supervisor.policy import Classification
+
+    plugin = ScriptedPlugin(readyOnConnect=False)
+    world = World(plugin=plugin)
+    world.connection.start()
+    protocol, _ = world.accept()
+    plugin.classification = Classification("handshake", permanent=True)
+    world.lose(protocol)
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "handshake")
+
+
+def test_pluginClassifiesFailuresBeforeAProtocolExists() -> None:
+    from supervisor.policy import Classification
+
+    class Strict(ScriptedPlugin):
+        def classifyFailure(self, failure: object) -> Classification:
+            return Classification("refused", permanent=True)
+
+    world = World(plugin=Strict())
+    world.connection.start()
+    world.refuse()
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "refused")
+
+
+def test_maxRetriesExhaustedCloses() -> None:
+    world = World(max_retries=3, backoff=NO_JITTER)
+    world.connection.start()
+    world.refuse()
+    world.advance(1)
+    world.refuse()
+    world.advance(2)
+    world.refuse()
+    assert world.state == "CLOSED"
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "refused")
+    assert "retries exhausted" in (world.connection.lastError or "")
+    world.assertQuiet()
+
+
+def test_lostWhileEstablishedGoesIdle() -> None:
+    world, protocol, _ = established()
+    world.lose(protocol)  # type: ignore[arg-type]
+    assert world.path()[-1] == ("ESTABLISHED", "IDLE", "lost")
+    assert world.connection.protocol is None
+
+
+def test_heartbeatMissesDropTheConnection() -> None:
+    spec = HeartbeatSpec(interval=10, timeout=2, misses=3)
+    world, protocol, transport = established(heartbeat=spec, seed=4)
+    # the first ping comes between interval/2 and interval after ESTABLISHED
+    for _ in range(1000):
+        if protocol.pings:  # type: ignore[attr-defined]
+            break
+        world.advance(0.01)
+    firstPing = world.reactor.seconds()
+    assert 5 <= firstPing <= 10.01
+    protocol.answer()  # type: ignore[attr-defined]
+    assert world.connection.rtt == 0
+    for _ in range(2000):
+        if world.state != "ESTABLISHED":
+            break
+        world.advance(0.01)
+    assert world.path()[-1] == ("ESTABLISHED", "IDLE", "heartbeat")
+    assert len(protocol.pings) == 4  # type: ignore[attr-defined]
+    assert world.reactor.seconds() - firstPing == pytest.approx(10 + 2 * 3, abs=0.02)
+    assert transport.disconnecting  # type: ignore[attr-defined]
+
+
+def test_heartbeatRttIsReportedToObservers() -> None:
+    world, protocol, _ = established(heartbeat=HeartbeatSpec(interval=1, timeout=1, misses=1))
+    seen: list[tuple[str, float | None]] = []
+    world.connection.addHeartbeatObserver(lambda name, rtt: seen.append((name, rtt)))
+    while not protocol.pings:  # type: ignore[attr-defined]
+        world.advance(0.1)
+    world.advance(0.25)
+    protocol.answer()  # type: ignore[attr-defined]
+    assert seen == [("c1", pytest.approx(0.25))]
+    assert world.connection.rtt == pytest.approx(0.25)
+
+
+def test_heartbeatsOffMeansNoTimers() -> None:
+    world, _, _ = established(heartbeat=HeartbeatSpec(interval=0))
+    world.assertQuiet()
+
+
+def test_connectionsThatCameUpTogetherPingAtDifferentTimes() -> None:
+    firsts = set()
+    for seed in range(20):
+        world, protocol, _ = established(heartbeat=HeartbeatSpec(interval=10), seed=seed)
+        while not protocol.pings:  # type: ignore[attr-defined]
+            world.advance(0.01)
+        firsts.add(round(world.reactor.seconds(), 2))
+    assert len(firsts) >= 15
+
+
+def test_stopBeforeStart() -> None:
+    world = World()
+    d = world.stop()
+    assert world.path() == [("IDLE", "CLOSED", "stopped")]
+    assert d.called
+    world.connection.start()
+    assert world.state == "CLOSED" and not world.pending()
+
+
+def test_stopWhileIdleCancelsTheRetry() -> None:
+    world = World()
+    world.connection.start()
+    world.refuse()
+    d = world.stop()
+    assert d.called
+    assert world.path()[-1] == ("IDLE", "CLOSED", "stopped")
+    world.assertQuiet()
+
+
+def test_stopWhileConnectingCancelsTheAttempt() -> None:
+    world = World()
+    world.connection.start()
+    d = world.stop()
+    assert d.called
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "stopped")
+    assert world.reactor.connectors[0].stoppedConnecting
+    world.assertQuiet()
+
+
+def test_stopDuringTheHandshakeAbortsTheTransport() -> None:
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False))
+    world.connection.start()
+    protocol, transport = world.accept()
+    d = world.stop()
+    assert d.called and transport.disconnecting
+    protocol.handle.ready()  # too late: ignored
+    world.lose(protocol)
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "stopped")
+    world.assertQuiet()
+
+
+def test_stopWhileEstablishedDrainsThenCloses() -> None:
+    world, protocol, transport = established(plugin=ScriptedPlugin(drainAtOnce=False))
+    d = world.stop()
+    assert world.state == "CLOSING" and not d.called
+    assert world.path()[-1] == ("ESTABLISHED", "CLOSING", "stopped")
+    assert not transport.disconnecting, "the plugin drains first"
+    protocol.drains[0].callback(None)  # type: ignore[attr-defined]
+    assert transport.disconnecting  # type: ignore[attr-defined]
+    world.lose(protocol)  # type: ignore[arg-type]
+    assert world.path()[-1] == ("CLOSING", "CLOSED", "closed")
+    assert d.called
+    world.assertQuiet()
+
+
+def test_drainPastTheDeadlineIsAborted() -> None:
+    world, protocol, transport = established(
+        plugin=ScriptedPlugin(drainAtOnce=False), drain_timeout=30.0
+    )
+    d = world.stop()
+    world.advance(29.99)
+    assert world.state == "CLOSING"
+    world.advance(0.01)
+    assert world.path()[-1] == ("CLOSING", "CLOSED", "deadline")
+    assert d.called and transport.disconnecting  # type: ignore[attr-defined]
+    assert protocol.drains[0].called, "the plugin's drain was cancelled"  # type: ignore[attr-defined]
+    world.assertQuiet()
+
+
+def test_stopTwiceWhileClosingBothFire() -> None:
+    world, protocol, _ = established(plugin=ScriptedPlugin(drainAtOnce=False))
+    first, second = world.stop(), world.stop()
+    assert not first.called and not second.called
+    protocol.drains[0].callback(None)  # type: ignore[attr-defined]
+    world.lose(protocol)  # type: ignore[arg-type]
+    assert first.called and second.called
+    assert world.stop().called
+
+
+def test_reconnectRotatesAnEstablishedConnection() -> None:
+    world, protocol, transport = established()
+    world.connection.reconnect()
+    assert world.path()[-1] == ("ESTABLISHED", "CLOSING", "rotation")
+    assert transport.disconnecting  # type: ignore[attr-defined]
+    world.lose(protocol)  # type: ignore[arg-type]
+    assert world.path()[-1] == ("CLOSING", "IDLE", "closed")
+    assert world.connection.backoffDelay == 0
+    world.advance(0)
+    assert world.state == "CONNECTING"
+
+
+def test_stopDuringRotationEndsClosed() -> None:
+    world, protocol, _ = established(plugin=ScriptedPlugin(drainAtOnce=False))
+    world.connection.reconnect()
+    d = world.stop()
+    assert world.connection.internalState == "CLOSING"
+    protocol.drains[0].callback(None)  # type: ignore[attr-defined]
+    world.lose(protocol)  # type: ignore[arg-type]
+    assert world.path()[-1] == ("CLOSING", "CLOSED", "closed")
+    assert d.called
+    world.assertQuiet()
+
+
+def test_reconnectWhileIdleRetriesNow() -> None:
+    world = World(backoff=NO_JITTER)
+    world.connection.start()
+    world.refuse()
+    world.connection.reconnect()
+    assert world.path()[-1] == ("IDLE", "CONNECTING", "retry")
+    world.refuse()
+    assert world.connection.backoffDelay == 2
+
+
+def test_historyIsBoundedAndOrdered() -> None:
+    world = World(backoff=BackoffSpec(initial=0.1, max=0.1, jitter="none"))
+    world.connection.start()
+    for _ in range(40):
+        world.refuse()
+        world.advance(0.1)
+    history = world.connection.history
+    assert len(history) == 50
+    assert history == tuple(world.transitions[-50:])
+    for before, after in itertools.pairwise(history):
+        assert before.to == after.from_ and before.time <= after.time
+
+
+def test_aFailingObserverIsLoggedAndTheOthersRun(noLoggedErrors: list[dict[str, object]]) -> None:
+    world = World()
+    world.connection.addObserver(lambda record: 1 / 0)
+    later: list[object] = []
+    world.connection.addObserver(later.append)
+    world.connection.start()
+    assert world.state == "CONNECTING" and len(later) == 1
+    assert len(noLoggedErrors) == 1
+    noLoggedErrors.clear()
+
+
+def test_transitionJSONUsesTheSpecNames() -> None:
+    world = World()
+    world.connection.start()
+    assert world.connection.history[0].asJSON() == {
+        "time": 0.0,
+        "from": "IDLE",
+        "to": "CONNECTING",
+        "reason": "start",
+    }
