@@ -4,7 +4,7 @@ The C{line} protocol: text lines ending in C{\\r\\n} or C{\\n}.
 - Heartbeat: sends C{PING <token>\\r\\n}, expects C{PONG <token>}.
 - A peer's C{PING [payload]} is answered with C{PONG [payload]}.
 - No handshake: the connection is ready as soon as the transport is up
-  (after TLS, for C{tls:} endpoints, when the first line can be written).
+  (on C{tls:} endpoints the supervisor holds that until TLS has completed).
 - Any other line counts as proof of life (option C{lines_are_liveness},
   default true) and is otherwise ignored.
 - Drain: nothing is in flight; the connection is closed at once.

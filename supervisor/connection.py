@@ -151,20 +151,22 @@ class SupervisedConnection:
         """
         Call C{observer} with every future L{Transition}.
         """
-        self._core.observers.append(observer)
+        self._core.observers += (observer,)
 
     def removeObserver(self, observer: Observer) -> None:
         """
         Stop calling C{observer}.
         """
-        self._core.observers.remove(observer)
+        observers = list(self._core.observers)
+        observers.remove(observer)
+        self._core.observers = tuple(observers)
 
     def addHeartbeatObserver(self, observer: HeartbeatObserver) -> None:
         """
         Call C{observer(name, rtt)} for every answered heartbeat and
         C{observer(name, None)} for every miss.
         """
-        self._core.heartbeatObservers.append(observer)
+        self._core.heartbeatObservers += (observer,)
 
     def start(self) -> None:
         """
@@ -193,6 +195,8 @@ class SupervisedConnection:
         if self._core.visible == "CLOSED":
             return succeed(None)
         waiter: Deferred[None] = Deferred()
+        if self._core.waiters is None:
+            self._core.waiters = []
         self._core.waiters.append(waiter)
         self._inputs.close(Cause(reason))
         return waiter

@@ -3,14 +3,15 @@ Supervisor-owned heartbeats: ping every C{interval} on a quiet connection,
 wait C{timeout} for each pong, drop the connection after C{misses}
 consecutive misses, and measure the round trip.
 
-After a miss the next ping goes out at once, so a peer that goes silent right
-after a pong is detected within C{interval + timeout * misses}. Each
-heartbeat holds exactly one timer on the shared L{Scheduler} at any time.
+After a miss the next ping goes out at once, and after a pong the next ping
+is due C{interval} after the previous one was sent, so a peer that goes
+silent right after a pong is detected within C{interval + timeout * misses}.
+Each heartbeat holds exactly one timer on the shared L{Scheduler} at any time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from twisted.logger import Logger
 
@@ -18,6 +19,22 @@ from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import HeartbeatSpec
 
 _log = Logger(namespace="netsupervisor.heartbeat")
+
+
+class HeartbeatTarget(Protocol):
+    """
+    What a heartbeat drives: one object rather than three callbacks, so that
+    ten thousand heartbeats hold no closures.
+    """
+
+    def sendPing(self, token: bytes) -> None:
+        "Send a ping carrying C{token}."
+
+    def heartbeatObserved(self, rtt: float | None) -> None:
+        "A round-trip time, or L{None} for a miss."
+
+    def heartbeatDead(self, misses: int) -> None:
+        "The limit of consecutive misses was reached (called once)."
 
 
 class Heartbeat:
@@ -29,37 +46,21 @@ class Heartbeat:
     """
 
     __slots__ = (
-        "_dead",
-        "_observe",
         "_scheduler",
-        "_send",
         "_sentAt",
         "_seq",
         "_spec",
+        "_target",
         "_timer",
         "awaiting",
         "lastActivity",
         "misses",
     )
 
-    def __init__(
-        self,
-        spec: HeartbeatSpec,
-        scheduler: Scheduler,
-        send: Callable[[bytes], None],
-        dead: Callable[[int], None],
-        observe: Callable[[float | None], None],
-    ) -> None:
-        """
-        @param send: sends a ping carrying the given token.
-        @param dead: called once, with the count of misses, when the limit is reached.
-        @param observe: receives each round-trip time, or L{None} for a miss.
-        """
+    def __init__(self, spec: HeartbeatSpec, scheduler: Scheduler, target: HeartbeatTarget) -> None:
         self._spec = spec
         self._scheduler = scheduler
-        self._send = send
-        self._dead = dead
-        self._observe = observe
+        self._target = target
         self._seq = 0
         self._sentAt = 0.0
         self._timer: Timer | None = None
@@ -98,7 +99,14 @@ class Heartbeat:
             return
         self.awaiting = None
         self.misses = 0
-        self._observe(self._scheduler.now() - self._sentAt)
+        now = self._scheduler.now()
+        nextPing = self._sentAt + self._spec.interval
+        if nextPing < self._timer.when:
+            # The timeout is longer than the interval: ping on schedule
+            # rather than after the timeout check.
+            self._timer.cancel()
+            self._timer = self._scheduler.callAt(max(nextPing, now), self._due)
+        self._target.heartbeatObserved(now - self._sentAt)
 
     def activity(self) -> None:
         """
@@ -125,7 +133,7 @@ class Heartbeat:
         self._sentAt = now
         self._timer = self._scheduler.callAt(now + self._spec.timeout, self._check)
         try:
-            self._send(token)
+            self._target.sendPing(token)
         except Exception:
             _log.failure("sending a heartbeat ping failed")
 
@@ -137,9 +145,9 @@ class Heartbeat:
             )
             return
         self.misses += 1
-        self._observe(None)
+        self._target.heartbeatObserved(None)
         if self.misses >= self._spec.misses:
             self._timer = None
-            self._dead(self.misses)
+            self._target.heartbeatDead(self.misses)
         else:
             self._ping(now)

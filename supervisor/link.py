@@ -10,12 +10,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IAddress, IProtocol, IProtocolFactory, ITransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    ISSLTransport,
+    ITransport,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.interfaces import IConnectionHandle, ISupervisedProtocol
-from supervisor.policy import Classification, PluginRejection, classify, failureOf
+from supervisor.policy import (
+    Classification,
+    ConnectTimeout,
+    PluginRejection,
+    classify,
+    failureOf,
+)
+from supervisor.states.core import log
 from supervisor.states.records import Cause
 
 if TYPE_CHECKING:
@@ -47,15 +61,36 @@ class _LinkFactory:
         pass
 
 
-@implementer(IConnectionHandle, IProtocol)
+@implementer(IConnectionHandle, IProtocol, IHandshakeListener)
 class Link:
     """
     The transport, the plugin's protocol and the phase of one attempt.
+
+    On a TLS transport the plugin's protocol is connected before the TLS
+    handshake (that is how Twisted's TLS works, so the plugin may write its
+    own handshake early); its C{ready()} takes effect only once TLS has
+    completed, so a certificate that fails verification fails the attempt.
 
     Once L{abort} is called (the machine left the states that keep the
     attempt), every later event from the transport or the plugin is ignored:
     this link is no longer the connection's.
     """
+
+    __slots__ = (
+        "_connecting",
+        "_core",
+        "_drainDeadline",
+        "_draining",
+        "_inputs",
+        "_readyAsked",
+        "_tlsPending",
+        "_transportLost",
+        "heartbeat",
+        "name",
+        "phase",
+        "protocol",
+        "transport",
+    )
 
     def __init__(self, inputs: Inputs, core: Core) -> None:
         self._inputs = inputs
@@ -69,6 +104,8 @@ class Link:
         self._draining: Deferred[None] | None = None
         self._drainDeadline: float | None = None
         self._transportLost = False
+        self._tlsPending = False
+        self._readyAsked = False
 
     # Driven by the machine's states.
 
@@ -124,6 +161,13 @@ class Link:
         else:
             self._inputs.attemptFailed(Cause(c.reason, detail))
 
+    def timedOut(self) -> None:
+        """
+        C{connect_timeout} passed before the plugin was ready.
+        """
+        timeout = self._core.spec.connect_timeout
+        self.failAttempt(failureOf(ConnectTimeout(f"not ready within {timeout:g}s")))
+
     def abort(self) -> None:
         """
         This link is done: cancel whatever is pending and abort the transport.
@@ -143,6 +187,7 @@ class Link:
 
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
+        self._tlsPending = ISSLTransport.providedBy(transport)
         assert self.protocol is not None
         self.protocol.makeConnection(transport)
 
@@ -155,6 +200,14 @@ class Link:
         assert self.protocol is not None
         self.protocol.dataReceived(data)
 
+    def handshakeCompleted(self) -> None:
+        """
+        TLS is up: a C{ready()} the plugin asked for takes effect now.
+        """
+        self._tlsPending = False
+        if self._readyAsked:
+            self.ready()
+
     def connectionLost(self, reason: Failure) -> None:
         self._transportLost = True
         try:
@@ -166,9 +219,13 @@ class Link:
     # IConnectionHandle, as the plugin sees it.
 
     def ready(self) -> None:
-        if self.phase == "connecting" and self.transport is not None:
-            self.phase = "ready"
-            self._inputs.ready()
+        if self.phase != "connecting" or self.transport is None:
+            return
+        if self._tlsPending:
+            self._readyAsked = True
+            return
+        self.phase = "ready"
+        self._inputs.ready()
 
     def pong(self, token: bytes) -> None:
         if self.heartbeat is not None:
@@ -220,9 +277,7 @@ class Link:
     def _drainFailed(self, failure: Failure) -> None:
         if self.phase != "closing":
             return  # cancelled by abort() at the deadline
-        self._core.log.failure(
-            "{connection} drain failed; closing anyway", failure, connection=self.name
-        )
+        log.failure("{connection} drain failed; closing anyway", failure, connection=self.name)
 
     def _drained(self, result: object) -> None:
         self._draining = None

@@ -93,12 +93,19 @@ class Scheduler:
 
     def _released(self) -> None:
         self._live -= 1
+        heap = self._heap
         if self._live == 0:
             # Nothing left to do: no DelayedCall may outlive the last timer.
-            self._heap.clear()
+            heap.clear()
             if self._call is not None:
                 self._call.cancel()
                 self._call = None
+        elif len(heap) > 2 * self._live + 64:
+            # Cancelled timers wait in the heap until they come up; when they
+            # outnumber the live ones, drop them (in place: _wake may be
+            # iterating this very list).
+            heap[:] = [entry for entry in heap if entry[2].active]
+            heapq.heapify(heap)
 
     def _arm(self) -> None:
         while self._heap and not self._heap[0][2].active:

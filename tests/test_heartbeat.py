@@ -12,16 +12,23 @@ from supervisor.spec import HeartbeatSpec
 
 
 class Recorder:
+    """
+    The heartbeat's target: records what it is told, with the time.
+    """
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.pings: list[tuple[float, bytes]] = []
         self.dead: list[tuple[float, int]] = []
         self.rtts: list[float | None] = []
 
-    def send(self, token: bytes) -> None:
+    def sendPing(self, token: bytes) -> None:
         self.pings.append((self.clock.seconds(), token))
 
-    def die(self, misses: int) -> None:
+    def heartbeatObserved(self, rtt: float | None) -> None:
+        self.rtts.append(rtt)
+
+    def heartbeatDead(self, misses: int) -> None:
         self.dead.append((self.clock.seconds(), misses))
 
 
@@ -30,13 +37,7 @@ def make(
 ) -> tuple[Clock, Recorder, Heartbeat]:
     clock = Clock()
     recorder = Recorder(clock)
-    heartbeat = Heartbeat(
-        HeartbeatSpec(interval, timeout, misses),
-        Scheduler(clock),
-        recorder.send,
-        recorder.die,
-        recorder.rtts.append,
-    )
+    heartbeat = Heartbeat(HeartbeatSpec(interval, timeout, misses), Scheduler(clock), recorder)
     heartbeat.start(interval)
     return clock, recorder, heartbeat
 
@@ -134,3 +135,24 @@ def test_stoppedHeartbeatIgnoresEverything() -> None:
     clock.advance(100)
     assert recorder.pings == [] and recorder.dead == []
     assert clock.getDelayedCalls() == []
+
+
+def test_aTimeoutLongerThanTheIntervalKeepsTheBound() -> None:
+    """
+    With timeout > interval, pings still go out every interval after a
+    pong, and a silent peer is dropped within interval + timeout * misses
+    of the last answer.
+    """
+    clock, recorder, heartbeat = make(interval=2, timeout=5, misses=2)
+    clock.advance(2)
+    clock.advance(0.1)
+    heartbeat.pong(recorder.pings[-1][1])
+    clock.advance(1.9)
+    assert [t for t, _ in recorder.pings] == [2, 4]
+    lastAnswer = 2.1
+    for _ in range(400):
+        if recorder.dead:
+            break
+        clock.advance(0.05)
+    assert recorder.dead
+    assert recorder.dead[0][0] - lastAnswer <= 2 + 5 * 2

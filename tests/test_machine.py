@@ -6,13 +6,18 @@ endpoint on a memory reactor with a fake clock.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from OpenSSL import SSL
 from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from supervisor.spec import BackoffSpec, HeartbeatSpec
-from tests.harness import ScriptedPlugin, World
+from tests.harness import ADDRESS, ScriptedPlugin, World
 
 NO_JITTER = BackoffSpec(initial=1.0, multiplier=2.0, max=60.0, jitter="none", reset_after=10.0)
 
@@ -412,3 +417,34 @@ def test_transitionJSONUsesTheSpecNames() -> None:
         "to": "CONNECTING",
         "reason": "start",
     }
+
+
+def _overTLS(world: World) -> Any:
+    """
+    Accept the pending attempt on a transport that is TLS: Twisted connects
+    the protocol before the TLS handshake. Return the link.
+    """
+    factory, _ = world._next()
+    link = factory.buildProtocol(ADDRESS)._wrappedProtocol
+    transport = StringTransport()
+    directlyProvides(transport, ISSLTransport)
+    link.makeConnection(transport)  # the plugin calls ready() in here
+    return link
+
+
+def test_overTLSReadyWaitsForTheTLSHandshake() -> None:
+    world = World()
+    world.connection.start()
+    link = _overTLS(world)
+    assert world.state == "CONNECTING"
+    link.handshakeCompleted()
+    assert world.state == "ESTABLISHED"
+
+
+def test_overTLSAFailedCertificateFailsTheAttemptForGood() -> None:
+    world = World()
+    world.connection.start()
+    link = _overTLS(world)
+    link.connectionLost(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
+    assert world.path() == [("IDLE", "CONNECTING", "start"), ("CONNECTING", "CLOSED", "tls")]
+    world.assertQuiet()

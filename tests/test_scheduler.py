@@ -149,3 +149,19 @@ def test_neverEarlyNeverLostAndNothingLeft(
     for i in expected:
         assert timers[i][0] <= fired[i] <= timers[i][0] + resolution + 1e-9
     assert clock.getDelayedCalls() == []
+
+
+def test_cancelledTimersDoNotPileUp() -> None:
+    """
+    A timer that is cancelled long before it is due (a connect deadline, after
+    a quick connect) does not keep its heap entry until then.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock)
+    keep = scheduler.callLater(1000, lambda: None)
+    for _ in range(10_000):
+        scheduler.callLater(500, lambda: None).cancel()
+    assert len(scheduler) == 1
+    assert len(scheduler._heap) <= 2 * 1 + 64 + 1
+    keep.cancel()
+    assert clock.getDelayedCalls() == []

@@ -6,7 +6,6 @@ bounded as a whole by C{connect_timeout}.
 from __future__ import annotations
 
 from supervisor.link import Link
-from supervisor.policy import ConnectTimeout, failureOf
 from supervisor.scheduler import Timer
 from supervisor.states.core import Core, Inputs, StateData
 
@@ -33,13 +32,8 @@ def attempt(inputs: Inputs, core: Core) -> Attempting:
     Enter CONNECTING: start an attempt and its deadline.
     """
     core.attempts += 1
-    timeout = core.spec.connect_timeout
     link = core.link = Link(inputs, core)
-
-    def expire() -> None:
-        link.failAttempt(failureOf(ConnectTimeout(f"not ready within {timeout:g}s")))
-
-    data = Attempting(core.scheduler.callLater(timeout, expire))
+    data = Attempting(core.scheduler.callLater(core.spec.connect_timeout, link.timedOut))
     core.enter(data)
     link.connect()
     return data

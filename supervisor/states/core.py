@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 HISTORY_LENGTH = 50
 
+log = Logger(namespace="netsupervisor.connection")
+"""Where transitions are logged: one event per transition, with the
+connection's name and the L{Transition} as C{transition}."""
+
 Observer = Callable[[Transition], object]
 """Receives every transition of a connection."""
 
@@ -127,11 +131,11 @@ class Core:
     lastError: str | None = None
     lastRtt: float | None = None
     history: list[Transition] = field(default_factory=list)
-    observers: list[Observer] = field(default_factory=list)
-    heartbeatObservers: list[HeartbeatObserver] = field(default_factory=list)
-    waiters: list[Deferred[None]] = field(default_factory=list)
-
-    log: ClassVar[Logger] = Logger(namespace="netsupervisor.connection")
+    # Tuples, and no list for waiters until one is needed: ten thousand
+    # connections should not carry three empty lists each.
+    observers: tuple[Observer, ...] = ()
+    heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
+    waiters: list[Deferred[None]] | None = None
 
     def now(self) -> float:
         """
@@ -172,7 +176,7 @@ class Core:
             self.history.append(record)
             if len(self.history) > HISTORY_LENGTH:
                 del self.history[0]
-            self.log.info(
+            log.info(
                 "{connection} {from_} -> {to} ({reason}{detail})",
                 connection=record.connection,
                 from_=old,
@@ -181,13 +185,13 @@ class Core:
                 detail=f": {record.detail}" if record.detail else "",
                 transition=record,
             )
-            for observer in list(self.observers):
+            for observer in self.observers:
                 try:
                     observer(record)
                 except Exception:
-                    self.log.failure("transition observer {observer!r} failed", observer=observer)
-        if new == "CLOSED":
-            waiters, self.waiters = self.waiters, []
+                    log.failure("transition observer {observer!r} failed", observer=observer)
+        if new == "CLOSED" and self.waiters is not None:
+            waiters, self.waiters = self.waiters, None
             for waiter in waiters:
                 waiter.callback(None)
 
@@ -197,8 +201,8 @@ class Core:
         """
         if rtt is not None:
             self.lastRtt = rtt
-        for observer in list(self.heartbeatObservers):
+        for observer in self.heartbeatObservers:
             try:
                 observer(self.spec.name, rtt)
             except Exception:
-                self.log.failure("heartbeat observer {observer!r} failed", observer=observer)
+                log.failure("heartbeat observer {observer!r} failed", observer=observer)
