@@ -87,7 +87,9 @@ class HeartbeatSpec:
     @property
     def detectionBound(self) -> float:
         """
-        The longest a silent peer can stay ESTABLISHED: C{interval + timeout * misses}.
+        The longest a silent peer can stay ESTABLISHED after its last answer:
+        C{interval + timeout * misses} (plus the shared scheduler's resolution,
+        10 ms by default, per timer in the chain).
         """
         return self.interval + self.timeout * self.misses
 

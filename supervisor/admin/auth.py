@@ -1,0 +1,74 @@
+"""
+The bearer token that mutating admin calls need.
+
+The token is read from C{admin.token_file} at every request, so that it can
+be rotated by rewriting the file, and compared in constant time. It never
+appears in an answer or a log.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import attrs
+from twisted.logger import Logger
+
+__all__ = ["Refusal", "checkBearer"]
+
+log = Logger(namespace="netsupervisor.admin")
+
+CHALLENGE = b'Bearer realm="netsupervisor"'
+
+
+@attrs.frozen
+class Refusal:
+    """
+    Why a request is not allowed, as an HTTP answer.
+
+    @ivar code: the HTTP status.
+    @ivar error: the message of the JSON error body.
+    @ivar challenge: the C{WWW-Authenticate} header to send, if any.
+    """
+
+    code: int
+    error: str
+    challenge: bytes | None = None
+
+
+def checkBearer(tokenFile: str, authorization: bytes | None) -> Refusal | None:
+    """
+    Check an C{Authorization} header against the token in C{tokenFile}.
+
+    @param tokenFile: C{admin.token_file}; C{""} disables the actions.
+    @param authorization: the request's C{Authorization} header, if any.
+    @return: L{None} when the request carries the right token, else why not:
+        403 when no token is configured (or the file holds none), 500 when
+        the file cannot be read, 401 (with a challenge) when the header is
+        missing or not C{Bearer <token>}, 403 when the token is wrong.
+    """
+    if not tokenFile:
+        return Refusal(403, "admin actions are disabled: admin.token_file is not set")
+    try:
+        with open(tokenFile, "rb") as f:
+            token = f.read().strip()
+    except OSError as e:
+        log.warn(
+            "cannot read admin.token_file {path}: {reason}",
+            path=tokenFile,
+            reason=e.strerror or type(e).__name__,
+        )
+        return Refusal(500, "cannot read admin.token_file")
+    if not token:
+        return Refusal(403, "admin actions are disabled: admin.token_file is empty")
+    if authorization is None:
+        return Refusal(401, "this action needs an Authorization: Bearer header", CHALLENGE)
+    parts = authorization.split()
+    if len(parts) != 2 or parts[0].lower() != b"bearer":
+        return Refusal(
+            401,
+            "malformed Authorization header: expected Bearer <token>",
+            CHALLENGE + b', error="invalid_request"',
+        )
+    if not hmac.compare_digest(parts[1], token):
+        return Refusal(403, "invalid bearer token")
+    return None

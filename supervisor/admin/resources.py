@@ -1,0 +1,302 @@
+"""
+The twisted.web resources of the admin API. Paths, methods and answers are
+in C{docs/admin-api.md}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+
+from supervisor.admin import views
+from supervisor.admin.auth import checkBearer
+from supervisor.metrics import CONTENT_TYPE, SupervisorMetrics, exposition
+from supervisor.spec import NAME_PATTERN
+
+if TYPE_CHECKING:
+    from supervisor.service import Supervisor
+
+__all__ = ["AdminRoot"]
+
+log = Logger(namespace="netsupervisor.admin")
+
+JSON = b"application/json; charset=utf-8"
+
+Action = Literal["reconnect", "drain"]
+ACTIONS: tuple[Action, ...] = ("reconnect", "drain")
+
+
+def _setHeader(request: Request, name: bytes, value: bytes) -> None:
+    request.setHeader(name, value)  # type: ignore[no-untyped-call]
+
+
+def _answer(request: Request, code: int, body: bytes, contentType: bytes = JSON) -> bytes:
+    request.setResponseCode(code)
+    _setHeader(request, b"content-type", contentType)
+    _setHeader(request, b"cache-control", b"no-store")
+    _setHeader(request, b"x-content-type-options", b"nosniff")
+    _setHeader(request, b"content-length", b"%d" % (len(body),))
+    if request.method == b"HEAD":
+        return b""
+    return body
+
+
+def _json(request: Request, code: int, value: object) -> bytes:
+    return _answer(request, code, views.dumps(value))
+
+
+def _error(request: Request, code: int, message: str) -> bytes:
+    return _json(request, code, {"error": message})
+
+
+class _Endpoint(Resource):
+    """
+    One path: dispatches on the method to C{GET}/C{POST} methods, answers
+    405 (with C{Allow}) for the others, 404 for any path below it, and JSON
+    500 for an exception (which is logged: it is a bug).
+    """
+
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+    def __init__(self) -> None:
+        Resource.__init__(self)  # type: ignore[no-untyped-call]
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"":
+            return self  # a trailing slash
+        return NotFound()
+
+    def render(self, request: Request) -> bytes:
+        method = request.method
+        if method not in self.methods:
+            _setHeader(request, b"allow", b", ".join(self.methods))
+            return _error(
+                request,
+                405,
+                f"method {method.decode('latin-1')} not allowed; "
+                f"allowed: {b', '.join(self.methods).decode()}",
+            )
+        handler: Callable[[Request], bytes] = self.POST if method == b"POST" else self.GET
+        try:
+            return handler(request)
+        except Exception:
+            log.failure("admin request {method} {path} failed", method=method, path=request.path)
+            return _error(request, 500, "internal error")
+
+    def GET(self, request: Request) -> bytes:
+        raise NotImplementedError
+
+    def POST(self, request: Request) -> bytes:
+        raise NotImplementedError
+
+
+class NotFound(_Endpoint):
+    """
+    Any path the API does not have.
+    """
+
+    methods = (b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS")
+
+    def __init__(self, message: str = "not found") -> None:
+        super().__init__()
+        self.message = message
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return self
+
+    def render(self, request: Request) -> bytes:
+        return _error(request, 404, self.message)
+
+
+class Index(_Endpoint):
+    """
+    C{/}: the paths of the API.
+    """
+
+    def GET(self, request: Request) -> bytes:
+        return _json(
+            request,
+            200,
+            {
+                "paths": [
+                    "/metrics",
+                    "/healthz",
+                    "/readyz",
+                    "/connections",
+                    "/connections/NAME",
+                    "/connections/NAME/reconnect",
+                    "/connections/NAME/drain",
+                ]
+            },
+        )
+
+
+class Metrics(_Endpoint):
+    """
+    C{/metrics}: the Prometheus text exposition.
+    """
+
+    def __init__(self, metrics: SupervisorMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def GET(self, request: Request) -> bytes:
+        return _answer(request, 200, exposition(self._metrics), CONTENT_TYPE.encode())
+
+
+class Health(_Endpoint):
+    """
+    C{/healthz}: the process and its reactor answer.
+    """
+
+    def GET(self, request: Request) -> bytes:
+        return _json(request, 200, {"status": "ok"})
+
+
+class Ready(_Endpoint):
+    """
+    C{/readyz}: 200 when the supervisor is ready for work, else 503.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+
+    def GET(self, request: Request) -> bytes:
+        answer = self._supervisor.readiness()
+        return _json(request, 200 if answer.ready else 503, views.readiness(answer))
+
+
+def _unknown(name: str) -> str:
+    shown = repr(name) if NAME_PATTERN.fullmatch(name) else "of that name"
+    return f"no connection {shown}"
+
+
+def _decode(segment: bytes) -> str:
+    return segment.decode("utf-8", "replace")
+
+
+class Connections(_Endpoint):
+    """
+    C{/connections}: every connection; C{/connections/NAME} below it.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"":
+            return self
+        return Connection(self._supervisor, _decode(path))
+
+    def GET(self, request: Request) -> bytes:
+        everyone = self._supervisor.connections.values()
+        return _json(request, 200, [views.connectionSummary(c) for c in everyone])
+
+
+class Connection(_Endpoint):
+    """
+    C{/connections/NAME}: one connection and its last transitions; its
+    actions below it.
+    """
+
+    def __init__(self, supervisor: Supervisor, name: str) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+        self._name = name
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"":
+            return self
+        action = _decode(path)
+        for known in ACTIONS:
+            if action == known:
+                return ConnectionAction(self._supervisor, self._name, known)
+        return NotFound()
+
+    def GET(self, request: Request) -> bytes:
+        connection = self._supervisor.connection(self._name)
+        if connection is None:
+            return _error(request, 404, _unknown(self._name))
+        return _json(request, 200, views.connectionDetail(connection))
+
+
+class ConnectionAction(_Endpoint):
+    """
+    C{POST /connections/NAME/reconnect} and C{POST /connections/NAME/drain}:
+    need the bearer token; checked before the name, so that a caller
+    without the token learns nothing.
+    """
+
+    methods = (b"POST",)
+
+    def __init__(self, supervisor: Supervisor, name: str, action: Action) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+        self._name = name
+        self._action: Action = action
+
+    def POST(self, request: Request) -> bytes:
+        refusal = checkBearer(
+            self._supervisor.config.admin.token_file, request.getHeader(b"authorization")
+        )
+        if refusal is not None:
+            if refusal.challenge is not None:
+                _setHeader(request, b"www-authenticate", refusal.challenge)
+            return _error(request, refusal.code, refusal.error)
+        connection = self._supervisor.connection(self._name)
+        if connection is None:
+            return _error(request, 404, _unknown(self._name))
+        before = connection.state
+        if self._action == "reconnect":
+            if before == "CLOSED" or connection.internalState == "CLOSING":
+                return _error(
+                    request,
+                    409,
+                    f"{self._name} is closed for good ({before}): it does not reconnect",
+                )
+            connection.reconnect()
+        else:
+            connection.stop("drain")
+        address = request.getClientAddress()  # type: ignore[no-untyped-call]
+        peer = getattr(address, "host", None) or str(address)
+        log.info(
+            "admin: {action} {connection} ({before} -> {after}) requested by {peer}",
+            action=self._action,
+            connection=self._name,
+            before=before,
+            after=connection.state,
+            peer=peer,
+        )
+        return _json(
+            request,
+            202,
+            {"name": self._name, "action": self._action, "state": connection.state},
+        )
+
+
+class AdminRoot(Resource):
+    """
+    The root of the admin API.
+    """
+
+    def __init__(self, supervisor: Supervisor, metrics: SupervisorMetrics) -> None:
+        Resource.__init__(self)  # type: ignore[no-untyped-call]
+        self.putChild(b"metrics", Metrics(metrics))
+        self.putChild(b"healthz", Health())
+        self.putChild(b"readyz", Ready(supervisor))
+        self.putChild(b"connections", Connections(supervisor))
+        self._index = Index()
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"":
+            return self._index
+        return NotFound()
+
+    def render(self, request: Request) -> bytes:
+        return self._index.render(request)

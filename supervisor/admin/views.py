@@ -1,0 +1,89 @@
+"""
+What the admin API shows: the JSON shapes of connections and readiness, with
+every secret redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor.connection import SupervisedConnection
+    from supervisor.service import Readiness
+
+__all__ = ["connectionDetail", "connectionSummary", "dumps", "readiness", "redact"]
+
+# A `key=value` whose key names a secret. The key starts the string or follows
+# an endpoint string's `:` (or a separator of free text); the value runs to the
+# next unescaped `:` or white space.
+_SECRET = re.compile(
+    r"(?i)(?<![^:\s,;&?(\[{])"
+    r"([^:=\s,;&?(\[{]*(?:password|passphrase|secret|token)[^:=\s]*=)"
+    r"(?:\\.|[^:\\\s])*"
+)
+
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """
+    C{text} with the value of every C{key=value} whose key contains
+    C{password}, C{passphrase}, C{secret} or C{token} (in any case) replaced
+    by C{***}: C{tls:host=h:port=1:passphrase=x} becomes
+    C{tls:host=h:port=1:passphrase=***}.
+    """
+    return _SECRET.sub(r"\1" + REDACTED, text)
+
+
+def connectionSummary(connection: SupervisedConnection) -> dict[str, Any]:
+    """
+    One element of C{GET /connections}.
+    """
+    spec = connection.spec
+    lastError = connection.lastError
+    return {
+        "name": spec.name,
+        "endpoint": redact(spec.endpoint),
+        "protocol": spec.protocol,
+        "state": connection.state,
+        "since": connection.since,
+        "attempts": connection.attempts,
+        "consecutive_failures": connection.consecutiveFailures,
+        "last_error": None if lastError is None else redact(lastError),
+        "rtt_seconds": connection.rtt,
+        "backoff_delay_seconds": connection.backoffDelay,
+        "labels": dict(spec.labels),
+    }
+
+
+def connectionDetail(connection: SupervisedConnection) -> dict[str, Any]:
+    """
+    The answer of C{GET /connections/NAME}: the summary plus the last 50
+    transitions, oldest first.
+    """
+    detail = connectionSummary(connection)
+    detail["transitions"] = [t.asJSON() for t in connection.history]
+    return detail
+
+
+def readiness(answer: Readiness) -> dict[str, Any]:
+    """
+    The body of C{GET /readyz}.
+    """
+    return {
+        "ready": answer.ready,
+        "reason": answer.reason,
+        "established": answer.established,
+        "total": answer.total,
+        "not_established": list(answer.notEstablished),
+    }
+
+
+def dumps(value: object) -> bytes:
+    """
+    C{value} as UTF-8 JSON, one line plus a newline. Values JSON has no type
+    for (a TOML date in a label) become strings.
+    """
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, default=str).encode() + b"\n"

@@ -1,0 +1,154 @@
+"""
+The C{twistd netsupervisor} command: options, and the service it runs.
+
+This is the one place (with the twistd plugin that imports it lazily) that
+touches the global reactor.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Any, ClassVar
+
+import attrs
+from twisted.application.service import IService
+from twisted.logger import Logger
+from twisted.python import usage
+
+from supervisor.config import Config, ConfigError, loadConfig
+from supervisor.service import Supervisor
+
+log = Logger(namespace="netsupervisor.daemon")
+
+
+class Options(usage.Options):
+    """
+    C{twistd netsupervisor} options.
+    """
+
+    synopsis = "--config PATH [--admin ENDPOINT]"
+    longdesc = (
+        "Supervise the long-lived connections listed in a TOML file. SIGTERM or "
+        "SIGINT drains every connection (bounded by drain_timeout) and exits; SIGHUP "
+        "re-reads the file and applies the difference. For one JSON object per log "
+        "line run twistd with --logger=supervisor.logs.jsonLogObserver."
+    )
+    optParameters: ClassVar[list[list[str | None]]] = [
+        ["config", "c", None, "The TOML configuration file (required)."],
+        [
+            "admin",
+            "a",
+            None,
+            "The admin HTTP listener, a Twisted server endpoint string; overrides "
+            "admin.listen (e.g. tcp:9100:interface=127.0.0.1).",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config is required")
+
+
+def _fail(message: str) -> None:
+    # Before the reactor runs (and before daemonising): one line, no traceback.
+    sys.stderr.write(f"netsupervisor: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+class Daemon:
+    """
+    Builds the supervisor from the file and handles SIGHUP and repeated
+    SIGTERM/SIGINT on the real reactor.
+    """
+
+    def __init__(self, options: Options, reactor: Any) -> None:
+        self.path: str = options["config"]
+        self.adminOverride: str | None = options["admin"]
+        self.reactor = reactor
+
+    def load(self) -> Config:
+        """
+        Read and validate the file, applying C{--admin}.
+        """
+        config = loadConfig(self.path)
+        if self.adminOverride:
+            config = attrs.evolve(
+                config, admin=attrs.evolve(config.admin, listen=self.adminOverride)
+            )
+        return config
+
+    def makeService(self) -> IService:
+        """
+        The supervisor, with the admin site as its child.
+        """
+        from supervisor.admin import adminService
+        from supervisor.metrics import SupervisorMetrics
+
+        try:
+            config = self.load()
+        except ConfigError as e:
+            _fail(str(e))
+            raise  # not reached
+        try:
+            supervisor = Supervisor(config, self.reactor)
+            metrics = SupervisorMetrics(supervisor)
+            admin = adminService(supervisor, metrics, config.admin.listen, self.reactor)
+        except Exception as e:  # a plugin failing to build, a bad listener
+            _fail(f"{self.path}: {e}")
+            raise
+        admin.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
+        self.supervisor = supervisor
+        self.reactor.callWhenRunning(self._installReload)
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._quietenSignals)
+        return supervisor
+
+    def reload(self) -> None:
+        """
+        Re-read the file; apply it, or keep the running config if it is refused.
+        """
+        try:
+            config = self.load()
+        except ConfigError as e:
+            self.supervisor.reloadFailed()
+            log.error("reload refused, keeping the running config: {error}", error=str(e))
+            return
+        running = self.supervisor.config.admin.listen
+        if config.admin.listen != running:
+            log.warn(
+                "admin.listen changed to {new}; it applies at the next restart (still {old})",
+                new=config.admin.listen,
+                old=running,
+            )
+            config = attrs.evolve(config, admin=attrs.evolve(config.admin, listen=running))
+        self.supervisor.reload(config)
+
+    def _installReload(self) -> None:
+        def onHangup(signum: int, frame: FrameType | None) -> None:
+            self.reactor.callFromThread(self.reload)
+
+        signal.signal(signal.SIGHUP, onHangup)
+
+    def _quietenSignals(self) -> None:
+        # The reactor is already stopping; Twisted's own handler would call
+        # reactor.stop() again and log a traceback. Say so and carry on.
+        def again(signum: int, frame: FrameType | None) -> None:
+            self.reactor.callFromThread(
+                log.info,
+                "signal {signal} received while draining; still draining",
+                signal=signal.Signals(signum).name,
+            )
+
+        signal.signal(signal.SIGTERM, again)
+        signal.signal(signal.SIGINT, again)
+
+
+def makeService(options: Options) -> IService:
+    """
+    The service for C{twistd netsupervisor}.
+    """
+    from twisted.internet import reactor
+
+    return Daemon(options, reactor).makeService()

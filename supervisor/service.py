@@ -1,0 +1,301 @@
+"""
+L{Supervisor}: every supervised connection of one configuration, as one
+Twisted service. Usable on its own (a library) or from C{twistd}.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+
+from supervisor.config import Config
+from supervisor.connection import SupervisedConnection
+from supervisor.interfaces import IProtocolPlugin
+from supervisor.plugin import findPlugin
+from supervisor.scheduler import Scheduler
+from supervisor.spec import ConnectionSpec
+from supervisor.states.core import HeartbeatObserver, Observer
+from supervisor.states.records import Transition
+
+log = Logger(namespace="netsupervisor.service")
+
+EndpointFactory = Callable[[ConnectionSpec], IStreamClientEndpoint]
+
+
+@attrs.frozen
+class ReloadReport:
+    """
+    What a reload did, by connection name.
+    """
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+@attrs.frozen
+class Readiness:
+    """
+    The answer of L{Supervisor.readiness}.
+
+    @ivar ready: started, not draining, and enough connections ESTABLISHED.
+    @ivar reason: why not, in a few words, or C{""}.
+    @ivar established: connections ESTABLISHED.
+    @ivar total: connections supervised.
+    @ivar notEstablished: the names of the others, sorted.
+    """
+
+    ready: bool
+    reason: str
+    established: int
+    total: int
+    notEstablished: tuple[str, ...]
+
+
+class Supervisor(MultiService):
+    """
+    One L{SupervisedConnection} per configured connection, sharing one
+    L{Scheduler}. Starting the service starts every connection; stopping it
+    drains them all in parallel (each bounded by its C{drain_timeout}) and
+    fires once every one is CLOSED. L{reload} applies a new configuration by
+    difference, leaving unchanged connections untouched.
+
+    @ivar config: the configuration now applied.
+    @ivar draining: set the moment a stop begins; never cleared.
+    @ivar reloads: how many reloads succeeded and failed, by result.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: IReactorTime,
+        *,
+        plugins: Callable[[str], IProtocolPlugin] = findPlugin,
+        endpoints: EndpointFactory | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """
+        @param reactor: the clock for every timer, and (unless C{endpoints}
+            is given) the reactor endpoints are built on.
+        @param plugins: finds the plugin for a protocol name.
+        @param endpoints: builds the endpoint of a spec; by default
+            C{clientFromString(reactor, spec.endpoint)}.
+        """
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.config = config
+        self._reactor = reactor
+        self._plugins = plugins
+        self._endpoints: EndpointFactory = endpoints or self._endpointFromString
+        self._rng = rng if rng is not None else random.Random()
+        self.scheduler = Scheduler(reactor)
+        self.draining = False
+        self.reloads = {"success": 0, "failure": 0}
+        self._connections: dict[str, SupervisedConnection] = {}
+        self._retiring: set[SupervisedConnection] = set()
+        self._observers: tuple[Observer, ...] = ()
+        self._heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
+        self._stopping: Deferred[None] | None = None
+        # One bound method for all connections, not one per connection.
+        self._relayTransition: Observer = self._transition
+        self._relayHeartbeat: HeartbeatObserver = self._heartbeat
+        for spec in config.connections:
+            self._add(spec)
+
+    def _endpointFromString(self, spec: ConnectionSpec) -> IStreamClientEndpoint:
+        reactor: Any = self._reactor
+        endpoint: IStreamClientEndpoint = clientFromString(  # type: ignore[no-untyped-call]
+            reactor, spec.endpoint
+        )
+        return endpoint
+
+    # Reading.
+
+    @property
+    def connections(self) -> dict[str, SupervisedConnection]:
+        """
+        The supervised connections by name (a copy), without those being
+        closed after a removal.
+        """
+        return dict(self._connections)
+
+    def connection(self, name: str) -> SupervisedConnection | None:
+        """
+        The connection called C{name}, if any.
+        """
+        return self._connections.get(name)
+
+    def readiness(self) -> Readiness:
+        """
+        Whether this process should receive work: started, not draining, and
+        at least C{admin.ready_share} of the connections ESTABLISHED.
+        """
+        connections = self._connections.values()
+        total = len(self._connections)
+        waiting = tuple(sorted(c.name for c in connections if c.state != "ESTABLISHED"))
+        established = total - len(waiting)
+        share = self.config.admin.ready_share
+        if self.draining:
+            reason = "draining"
+        elif not self.running:
+            reason = "not started"
+        elif total and established / total < share:
+            reason = f"{established} of {total} established, below ready_share {share:g}"
+        else:
+            reason = ""
+        return Readiness(not reason, reason, established, total, waiting)
+
+    # Observing.
+
+    def addObserver(self, observer: Observer) -> None:
+        """
+        Call C{observer} with every L{Transition} of every connection,
+        present and future.
+        """
+        self._observers += (observer,)
+
+    def addHeartbeatObserver(self, observer: HeartbeatObserver) -> None:
+        """
+        Call C{observer(name, rtt)} for every heartbeat of every connection
+        (C{rtt} is L{None} for a miss).
+        """
+        self._heartbeatObservers += (observer,)
+
+    def _transition(self, record: Transition) -> None:
+        for observer in self._observers:
+            try:
+                observer(record)
+            except Exception:
+                log.failure("transition observer {observer!r} failed", observer=observer)
+
+    def _heartbeat(self, name: str, rtt: float | None) -> None:
+        for observer in self._heartbeatObservers:
+            try:
+                observer(name, rtt)
+            except Exception:
+                log.failure("heartbeat observer {observer!r} failed", observer=observer)
+
+    # Lifecycle.
+
+    def _add(self, spec: ConnectionSpec) -> SupervisedConnection:
+        connection = SupervisedConnection(
+            spec,
+            self._endpoints(spec),
+            self._plugins(spec.protocol),
+            self._reactor,
+            self.scheduler,
+            self._rng,
+        )
+        connection.addObserver(self._relayTransition)
+        connection.addHeartbeatObserver(self._relayHeartbeat)
+        self._connections[spec.name] = connection
+        if self.running and not self.draining:
+            connection.start()
+        return connection
+
+    def _retire(self, name: str) -> Deferred[None]:
+        connection = self._connections.pop(name)
+        self._retiring.add(connection)
+        closed = connection.stop("removed")
+
+        def forget(result: None) -> None:
+            self._retiring.discard(connection)
+
+        closed.addCallback(forget)
+        return closed
+
+    def startService(self) -> None:
+        """
+        Start every connection (and the child services, such as the admin site).
+        """
+        super().startService()  # type: ignore[no-untyped-call]
+        for connection in list(self._connections.values()):
+            connection.start()
+        log.info("supervising {count} connections", count=len(self._connections), log_system="-")
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Drain: no new attempts; every connection closes in parallel, each
+        bounded by its C{drain_timeout}; then the child services stop.
+        Calling it again returns the same Deferred.
+        """
+        if self._stopping is not None:
+            return self._stopping
+        self.draining = True
+        everyone = list(self._connections.values()) + list(self._retiring)
+        log.info("draining {count} connections", count=len(everyone))
+        aborted: list[str] = []
+
+        def count(record: Transition) -> None:
+            if record.to == "CLOSED" and record.reason == "deadline":
+                aborted.append(record.connection)
+
+        self.addObserver(count)
+        self._stopping = Deferred.fromCoroutine(self._drain(everyone, aborted))
+        return self._stopping
+
+    async def _drain(self, everyone: list[SupervisedConnection], aborted: list[str]) -> None:
+        await gatherResults([c.stop("stopped") for c in everyone])
+        if aborted:
+            log.warn(
+                "drain finished: {aborted} of {count} connections aborted at drain_timeout",
+                aborted=len(aborted),
+                count=len(everyone),
+            )
+        else:
+            log.info("drain finished: {count} connections closed", count=len(everyone))
+        # The children (the admin site) answer /readyz with 503 until here.
+        await maybeDeferred(MultiService.stopService, self)
+
+    def reload(self, config: Config) -> ReloadReport:
+        """
+        Apply C{config} by difference: new names are added (and started, if
+        running), removed names are drained and closed, changed ones are
+        closed and then started again with their new spec, and unchanged ones
+        are left alone (same transport, no transition).
+        """
+        old = {name: c.spec for name, c in self._connections.items()}
+        new = config.byName()
+        added = tuple(n for n in new if n not in old)
+        removed = tuple(n for n in old if n not in new)
+        changed = tuple(n for n in new if n in old and new[n] != old[n])
+        unchanged = tuple(n for n in new if n in old and new[n] == old[n])
+        self.config = config
+        for name in removed:
+            self._retire(name)
+        for name in changed:
+            self._retire(name).addCallback(self._replace, name)
+        for name in added:
+            self._add(new[name])
+        self.reloads["success"] += 1
+        log.info(
+            "reloaded {path}: {added} added, {removed} removed, {changed} changed, "
+            "{unchanged} unchanged",
+            path=config.path,
+            added=len(added),
+            removed=len(removed),
+            changed=len(changed),
+            unchanged=len(unchanged),
+        )
+        return ReloadReport(added, removed, changed, unchanged)
+
+    def _replace(self, result: None, name: str) -> None:
+        # The old connection is CLOSED; start the new spec, unless a later
+        # reload removed or re-added it meanwhile.
+        spec = self.config.byName().get(name)
+        if spec is not None and name not in self._connections and not self.draining:
+            self._add(spec)
+
+    def reloadFailed(self) -> None:
+        """
+        Count a reload whose file was refused (the old config keeps running).
+        """
+        self.reloads["failure"] += 1

@@ -1,0 +1,618 @@
+"""
+The Prometheus metrics of a supervisor, read after scripted scenarios on a
+memory reactor with a fake clock: real L{SupervisedConnection}s, real
+endpoints, a scripted plugin.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Mapping
+from random import Random
+from typing import Any
+
+import attrs
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from supervisor.config import AdminSpec, Config
+from supervisor.metrics import RTT_BUCKETS, SupervisorMetrics, exposition
+from supervisor.service import Supervisor
+from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
+from tests.harness import ADDRESS, ScriptedPlugin, ScriptedProtocol
+from tests.programs import requireProgram
+
+NO_JITTER = BackoffSpec(initial=1.0, multiplier=2.0, max=60.0, jitter="none", reset_after=10.0)
+HEARTBEAT = HeartbeatSpec(interval=10.0, timeout=5.0, misses=2)
+
+Labels = frozenset[tuple[str, str]]
+
+
+def spec(name: str, group: str | None = None, **kw: Any) -> ConnectionSpec:
+    """
+    A connection spec with deterministic timing.
+    """
+    kw.setdefault("endpoint", f"tcp:host=127.0.0.1:port=7:{name}")
+    kw.setdefault("protocol", "scripted")
+    kw.setdefault("backoff", NO_JITTER)
+    kw.setdefault("heartbeat", HEARTBEAT)
+    labels = {} if group is None else {"group": group}
+    return ConnectionSpec(name=name, labels=labels, **kw)
+
+
+def config(*specs: ConnectionSpec, **admin: Any) -> Config:
+    return Config(path="test.toml", admin=AdminSpec(**admin), connections=specs)
+
+
+class Fleet:
+    """
+    A supervisor of several connections on a memory reactor, each connection
+    on a port of its own so that its attempts can be found.
+    """
+
+    def __init__(self, *specs: ConnectionSpec, plugin: ScriptedPlugin | None = None, **admin: Any):
+        self.reactor = MemoryReactorClock()
+        self.plugin = plugin if plugin is not None else ScriptedPlugin()
+        self.ports: dict[str, int] = {}
+        self._resolved: set[int] = set()
+        self.supervisor = Supervisor(
+            config(*specs, **admin),
+            self.reactor,
+            plugins=self._plugin,
+            endpoints=self._endpoint,
+            rng=Random(0),
+        )
+        self.metrics = SupervisorMetrics(self.supervisor)
+
+    def _plugin(self, name: str) -> ScriptedPlugin:
+        assert name == "scripted"
+        return self.plugin
+
+    def _endpoint(self, spec: ConnectionSpec) -> IStreamClientEndpoint:
+        port = self.ports.setdefault(spec.name, 1000 + len(self.ports))
+        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
+
+    def start(self) -> Fleet:
+        self.supervisor.startService()
+        return self
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        """
+        Let C{seconds} pass in steps, as a running reactor would.
+        """
+        while seconds > 1e-9:
+            self.reactor.advance(min(step, seconds))
+            seconds -= step
+
+    def state(self, name: str) -> str:
+        connection = self.supervisor.connection(name)
+        assert connection is not None
+        return connection.state
+
+    def _pending(self, name: str) -> int:
+        port = self.ports[name]
+        for index, (_, p, _, _, _) in enumerate(self.reactor.tcpClients):
+            if (
+                p == port
+                and index not in self._resolved
+                and not self.reactor.connectors[index].stoppedConnecting
+            ):
+                self._resolved.add(index)
+                return index
+        raise AssertionError(f"no attempt of {name} is pending")
+
+    def accept(self, name: str) -> ScriptedProtocol:
+        """
+        The peer accepts the pending attempt of C{name}.
+        """
+        factory = self.reactor.tcpClients[self._pending(name)][2]
+        built = len(self.plugin.built)
+        protocol = factory.buildProtocol(ADDRESS)
+        protocol.makeConnection(StringTransport())
+        assert len(self.plugin.built) == built + 1
+        return self.plugin.built[-1]
+
+    def refuse(self, name: str, exc: Exception | None = None) -> None:
+        """
+        The pending attempt of C{name} fails before a transport exists.
+        """
+        index = self._pending(name)
+        factory = self.reactor.tcpClients[index][2]
+        connector = self.reactor.connectors[index]
+        factory.clientConnectionFailed(connector, Failure(exc or ConnectionRefusedError()))
+
+    def skip(self, name: str) -> None:
+        """
+        Leave the pending attempt of C{name} unanswered.
+        """
+        self._pending(name)
+
+    @staticmethod
+    def lose(protocol: ScriptedProtocol) -> None:
+        protocol.handle.connectionLost(Failure(ConnectionLost()))  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """
+        Stop everything, finishing the drains, and check no timer is left.
+        """
+        d = self.supervisor.stopService()
+        for protocol in self.plugin.built:
+            if protocol.lostReason is None and protocol.handle is not None:
+                transport = protocol.transport
+                if transport is not None and getattr(transport, "disconnecting", False):
+                    self.lose(protocol)
+        assert d.called
+        assert self.reactor.getDelayedCalls() == []
+
+
+@attrs.frozen
+class Scrape:
+    """
+    One parsed exposition: sample values by name and label set.
+    """
+
+    text: str
+    samples: Mapping[tuple[str, Labels], float]
+    types: Mapping[str, str]
+    helps: Mapping[str, str]
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.samples[(name, frozenset(labels.items()))]
+
+    def has(self, name: str, **labels: str) -> bool:
+        return (name, frozenset(labels.items())) in self.samples
+
+    def series(self, name: str) -> dict[Labels, float]:
+        return {labels: v for (n, labels), v in self.samples.items() if n == name}
+
+
+def parse(text: str) -> Scrape:
+    samples: dict[tuple[str, Labels], float] = {}
+    types: dict[str, str] = {}
+    helps: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        helps[family.name] = family.documentation
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"duplicate sample {key}"
+            samples[key] = s.value
+    return Scrape(text, samples, types, helps)
+
+
+def scrape(fleet: Fleet) -> Scrape:
+    return parse(exposition(fleet.metrics).decode("utf-8"))
+
+
+def labelSets(scrape: Scrape, name: str) -> set[frozenset[str]]:
+    return {frozenset(k for k, _ in labels) for labels in scrape.series(name)}
+
+
+# The contract: SPEC.md's table.
+FAMILIES = {
+    "netsupervisor_connection_state": ("gauge", {"connection", "state"}),
+    "netsupervisor_connections": ("gauge", {"state"}),
+    "netsupervisor_connect_attempts": ("counter", {"connection"}),
+    "netsupervisor_connect_failures": ("counter", {"connection", "reason"}),
+    "netsupervisor_disconnects": ("counter", {"connection", "reason"}),
+    "netsupervisor_state_transitions": ("counter", {"from", "to"}),
+    "netsupervisor_heartbeat_rtt_seconds": ("histogram", {"group"}),
+    "netsupervisor_heartbeat_last_rtt_seconds": ("gauge", {"connection"}),
+    "netsupervisor_heartbeat_misses": ("counter", {"connection"}),
+    "netsupervisor_backoff_delay_seconds": ("gauge", {"connection"}),
+    "netsupervisor_draining": ("gauge", set()),
+    "netsupervisor_config_reloads": ("counter", {"result"}),
+}
+STATES = ("IDLE", "CONNECTING", "ESTABLISHED", "CLOSING", "CLOSED")
+
+
+def stateOf(s: Scrape, name: str) -> str:
+    ones = [
+        st for st in STATES if s.value("netsupervisor_connection_state", connection=name, state=st)
+    ]
+    assert len(ones) == 1, ones
+    for st in STATES:
+        assert s.value("netsupervisor_connection_state", connection=name, state=st) in (0, 1)
+    return ones[0]
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_everyFamilyOfTheSpecWithItsTypeAndLabels() -> None:
+    fleet = Fleet(spec("a", "cache"), spec("b")).start()
+    protocol = fleet.accept("a")
+    fleet.refuse("b")
+    fleet.reactor.advance(10)
+    protocol.answer()
+    fleet.lose(protocol)
+    s = scrape(fleet)
+    assert {n: t for n, t in s.types.items()} == {n: t for n, (t, _) in FAMILIES.items()}
+    for name, (kind, labels) in FAMILIES.items():
+        assert s.helps[name], f"{name} has no HELP"
+        sampleName = name + "_total" if kind == "counter" else name
+        if kind == "histogram":
+            assert labelSets(s, name + "_bucket") == {frozenset(labels | {"le"})}
+            assert labelSets(s, name + "_count") == {frozenset(labels)}
+            assert labelSets(s, name + "_sum") == {frozenset(labels)}
+        else:
+            assert labelSets(s, sampleName) == {frozenset(labels)}, name
+    # Counters end in _total in the exposition.
+    assert "# TYPE netsupervisor_connect_attempts_total counter" in s.text
+    assert "# TYPE netsupervisor_config_reloads_total counter" in s.text
+    fleet.stop()
+
+
+def test_aNewSupervisorShowsEveryConnectionIdleAndZeroCounters() -> None:
+    fleet = Fleet(spec("a", "cache"), spec("b", "cache"), spec("c", "db"))
+    s = scrape(fleet)
+    for name in "abc":
+        assert stateOf(s, name) == "IDLE"
+        assert s.value("netsupervisor_connect_attempts_total", connection=name) == 0
+        assert s.value("netsupervisor_heartbeat_misses_total", connection=name) == 0
+        assert s.value("netsupervisor_backoff_delay_seconds", connection=name) == 0
+    assert {dict(k)["state"]: v for k, v in s.series("netsupervisor_connections").items()} == {
+        "IDLE": 3,
+        "CONNECTING": 0,
+        "ESTABLISHED": 0,
+        "CLOSING": 0,
+        "CLOSED": 0,
+    }
+    assert s.series("netsupervisor_connect_failures_total") == {}
+    assert s.series("netsupervisor_disconnects_total") == {}
+    assert s.series("netsupervisor_state_transitions_total") == {}
+    assert s.series("netsupervisor_heartbeat_last_rtt_seconds") == {}
+    # Every configured group has its (empty) histogram from the start.
+    for group in ("cache", "db"):
+        assert s.value("netsupervisor_heartbeat_rtt_seconds_count", group=group) == 0
+        assert s.value("netsupervisor_heartbeat_rtt_seconds_bucket", group=group, le="+Inf") == 0
+    assert s.value("netsupervisor_draining") == 0
+    assert s.value("netsupervisor_config_reloads_total", result="success") == 0
+    assert s.value("netsupervisor_config_reloads_total", result="failure") == 0
+    assert fleet.reactor.getDelayedCalls() == []
+
+
+def test_theRegistryIsItsOwn() -> None:
+    fleet = Fleet(spec("a"))
+    assert fleet.metrics.registry is not REGISTRY
+    assert b"netsupervisor_" not in generate_latest(REGISTRY)
+    assert b"netsupervisor_connection_state" in generate_latest(fleet.metrics.registry)
+
+
+def test_refusedThenAcceptedThenLost() -> None:
+    fleet = Fleet(spec("a")).start()
+    fleet.refuse("a")
+    s = scrape(fleet)
+    assert stateOf(s, "a") == "IDLE"
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 1
+    assert s.series("netsupervisor_connect_failures_total") == {
+        frozenset({("connection", "a"), ("reason", "refused")}): 1
+    }
+    assert s.value("netsupervisor_backoff_delay_seconds", connection="a") == 1.0
+    assert s.value("netsupervisor_connections", state="IDLE") == 1
+
+    fleet.reactor.advance(1.0)
+    assert fleet.state("a") == "CONNECTING"
+    s = scrape(fleet)
+    assert stateOf(s, "a") == "CONNECTING"
+    assert s.value("netsupervisor_backoff_delay_seconds", connection="a") == 0
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 2
+
+    protocol = fleet.accept("a")
+    assert stateOf(scrape(fleet), "a") == "ESTABLISHED"
+    fleet.lose(protocol)
+    s = scrape(fleet)
+    assert stateOf(s, "a") == "IDLE"
+    assert s.series("netsupervisor_disconnects_total") == {
+        frozenset({("connection", "a"), ("reason", "lost")}): 1
+    }
+    assert s.series("netsupervisor_state_transitions_total") == {
+        frozenset({("from", "IDLE"), ("to", "CONNECTING")}): 2,
+        frozenset({("from", "CONNECTING"), ("to", "IDLE")}): 1,
+        frozenset({("from", "CONNECTING"), ("to", "ESTABLISHED")}): 1,
+        frozenset({("from", "ESTABLISHED"), ("to", "IDLE")}): 1,
+    }
+    # The loss came before reset_after: the backoff goes on growing.
+    assert s.value("netsupervisor_backoff_delay_seconds", connection="a") == 2.0
+    fleet.stop()
+    s = scrape(fleet)
+    assert stateOf(s, "a") == "CLOSED"
+    assert s.value("netsupervisor_state_transitions_total", **{"from": "IDLE", "to": "CLOSED"}) == 1
+    assert s.value("netsupervisor_draining") == 1
+
+
+def test_connectTimeoutAndRetriesExhausted() -> None:
+    fleet = Fleet(spec("a", connect_timeout=3.0, max_retries=2)).start()
+    fleet.skip("a")
+    fleet.reactor.advance(3.0)
+    assert fleet.state("a") == "IDLE"
+    fleet.reactor.advance(1.0)
+    fleet.refuse("a")
+    assert fleet.state("a") == "CLOSED"
+    s = scrape(fleet)
+    assert s.series("netsupervisor_connect_failures_total") == {
+        frozenset({("connection", "a"), ("reason", "timeout")}): 1,
+        frozenset({("connection", "a"), ("reason", "refused")}): 1,
+    }
+    assert s.value(
+        "netsupervisor_state_transitions_total", **{"from": "CONNECTING", "to": "CLOSED"}
+    )
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 2
+    assert s.value("netsupervisor_connections", state="CLOSED") == 1
+    fleet.stop()
+
+
+def test_stoppingAnAttemptIsNotAFailure() -> None:
+    fleet = Fleet(spec("a")).start()
+    fleet.stop()
+    s = scrape(fleet)
+    assert stateOf(s, "a") == "CLOSED"
+    assert s.series("netsupervisor_connect_failures_total") == {}
+    assert s.series("netsupervisor_disconnects_total") == {}
+
+
+def test_heartbeatRttMissesAndDrop() -> None:
+    fleet = Fleet(spec("a", "cache"), spec("b", "cache")).start()
+    pa = fleet.accept("a")
+    pb = fleet.accept("b")
+    fleet.reactor.advance(10.0)  # the first pings are due within one interval
+    assert pa.pings and pb.pings
+    fleet.reactor.advance(0.003)
+    pa.answer()
+    fleet.reactor.advance(0.3)
+    pb.answer()
+    s = scrape(fleet)
+    assert s.value("netsupervisor_heartbeat_last_rtt_seconds", connection="a") == pytest.approx(
+        0.003, abs=1e-9
+    )
+    assert s.value("netsupervisor_heartbeat_last_rtt_seconds", connection="b") == pytest.approx(
+        0.303, abs=1e-9
+    )
+    cumulative = {
+        dict(k)["le"]: v
+        for k, v in s.series("netsupervisor_heartbeat_rtt_seconds_bucket").items()
+        if dict(k)["group"] == "cache"
+    }
+    assert cumulative["0.0025"] == 0
+    assert cumulative["0.005"] == 1
+    assert cumulative["0.25"] == 1
+    assert cumulative["0.5"] == 2
+    assert cumulative["+Inf"] == 2
+    assert len(cumulative) == len(RTT_BUCKETS) + 1
+    assert s.value("netsupervisor_heartbeat_rtt_seconds_count", group="cache") == 2
+    assert s.value("netsupervisor_heartbeat_rtt_seconds_sum", group="cache") == pytest.approx(
+        0.306, abs=1e-9
+    )
+
+    # b goes silent: two misses drop it.
+    sent = len(pb.pings)
+    fleet.advance(10.0)
+    assert len(pb.pings) == sent + 1
+    pa.answer()
+    fleet.advance(5.0)
+    s = scrape(fleet)
+    assert s.value("netsupervisor_heartbeat_misses_total", connection="b") == 1
+    assert stateOf(s, "b") == "ESTABLISHED"
+    fleet.advance(5.0)
+    s = scrape(fleet)
+    assert s.value("netsupervisor_heartbeat_misses_total", connection="b") == 2
+    assert s.value("netsupervisor_heartbeat_misses_total", connection="a") == 0
+    assert stateOf(s, "b") == "IDLE"
+    assert s.series("netsupervisor_disconnects_total") == {
+        frozenset({("connection", "b"), ("reason", "heartbeat")}): 1
+    }
+    # The last RTT stays what it was.
+    assert s.has("netsupervisor_heartbeat_last_rtt_seconds", connection="b")
+    fleet.stop()
+
+
+def test_drainAndRotationAreDisconnectReasons() -> None:
+    fleet = Fleet(spec("a"), spec("b")).start()
+    pa = fleet.accept("a")
+    pb = fleet.accept("b")
+    a = fleet.supervisor.connection("a")
+    b = fleet.supervisor.connection("b")
+    assert a is not None and b is not None
+    a.reconnect()
+    assert a.state in ("CLOSING", "IDLE", "CONNECTING")
+    fleet.lose(pa)
+    fleet.reactor.advance(0)  # the new attempt is due at once
+    closed = b.stop("drain")
+    fleet.lose(pb)
+    assert closed.called
+    s = scrape(fleet)
+    assert s.series("netsupervisor_disconnects_total") == {
+        frozenset({("connection", "a"), ("reason", "rotation")}): 1,
+        frozenset({("connection", "b"), ("reason", "drain")}): 1,
+    }
+    assert stateOf(s, "b") == "CLOSED"
+    assert stateOf(s, "a") == "CONNECTING"
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 2
+    assert (
+        s.value("netsupervisor_state_transitions_total", **{"from": "CLOSING", "to": "IDLE"}) == 1
+    )
+    fleet.stop()
+
+
+def test_removedConnectionsAreForgottenReplacedOnesGoOn() -> None:
+    fleet = Fleet(spec("a", "g1"), spec("b", "g2"), spec("c")).start()
+    fleet.refuse("a")
+    fleet.refuse("b")
+    pc = fleet.accept("c")
+    fleet.advance(10.0)
+    pc.answer()
+    s = scrape(fleet)
+    # a and b retried after 1 s; their second attempts are in flight.
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 2
+    assert s.value("netsupervisor_connect_attempts_total", connection="b") == 2
+    # b is removed; a changes (a new timeout) and so is replaced; c stays.
+    supervisor = fleet.supervisor
+    c = supervisor.connection("c")
+    assert c is not None
+    supervisor.reload(config(spec("a", "g1", connect_timeout=7.0), c.spec))
+    s = scrape(fleet)
+    for name in ("netsupervisor_connect_attempts_total", "netsupervisor_heartbeat_misses_total"):
+        assert {dict(k)["connection"] for k in s.series(name)} == {"a", "c"}
+    assert {dict(k)["connection"] for k in s.series("netsupervisor_connect_failures_total")} == {
+        "a"
+    }
+    assert {dict(k)["group"] for k in s.series("netsupervisor_heartbeat_rtt_seconds_count")} == {
+        "g1",
+        "",
+    }
+    assert "b" not in fleet.metrics._attempts and "b" not in fleet.metrics._failures
+    # a's old attempt was cancelled (not a failure) and the new connection
+    # started at once; its counters go on from the old ones.
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 3
+    assert s.value("netsupervisor_connect_failures_total", connection="a", reason="refused") == 1
+    fleet.refuse("a")
+    s = scrape(fleet)
+    assert s.value("netsupervisor_connect_failures_total", connection="a", reason="refused") == 2
+    assert s.value("netsupervisor_config_reloads_total", result="success") == 1
+    assert s.value("netsupervisor_heartbeat_rtt_seconds_count", group="") == 1
+    supervisor.reloadFailed()
+    assert scrape(fleet).value("netsupervisor_config_reloads_total", result="failure") == 1
+    fleet.stop()
+
+
+def test_aReplacedConnectionKeepsItsCountersWhileItCloses() -> None:
+    # A changed ESTABLISHED connection drains before its successor starts:
+    # a scrape in between still shows (and keeps) its counters.
+    fleet = Fleet(spec("a"), plugin=ScriptedPlugin(drainAtOnce=False)).start()
+    protocol = fleet.accept("a")
+    fleet.supervisor.reload(config(spec("a", connect_timeout=7.0)))
+    assert fleet.supervisor.connection("a") is None
+    s = scrape(fleet)
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 1
+    assert s.value("netsupervisor_disconnects_total", connection="a", reason="removed") == 1
+    assert not s.has("netsupervisor_connection_state", connection="a", state="IDLE")
+    protocol.drains[0].callback(None)
+    fleet.lose(protocol)
+    new = fleet.supervisor.connection("a")
+    assert new is not None and new.state == "CONNECTING"
+    s = scrape(fleet)
+    assert s.value("netsupervisor_connect_attempts_total", connection="a") == 2
+    assert stateOf(s, "a") == "CONNECTING"
+    fleet.stop()
+
+
+def test_labelValuesAreEscaped() -> None:
+    group = 'we"ird\\gro\nup'
+    fleet = Fleet(spec("a", group)).start()
+    protocol = fleet.accept("a")
+    fleet.reactor.advance(10.0)
+    protocol.answer()
+    s = scrape(fleet)
+    assert s.value("netsupervisor_heartbeat_rtt_seconds_count", group=group) == 1
+    assert s.value("netsupervisor_heartbeat_rtt_seconds_bucket", group=group, le="+Inf") == 1
+    fleet.stop()
+
+
+def test_noErrorTextOrAddressInLabels() -> None:
+    fleet = Fleet(spec("a")).start()
+    fleet.refuse("a", ConnectionRefusedError("10.1.2.3", 6379))
+    connection = fleet.supervisor.connection("a")
+    assert connection is not None and connection.lastError
+    text = exposition(fleet.metrics).decode()
+    assert "10.1.2.3" not in text and "6379" not in text
+    assert "127.0.0.1" not in text
+    fleet.stop()
+
+
+def test_expositionEqualsGenerateLatest() -> None:
+    fleet = Fleet(spec("a", "x"), spec("b", "y"), spec("c")).start()
+    pa = fleet.accept("a")
+    fleet.refuse("b")
+    fleet.reactor.advance(10.0)
+    pa.answer()
+    fleet.supervisor.reloadFailed()
+
+    def families(text: str) -> set[tuple[Any, ...]]:
+        return {
+            (
+                f.name,
+                f.type,
+                f.documentation,
+                frozenset((s.name, frozenset(s.labels.items()), s.value) for s in f.samples),
+            )
+            for f in text_string_to_metric_families(text)
+        }
+
+    ours = exposition(fleet.metrics).decode()
+    theirs = generate_latest(fleet.metrics.registry).decode()
+    assert families(ours) == families(theirs)
+    assert [line for line in ours.splitlines() if line.startswith("#")] == [
+        line for line in theirs.splitlines() if line.startswith("#")
+    ]
+    fleet.stop()
+
+
+def test_promtoolAcceptsTheExposition() -> None:
+    promtool = requireProgram("promtool")
+    fleet = Fleet(spec("a", "x"), spec("b")).start()
+    pa = fleet.accept("a")
+    fleet.refuse("b")
+    fleet.reactor.advance(10.0)
+    pa.answer()
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition(fleet.metrics),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == b"" and result.stderr.strip() == b""
+    fleet.stop()
+
+
+def test_scrapeOfTenThousandConnections() -> None:
+    """
+    The scrape budget (issue 4) is 250 ms for 10,000 connections; this
+    guards against a regression with a margin for slow CI machines.
+    """
+    reactor = MemoryReactorClock()
+    plugin = ScriptedPlugin()
+    specs = tuple(
+        ConnectionSpec(
+            name=f"conn-{i}",
+            endpoint="tcp:host=127.0.0.1:port=1",
+            protocol="scripted",
+            labels={"group": f"g{i % 10}"},
+        )
+        for i in range(10_000)
+    )
+    supervisor = Supervisor(
+        config(*specs),
+        reactor,
+        plugins=lambda name: plugin,
+        endpoints=lambda s: TCP4ClientEndpoint(reactor, "127.0.0.1", 1),
+        rng=Random(0),
+    )
+    metrics = SupervisorMetrics(supervisor)
+    supervisor.startService()
+    for index, client in enumerate(reactor.tcpClients):
+        if index % 2:
+            client[2].clientConnectionFailed(
+                reactor.connectors[index], Failure(ConnectionRefusedError())
+            )
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        body = exposition(metrics)
+        best = min(best, time.perf_counter() - started)
+    s = parse(body.decode())
+    assert s.value("netsupervisor_connections", state="IDLE") == 5000
+    assert s.value("netsupervisor_connections", state="CONNECTING") == 5000
+    assert len(s.series("netsupervisor_connection_state")) == 50_000
+    print(f"scrape of 10,000 connections: {best * 1000:.1f} ms, {len(body):,} bytes")
+    assert best < 1.0, f"scrape of 10,000 connections took {best * 1000:.0f} ms"
+    supervisor.stopService()
+    assert reactor.getDelayedCalls() == []
