@@ -221,3 +221,41 @@ def test_jsonLogsGiveOneObjectPerLine(world: World) -> None:
         ("CONNECTING", "ESTABLISHED"),
     ]
     assert all("log_time" in e and "level" in e for e in events)
+
+
+def twistd(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    from tests.integration.daemon import BIN
+
+    return subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_helpDocumentsTheOptionsFromTheInstalledCopy(tmp_path: Path) -> None:
+    result = twistd(tmp_path, "netsupervisor", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--config=" in result.stdout and "--admin=" in result.stdout
+    listing = twistd(tmp_path, "--help")
+    assert "netsupervisor" in listing.stdout
+
+
+def test_aBadConfigStopsTheStartWithOneLine(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[connection]]\nname = "a"\nendpoint = "tcp:host=127.0.0.1:port=1"\nx = 1\n')
+    result = twistd(tmp_path, "netsupervisor", "--config", str(bad))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"netsupervisor: {bad}: connection[0].x: ")
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_aMissingConfigOptionIsAUsageError(tmp_path: Path) -> None:
+    result = twistd(tmp_path, "netsupervisor")
+    assert result.returncode == 1
+    assert "--config is required" in result.stdout + result.stderr
