@@ -68,6 +68,7 @@ class Daemon:
         self.path: str = options["config"]
         self.adminOverride: str | None = options["admin"]
         self.reactor = reactor
+        self._stopping = False
 
     def load(self) -> Config:
         """
@@ -101,8 +102,7 @@ class Daemon:
             raise
         admin.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
         self.supervisor = supervisor
-        self.reactor.callWhenRunning(self._installReload)
-        self.reactor.addSystemEventTrigger("before", "shutdown", self._quietenSignals)
+        self.reactor.callWhenRunning(self._installSignals)
         return supervisor
 
     def reload(self) -> None:
@@ -125,24 +125,37 @@ class Daemon:
             config = attrs.evolve(config, admin=attrs.evolve(config.admin, listen=running))
         self.supervisor.reload(config)
 
-    def _installReload(self) -> None:
-        def onHangup(signum: int, frame: FrameType | None) -> None:
-            self.reactor.callFromThread(self.reload)
+    def onHangup(self, signum: int, frame: FrameType | None) -> None:
+        """
+        SIGHUP: reload from the reactor's thread.
+        """
+        self.reactor.callFromThread(self.reload)
 
-        signal.signal(signal.SIGHUP, onHangup)
-
-    def _quietenSignals(self) -> None:
-        # The reactor is already stopping; Twisted's own handler would call
-        # reactor.stop() again and log a traceback. Say so and carry on.
-        def again(signum: int, frame: FrameType | None) -> None:
+    def onStop(self, signum: int, frame: FrameType | None) -> None:
+        """
+        SIGTERM/SIGINT: the first goes to the reactor's own handler (a
+        signalled stop, which twistd re-raises at exit); a later one only
+        says so, where the reactor's handler would call C{reactor.stop()}
+        again and log a traceback.
+        """
+        if self._stopping:
             self.reactor.callFromThread(
                 log.info,
-                "signal {signal} received while draining; still draining",
+                "{signal} received while draining; still draining",
                 signal=signal.Signals(signum).name,
             )
+            return
+        self._stopping = True
+        if signum == signal.SIGINT:
+            self.reactor.sigInt(signum, frame)
+        else:
+            self.reactor.sigTerm(signum, frame)
 
-        signal.signal(signal.SIGTERM, again)
-        signal.signal(signal.SIGINT, again)
+    def _installSignals(self) -> None:
+        # Replaces the handlers the reactor installed at start-up.
+        signal.signal(signal.SIGHUP, self.onHangup)
+        signal.signal(signal.SIGTERM, self.onStop)
+        signal.signal(signal.SIGINT, self.onStop)
 
 
 def makeService(options: Options) -> IService:
