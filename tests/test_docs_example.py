@@ -256,3 +256,28 @@ def test_dropInDiscovery(tmp_path: Path) -> None:
         check=True,
     )
     assert found.stdout.split() == ["echo", "plugins.echo_plugin"]
+
+
+KIT_MARKER = "<!-- the code below is run by tests/test_docs_example.py -->"
+
+
+def test_guideKitExampleRuns() -> None:
+    """
+    The guide's test-kit example runs, as written, against the example
+    plugin (imported as C{echo_plugin}, as the guide does).
+    """
+    text = GUIDE.read_text(encoding="utf-8")
+    assert text.count(KIT_MARKER) == 1, f"{GUIDE} must contain the kit marker once"
+    after = text.split(KIT_MARKER, 1)[1]
+    match = re.match(r"\s*```python\n(.*?)^```\s*$", after, re.DOTALL | re.MULTILINE)
+    assert match is not None, "the kit marker must be followed by a ```python block"
+    sys.modules["echo_plugin"] = echo
+    try:
+        namespace: dict[str, object] = {"__name__": "guide_kit_example"}
+        exec(compile(match.group(1), str(GUIDE), "exec"), namespace)
+    finally:
+        del sys.modules["echo_plugin"]
+    tests = [f for name, f in namespace.items() if name.startswith("test_") and callable(f)]
+    assert len(tests) == 2
+    for test in tests:
+        test()

@@ -1,0 +1,24 @@
+"""
+The plugin author's test kit: drive a protocol plugin through the real
+connection machine on a fake clock and in-memory transports, from a pytest
+suite, deterministically.
+
+    from supervisor.testing import PluginHarness, scenarios
+
+    harness = PluginHarness(myPlugin, options={"greeting": "HELLO"})
+    harness.start()
+    peer = harness.accept()
+    peer.send(b"HELLO\\n")
+    harness.assertState("ESTABLISHED", "ready")
+
+L{PluginHarness} owns the fake reactor, the connection and its peers;
+L{FakePeer} is the remote end of one accepted attempt; L{scenarios} holds
+ready-made stories (peer answers, silent, closes mid-handshake, garbage,
+slow pong) that end in assertions. Nothing here imports the global reactor.
+See C{docs/plugins/testing.md}.
+"""
+
+from supervisor.testing import _scenarios as scenarios
+from supervisor.testing._harness import FakePeer, PluginHarness, Responder, Step
+
+__all__ = ["FakePeer", "PluginHarness", "Responder", "Step", "scenarios"]
