@@ -26,6 +26,10 @@ class IConnectionHandle(Interface):
     """
 
     name = Attribute("The connection's name (str), for the plugin's own log messages.")
+    heartbeatSpec = Attribute(
+        "The connection's L{supervisor.spec.HeartbeatSpec}, for protocols that must tell"
+        " the peer how often to expect a ping (an MQTT keep-alive)."
+    )
 
     def ready() -> None:
         """

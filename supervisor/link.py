@@ -86,6 +86,7 @@ class Link:
         "_tlsPending",
         "_transportLost",
         "heartbeat",
+        "heartbeatSpec",
         "name",
         "phase",
         "protocol",
@@ -96,6 +97,7 @@ class Link:
         self._inputs = inputs
         self._core = core
         self.name = core.spec.name
+        self.heartbeatSpec = core.spec.heartbeat
         self.phase: Phase = "connecting"
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
@@ -175,7 +177,10 @@ class Link:
         self.phase = "gone"
         self.heartbeat = None
         connecting, self._connecting = self._connecting, None
-        if connecting is not None:
+        if connecting is not None and self.transport is None:
+            # Only a connect still in flight is cancelled. Once the transport
+            # exists (the plugin may reject inside connectionMade, before the
+            # endpoint fires this Deferred), aborting the transport is enough.
             connecting.cancel()
         draining, self._draining = self._draining, None
         if draining is not None:

@@ -41,7 +41,9 @@ class ScriptedProtocol(Protocol):
         self.lostReason: Failure | None = None
 
     def connectionMade(self) -> None:
-        if self.plugin.readyOnConnect:
+        if self.plugin.rejectOnConnect is not None:
+            self.handle.reject(self.plugin.rejectOnConnect, permanent=True)
+        elif self.plugin.readyOnConnect:
             self.handle.ready()
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
@@ -76,6 +78,7 @@ class ScriptedPlugin:
 
     name: str = "scripted"
     readyOnConnect: bool = True
+    rejectOnConnect: str | None = None
     drainAtOnce: bool = True
     classification: Classification | None = None
     built: list[ScriptedProtocol] = attrs.field(factory=list)

@@ -448,3 +448,17 @@ def test_overTLSAFailedCertificateFailsTheAttemptForGood() -> None:
     link.connectionLost(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
     assert world.path() == [("IDLE", "CONNECTING", "start"), ("CONNECTING", "CLOSED", "tls")]
     world.assertQuiet()
+
+
+def test_aRejectionInsideConnectionMadeClosesCleanly() -> None:
+    """
+    The endpoint fires its connect Deferred only after connectionMade
+    returns; a plugin that rejects inside connectionMade must still end the
+    attempt (here permanently) without touching that Deferred.
+    """
+    world = World(plugin=ScriptedPlugin(rejectOnConnect="bad configuration"))
+    world.connection.start()
+    _, transport = world.accept()
+    assert world.path()[-1] == ("CONNECTING", "CLOSED", "handshake")
+    assert transport.disconnecting
+    world.assertQuiet()
