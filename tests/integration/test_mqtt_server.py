@@ -1,0 +1,218 @@
+"""
+The C{mqtt} plugin against a real mosquitto broker (Debian's package) on a
+free loopback port: CONNECT with credentials from a password file made by
+C{mosquitto_passwd}, the keep-alive the broker sees, RTT, a killed and
+restarted broker, a frozen broker, bad credentials, and the DISCONNECT of a
+drain in the broker's log.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+
+from plugins.mqtt import keepAliveFor
+from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
+from tests.integration.servers import ServerLauncher, ServerProcess, launchServers
+from tests.integration.test_loopback_line import Recorder, stopAtLast
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT = HeartbeatSpec(interval=0.3, timeout=0.3, misses=2)
+BACKOFF = BackoffSpec(initial=0.1, max=0.5, jitter="full", reset_after=1.0)
+CONNECT_TIMEOUT = 1.0
+SLACK = 1.0
+USER = "probe"
+PASSWORD = "mqtt-password-7"
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
+    yield from launchServers(tmp_path)
+
+
+def mqttConnection(name: str, port: int, **options: object) -> SupervisedConnection:
+    reactor = theReactor()
+    spec = ConnectionSpec(
+        name=name,
+        endpoint=f"tcp:host={HOST}:port={port}",
+        protocol="mqtt",
+        connect_timeout=CONNECT_TIMEOUT,
+        drain_timeout=2.0,
+        backoff=BACKOFF,
+        heartbeat=HEARTBEAT,
+        options=options,
+    )
+    return SupervisedConnection(
+        spec, clientFromString(reactor, spec.endpoint), findPlugin("mqtt"), reactor
+    )
+
+
+def brokerLog(server: ServerProcess) -> list[str]:
+    path = server.directory / "mosquitto.log"
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def passwordFile(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "mqtt-pass"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+@pytest_twisted.inlineCallbacks
+def test_handshakeRttKillRestartAndDisconnect(
+    servers: ServerLauncher, tmp_path: Path
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    ESTABLISHED after CONNECT/CONNACK with a user and password, with the
+    keep-alive derived from the heartbeat; killed: IDLE ("lost"); restarted
+    on the same port: ESTABLISHED again; stop: the broker logs our
+    DISCONNECT ("disconnected", not "closed its connection").
+    """
+    server = yield servers.mosquitto(users={USER: PASSWORD})
+    connection = mqttConnection(
+        "mqtt-main", server.port, username=USER, password_file=passwordFile(tmp_path, PASSWORD)
+    )
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
+        yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
+        assert connection.rtt is not None
+        assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+        keepAlive = keepAliveFor(HEARTBEAT)
+        greeting = f"as mqtt-main (p2, c1, k{keepAlive}, u'{USER}')."
+        yield waitFor(
+            lambda: any(line.endswith(greeting) for line in brokerLog(server)), 2.0, greeting
+        )
+        assert any(line.endswith("Received PINGREQ from mqtt-main") for line in brokerLog(server))
+
+        killed = len(seen.transitions)
+        server.signal(signal.SIGKILL)
+        yield server.waitForExit()
+        yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
+        loss = seen.transitions[killed]
+        assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
+        yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
+
+        restartedAt = theReactor().seconds()
+        yield server.start()
+        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
+        yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
+        outage = seen.transitions[killed + 1 : -1]
+        assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
+        # The keep-alive holds: longer than 1.5 keep-alives, the broker keeps us.
+        settled = len(seen.transitions)
+        yield holdsFor(lambda: len(seen.transitions) == settled, 1.5 * keepAlive + 0.5, "up")
+
+        yield connection.stop().addTimeout(3.0, theReactor())
+        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
+            ("ESTABLISHED", "CLOSING"),
+            ("CLOSING", "CLOSED"),
+        ]
+        yield waitFor(
+            lambda: any(
+                line.endswith("Client mqtt-main disconnected.") for line in brokerLog(server)
+            ),
+            2.0,
+            "the broker to log our DISCONNECT",
+        )
+        log = brokerLog(server)
+        assert any(line.endswith("Received DISCONNECT from mqtt-main") for line in log)
+        assert not any("mqtt-main closed its connection" in line for line in log), log
+        assert not any("exceeded timeout" in line for line in log), log
+        assert PASSWORD not in str(seen)
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest_twisted.inlineCallbacks
+def test_frozenBrokerIsDroppedForHeartbeats(
+    servers: ServerLauncher,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
+    ESTABLISHED (no CONNACK); SIGCONT: back.
+    """
+    reactor = theReactor()
+    server = yield servers.mosquitto()
+    connection = mqttConnection("mqtt-freeze", server.port)
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
+
+        frozen = len(seen.transitions)
+        frozenAt = reactor.seconds()
+        server.signal(signal.SIGSTOP)
+        bound = HEARTBEAT.detectionBound + SLACK
+        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
+        drop = seen.transitions[frozen]
+        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
+        assert drop.time - frozenAt <= bound
+
+        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
+        outage = seen.transitions[frozen + 1 :]
+        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
+        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
+
+        thawedAt = reactor.seconds()
+        server.signal(signal.SIGCONT)
+        yield waitFor(
+            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
+            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
+            "ESTABLISHED with an answered heartbeat after SIGCONT",
+        )
+        settled = len(seen.transitions)
+        yield holdsFor(
+            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
+        )
+        yield connection.stop().addTimeout(3.0, reactor)
+        assert connection.state == "CLOSED"
+    finally:
+        server.signal(signal.SIGCONT)
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest.mark.parametrize("auth", ["wrong-password", "anonymous", "unknown-user"])
+@pytest_twisted.inlineCallbacks
+def test_badCredentialsCloseForGood(
+    servers: ServerLauncher, tmp_path: Path, auth: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A broker with a password file and C{allow_anonymous false}: a wrong
+    password, no credentials, or an unknown user are refused in CONNACK
+    (mosquitto answers 5, not authorised): CLOSED at once, permanently,
+    reason "handshake"; no password in what the connection reports.
+    """
+    server = yield servers.mosquitto(users={USER: PASSWORD})
+    options: dict[str, object] = {}
+    if auth == "wrong-password":
+        options = {"username": USER, "password_file": passwordFile(tmp_path, "not-" + PASSWORD)}
+    elif auth == "unknown-user":
+        options = {"username": "nobody", "password_file": passwordFile(tmp_path, PASSWORD)}
+    connection = mqttConnection("mqtt-auth", server.port, **options)
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
+        final = seen.transitions[-1]
+        assert final.reason == "handshake"
+        assert "CONNACK refused: 5 (not authorised)" in (final.detail or ""), str(seen)
+        assert connection.attempts == 1
+        assert PASSWORD not in str(seen)
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)

@@ -1,0 +1,224 @@
+"""
+The C{nats} plugin against a real nats-server (Debian's package) on a free
+loopback port: the real INFO/CONNECT/PING handshake with credentials, RTT,
+a killed and restarted server, a frozen server, bad credentials, and the
+flush of a drain seen by the server (its monitoring port and its trace log).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.task import deferLater
+
+from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
+from tests.integration.servers import ServerLauncher, ServerProcess, launchServers
+from tests.integration.test_loopback_line import Recorder, stopAtLast
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT = HeartbeatSpec(interval=0.3, timeout=0.3, misses=2)
+BACKOFF = BackoffSpec(initial=0.1, max=0.5, jitter="full", reset_after=1.0)
+CONNECT_TIMEOUT = 1.0
+SLACK = 1.0
+USER = "watcher"
+PASSWORD = "nats-password-42"
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
+    yield from launchServers(tmp_path)
+
+
+def natsConnection(name: str, port: int, **options: object) -> SupervisedConnection:
+    reactor = theReactor()
+    spec = ConnectionSpec(
+        name=name,
+        endpoint=f"tcp:host={HOST}:port={port}",
+        protocol="nats",
+        connect_timeout=CONNECT_TIMEOUT,
+        drain_timeout=2.0,
+        backoff=BACKOFF,
+        heartbeat=HEARTBEAT,
+        options=options,
+    )
+    return SupervisedConnection(
+        spec, clientFromString(reactor, spec.endpoint), findPlugin("nats"), reactor
+    )
+
+
+@inlineCallbacks
+def connz(server: ServerProcess, state: str = "open") -> Generator[Any, Any, list[dict[str, Any]]]:
+    """
+    The server's connections (C{/connz} on its monitoring port).
+    """
+    url = f"http://{HOST}:{server.port + 1}/connz?state={state}"
+    response = yield treq.get(url, reactor=theReactor()).addTimeout(5.0, theReactor())
+    body = yield treq.content(response)
+    connections: list[dict[str, Any]] = json.loads(body).get("connections") or []
+    return connections
+
+
+def passFile(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "nats-pass"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+@pytest_twisted.inlineCallbacks
+def test_handshakeRttKillRestartAndFlush(
+    servers: ServerLauncher, tmp_path: Path
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    ESTABLISHED after CONNECT with user and password and a PONG, named in
+    /connz; killed: IDLE ("lost"); restarted on the same port: ESTABLISHED
+    again; stop: the server sees the flushing PING, answers it, and records
+    a "Client Closed" connection.
+    """
+    server = yield servers.nats(user=USER, password=PASSWORD)
+    connection = natsConnection(
+        "nats-main", server.port, user=USER, pass_file=passFile(tmp_path, PASSWORD)
+    )
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
+        yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
+        assert connection.rtt is not None
+        assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+        open_ = yield connz(server)
+        assert [c.get("name") for c in open_] == ["nats-main"]
+
+        killed = len(seen.transitions)
+        server.signal(signal.SIGKILL)
+        yield server.waitForExit()
+        yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
+        loss = seen.transitions[killed]
+        assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
+        yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
+
+        restartedAt = theReactor().seconds()
+        yield server.start()
+        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
+        yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
+        outage = seen.transitions[killed + 1 : -1]
+        assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
+
+        yield connection.stop().addTimeout(3.0, theReactor())
+        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
+            ("ESTABLISHED", "CLOSING"),
+            ("CLOSING", "CLOSED"),
+        ]
+        closed: list[dict[str, Any]] = []
+        for _ in range(50):  # bounded: 5 s
+            closed = yield connz(server, "closed")
+            if any(c.get("name") == "nats-main" for c in closed):
+                break
+            yield deferLater(theReactor(), 0.1, lambda: None)
+        ours = [c for c in closed if c.get("name") == "nats-main"]
+        assert [c.get("reason") for c in ours] == ["Client Closed"], ours
+        # The trace log (-DV): the last thing the server read from us is the
+        # flushing PING, which it answered, then our close.
+        log = (server.directory / "nats.log").read_text().splitlines()
+        cid = ours[0]["cid"]
+        ourLines = [line for line in log if f" - cid:{cid} - " in line]
+        assert ourLines[-3].endswith("<<- [PING]"), ourLines[-3:]
+        assert ourLines[-2].endswith("->> [PONG]"), ourLines[-3:]
+        assert ourLines[-1].endswith("Client connection closed: Client Closed"), ourLines[-3:]
+        assert PASSWORD not in str(seen)
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest_twisted.inlineCallbacks
+def test_frozenServerIsDroppedForHeartbeats(
+    servers: ServerLauncher,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
+    ESTABLISHED (no INFO, no PONG); SIGCONT: back.
+    """
+    reactor = theReactor()
+    server = yield servers.nats()
+    connection = natsConnection("nats-freeze", server.port)
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
+
+        frozen = len(seen.transitions)
+        frozenAt = reactor.seconds()
+        server.signal(signal.SIGSTOP)
+        bound = HEARTBEAT.detectionBound + SLACK
+        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
+        drop = seen.transitions[frozen]
+        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
+        assert drop.time - frozenAt <= bound
+
+        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
+        outage = seen.transitions[frozen + 1 :]
+        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
+        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
+
+        thawedAt = reactor.seconds()
+        server.signal(signal.SIGCONT)
+        yield waitFor(
+            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
+            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
+            "ESTABLISHED with an answered heartbeat after SIGCONT",
+        )
+        settled = len(seen.transitions)
+        yield holdsFor(
+            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
+        )
+        yield connection.stop().addTimeout(3.0, reactor)
+        assert connection.state == "CLOSED"
+    finally:
+        server.signal(signal.SIGCONT)
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest.mark.parametrize("auth", ["wrong-password", "no-credentials", "token-instead"])
+@pytest_twisted.inlineCallbacks
+def test_badCredentialsCloseForGood(
+    servers: ServerLauncher, tmp_path: Path, auth: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A server with C{authorization { user, password }}: a wrong password, no
+    credentials, or a token: CLOSED at once, permanently, reason
+    "handshake", with the server's "Authorization Violation"; no secret in
+    what the connection reports.
+    """
+    server = yield servers.nats(user=USER, password=PASSWORD)
+    options: dict[str, object] = {}
+    if auth == "wrong-password":
+        options = {"user": USER, "pass_file": passFile(tmp_path, "not-" + PASSWORD)}
+    elif auth == "token-instead":
+        options = {"token_file": passFile(tmp_path, PASSWORD)}
+    connection = natsConnection("nats-auth", server.port, **options)
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
+        final = seen.transitions[-1]
+        assert final.reason == "handshake"
+        assert "Authorization Violation" in (final.detail or ""), str(seen)
+        assert connection.attempts == 1
+        assert PASSWORD not in str(seen)
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)

@@ -1,0 +1,254 @@
+"""
+The C{redis} plugin against a real redis-server (Debian's package) on a
+free loopback port: the real handshake, RTT, a killed and restarted server,
+a frozen server, bad credentials, and the QUIT of a drain seen by the server.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import clientFromString
+
+from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
+from tests.integration.servers import (
+    ServerLauncher,
+    ServerProcess,
+    findProgram,
+    launchServers,
+    runProgram,
+)
+from tests.integration.test_loopback_line import Recorder, stopAtLast
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT = HeartbeatSpec(interval=0.3, timeout=0.3, misses=2)
+BACKOFF = BackoffSpec(initial=0.1, max=0.5, jitter="full", reset_after=1.0)
+CONNECT_TIMEOUT = 1.0
+SLACK = 1.0
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
+    yield from launchServers(tmp_path)
+
+
+def redisConnection(name: str, port: int, **options: object) -> SupervisedConnection:
+    reactor = theReactor()
+    spec = ConnectionSpec(
+        name=name,
+        endpoint=f"tcp:host={HOST}:port={port}",
+        protocol="redis",
+        connect_timeout=CONNECT_TIMEOUT,
+        drain_timeout=2.0,
+        backoff=BACKOFF,
+        heartbeat=HEARTBEAT,
+        options=options,
+    )
+    return SupervisedConnection(
+        spec, clientFromString(reactor, spec.endpoint), findPlugin("redis"), reactor
+    )
+
+
+@inlineCallbacks
+def cli(server: ServerProcess, *args: str, password: str | None = None) -> Generator[Any, Any, str]:
+    argv = [findProgram("redis-cli"), "-h", HOST, "-p", str(server.port)]
+    if password is not None:
+        argv += ["--no-auth-warning", "-a", password]
+    out, err, code = yield runProgram([*argv, *args])
+    assert code == 0, err
+    return str(out.decode())
+
+
+def quitCalls(info: str) -> int:
+    for line in info.splitlines():
+        if line.startswith("cmdstat_quit:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_handshakeRttKillRestartAndQuit(
+    servers: ServerLauncher, tmp_path: Path
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    ESTABLISHED after AUTH and PING on a server that requires a password,
+    with a measured RTT and the client's name in CLIENT LIST; killed: IDLE
+    ("lost"); restarted on the same port: ESTABLISHED again; stop: the
+    server counts a QUIT and the client is gone.
+    """
+    server = yield servers.redis(requirepass=PASSWORD)
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    connection = redisConnection("redis-main", server.port, password_file=str(secret))
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
+        yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
+        assert connection.rtt is not None
+        assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+        clients = yield cli(server, "CLIENT", "LIST", password=PASSWORD)
+        assert "name=redis-main" in clients
+
+        killed = len(seen.transitions)
+        server.signal(signal.SIGKILL)
+        yield server.waitForExit()
+        yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
+        loss = seen.transitions[killed]
+        assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
+        yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
+
+        restartedAt = theReactor().seconds()
+        yield server.start()
+        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
+        yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
+        outage = seen.transitions[killed + 1 : -1]
+        assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
+
+        before = yield cli(server, "INFO", "commandstats", password=PASSWORD)
+        assert quitCalls(before) == 0
+        yield connection.stop().addTimeout(3.0, theReactor())
+        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
+            ("ESTABLISHED", "CLOSING"),
+            ("CLOSING", "CLOSED"),
+        ]
+        after = yield cli(server, "INFO", "commandstats", password=PASSWORD)
+        assert quitCalls(after) == 1, after
+        clients = yield cli(server, "CLIENT", "LIST", password=PASSWORD)
+        assert "name=redis-main" not in clients
+        assert PASSWORD not in str(seen)
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest_twisted.inlineCallbacks
+def test_frozenServerIsDroppedForHeartbeats(
+    servers: ServerLauncher,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
+    ESTABLISHED (the handshake needs the server's answer); SIGCONT: back.
+    """
+    reactor = theReactor()
+    server = yield servers.redis()
+    connection = redisConnection("redis-freeze", server.port)
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
+
+        frozen = len(seen.transitions)
+        frozenAt = reactor.seconds()
+        server.signal(signal.SIGSTOP)
+        bound = HEARTBEAT.detectionBound + SLACK
+        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
+        drop = seen.transitions[frozen]
+        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
+        assert drop.time - frozenAt <= bound
+
+        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
+        outage = seen.transitions[frozen + 1 :]
+        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
+        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
+
+        thawedAt = reactor.seconds()
+        server.signal(signal.SIGCONT)
+        yield waitFor(
+            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
+            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
+            "ESTABLISHED with an answered heartbeat after SIGCONT",
+        )
+        settled = len(seen.transitions)
+        yield holdsFor(
+            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
+        )
+        yield connection.stop().addTimeout(3.0, reactor)
+        assert connection.state == "CLOSED"
+    finally:
+        server.signal(signal.SIGCONT)
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest.mark.parametrize("auth", ["wrong-password", "no-password", "wrong-user"])
+@pytest_twisted.inlineCallbacks
+def test_badCredentialsCloseForGood(
+    servers: ServerLauncher, tmp_path: Path, auth: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A wrong password (WRONGPASS), none at all (NOAUTH), or an unknown ACL
+    user: CLOSED at once with a permanent "handshake" reason, no retry, and
+    the password nowhere in what the connection reports.
+    """
+    server = yield servers.redis(requirepass=PASSWORD)
+    secret = tmp_path / "password"
+    secret.write_text("not-" + PASSWORD)
+    options: dict[str, object] = {}
+    if auth == "wrong-password":
+        options["password_file"] = str(secret)
+    elif auth == "wrong-user":
+        secret.write_text(PASSWORD)
+        options.update(password_file=str(secret), username="nobody", hello=3)
+    connection = redisConnection("redis-auth", server.port, **options)
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
+        final = seen.transitions[-1]
+        assert final.reason == "handshake"
+        expected = "NOAUTH" if auth == "no-password" else "WRONGPASS"
+        assert expected in (final.detail or ""), str(seen)
+        assert connection.attempts == 1
+        assert PASSWORD not in str(seen)
+        assert PASSWORD not in (connection.lastError or "")
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
+
+
+@pytest_twisted.inlineCallbacks
+def test_aLeastPrivilegeAclUserWithHello3(
+    servers: ServerLauncher, tmp_path: Path
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    The ACL user that docs/plugins/redis.md recommends is enough for the
+    whole life of a connection over RESP3: HELLO 3 with AUTH and SETNAME,
+    heartbeats, and QUIT.
+    """
+    acl = "user monitor on >acl-password +ping +client|setname +quit +hello +auth"
+    server = yield servers.redis(requirepass=PASSWORD, extra=(acl,))
+    secret = tmp_path / "password"
+    secret.write_text("acl-password\n")
+    connection = redisConnection(
+        "redis-acl", server.port, username="monitor", password_file=str(secret), hello=3
+    )
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
+        clients = yield cli(server, "CLIENT", "LIST", password=PASSWORD)
+        ours = [line for line in clients.splitlines() if "name=redis-acl" in line]
+        assert len(ours) == 1, clients
+        assert "user=monitor" in ours[0] and "resp=3" in ours[0], ours
+        yield connection.stop().addTimeout(3.0, theReactor())
+        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
+            ("ESTABLISHED", "CLOSING"),
+            ("CLOSING", "CLOSED"),
+        ], str(seen)
+        after = yield cli(server, "INFO", "commandstats", password=PASSWORD)
+        assert quitCalls(after) == 1, after
+    finally:
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
