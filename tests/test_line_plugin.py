@@ -1,6 +1,9 @@
+# mypy: disallow-untyped-calls=False, disallow-untyped-decorators=False
 """
-The bundled C{line} plugin, over C{iosim} against a server protocol, on a
-fake clock: bytes flow both ways, time does not.
+The bundled C{line} plugin, driven through the real machine with the plugin
+test kit (L{supervisor.testing}) against a real server protocol served at the
+fake peer's end (L{FakePeer.serve}), on a fake clock: bytes flow both ways,
+time does not.
 """
 
 from __future__ import annotations
@@ -8,18 +11,16 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
-from random import Random
 
 import pytest
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.protocol import Factory
-from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.basic import LineOnlyReceiver
-from twisted.test.iosim import ConnectionCompleter, IOPump
 
-from supervisor import ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from supervisor import HeartbeatSpec, findPlugin
 from supervisor.plugin import UnknownProtocol, availablePlugins
 from supervisor.spec import BackoffSpec
+from supervisor.testing import PluginHarness, scenarios
+
+HEARTBEAT = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)
 
 
 class Server(LineOnlyReceiver):
@@ -40,105 +41,148 @@ class Server(LineOnlyReceiver):
         if line.startswith(b"PING ") and not self.silent:
             self.transport.write(b"PONG " + line[5:] + self.newline)  # type: ignore[union-attr]
 
+    def say(self, data: bytes) -> None:
+        """
+        Write C{data} to the plugin (delivered at the harness's next flush).
+        """
+        self.transport.write(data)  # type: ignore[union-attr]
 
-class World:
-    def __init__(self, server: Server, **spec: object) -> None:
-        self.reactor = MemoryReactorClock()
-        self.server = server
-        TCP4ServerEndpoint(self.reactor, 4321).listen(Factory.forProtocol(lambda: server))
-        self.completer = ConnectionCompleter(self.reactor)
-        spec.setdefault("heartbeat", HeartbeatSpec(interval=1.0, timeout=0.5, misses=2))
-        self.connection = SupervisedConnection(
-            ConnectionSpec("line-1", "tcp:host=127.0.0.1:port=4321", **spec),  # type: ignore[arg-type]
-            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 4321),
-            findPlugin("line"),
-            self.reactor,
-            rng=Random(0),
-        )
-        self.connection.start()
-        pump = self.completer.succeedOnce()
-        assert pump is not None
-        self.pump: IOPump = pump
-        self.pump.flush()
 
-    def run(self, seconds: float, step: float = 0.05) -> None:
-        for _ in range(round(seconds / step)):
-            self.reactor.advance(step)
-            self.pump.flush()
+def harness(*, backoff: BackoffSpec | None = None, **options: object) -> PluginHarness:
+    return PluginHarness(
+        findPlugin("line"),
+        options,
+        heartbeat=HEARTBEAT,
+        backoff=backoff or BackoffSpec(),
+        name="line-1",
+    )
+
+
+def serving(server: Server, backoff: BackoffSpec | None = None, **options: object) -> PluginHarness:
+    """
+    Start a connection and accept its attempt with C{server} at the peer's end.
+    """
+    h = harness(backoff=backoff, **options)
+    h.start()
+    h.accept().serve(server)
+    return h
+
+
+def pongs(data: bytes) -> bytes | None:
+    """
+    A responder answering C{PING x} with C{PONG x}.
+    """
+    if data.startswith(b"PING "):
+        return b"PONG " + data[5:]
+    return None
 
 
 def test_readyAtConnectPingPongAndRtt() -> None:
-    world = World(Server())
-    assert world.connection.state == "ESTABLISHED"
-    world.run(1.0)
-    assert world.server.lines == [b"PING 1"]
-    assert world.connection.rtt == 0.0
-    world.run(3.0)
-    assert world.server.lines[-1].startswith(b"PING ")
-    assert world.connection.state == "ESTABLISHED"
+    server = Server()
+    h = serving(server)
+    h.assertState("ESTABLISHED", "ready")
+    h.advance(1.0)
+    assert server.lines == [b"PING 1"]
+    assert h.rtt == 0.0
+    h.advance(3.0)
+    assert server.lines[-1].startswith(b"PING ")
+    h.assertState("ESTABLISHED")
+    scenarios.finish(h)
 
 
 def test_bareNewlinePongsAreAccepted() -> None:
-    world = World(Server(newline=b"\n"))
-    world.run(2.0)
-    assert world.connection.state == "ESTABLISHED"
-    assert world.connection.rtt is not None
+    h = serving(Server(newline=b"\n"))
+    h.advance(2.0)
+    h.assertState("ESTABLISHED")
+    assert h.rtt is not None
+    scenarios.finish(h)
 
 
 def test_aSilentPeerIsDroppedForHeartbeat() -> None:
-    world = World(Server(silent=True), backoff=BackoffSpec(initial=60.0))
-    world.run(3.0)
-    drop = world.connection.history[-1]
+    server = Server(silent=True)
+    h = serving(server, backoff=BackoffSpec(initial=60.0))
+    h.advance(3.0)
+    drop = h.history[-1]
     assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat")
     # the first ping within 0.5-1 s, then 2 misses of 0.5 s each
     assert drop.time <= 1.0 + 2 * 0.5 + 0.05
-    assert world.server.lines == [b"PING 1", b"PING 2"]
+    assert server.lines == [b"PING 1", b"PING 2"]
+    assert h.peer.closedBy == "abort"
+    scenarios.finish(h)
 
 
 def test_peerPingsAreAnswered() -> None:
-    world = World(Server())
-    world.server.transport.write(b"PING abc\r\nPING\n")  # type: ignore[union-attr]
-    world.pump.flush()
-    assert world.server.lines == [b"PONG abc", b"PONG"]
+    server = Server()
+    h = serving(server)
+    server.say(b"PING abc\r\nPING\n")
+    h.flush()
+    assert server.lines == [b"PONG abc", b"PONG"]
+    scenarios.finish(h)
 
 
 def test_otherLinesCountAsLiveness() -> None:
-    world = World(Server(silent=True))
+    server = Server(silent=True)
+    h = serving(server)
     for _ in range(40):
-        world.server.transport.write(b"EVENT something\r\n")  # type: ignore[union-attr]
-        world.run(0.25)
-    assert world.connection.state == "ESTABLISHED"
-    assert world.server.lines == [], "a busy connection needs no pings"
+        server.say(b"EVENT something\r\n")
+        h.advance(0.25)
+    h.assertState("ESTABLISHED")
+    assert server.lines == [], "a busy connection needs no pings"
+    scenarios.finish(h)
 
 
 def test_livenessFromLinesCanBeTurnedOff() -> None:
-    world = World(
-        Server(silent=True),
-        options={"lines_are_liveness": False},
-        backoff=BackoffSpec(initial=60.0),
-    )
+    server = Server(silent=True)
+    h = serving(server, backoff=BackoffSpec(initial=60.0), lines_are_liveness=False)
     for _ in range(20):
-        world.server.transport.write(b"EVENT something\r\n")  # type: ignore[union-attr]
-        world.run(0.25)
-    assert world.connection.history[-1].reason == "heartbeat"
+        server.say(b"EVENT something\r\n")
+        h.advance(0.25)
+    assert h.history[-1].reason == "heartbeat"
+    scenarios.finish(h)
 
 
 def test_anOverlongLineDropsTheConnection() -> None:
-    world = World(Server(), options={"max_line_length": 64}, backoff=BackoffSpec(initial=5.0))
-    world.server.transport.write(b"X" * 100 + b"\r\n")  # type: ignore[union-attr]
-    world.pump.flush()
-    last = world.connection.history[-1]
+    server = Server()
+    h = serving(server, backoff=BackoffSpec(initial=5.0), max_line_length=64)
+    server.say(b"X" * 100 + b"\r\n")
+    h.flush()
+    last = h.history[-1]
     assert (last.from_, last.to, last.reason) == ("ESTABLISHED", "IDLE", "lost")
-    assert "longer than 64" in (world.connection.lastError or "")
+    assert "longer than 64" in (h.lastError or "")
+    assert h.peer.closedBy == "abort"
+    scenarios.finish(h)
 
 
 def test_stopDrainsAndCloses() -> None:
-    world = World(Server())
-    d = world.connection.stop()
-    world.pump.flush()
+    h = serving(Server())
+    d = h.stop()
+    h.flush()
     assert d.called
-    assert [t.to for t in world.connection.history][-2:] == ["CLOSING", "CLOSED"]
-    assert world.reactor.getDelayedCalls() == []
+    assert [t.to for t in h.history][-2:] == ["CLOSING", "CLOSED"]
+    h.assertQuiet()
+
+
+def test_scenarios() -> None:
+    """
+    The kit's stories: a peer that answers, one that goes silent, slow
+    pongs under and over the timeout, and a line too long to parse.
+    """
+    scenarios.peerAnswers(harness(), pongs)
+    took = scenarios.peerSilent(harness())
+    assert took <= HEARTBEAT.detectionBound + 0.05
+    scenarios.slowPong(harness(), pongs, delay=0.3)
+    scenarios.slowPong(harness(), pongs, delay=0.6)
+    scenarios.garbage(harness(max_line_length=16), b"\xff" * 40 + b"\n", respond=pongs)
+
+
+def test_aPeerClosingIsLost() -> None:
+    server = Server()
+    h = serving(server)
+    server.transport.loseConnection()  # type: ignore[union-attr]
+    h.flush()
+    assert h.peer.closedBy == "peer"
+    h.assertState("IDLE", "lost")
+    scenarios.finish(h)
 
 
 def test_theLinePluginIsFoundByName() -> None:

@@ -1,5 +1,7 @@
+# mypy: disallow-untyped-calls=False, disallow-untyped-decorators=False
 """
-The bundled C{mqtt} plugin on a fake clock and an in-memory transport:
+The bundled C{mqtt} plugin, driven through the real machine with the plugin
+test kit (L{supervisor.testing}) on a fake clock and in-memory transports:
 packet framing, CONNECT and the keep-alive, CONNACK return codes, the FIFO
 of ping tokens, DISCONNECT on drain, and a password that never shows.
 """
@@ -7,18 +9,10 @@ of ping tokens, DISCONNECT on drain, and a password that never shows.
 from __future__ import annotations
 
 from pathlib import Path
-from random import Random
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
 
 from plugins.mqtt import (
     Incomplete,
@@ -29,74 +23,93 @@ from plugins.mqtt import (
     packet,
     parsePacket,
 )
-from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
+from supervisor.testing import FakePeer, PluginHarness, Step, scenarios
 
 SECRET = "mqtt-s3cr3t"
 PINGREQ = b"\xc0\x00"
 PINGRESP = b"\xd0\x00"
 DISCONNECT = b"\xe0\x00"
 
+HEARTBEAT = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)
+
 
 def connack(code: int) -> bytes:
     return b"\x20\x02\x00" + bytes([code])
 
 
-class World:
+def harness(heartbeat: HeartbeatSpec | None = None, /, **options: object) -> PluginHarness:
     """
-    One mqtt connection on a memory reactor; the test plays the broker.
+    One mqtt connection named C{broker-1}; the test plays the broker.
     """
+    return PluginHarness(
+        findPlugin("mqtt"),
+        options,
+        heartbeat=heartbeat or HEARTBEAT,
+        backoff=BackoffSpec(initial=60.0),
+        drain_timeout=2.0,
+        name="broker-1",
+    )
 
-    def __init__(self, heartbeat: HeartbeatSpec | None = None, **options: Any) -> None:
-        self.reactor = MemoryReactorClock()
-        spec = ConnectionSpec(
-            name="broker-1",
-            endpoint="tcp:host=127.0.0.1:port=1883",
-            protocol="mqtt",
-            options=options,
-            heartbeat=heartbeat or HeartbeatSpec(interval=1.0, timeout=0.5, misses=2),
-            backoff=BackoffSpec(initial=60.0),
-            drain_timeout=2.0,
-        )
-        self.connection = SupervisedConnection(
-            spec,
-            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 1883),
-            findPlugin("mqtt"),
-            self.reactor,
-            rng=Random(0),
-        )
-        self.connection.start()
-        self.transport = StringTransport()
-        factory = self.reactor.tcpClients[-1][2]
-        self.link: IProtocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1883))
-        self.link.makeConnection(self.transport)
 
-    def sent(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
+def start(
+    heartbeat: HeartbeatSpec | None = None, /, **options: object
+) -> tuple[PluginHarness, FakePeer]:
+    """
+    Start a connection and accept its attempt with a silent peer.
+    """
+    h = harness(heartbeat, **options)
+    h.start()
+    return h, h.accept()
 
-    def broker(self, data: bytes) -> None:
-        self.link.dataReceived(data)
 
-    @property
-    def state(self) -> str:
-        return self.connection.state
+def sent(peer: FakePeer) -> bytes:
+    """
+    What the plugin wrote since the last call (then forgotten).
+    """
+    data = peer.received
+    peer.clear()
+    return data
 
-    def last(self) -> tuple[str, str, str]:
-        t = self.connection.history[-1]
-        return (t.from_, t.to, t.reason)
 
-    def establish(self) -> None:
-        self.sent()
-        self.broker(connack(0))
-        assert self.state == "ESTABLISHED"
+def last(h: PluginHarness) -> Step:
+    return h.transitions[-1]
 
-    def finish(self) -> None:
-        if self.state != "CLOSED":
-            self.connection.stop()
-            self.link.connectionLost(Failure(ConnectionDone()))
-        assert self.state == "CLOSED"
-        assert self.reactor.getDelayedCalls() == []
+
+def established(**options: object) -> tuple[PluginHarness, FakePeer]:
+    h, peer = start(**options)
+    sent(peer)
+    peer.send(connack(0))
+    h.assertState("ESTABLISHED", "ready")
+    return h, peer
+
+
+def broker(data: bytes) -> bytes | None:
+    """
+    A well-behaved broker: CONNACK 0 to CONNECT, PINGRESP to PINGREQ.
+    """
+    replies = []
+    while data:
+        kind, _, _, end = parsePacket(data, 1 << 20)
+        if kind == 1:
+            replies.append(connack(0))
+        elif kind == 12:
+            replies.append(PINGRESP)
+        data = data[end:]
+    return b"".join(replies) or None
+
+
+def firstPing(h: PluginHarness, peer: FakePeer) -> float:
+    """
+    Advance timer by timer until the first heartbeat's PINGREQ is written (the
+    first ping is spread over half an interval); return the time it was sent.
+    """
+    assert peer.received == b""
+    while not peer.received:
+        due = min(c.getTime() for c in h.reactor.getDelayedCalls() if c.active())
+        h.advance(due - h.now())
+    assert h.now() <= HEARTBEAT.interval
+    return h.now()
 
 
 def passwordFile(tmp_path: Path) -> str:
@@ -170,36 +183,36 @@ def test_keepAliveFromTheHeartbeat(heartbeat: HeartbeatSpec, seconds: int) -> No
 
 
 def test_theConnectionsHeartbeatGivesTheKeepAlive() -> None:
-    world = World(heartbeat=HeartbeatSpec(interval=60.0, timeout=10.0, misses=3))
-    assert world.sent() == connectPacket(b"broker-1", 190, None, None)
-    world.finish()
+    h, peer = start(HeartbeatSpec(interval=60.0, timeout=10.0, misses=3))
+    assert sent(peer) == connectPacket(b"broker-1", 190, None, None)
+    scenarios.finish(h)
 
 
 def test_anExplicitKeepAliveWins() -> None:
-    world = World(keep_alive=7)
-    assert world.sent() == connectPacket(b"broker-1", 7, None, None)
-    world.finish()
+    h, peer = start(keep_alive=7)
+    assert sent(peer) == connectPacket(b"broker-1", 7, None, None)
+    scenarios.finish(h)
 
 
 # Handshake.
 
 
 def test_connectWithClientIdUsernameAndPasswordFromAFile(tmp_path: Path) -> None:
-    world = World(client_id="probe-7", username="app", password_file=passwordFile(tmp_path))
-    assert world.sent() == connectPacket(b"probe-7", 3, b"app", SECRET.encode())
-    assert world.state == "CONNECTING"
-    world.broker(connack(0))
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    h, peer = start(client_id="probe-7", username="app", password_file=passwordFile(tmp_path))
+    assert sent(peer) == connectPacket(b"probe-7", 3, b"app", SECRET.encode())
+    h.assertState("CONNECTING")
+    peer.send(connack(0))
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 def test_aConnackSplitAnywhereIsReassembled() -> None:
-    world = World()
-    world.sent()
+    h, peer = start()
+    sent(peer)
     for byte in connack(0):
-        world.broker(bytes([byte]))
-    assert world.state == "ESTABLISHED"
-    world.finish()
+        peer.send(bytes([byte]))
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 @pytest.mark.parametrize(
@@ -214,36 +227,37 @@ def test_aConnackSplitAnywhereIsReassembled() -> None:
     ],
 )
 def test_connackReturnCodes(tmp_path: Path, code: int, permanent: bool, meaning: str) -> None:
-    world = World(username="app", password_file=passwordFile(tmp_path))
-    world.broker(connack(code))
-    assert world.last() == ("CONNECTING", "CLOSED" if permanent else "IDLE", "handshake")
-    error = world.connection.lastError or ""
+    h, peer = start(username="app", password_file=passwordFile(tmp_path))
+    peer.send(connack(code))
+    assert last(h) == ("CONNECTING", "CLOSED" if permanent else "IDLE", "handshake")
+    error = h.lastError or ""
     assert error.endswith(f"CONNACK refused: {code} ({meaning})")
-    assert SECRET not in repr(world.connection.history)
-    world.connection.stop()
-    assert world.reactor.getDelayedCalls() == []
+    assert SECRET not in repr(h.history)
+    assert peer.closedBy == "abort"
+    scenarios.finish(h)
+    assert SECRET not in repr(h.history)
 
 
 def test_somethingElseThanConnackIsTransient() -> None:
-    world = World()
-    world.broker(PINGRESP)
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    world.connection.stop()
+    h, peer = start()
+    peer.send(PINGRESP)
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    scenarios.finish(h)
 
 
 def test_aMalformedPacketIsTransient() -> None:
-    world = World()
-    world.broker(b"\x20\xff\xff\xff\xff\x01")
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    world.connection.stop()
+    h, peer = start()
+    peer.send(b"\x20\xff\xff\xff\xff\x01")
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    scenarios.finish(h)
 
 
 def test_anUnreadablePasswordFileIsTransientAndNothingIsSent(tmp_path: Path) -> None:
-    world = World(username="app", password_file=str(tmp_path / "missing"))
-    assert world.sent() == b""
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    assert "cannot read password_file" in (world.connection.lastError or "")
-    world.connection.stop()
+    h, peer = start(username="app", password_file=str(tmp_path / "missing"))
+    assert sent(peer) == b""
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    assert "cannot read password_file" in (h.lastError or "")
+    scenarios.finish(h)
 
 
 @pytest.mark.parametrize(
@@ -259,71 +273,101 @@ def test_badOptionsArePermanent(tmp_path: Path, options: dict[str, object], mess
         options = {"password_file": passwordFile(tmp_path)}
     else:
         options = {**options, "username": "u", "password_file": passwordFile(tmp_path)}
-    world = World(**options)
-    assert world.sent() == b"", "nothing is sent with a bad option"
-    assert world.last() == ("CONNECTING", "CLOSED", "handshake")
-    assert message in (world.connection.lastError or "")
+    h, peer = start(**options)
+    assert sent(peer) == b"", "nothing is sent with a bad option"
+    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
+    assert message in (h.lastError or "")
+    h.assertQuiet()
 
 
 # Heartbeat.
 
 
 def test_pingreqPingrespWithRtt() -> None:
-    world = World()
-    world.establish()
-    world.reactor.advance(1.0)
-    assert world.sent() == PINGREQ
-    world.reactor.advance(0.25)
-    world.broker(PINGRESP)
-    assert world.connection.rtt == 0.25
-    world.finish()
+    h, peer = established()
+    firstPing(h, peer)
+    assert sent(peer) == PINGREQ
+    h.advance(0.25)
+    peer.send(PINGRESP)
+    assert h.rtt == pytest.approx(0.25, abs=1e-9)  # float sums of clock times
+    scenarios.finish(h)
 
 
 def test_aLatePingrespIsMatchedToTheMissedPing() -> None:
-    world = World()
-    world.establish()
-    world.reactor.advance(1.0)
-    world.reactor.advance(0.5)
-    assert world.sent() == PINGREQ * 2
-    world.broker(PINGRESP)  # the first ping's: stale
-    world.reactor.advance(0.5)
-    assert world.last() == ("ESTABLISHED", "IDLE", "heartbeat")
-    world.connection.stop()
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = established()
+    firstPing(h, peer)
+    h.advance(0.5)
+    assert sent(peer) == PINGREQ * 2
+    peer.send(PINGRESP)  # the first ping's: stale
+    h.advance(0.5)
+    assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
+    scenarios.finish(h)
 
 
 def test_otherPacketsAreIgnoredAndAreNoProofOfLife() -> None:
-    world = World()
-    world.establish()
-    world.reactor.advance(1.0)
-    world.broker(packet(3, 0, b"\x00\x01tpayload"))  # a PUBLISH
-    world.reactor.advance(0.5)
-    world.reactor.advance(0.5)
-    assert world.last() == ("ESTABLISHED", "IDLE", "heartbeat")
-    world.connection.stop()
+    h, peer = established()
+    firstPing(h, peer)
+    peer.send(packet(3, 0, b"\x00\x01tpayload"))  # a PUBLISH
+    h.advance(0.5)
+    h.advance(0.5)
+    assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
+    scenarios.finish(h)
 
 
 def test_aSecondConnackDropsTheConnection() -> None:
-    world = World()
-    world.establish()
-    world.broker(connack(0))
-    assert world.last() == ("ESTABLISHED", "IDLE", "lost")
-    world.connection.stop()
+    h, peer = established()
+    peer.send(connack(0))
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    scenarios.finish(h)
 
 
 # Drain.
 
 
 def test_drainSendsDisconnectThenCloses() -> None:
-    world = World()
-    world.establish()
-    stopped = world.connection.stop()
-    assert world.sent() == DISCONNECT
-    assert world.transport.disconnecting
-    world.link.connectionLost(Failure(ConnectionDone()))
+    h, peer = established()
+    stopped = h.stop()
+    assert sent(peer) == DISCONNECT
+    assert peer.transport.disconnecting
+    assert peer.closedBy == "plugin"
     assert stopped.called
-    assert world.last() == ("CLOSING", "CLOSED", "closed")
-    assert world.reactor.getDelayedCalls() == []
+    assert last(h) == ("CLOSING", "CLOSED", "closed")
+    h.assertQuiet()
+
+
+def test_aHealthyBroker() -> None:
+    peer = scenarios.peerAnswers(harness(), broker, pings=3)
+    assert peer.writes[0] == connectPacket(b"broker-1", 3, None, None)
+    assert peer.writes[1:4] == [PINGREQ] * 3
+    assert peer.writes[-1] == DISCONNECT
+    assert peer.closedBy == "plugin"
+
+
+def test_aSilentBrokerIsDroppedForHeartbeat() -> None:
+    took = scenarios.peerSilent(harness(), broker)
+    assert took <= HEARTBEAT.detectionBound + 0.05
+
+
+def test_slowPingrespUnderTheTimeoutIsMeasured() -> None:
+    scenarios.slowPong(harness(), broker, delay=0.3)
+
+
+def test_slowPingrespOverTheTimeoutIsAMiss() -> None:
+    scenarios.slowPong(harness(), broker, delay=0.6)
+
+
+def test_aBrokerSilentAfterConnectTimesTheHandshakeOut() -> None:
+    scenarios.peerSilentInHandshake(harness())
+
+
+def test_theBrokerClosesBeforeConnack() -> None:
+    peer = scenarios.peerClosesMidHandshake(harness())
+    assert peer.writes == [connectPacket(b"broker-1", 3, None, None)]
+
+
+def test_malformedPacketsAreRejectedAtOnce() -> None:
+    scenarios.garbage(harness(), b"\x20\xff\xff\xff\xff\x01", duringHandshake=True)
+    scenarios.garbage(harness(), b"\x30\xff\xff\xff\xff\x01", respond=broker)
 
 
 def test_theMqttPluginIsFoundByName() -> None:

@@ -1,6 +1,8 @@
+# mypy: disallow-untyped-calls=False, disallow-untyped-decorators=False
 """
-The bundled C{nats} plugin on a fake clock and an in-memory transport: the
-INFO/CONNECT/PING handshake, server pings, the FIFO of ping tokens, the
+The bundled C{nats} plugin, driven through the real machine with the plugin
+test kit (L{supervisor.testing}) on a fake clock and in-memory transports:
+the INFO/CONNECT/PING handshake, server pings, the FIFO of ping tokens, the
 error mapping, the flush on drain, and secrets that never show.
 """
 
@@ -8,92 +10,101 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from random import Random
-from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
 
 from plugins.nats import redact
-from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
+from supervisor.testing import FakePeer, PluginHarness, Step, scenarios
 
 SECRET = "n4ts-s3cr3t"
 INFO = b'INFO {"server_id":"X","version":"2.9.10","auth_required":true,"max_payload":1048576} \r\n'
 
+HEARTBEAT = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)
 
-class World:
+
+def harness(greeting: bytes = b"", /, **options: object) -> PluginHarness:
     """
-    One nats connection on a memory reactor; the test plays the server.
+    One nats connection named C{bus-1}; the test plays the server (which
+    speaks first: pass C{INFO} as C{greeting} to have every accepted peer send it).
     """
+    return PluginHarness(
+        findPlugin("nats"),
+        options,
+        heartbeat=HEARTBEAT,
+        backoff=BackoffSpec(initial=60.0),
+        drain_timeout=2.0,
+        name="bus-1",
+        greeting=greeting,
+    )
 
-    def __init__(self, **options: Any) -> None:
-        self.reactor = MemoryReactorClock()
-        spec = ConnectionSpec(
-            name="bus-1",
-            endpoint="tcp:host=127.0.0.1:port=4222",
-            protocol="nats",
-            options=options,
-            heartbeat=HeartbeatSpec(interval=1.0, timeout=0.5, misses=2),
-            backoff=BackoffSpec(initial=60.0),
-            drain_timeout=2.0,
-        )
-        self.connection = SupervisedConnection(
-            spec,
-            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 4222),
-            findPlugin("nats"),
-            self.reactor,
-            rng=Random(0),
-        )
-        self.connection.start()
-        self.transport = StringTransport()
-        factory = self.reactor.tcpClients[-1][2]
-        self.link: IProtocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4222))
-        self.link.makeConnection(self.transport)
 
-    def sent(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
+def start(**options: object) -> tuple[PluginHarness, FakePeer]:
+    """
+    Start a connection and accept its attempt with a silent peer.
+    """
+    h = harness(**options)
+    h.start()
+    return h, h.accept()
 
-    def server(self, data: bytes) -> None:
-        self.link.dataReceived(data)
 
-    @property
-    def state(self) -> str:
-        return self.connection.state
+def sent(peer: FakePeer) -> bytes:
+    """
+    What the plugin wrote since the last call (then forgotten).
+    """
+    data = peer.received
+    peer.clear()
+    return data
 
-    def last(self) -> tuple[str, str, str]:
-        t = self.connection.history[-1]
-        return (t.from_, t.to, t.reason)
 
-    def connect(self) -> dict[str, object]:
-        """
-        The CONNECT we sent after INFO (and check the PING that follows).
-        """
-        self.server(INFO)
-        lines = self.sent().split(b"\r\n")
-        assert lines[0].startswith(b"CONNECT ")
-        assert lines[1:] == [b"PING", b""]
-        options = json.loads(lines[0][len(b"CONNECT ") :])
-        assert isinstance(options, dict)
-        return options
+def last(h: PluginHarness) -> Step:
+    return h.transitions[-1]
 
-    def establish(self) -> None:
-        self.connect()
-        self.server(b"PONG\r\n")
-        assert self.state == "ESTABLISHED"
 
-    def finish(self) -> None:
-        if self.state != "CLOSED":
-            self.connection.stop()
-            self.link.connectionLost(Failure(ConnectionDone()))
-        assert self.state == "CLOSED"
-        assert self.reactor.getDelayedCalls() == []
+def connect(peer: FakePeer) -> dict[str, object]:
+    """
+    The CONNECT the plugin sends after INFO (and check the PING that follows).
+    """
+    peer.send(INFO)
+    lines = sent(peer).split(b"\r\n")
+    assert lines[0].startswith(b"CONNECT ")
+    assert lines[1:] == [b"PING", b""]
+    options = json.loads(lines[0][len(b"CONNECT ") :])
+    assert isinstance(options, dict)
+    return options
+
+
+def establish(h: PluginHarness, peer: FakePeer) -> None:
+    connect(peer)
+    peer.send(b"PONG\r\n")
+    h.assertState("ESTABLISHED", "ready")
+
+
+def established(**options: object) -> tuple[PluginHarness, FakePeer]:
+    h, peer = start(**options)
+    establish(h, peer)
+    return h, peer
+
+
+def answer(data: bytes) -> bytes | None:
+    """
+    A well-behaved nats server (after its INFO): C{PONG} to every C{PING}.
+    """
+    pings = [line for line in data.split(b"\r\n") if line == b"PING"]
+    return b"PONG\r\n" * len(pings) or None
+
+
+def firstPing(h: PluginHarness, peer: FakePeer) -> float:
+    """
+    Advance timer by timer until the first heartbeat's PING is written (the
+    first ping is spread over half an interval); return the time it was sent.
+    """
+    assert peer.received == b""
+    while not peer.received:
+        due = min(c.getTime() for c in h.reactor.getDelayedCalls() if c.active())
+        h.advance(due - h.now())
+    assert h.now() <= HEARTBEAT.interval
+    return h.now()
 
 
 def secretFile(tmp_path: Path, name: str, text: str = SECRET + "\n") -> str:
@@ -106,65 +117,68 @@ def secretFile(tmp_path: Path, name: str, text: str = SECRET + "\n") -> str:
 
 
 def test_nothingIsSentBeforeInfo() -> None:
-    world = World()
-    assert world.sent() == b""
-    assert world.state == "CONNECTING"
-    world.finish()
+    h, peer = start()
+    assert sent(peer) == b""
+    h.assertState("CONNECTING")
+    scenarios.finish(h)
 
 
 def test_connectIsQuietAndNamed() -> None:
-    world = World()
-    options = world.connect()
+    h, peer = start()
+    options = connect(peer)
     assert options["verbose"] is False
     assert options["pedantic"] is False
     assert options["name"] == "bus-1"
     assert "user" not in options and "pass" not in options and "auth_token" not in options
-    assert world.state == "CONNECTING", "ready only after the server's PONG"
-    world.server(b"PONG\r\n")
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    assert h.state == "CONNECTING", "ready only after the server's PONG"
+    peer.send(b"PONG\r\n")
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 def test_userAndPasswordFromAFile(tmp_path: Path) -> None:
-    world = World(user="app", pass_file=secretFile(tmp_path, "pass"), client_name="x")
-    options = world.connect()
+    h, peer = start(user="app", pass_file=secretFile(tmp_path, "pass"), client_name="x")
+    options = connect(peer)
     assert (options["user"], options["pass"], options["name"]) == ("app", SECRET, "x")
-    world.finish()
+    scenarios.finish(h)
 
 
 def test_tokenFromAFile(tmp_path: Path) -> None:
-    world = World(token_file=secretFile(tmp_path, "token", SECRET + "\r\n"))
-    assert world.connect()["auth_token"] == SECRET
-    world.finish()
+    h, peer = start(token_file=secretFile(tmp_path, "token", SECRET + "\r\n"))
+    assert connect(peer)["auth_token"] == SECRET
+    scenarios.finish(h)
 
 
 def test_authorizationViolationIsPermanent(tmp_path: Path) -> None:
-    world = World(user="app", pass_file=secretFile(tmp_path, "pass"))
-    world.connect()
-    world.server(b"-ERR 'Authorization Violation'\r\n")
-    assert world.last() == ("CONNECTING", "CLOSED", "handshake")
-    assert "Authorization Violation" in (world.connection.lastError or "")
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = start(user="app", pass_file=secretFile(tmp_path, "pass"))
+    connect(peer)
+    peer.send(b"-ERR 'Authorization Violation'\r\n")
+    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
+    assert "Authorization Violation" in (h.lastError or "")
+    assert peer.closedBy == "abort"
+    h.advance(3600)
+    assert h.connection.attempts == 1
+    h.assertQuiet()
 
 
 def test_otherErrorsDuringTheHandshakeAreTransient() -> None:
-    world = World()
-    world.connect()
-    world.server(b"-ERR 'Authentication Timeout'\r\n")
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    world.connection.stop()
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = start()
+    connect(peer)
+    peer.send(b"-ERR 'Authentication Timeout'\r\n")
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    scenarios.finish(h)
 
 
 def test_secretsNeverAppearInMessages(tmp_path: Path) -> None:
-    world = World(user="app", pass_file=secretFile(tmp_path, "pass"))
-    world.connect()
-    world.server(b"-ERR 'Unknown Protocol Operation " + SECRET.encode() + b"'\r\n")
-    error = world.connection.lastError or ""
+    h, peer = start(user="app", pass_file=secretFile(tmp_path, "pass"))
+    connect(peer)
+    peer.send(b"-ERR 'Unknown Protocol Operation " + SECRET.encode() + b"'\r\n")
+    error = h.lastError or ""
     assert "Unknown Protocol Operation" in error
     assert SECRET not in error
-    assert SECRET not in repr(world.connection.history)
-    world.connection.stop()
+    assert SECRET not in repr(h.history)
+    scenarios.finish(h)
+    assert SECRET not in repr(h.history)
 
 
 def test_redact() -> None:
@@ -173,144 +187,180 @@ def test_redact() -> None:
 
 
 def test_anUnreadableSecretFileIsTransient(tmp_path: Path) -> None:
-    world = World(user="app", pass_file=str(tmp_path / "missing"))
-    world.server(INFO)
-    assert world.sent() == b""
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    assert "cannot read a secret file" in (world.connection.lastError or "")
-    world.connection.stop()
+    h, peer = start(user="app", pass_file=str(tmp_path / "missing"))
+    peer.send(INFO)
+    assert sent(peer) == b""
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    assert "cannot read a secret file" in (h.lastError or "")
+    scenarios.finish(h)
 
 
 def test_aServerThatRequiresTlsIsRefusedOnPlainTcp() -> None:
-    world = World()
-    world.server(b'INFO {"tls_required":true}\r\n')
-    assert world.last() == ("CONNECTING", "CLOSED", "handshake")
-    assert "TLS" in (world.connection.lastError or "")
+    h, peer = start()
+    peer.send(b'INFO {"tls_required":true}\r\n')
+    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
+    assert "TLS" in (h.lastError or "")
+    h.assertQuiet()
 
 
 @pytest.mark.parametrize("info", [b"INFO nope\r\n", b"INFO [1]\r\n", b"HTTP/1.1 200 OK\r\n"])
 def test_aBadGreetingIsTransient(info: bytes) -> None:
-    world = World()
-    world.server(info)
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    world.connection.stop()
+    h, peer = start()
+    peer.send(info)
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    scenarios.finish(h)
+
+
+def test_aBadGreetingScenario() -> None:
+    scenarios.garbage(harness(), b"HTTP/1.1 200 OK\r\n", duringHandshake=True)
 
 
 def test_aBadOptionIsPermanent() -> None:
-    world = World(max_line_length="lots")
-    world.server(INFO)
-    assert world.last() == ("CONNECTING", "CLOSED", "handshake")
+    h, peer = start(max_line_length="lots")
+    peer.send(INFO)
+    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
+    h.assertQuiet()
 
 
 def test_anOverlongLineIsTransient() -> None:
-    world = World(max_line_length=32)
-    world.server(b"INFO " + b"x" * 100 + b"\r\n")
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    world.connection.stop()
+    h, peer = start(max_line_length=32)
+    peer.send(b"INFO " + b"x" * 100 + b"\r\n")
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    scenarios.finish(h)
+
+
+def test_aServerSilentAfterAcceptingTimesTheHandshakeOut() -> None:
+    scenarios.peerSilentInHandshake(harness())
+
+
+def test_theServerClosesMidHandshake() -> None:
+    """
+    After INFO, the plugin writes CONNECT and PING; the server hangs up
+    before its PONG.
+    """
+    peer = scenarios.peerClosesMidHandshake(harness(INFO), afterWrites=2)
+    assert peer.writes[0].startswith(b"CONNECT ") and peer.writes[1] == b"PING\r\n"
 
 
 # Server pings, heartbeat.
 
 
+def test_aHealthyServer() -> None:
+    peer = scenarios.peerAnswers(harness(INFO), answer, pings=3)
+    assert peer.writes[0].startswith(b"CONNECT ")
+    assert peer.writes[1:5] == [b"PING\r\n"] * 4  # the handshake's, then 3 heartbeats
+    assert peer.writes[-1] == b"PING\r\n", "the flush"
+    assert peer.closedBy == "plugin"
+
+
+def test_aSilentServerIsDroppedForHeartbeat() -> None:
+    took = scenarios.peerSilent(harness(INFO), answer)
+    assert took <= HEARTBEAT.detectionBound + 0.05
+
+
+def test_slowPongUnderTheTimeoutIsMeasured() -> None:
+    scenarios.slowPong(harness(INFO), answer, delay=0.3)
+
+
+def test_slowPongOverTheTimeoutIsAMiss() -> None:
+    scenarios.slowPong(harness(INFO), answer, delay=0.6)
+
+
 def test_serverPingsAreAnsweredAtOnce() -> None:
-    world = World()
-    world.server(b"PING\r\n")
-    assert world.sent() == b"PONG\r\n"
-    world.establish()
-    world.server(b"PING\r\n")
-    assert world.sent() == b"PONG\r\n"
-    world.finish()
+    h, peer = start()
+    peer.send(b"PING\r\n")
+    assert sent(peer) == b"PONG\r\n"
+    establish(h, peer)
+    peer.send(b"PING\r\n")
+    assert sent(peer) == b"PONG\r\n"
+    scenarios.finish(h)
 
 
 def test_serverPingsCountAsLiveness() -> None:
-    world = World()
-    world.establish()
+    h, peer = established()
     for _ in range(8):
-        world.reactor.advance(0.5)
-        world.server(b"PING\r\n")
-    assert world.sent() == b"PONG\r\n" * 8, "a server that pings us needs no pings"
-    assert world.state == "ESTABLISHED"
-    world.finish()
+        h.advance(0.5)
+        peer.send(b"PING\r\n")
+    assert sent(peer) == b"PONG\r\n" * 8, "a server that pings us needs no pings"
+    h.assertState("ESTABLISHED")
+    scenarios.finish(h)
 
 
 def test_pingsArePongedFifoWithRtt() -> None:
-    world = World()
-    world.establish()
-    world.reactor.advance(1.0)
-    assert world.sent() == b"PING\r\n"
-    world.reactor.advance(0.25)
-    world.server(b"PONG\r\n")
-    assert world.connection.rtt == 0.25
-    world.finish()
+    h, peer = established()
+    firstPing(h, peer)
+    assert sent(peer) == b"PING\r\n"
+    h.advance(0.25)
+    peer.send(b"PONG\r\n")
+    assert h.rtt == pytest.approx(0.25, abs=1e-9)  # float sums of clock times
+    scenarios.finish(h)
 
 
 def test_aLatePongIsMatchedToTheMissedPing() -> None:
-    world = World()
-    world.establish()
-    world.reactor.advance(1.0)
-    world.reactor.advance(0.5)  # miss: the second PING goes out at once
-    assert world.sent() == b"PING\r\n" * 2
-    world.server(b"PONG\r\n")  # answers the first: stale
-    world.reactor.advance(0.5)
-    assert world.last() == ("ESTABLISHED", "IDLE", "heartbeat")
-    world.connection.stop()
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = established()
+    firstPing(h, peer)
+    h.advance(0.5)  # miss: the second PING goes out at once
+    assert sent(peer) == b"PING\r\n" * 2
+    peer.send(b"PONG\r\n")  # answers the first: stale
+    h.advance(0.5)
+    assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
+    scenarios.finish(h)
 
 
 def test_aLaterInfoAndPermissionErrorsAreHarmless() -> None:
-    world = World()
-    world.establish()
-    world.server(b'INFO {"connect_urls":["10.0.0.2:4222"]}\r\n')
-    world.server(b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n")
-    world.server(b"PONG\r\n")  # answers nothing: ignored
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    h, peer = established()
+    peer.send(b'INFO {"connect_urls":["10.0.0.2:4222"]}\r\n')
+    peer.send(b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n")
+    peer.send(b"PONG\r\n")  # answers nothing: ignored
+    h.assertState("ESTABLISHED")
+    scenarios.finish(h)
 
 
 def test_anErrorOnceEstablishedDropsTheConnection() -> None:
-    world = World()
-    world.establish()
-    world.server(b"-ERR 'Stale Connection'\r\n")
-    assert world.last() == ("ESTABLISHED", "IDLE", "lost")
-    world.connection.stop()
+    h, peer = established()
+    peer.send(b"-ERR 'Stale Connection'\r\n")
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    scenarios.finish(h)
 
 
 def test_unknownLinesAreProtocolErrors() -> None:
-    world = World()
-    world.establish()
-    world.server(b"WHAT\r\n")
-    assert world.last() == ("ESTABLISHED", "IDLE", "lost")
-    world.connection.stop()
+    h, peer = established()
+    peer.send(b"WHAT\r\n")
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    scenarios.finish(h)
+
+
+def test_unknownLinesScenario() -> None:
+    scenarios.garbage(harness(INFO), b"WHAT\r\n", respond=answer)
 
 
 # Drain.
 
 
 def test_drainFlushesThenCloses() -> None:
-    world = World()
-    world.establish()
-    world.reactor.advance(1.0)
-    assert world.sent() == b"PING\r\n"
-    stopped = world.connection.stop()
-    assert world.sent() == b"PING\r\n", "the flush"
-    world.server(b"PONG\r\n")  # the heartbeat's
-    assert not world.transport.disconnecting
-    world.server(b"PONG\r\n")  # the flush's
-    assert world.transport.disconnecting
-    world.link.connectionLost(Failure(ConnectionDone()))
+    h, peer = established()
+    firstPing(h, peer)
+    assert sent(peer) == b"PING\r\n"
+    stopped = h.stop()
+    assert sent(peer) == b"PING\r\n", "the flush"
+    peer.send(b"PONG\r\n")  # the heartbeat's
+    assert not peer.transport.disconnecting
+    assert peer.connected
+    peer.send(b"PONG\r\n")  # the flush's
+    assert peer.transport.disconnecting
+    assert peer.closedBy == "plugin"
     assert stopped.called
-    assert world.last() == ("CLOSING", "CLOSED", "closed")
-    assert world.reactor.getDelayedCalls() == []
+    assert last(h) == ("CLOSING", "CLOSED", "closed")
+    h.assertQuiet()
 
 
 def test_drainIsBoundedByTheDrainTimeout() -> None:
-    world = World()
-    world.establish()
-    world.connection.stop()
-    world.reactor.advance(2.0)
-    world.link.connectionLost(Failure(ConnectionDone()))
-    assert world.state == "CLOSED"
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = established()
+    h.stop()
+    h.advance(2.0)
+    assert peer.closedBy == "abort"
+    h.assertState("CLOSED")
+    h.assertQuiet()
 
 
 def test_theNatsPluginIsFoundByName() -> None:

@@ -1,5 +1,7 @@
+# mypy: disallow-untyped-calls=False, disallow-untyped-decorators=False
 """
-The bundled C{redis} plugin on a fake clock and an in-memory transport:
+The bundled C{redis} plugin, driven through the real machine with the plugin
+test kit (L{supervisor.testing}) on a fake clock and in-memory transports:
 RESP framing, the pipelined handshake, the FIFO of ping tokens, the error
 mapping, the drain, and the password that never shows.
 """
@@ -7,82 +9,94 @@ mapping, the drain, and the password that never shows.
 from __future__ import annotations
 
 from pathlib import Path
-from random import Random
-from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
 
 from plugins.redis import Incomplete, ProtocolError, Reply, command, parseReply, redact
-from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
+from supervisor.testing import FakePeer, PluginHarness, Step, scenarios
 
 SECRET = "s3cr3t-Pa55"
 
+HEARTBEAT = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)
 
-class World:
+
+def harness(**options: object) -> PluginHarness:
     """
-    One redis connection on a memory reactor; the test plays the server.
+    One redis connection named C{cache-1}; the test plays the server.
     """
+    return PluginHarness(
+        findPlugin("redis"),
+        options,
+        heartbeat=HEARTBEAT,
+        backoff=BackoffSpec(initial=60.0),
+        drain_timeout=2.0,
+        name="cache-1",
+    )
 
-    def __init__(self, **options: Any) -> None:
-        self.reactor = MemoryReactorClock()
-        spec = ConnectionSpec(
-            name="cache-1",
-            endpoint="tcp:host=127.0.0.1:port=6379",
-            protocol="redis",
-            options=options,
-            heartbeat=HeartbeatSpec(interval=1.0, timeout=0.5, misses=2),
-            backoff=BackoffSpec(initial=60.0),
-            drain_timeout=2.0,
-        )
-        self.connection = SupervisedConnection(
-            spec,
-            TCP4ClientEndpoint(self.reactor, "127.0.0.1", 6379),
-            findPlugin("redis"),
-            self.reactor,
-            rng=Random(0),
-        )
-        self.connection.start()
-        self.transport = StringTransport()
-        factory = self.reactor.tcpClients[-1][2]
-        self.link: IProtocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6379))
-        self.link.makeConnection(self.transport)
 
-    def sent(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
+def sent(peer: FakePeer) -> bytes:
+    """
+    What the plugin wrote since the last call (then forgotten).
+    """
+    data = peer.received
+    peer.clear()
+    return data
 
-    def reply(self, data: bytes) -> None:
-        self.link.dataReceived(data)
 
-    @property
-    def state(self) -> str:
-        return self.connection.state
+def last(h: PluginHarness) -> Step:
+    return h.transitions[-1]
 
-    def last(self) -> tuple[str, str, str]:
-        t = self.connection.history[-1]
-        return (t.from_, t.to, t.reason)
 
-    def finish(self) -> None:
-        if self.state != "CLOSED":
-            self.connection.stop()
-            if not self.transport.disconnecting:
-                pass
-            self.link.connectionLost(Failure(ConnectionDone()))
-        assert self.state == "CLOSED"
-        assert self.reactor.getDelayedCalls() == []
+def commands(data: bytes) -> list[list[bytes]]:
+    """
+    Split what the plugin wrote into RESP commands (arrays of bulk strings).
+    """
+    out = []
+    while data:
+        head, data = data.split(b"\r\n", 1)
+        assert head.startswith(b"*"), head
+        words = []
+        for _ in range(int(head[1:])):
+            size, data = data.split(b"\r\n", 1)
+            assert size.startswith(b"$"), size
+            length = int(size[1:])
+            assert data[length : length + 2] == b"\r\n"
+            words.append(data[:length])
+            data = data[length + 2 :]
+        out.append(words)
+    return out
+
+
+def answer(data: bytes) -> bytes | None:
+    """
+    A well-behaved redis server: C{+PONG} to PING, a map to HELLO, C{+OK} to
+    everything else (QUIT included).
+    """
+    replies = []
+    for words in commands(data):
+        if words[0] == b"PING":
+            replies.append(b"+PONG\r\n")
+        elif words[0] == b"HELLO":
+            replies.append(b"%1\r\n$6\r\nserver\r\n$5\r\nredis\r\n")
+        else:
+            replies.append(b"+OK\r\n")
+    return b"".join(replies) or None
 
 
 def passwordFile(tmp_path: Path, text: str = SECRET + "\n") -> str:
     path = tmp_path / "redis-password"
     path.write_text(text)
     return str(path)
+
+
+def connect(**options: object) -> tuple[PluginHarness, FakePeer]:
+    """
+    Start a connection and accept its attempt with a silent peer.
+    """
+    h = harness(**options)
+    h.start()
+    return h, h.accept()
 
 
 # Framing.
@@ -130,50 +144,50 @@ def test_garbageIsAProtocolError(data: bytes) -> None:
 
 
 def test_repliesSplitAnywhereAreReassembled() -> None:
-    world = World(client_name="")
-    assert world.sent() == command(b"PING")
+    h, peer = connect(client_name="")
+    assert sent(peer) == command(b"PING")
     for byte in b"+PONG\r\n":
-        world.reply(bytes([byte]))
-    assert world.state == "ESTABLISHED"
-    world.finish()
+        peer.send(bytes([byte]))
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 # Handshake.
 
 
 def test_withoutOptionsTheHandshakeNamesTheClientAndPings() -> None:
-    world = World()
-    assert world.sent() == command(b"CLIENT", b"SETNAME", b"cache-1") + command(b"PING")
-    world.reply(b"+OK\r\n")
-    assert world.state == "CONNECTING", "ready only when every handshake reply is in"
-    world.reply(b"+PONG\r\n")
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    h, peer = connect()
+    assert sent(peer) == command(b"CLIENT", b"SETNAME", b"cache-1") + command(b"PING")
+    peer.send(b"+OK\r\n")
+    assert h.state == "CONNECTING", "ready only when every handshake reply is in"
+    peer.send(b"+PONG\r\n")
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 def test_authWithUsernameAndPasswordFromAFile(tmp_path: Path) -> None:
-    world = World(username="app", password_file=passwordFile(tmp_path), client_name="")
-    assert world.sent() == command(b"AUTH", b"app", SECRET.encode()) + command(b"PING")
-    world.reply(b"+OK\r\n+PONG\r\n")
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    h, peer = connect(username="app", password_file=passwordFile(tmp_path), client_name="")
+    assert sent(peer) == command(b"AUTH", b"app", SECRET.encode()) + command(b"PING")
+    peer.send(b"+OK\r\n+PONG\r\n")
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 def test_passwordWithoutUsernameAndCrlfInTheFile(tmp_path: Path) -> None:
     path = passwordFile(tmp_path, SECRET + "\r\n")
-    world = World(password_file=path, client_name="")
-    assert world.sent() == command(b"AUTH", SECRET.encode()) + command(b"PING")
-    world.finish()
+    h, peer = connect(password_file=path, client_name="")
+    assert sent(peer) == command(b"AUTH", SECRET.encode()) + command(b"PING")
+    scenarios.finish(h)
 
 
 def test_helloCarriesAuthAndName(tmp_path: Path) -> None:
-    world = World(hello=3, password_file=passwordFile(tmp_path))
-    assert world.sent() == command(
+    h, peer = connect(hello=3, password_file=passwordFile(tmp_path))
+    assert sent(peer) == command(
         b"HELLO", b"3", b"AUTH", b"default", SECRET.encode(), b"SETNAME", b"cache-1"
     ) + command(b"PING")
-    world.reply(b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n+PONG\r\n")
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    peer.send(b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n+PONG\r\n")
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
 
 
 @pytest.mark.parametrize(
@@ -185,39 +199,41 @@ def test_helloCarriesAuthAndName(tmp_path: Path) -> None:
     ],
 )
 def test_authErrorsArePermanent(tmp_path: Path, error: bytes) -> None:
-    world = World(password_file=passwordFile(tmp_path), client_name="")
-    world.reply(error)
-    assert world.last() == ("CONNECTING", "CLOSED", "handshake")
-    assert world.connection.lastError is not None
-    assert error[1:].split()[0].decode() in world.connection.lastError
-    assert world.transport.disconnecting or world.transport.disconnected  # type: ignore[attr-defined]
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = connect(password_file=passwordFile(tmp_path), client_name="")
+    peer.send(error)
+    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
+    assert h.lastError is not None
+    assert error[1:].split()[0].decode() in h.lastError
+    assert peer.closedBy == "abort"
+    h.advance(3600)
+    assert h.connection.attempts == 1
+    h.assertQuiet()
 
 
 def test_otherHandshakeErrorsAreTransient() -> None:
-    world = World(client_name="")
-    world.reply(b"-LOADING Redis is loading the dataset in memory\r\n")
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    assert "LOADING" in (world.connection.lastError or "")
-    world.connection.stop()
-    assert world.state == "CLOSED"
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = connect(client_name="")
+    peer.send(b"-LOADING Redis is loading the dataset in memory\r\n")
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    assert "LOADING" in (h.lastError or "")
+    assert peer.closedBy == "abort"
+    scenarios.finish(h)
 
 
 def test_thePasswordNeverAppearsInMessages(tmp_path: Path) -> None:
     # An old server echoes the arguments of a command it does not know.
-    world = World(hello=2, password_file=passwordFile(tmp_path))
-    world.reply(
+    h, peer = connect(hello=2, password_file=passwordFile(tmp_path))
+    peer.send(
         b"-ERR unknown command 'HELLO', with args beginning with: '2' 'AUTH' 'default' '"
         + SECRET.encode()
         + b"'\r\n"
     )
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    error = world.connection.lastError or ""
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    error = h.lastError or ""
     assert "unknown command" in error
     assert SECRET not in error
-    assert SECRET not in repr(world.connection.history)
-    world.connection.stop()
+    assert SECRET not in repr(h.history)
+    scenarios.finish(h)
+    assert SECRET not in repr(h.history)
 
 
 def test_redactRemovesEverySecret() -> None:
@@ -226,131 +242,192 @@ def test_redactRemovesEverySecret() -> None:
 
 
 def test_anUnreadablePasswordFileIsTransientAndSendsNothing(tmp_path: Path) -> None:
-    world = World(password_file=str(tmp_path / "missing"))
-    assert world.sent() == b""
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    assert "cannot read password_file" in (world.connection.lastError or "")
-    world.connection.stop()
+    h, peer = connect(password_file=str(tmp_path / "missing"))
+    assert sent(peer) == b""
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    assert "cannot read password_file" in (h.lastError or "")
+    scenarios.finish(h)
 
 
 def test_aBadHelloOptionIsPermanent() -> None:
-    world = World(hello=4)
-    assert world.sent() == b""
-    assert world.last() == ("CONNECTING", "CLOSED", "handshake")
-    assert "hello" in (world.connection.lastError or "")
+    h, peer = connect(hello=4)
+    assert sent(peer) == b""
+    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
+    assert "hello" in (h.lastError or "")
+    h.assertQuiet()
 
 
 def test_garbageDuringTheHandshakeIsTransient() -> None:
-    world = World(client_name="")
-    world.reply(b"HTTP/1.1 400 Bad Request\r\n")
-    assert world.last() == ("CONNECTING", "IDLE", "handshake")
-    world.connection.stop()
+    h, peer = connect(client_name="")
+    peer.send(b"HTTP/1.1 400 Bad Request\r\n")
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    scenarios.finish(h)
+
+
+def test_garbageDuringTheHandshakeScenario() -> None:
+    peer = scenarios.garbage(harness(), b"HTTP/1.1 400 Bad Request\r\n", duringHandshake=True)
+    assert commands(peer.writes[0]) == [[b"CLIENT", b"SETNAME", b"cache-1"], [b"PING"]]
+
+
+def test_aSilentServerTimesTheHandshakeOut() -> None:
+    scenarios.peerSilentInHandshake(harness())
+
+
+def test_theServerClosesMidHandshake() -> None:
+    scenarios.peerClosesMidHandshake(harness())
 
 
 # Heartbeat.
 
 
-def established(**options: Any) -> World:
-    world = World(client_name="", **options)
-    world.sent()
-    world.reply(b"+PONG\r\n")
-    assert world.state == "ESTABLISHED"
-    return world
+def established(**options: object) -> tuple[PluginHarness, FakePeer]:
+    h, peer = connect(client_name="", **options)
+    sent(peer)
+    peer.send(b"+PONG\r\n")
+    h.assertState("ESTABLISHED", "ready")
+    return h, peer
+
+
+def firstPing(h: PluginHarness, peer: FakePeer) -> float:
+    """
+    Advance timer by timer until the first heartbeat's PING is written (the
+    first ping is spread over half an interval); return the time it was sent.
+    """
+    assert peer.received == b""
+    while not peer.received:
+        due = min(c.getTime() for c in h.reactor.getDelayedCalls() if c.active())
+        h.advance(due - h.now())
+    assert h.now() <= HEARTBEAT.interval
+    return h.now()
+
+
+def test_aHealthyServer() -> None:
+    """
+    The handshake is one pipelined write; each heartbeat is a PING; the
+    drain is a QUIT answered with C{+OK}, after which the plugin closes.
+    """
+    peer = scenarios.peerAnswers(harness(), answer, pings=3)
+    assert [commands(w) for w in peer.writes[:4]] == [
+        [[b"CLIENT", b"SETNAME", b"cache-1"], [b"PING"]],
+        [[b"PING"]],
+        [[b"PING"]],
+        [[b"PING"]],
+    ]
+    assert commands(peer.writes[-1]) == [[b"QUIT"]]
+    assert peer.closedBy == "plugin"
+
+
+def test_aSilentServerIsDroppedForHeartbeat() -> None:
+    took = scenarios.peerSilent(harness(), answer)
+    assert took <= HEARTBEAT.detectionBound + 0.05
+
+
+def test_slowPongUnderTheTimeoutIsMeasured() -> None:
+    scenarios.slowPong(harness(), answer, delay=0.3)
+
+
+def test_slowPongOverTheTimeoutIsAMiss() -> None:
+    scenarios.slowPong(harness(), answer, delay=0.6)
 
 
 def test_pingsArePongedFifoWithRtt() -> None:
-    world = established()
-    world.reactor.advance(1.0)
-    assert world.sent() == command(b"PING")
-    world.reactor.advance(0.125)
-    world.reply(b"+PONG\r\n")
-    assert world.connection.rtt == 0.125
-    world.finish()
+    h, peer = established()
+    firstPing(h, peer)
+    assert sent(peer) == command(b"PING")
+    h.advance(0.125)
+    peer.send(b"+PONG\r\n")
+    assert h.rtt == pytest.approx(0.125, abs=1e-9)  # float sums of clock times
+    scenarios.finish(h)
 
 
 def test_aLatePongAnswersTheStaleTokenNotTheNewPing() -> None:
-    world = established()
-    world.reactor.advance(1.0)  # PING 1
-    world.reactor.advance(0.5)  # missed: PING 2 at once
-    assert world.sent() == command(b"PING") * 2
-    world.reply(b"+PONG\r\n")  # the answer to PING 1: stale
-    world.reactor.advance(0.5)  # PING 2 unanswered: second miss
-    assert world.last() == ("ESTABLISHED", "IDLE", "heartbeat")
-    world.connection.stop()
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = established()
+    firstPing(h, peer)  # PING 1
+    h.advance(0.5)  # missed: PING 2 at once
+    assert sent(peer) == command(b"PING") * 2
+    peer.send(b"+PONG\r\n")  # the answer to PING 1: stale
+    h.advance(0.5)  # PING 2 unanswered: second miss
+    assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
+    scenarios.finish(h)
 
 
 def test_bothPongsInOrderKeepTheConnection() -> None:
-    world = established()
-    world.reactor.advance(1.0)
-    world.reactor.advance(0.5)
-    world.reactor.advance(0.25)
-    world.reply(b"+PONG\r\n+PONG\r\n")
-    assert world.connection.rtt == 0.25
-    assert world.state == "ESTABLISHED"
-    world.finish()
+    h, peer = established()
+    firstPing(h, peer)
+    h.advance(0.5)
+    assert sent(peer) == command(b"PING") * 2
+    h.advance(0.25)
+    peer.send(b"+PONG\r\n+PONG\r\n")
+    assert h.rtt == pytest.approx(0.25, abs=1e-9)
+    h.assertState("ESTABLISHED")
+    scenarios.finish(h)
 
 
 def test_anErrorToAPingDropsTheConnection() -> None:
-    world = established()
-    world.reactor.advance(1.0)
-    world.reply(b"-NOAUTH Authentication required.\r\n")
-    assert world.last() == ("ESTABLISHED", "IDLE", "lost")
-    world.connection.stop()
+    h, peer = established()
+    firstPing(h, peer)
+    peer.send(b"-NOAUTH Authentication required.\r\n")
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    scenarios.finish(h)
 
 
 def test_anUnexpectedReplyDropsTheConnection() -> None:
-    world = established()
-    world.reply(b"+SURPRISE\r\n")
-    assert world.last() == ("ESTABLISHED", "IDLE", "lost")
-    assert "unexpected reply" in (world.connection.lastError or "")
-    world.connection.stop()
+    h, peer = established()
+    peer.send(b"+SURPRISE\r\n")
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    assert "unexpected reply" in (h.lastError or "")
+    scenarios.finish(h)
 
 
 def test_anOverlongReplyDropsTheConnection() -> None:
-    world = established(max_reply_length=16)
-    world.reactor.advance(1.0)
-    world.reply(b"$100\r\n" + b"x" * 20)
-    assert world.last() == ("ESTABLISHED", "IDLE", "lost")
-    world.connection.stop()
+    h, peer = established(max_reply_length=16)
+    firstPing(h, peer)
+    peer.send(b"$100\r\n" + b"x" * 20)
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    scenarios.finish(h)
+
+
+def test_garbageOnceEstablishedDropsTheConnection() -> None:
+    scenarios.garbage(harness(), b"?what\r\n", respond=answer)
 
 
 # Drain.
 
 
 def test_drainSendsQuitAndWaitsForOk() -> None:
-    world = established()
-    world.reactor.advance(1.0)
-    world.sent()
-    stopped = world.connection.stop()
-    assert world.state == "CLOSING"
-    assert world.sent() == command(b"QUIT")
-    world.reply(b"+PONG\r\n")  # the ping in flight comes first
-    assert not world.transport.disconnecting
-    world.reply(b"+OK\r\n")
-    assert world.transport.disconnecting
-    world.link.connectionLost(Failure(ConnectionDone()))
+    h, peer = established()
+    firstPing(h, peer)
+    sent(peer)
+    stopped = h.stop()
+    h.assertState("CLOSING")
+    assert sent(peer) == command(b"QUIT")
+    peer.send(b"+PONG\r\n")  # the ping in flight comes first
+    assert not peer.transport.disconnecting
+    assert peer.connected
+    peer.send(b"+OK\r\n")
+    assert peer.transport.disconnecting
+    assert peer.closedBy == "plugin"
     assert stopped.called
-    assert world.last() == ("CLOSING", "CLOSED", "closed")
-    assert world.reactor.getDelayedCalls() == []
+    assert last(h) == ("CLOSING", "CLOSED", "closed")
+    h.assertQuiet()
 
 
 def test_drainEndsWhenTheServerClosesFirst() -> None:
-    world = established()
-    world.connection.stop()
-    world.link.connectionLost(Failure(ConnectionDone()))
-    assert world.state == "CLOSED"
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = established()
+    h.stop()
+    peer.close()
+    h.assertState("CLOSED")
+    h.assertQuiet()
 
 
 def test_drainIsBoundedByTheDrainTimeout() -> None:
-    world = established()
-    world.connection.stop()
-    world.reactor.advance(2.0)
-    assert world.transport.disconnected  # type: ignore[attr-defined]
-    world.link.connectionLost(Failure(ConnectionDone()))
-    assert world.state == "CLOSED"
-    assert world.reactor.getDelayedCalls() == []
+    h, peer = established()
+    h.stop()
+    h.advance(2.0)
+    assert peer.transport.disconnected
+    assert peer.closedBy == "abort"
+    h.assertState("CLOSED")
+    h.assertQuiet()
 
 
 def test_replyObject() -> None:

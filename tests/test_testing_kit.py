@@ -309,3 +309,35 @@ def test_aServedPeerSeesItsOwnEndClose() -> None:
     assert server.lost
     h.assertState("IDLE", "lost")
     scenarios.finish(h)
+
+
+def test_aGreetingIsSentFirstByEveryAcceptedPeer() -> None:
+    """
+    For protocols where the server speaks first, C{greeting} is what every
+    accepted peer sends as soon as it is connected, before any answer: the
+    scenarios that establish a connection then work as for any plugin.
+    """
+    from tests.test_docs_example import echo
+
+    def greetAndEcho(data: bytes) -> bytes | None:
+        return data if data.startswith(b"ECHO ") else None
+
+    def harness() -> PluginHarness:
+        return PluginHarness(
+            echo.echoPlugin, heartbeat=HEARTBEAT, backoff=BackoffSpec(1.0), greeting=b"HELLO\n"
+        )
+
+    scenarios.peerAnswers(harness(), greetAndEcho)
+    scenarios.peerSilent(harness(), greetAndEcho)
+    scenarios.slowPong(harness(), greetAndEcho, delay=0.2)
+    h = harness()
+    h.start()
+    first = h.accept(greetAndEcho)
+    h.assertState("ESTABLISHED", "ready")
+    first.lose()
+    h.assertState("IDLE", "lost")
+    h.advance(1.0)
+    h.accept()  # silent, but it still greets
+    h.assertState("ESTABLISHED", "ready")
+    scenarios.finish(h)
+    assert PluginHarness(echo.echoPlugin).greeting == b""

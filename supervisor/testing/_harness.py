@@ -281,6 +281,7 @@ class PluginHarness:
         max_retries: int = 0,
         name: str = "plugin-under-test",
         seed: int = 0,
+        greeting: bytes = b"",
     ) -> None:
         """
         @param plugin: the plugin under test.
@@ -289,7 +290,11 @@ class PluginHarness:
         @param backoff: by default 1 s initial delay, no jitter (so retry
             times are exact).
         @param seed: seeds the jitter and the first heartbeat's spread.
+        @param greeting: what every peer that L{accept}s sends first, as soon
+            as the connection is made, for protocols where the server speaks
+            first (a banner, NATS's C{INFO}); by default nothing.
         """
+        self.greeting = greeting
         self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
         self.plugin = plugin
         self.spec = ConnectionSpec(
@@ -387,8 +392,9 @@ class PluginHarness:
     def accept(self, respond: Responder | None = None, delay: float = 0.0) -> FakePeer:
         """
         The peer accepts the pending attempt: the plugin's protocol is built
-        and connected to a new L{FakePeer}, which answers with C{respond} if
-        given, and is silent otherwise.
+        and connected to a new L{FakePeer}, which sends the harness's
+        C{greeting} (if any), then answers with C{respond} if given, and is
+        silent otherwise.
         """
         factory, _ = self._next()
         protocol = factory.buildProtocol(IPv4Address("TCP", HOST, PORT))
@@ -405,6 +411,8 @@ class PluginHarness:
             peer._responder, peer._delay = respond, delay
         self.peers.append(peer)
         protocol.makeConnection(peer.transport)
+        if self.greeting:
+            peer._outbox.append(self.greeting)
         self.flush()
         return peer
 
