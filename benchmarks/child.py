@@ -1,0 +1,435 @@
+"""
+One measured process: one implementation, N connections, every phase.
+
+    python -m benchmarks.child --impl netsupervisor --n 1000 --port 23456 ...
+
+It talks to the runner in JSON lines: on stdout it sends progress
+(C{{"log": ...}}), requests (C{{"request": "kill-peer"}} or
+C{{"request": "freeze-peer"}}) and, last, C{{"result": {...}}}; on stdin it
+receives the runner's answers (C{{"killed": t}}, C{{"restarted": t}},
+C{{"frozen": t}}, times in C{time.time()} seconds, which is also the
+reactor's clock).
+
+Phases: establish all N; steady window (CPU per ping, reactor lag of a 10 ms
+probe timer, GC pauses); for netsupervisor, C{/metrics} exposition and a
+one-entry reload; optionally the reconnect storm; then dead-peer detection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks.common import (
+    DETECTION_BOUND,
+    HEARTBEAT_INTERVAL,
+    cpuSeconds,
+    percentile,
+    raiseFileLimit,
+    rssBytes,
+    summary,
+)
+
+PROBE_PERIOD = 0.01
+BIN = 0.1
+
+
+class LagProbe:
+    """
+    A timer due every 10 ms; records how late each firing is.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.lags: list[float] = []
+        self.expected = 0.0
+        self.call: Any = None
+
+    def start(self) -> None:
+        self.expected = self.reactor.seconds() + PROBE_PERIOD
+        self.call = self.reactor.callLater(PROBE_PERIOD, self._fire)
+
+    def _fire(self) -> None:
+        now = self.reactor.seconds()
+        self.lags.append(max(0.0, now - self.expected))
+        self.expected = now + PROBE_PERIOD
+        self.call = self.reactor.callLater(PROBE_PERIOD, self._fire)
+
+    def stop(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+
+class GCWatch:
+    """
+    Records the duration and generation of every garbage collection while on.
+    """
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        self.on = False
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if not self.on:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+
+class Controller:
+    """
+    Runs the phases and gathers the figures.
+    """
+
+    def __init__(self, arguments: argparse.Namespace, reactor: Any, rssBefore: int) -> None:
+        self.args = arguments
+        self.reactor = reactor
+        self.n: int = arguments.n
+        self.rssBefore = rssBefore
+        self.up: set[str] = set()
+        self.lastEstablished = 0.0
+        self.pings = 0
+        self.attemptTimes: list[float] | None = None
+        self.leftAt: dict[str, float] | None = None
+        self.waiting: dict[str, Any] = {}
+        self.result: dict[str, Any] = {
+            "impl": arguments.impl,
+            "n": self.n,
+            "reactor": f"{type(reactor).__module__}.{type(reactor).__qualname__}",
+            "python": sys.version.split()[0],
+            "fd_soft_limit": raiseFileLimit(),
+        }
+        self.gcWatch = GCWatch()
+        self.driver: Any = None
+
+    # Events from the driver.
+
+    def attempt(self, name: str, when: float) -> None:
+        if self.attemptTimes is not None:
+            self.attemptTimes.append(when)
+
+    def established(self, name: str, when: float) -> None:
+        self.up.add(name)
+        self.lastEstablished = when
+
+    def left(self, name: str, when: float) -> None:
+        self.up.discard(name)
+        if self.leftAt is not None and name not in self.leftAt:
+            self.leftAt[name] = when
+
+    def pingSent(self) -> None:
+        self.pings += 1
+
+    # Talking to the runner.
+
+    def send(self, message: dict[str, Any]) -> None:
+        # Blocking writes on fd 1 (StandardIO only reads fd 0): every line,
+        # the last one included, is out before the next statement.
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(1, data) :]
+
+    def log(self, text: str) -> None:
+        self.send({"log": f"[{self.args.impl} n={self.n}] {text}"})
+
+    def answer(self, message: dict[str, Any]) -> None:
+        for key, waiter in list(self.waiting.items()):
+            if key in message:
+                del self.waiting[key]
+                waiter.callback(float(message[key]))
+
+    def expect(self, key: str) -> Any:
+        from twisted.internet.defer import Deferred
+
+        waiter: Deferred[float] = Deferred()
+        self.waiting[key] = waiter
+        return waiter
+
+    def sleep(self, seconds: float) -> Any:
+        from twisted.internet.task import deferLater
+
+        return deferLater(self.reactor, seconds, lambda: None)
+
+    async def waitFor(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.time() + timeout
+        while not predicate():
+            if time.time() > deadline:
+                return False
+            await self.sleep(0.05)
+        return True
+
+    # Phases.
+
+    async def run(self) -> None:
+        try:
+            await self.establish()
+            await self.sleep(self.args.settle)
+            await self.steady()
+            if self.args.impl == "netsupervisor":
+                await self.scrapeAndReload()
+            if self.args.storm:
+                await self.storm()
+                await self.sleep(self.args.settle)
+            await self.detection()
+        except Exception as e:  # report what we have, and why we stopped
+            self.result["error"] = f"{type(e).__name__}: {e}"
+        self.finish()
+
+    async def establish(self) -> None:
+        from benchmarks.drivers import BaselineDriver, NetsupervisorDriver
+
+        started = time.time()
+        factory = NetsupervisorDriver if self.args.impl == "netsupervisor" else BaselineDriver
+        self.driver = factory(self, self.n, self.args.port, self.reactor)
+        self.driver.start()
+        ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.establish_timeout)
+        elapsed = self.lastEstablished - started
+        gc.collect()
+        await self.sleep(0.5)
+        gc.collect()
+        rssAfter = rssBytes()
+        self.result["establish"] = {
+            "all_established": ok,
+            "established": len(self.up),
+            "seconds": elapsed,
+        }
+        self.result["memory"] = {
+            "rss_before_bytes": self.rssBefore,
+            "rss_after_bytes": rssAfter,
+            "bytes_per_connection": (rssAfter - self.rssBefore) / self.n,
+        }
+        self.log(f"{len(self.up)} ESTABLISHED in {elapsed:.1f} s")
+        if not ok:
+            raise RuntimeError(f"only {len(self.up)} of {self.n} ESTABLISHED")
+
+    async def steady(self) -> None:
+        window = self.args.steady
+        probe = LagProbe(self.reactor)
+        pings0, cpu0, wall0 = self.pings, cpuSeconds(), time.time()
+        gcCounts0 = [s["collections"] for s in gc.get_stats()]
+        self.gcWatch.pauses.clear()
+        self.gcWatch.on = True
+        probe.start()
+        await self.sleep(window)
+        probe.stop()
+        self.gcWatch.on = False
+        cpu, wall, pings = cpuSeconds() - cpu0, time.time() - wall0, self.pings - pings0
+        gcCounts = [s["collections"] - c for s, c in zip(gc.get_stats(), gcCounts0, strict=True)]
+        pauses = [p for _, p in self.gcWatch.pauses]
+        self.result["steady"] = {
+            "window_seconds": wall,
+            "cpu_seconds": cpu,
+            "cpu_share": cpu / wall,
+            "pings": pings,
+            "pings_per_second": pings / wall,
+            "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
+            "lag_ms": {k: v * 1e3 if k != "count" else v for k, v in summary(probe.lags).items()},
+            "gc_collections_by_generation": gcCounts,
+            "gc_pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
+            "gc_pause_total_ms": sum(pauses) * 1e3,
+            "still_established": len(self.up),
+        }
+        self.log(f"steady: {cpu / wall:.1%} CPU, {pings} pings")
+
+    async def scrapeAndReload(self) -> None:
+        from supervisor.config import parseConfig
+        from supervisor.metrics import exposition
+
+        driver = self.driver
+        times = []
+        body = b""
+        for _ in range(5):
+            t0 = time.perf_counter()
+            body = exposition(driver.metrics)
+            times.append(time.perf_counter() - t0)
+        self.result["scrape"] = {
+            "seconds_median": sorted(times)[len(times) // 2],
+            "seconds_max": max(times),
+            "bytes": len(body),
+        }
+        supervisor = driver.supervisor
+        text = driver.configText(self.n, changed=0)
+        protocols = {name: c.protocol for name, c in supervisor.connections.items()}
+        touched: set[str] = set()
+
+        def observe(record: Any) -> None:
+            touched.add(record.connection)
+
+        supervisor.addObserver(observe)
+        t0 = time.perf_counter()
+        config = parseConfig(text, "<benchmark>.toml")
+        t1 = time.perf_counter()
+        report = supervisor.reload(config)
+        t2 = time.perf_counter()
+        first = supervisor.connections
+        changedName = sorted(first)[0]
+        ok = await self.waitFor(
+            lambda: (
+                (c := supervisor.connection(changedName)) is not None and c.state == "ESTABLISHED"
+            ),
+            10.0,
+        )
+        await self.sleep(1.0)
+        after = supervisor.connections
+        for name, protocol in protocols.items():
+            current = after.get(name)
+            if current is None or current.protocol is not protocol:
+                touched.add(name)
+        self.result["reload"] = {
+            "parse_seconds": t1 - t0,
+            "apply_seconds": t2 - t1,
+            "total_seconds": t2 - t0,
+            "changed": len(report.changed),
+            "unchanged": len(report.unchanged),
+            "touched": len(touched),
+            "changed_back_established": ok,
+        }
+        self.log(f"scrape {max(times) * 1e3:.0f} ms, reload {t2 - t0:.2f} s, touched {touched}")
+
+    async def request(self, what: str, key: str) -> float:
+        waiter = self.expect(key)
+        self.send({"request": what})
+        result: float = await waiter
+        return result
+
+    async def storm(self) -> None:
+        attempts: list[float] = []
+        self.attemptTimes = attempts
+        restarted = self.expect("restarted")
+        killed = await self.request("kill-peer", "killed")
+        restart: float = await restarted
+        ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.storm_timeout)
+        end = self.lastEstablished if ok else time.time()
+        await self.sleep(0.5)
+        self.attemptTimes = None
+        whileDown = len([t for t in attempts if killed <= t < restart])
+        bins = max(1, math.ceil((end + 0.5 - killed) / BIN))
+        histogram = [0] * bins
+        for t in attempts:
+            index = int((t - killed) / BIN)
+            if 0 <= index < bins:
+                histogram[index] += 1
+        restartBin = int((restart - killed) / BIN)
+        self.result["storm"] = {
+            "all_established": ok,
+            "established": len(self.up),
+            "down_seconds": restart - killed,
+            "recovery_seconds": end - restart,
+            "attempts_total": len(attempts),
+            "attempts_while_down": whileDown,
+            "attempts_per_connection_while_down": whileDown / self.n,
+            "peak_attempts_per_100ms": max(histogram),
+            "peak_attempts_per_100ms_after_restart": max(histogram[restartBin:] or [0]),
+            "bin_seconds": BIN,
+            "restart_bin": restartBin,
+            "histogram": histogram,
+        }
+        self.log(
+            f"storm: back in {end - restart:.1f} s after restart, peak {max(histogram)}/100 ms"
+        )
+
+    async def detection(self) -> None:
+        watched = set(self.up)
+        self.leftAt = {}
+        frozen = await self.request("freeze-peer", "frozen")
+        leftAt = self.leftAt
+        ok = await self.waitFor(
+            lambda: all(name in leftAt for name in watched), DETECTION_BOUND * 3 + 10
+        )
+        times = [leftAt[name] - frozen for name in watched if name in leftAt]
+        self.leftAt = None
+        self.result["detection"] = {
+            "bound_seconds": DETECTION_BOUND,
+            "interval_seconds": HEARTBEAT_INTERVAL,
+            "watched": len(watched),
+            "detected": len(times),
+            "all_detected": ok,
+            "seconds": summary(times),
+            "min_seconds": min(times) if times else math.nan,
+            "over_bound": sum(1 for t in times if t > DETECTION_BOUND),
+            "p99_over_bound_ratio": percentile(times, 0.99) / DETECTION_BOUND,
+        }
+        self.log(f"detection p99 {percentile(times, 0.99):.3f} s of bound {DETECTION_BOUND}")
+
+    def finish(self) -> None:
+        self.send({"result": self.result})
+        os._exit(0)
+
+
+def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.child")
+    parser.add_argument("--impl", choices=("netsupervisor", "baseline"), required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--steady", type=float, default=30.0)
+    parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--storm", action="store_true")
+    parser.add_argument("--establish-timeout", type=float, default=120.0)
+    parser.add_argument("--storm-timeout", type=float, default=180.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = parseArguments(argv)
+    raiseFileLimit()
+    from twisted.internet import epollreactor
+
+    epollreactor.install()  # type: ignore[no-untyped-call]
+    from twisted.internet import reactor, stdio
+    from twisted.internet.defer import Deferred
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+    from twisted.protocols.basic import LineOnlyReceiver
+
+    # Log warnings and worse to stderr; info events (one per transition) are
+    # dropped, as both implementations would be configured in production.
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
+        redirectStandardIO=False,
+    )
+    # Import everything either driver needs before the memory baseline.
+    import benchmarks.drivers  # noqa: F401
+    import supervisor.metrics
+    import supervisor.service  # noqa: F401
+    from supervisor.plugin import findPlugin
+
+    findPlugin("line")
+    gc.collect()
+    controller = Controller(arguments, reactor, rssBytes())
+
+    class Commands(LineOnlyReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            controller.answer(json.loads(line))
+
+    # Commands arrive on fd 0; StandardIO's own output goes to /dev/null.
+    stdio.StandardIO(  # type: ignore[no-untyped-call, call-arg, unused-ignore]
+        Commands(), stdout=os.open(os.devnull, os.O_WRONLY)
+    )
+    reactor.callWhenRunning(  # type: ignore[attr-defined, unused-ignore]
+        lambda: Deferred.fromCoroutine(controller.run())
+    )
+    reactor.run()  # type: ignore[attr-defined, unused-ignore]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""
+The benchmark runner works: C{python -m benchmarks --quick} (N=200, a few
+seconds per phase) exits 0 and writes sane figures for both implementations.
+No timing thresholds: only that every section is there and makes sense.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.integration
+
+
+def _number(section: dict[str, Any], *path: str) -> float:
+    value: Any = section
+    for key in path:
+        assert isinstance(value, dict) and key in value, f"missing {'.'.join(path)}"
+        value = value[key]
+    assert isinstance(value, int | float) and not isinstance(value, bool), (path, value)
+    assert math.isfinite(value), (path, value)
+    return float(value)
+
+
+def test_quick_run(tmp_path: Path) -> None:
+    """
+    The quick run measures both implementations in every section.
+    """
+    process = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sizes"] == [200]
+    assert results["storm_size"] == 200
+    runs = {run["impl"]: run for run in results["runs"]}
+    assert set(runs) == {"netsupervisor", "baseline"}
+    for impl, run in runs.items():
+        assert "error" not in run, (impl, run["error"])
+        assert run["n"] == 200
+        assert run["establish"]["all_established"] is True
+        assert run["establish"]["established"] == 200
+        assert _number(run, "memory", "bytes_per_connection") > 0
+        steady = run["steady"]
+        assert steady["still_established"] == 200
+        assert _number(steady, "cpu_seconds") > 0
+        assert 0 < _number(steady, "cpu_share") < 2
+        assert _number(steady, "pings") > 0
+        assert _number(steady, "cpu_per_ping_us") > 0
+        for key in ("p50", "p99", "max"):
+            assert _number(steady, "lag_ms", key) >= 0
+        assert _number(steady, "lag_ms", "count") > 0
+        storm = run["storm"]
+        assert storm["all_established"] is True
+        assert storm["established"] == 200
+        assert _number(storm, "down_seconds") > 0
+        assert _number(storm, "recovery_seconds") > 0
+        assert _number(storm, "attempts_total") >= 200
+        assert _number(storm, "attempts_per_connection_while_down") >= 0
+        assert _number(storm, "peak_attempts_per_100ms") > 0
+        assert sum(storm["histogram"]) == storm["attempts_total"]
+        detection = run["detection"]
+        assert detection["watched"] == 200
+        assert detection["detected"] == 200
+        for key in ("p50", "p99", "max"):
+            assert _number(detection, "seconds", key) > 0
+    ns = runs["netsupervisor"]
+    assert _number(ns, "scrape", "seconds_max") > 0
+    assert _number(ns, "scrape", "bytes") > 0
+    assert ns["reload"]["touched"] == 1
+    assert ns["reload"]["changed"] == 1
+    assert ns["reload"]["unchanged"] == 199
+    assert _number(ns, "reload", "total_seconds") > 0
+    report = (tmp_path / "performance.md").read_text()
+    assert "## Targets (issue 4)" in report
+    assert (tmp_path / "performance-storm.svg").read_text().startswith("<svg")
