@@ -19,17 +19,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 
 from plugins.mqtt import keepAliveFor
-from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+from supervisor import ConnectionSpec, SupervisedConnection, findPlugin
 from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
+from tests.integration.scenarios import BACKOFF, CONNECT_TIMEOUT, HEARTBEAT, freezeAndThaw
 from tests.integration.servers import ServerLauncher, ServerProcess, launchServers
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 pytestmark = pytest.mark.integration
 
-HEARTBEAT = HeartbeatSpec(interval=0.3, timeout=0.3, misses=2)
-BACKOFF = BackoffSpec(initial=0.1, max=0.5, jitter="full", reset_after=1.0)
-CONNECT_TIMEOUT = 1.0
-SLACK = 1.0
+
 USER = "probe"
 PASSWORD = "mqtt-password-7"
 
@@ -144,45 +142,9 @@ def test_frozenBrokerIsDroppedForHeartbeats(
     SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
     ESTABLISHED (no CONNACK); SIGCONT: back.
     """
-    reactor = theReactor()
     server = yield servers.mosquitto()
     connection = mqttConnection("mqtt-freeze", server.port)
-    seen = Recorder(connection)
-    try:
-        connection.start()
-        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
-
-        frozen = len(seen.transitions)
-        frozenAt = reactor.seconds()
-        server.signal(signal.SIGSTOP)
-        bound = HEARTBEAT.detectionBound + SLACK
-        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
-        drop = seen.transitions[frozen]
-        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
-        assert drop.time - frozenAt <= bound
-
-        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
-        outage = seen.transitions[frozen + 1 :]
-        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
-        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
-
-        thawedAt = reactor.seconds()
-        server.signal(signal.SIGCONT)
-        yield waitFor(
-            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
-            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
-            "ESTABLISHED with an answered heartbeat after SIGCONT",
-        )
-        settled = len(seen.transitions)
-        yield holdsFor(
-            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
-        )
-        yield connection.stop().addTimeout(3.0, reactor)
-        assert connection.state == "CLOSED"
-    finally:
-        server.signal(signal.SIGCONT)
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
+    yield freezeAndThaw(server, connection)
 
 
 @pytest.mark.parametrize("auth", ["wrong-password", "anonymous", "unknown-user"])

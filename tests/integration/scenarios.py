@@ -1,0 +1,74 @@
+"""
+What every real-server plugin test does the same way: the timings, and the
+freeze-and-thaw scenario (SIGSTOP, heartbeat drop, no ESTABLISHED while
+frozen, SIGCONT, back and stable).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Generator
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from supervisor import BackoffSpec, HeartbeatSpec, SupervisedConnection
+from tests.integration.conftest import holdsFor, theReactor, waitFor
+from tests.integration.servers import ServerProcess
+from tests.integration.test_loopback_line import Recorder, stopAtLast
+
+HEARTBEAT = HeartbeatSpec(interval=0.3, timeout=0.3, misses=2)
+BACKOFF = BackoffSpec(initial=0.1, max=0.5, jitter="full", reset_after=1.0)
+CONNECT_TIMEOUT = 1.0
+SLACK = 1.0
+"""Honest slack for a loaded machine: process scheduling, the reactor's turn."""
+
+
+@inlineCallbacks
+def freezeAndThaw(
+    server: ServerProcess, connection: SupervisedConnection
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Start C{connection} against C{server}, SIGSTOP the server: the connection
+    is dropped for "heartbeat" within the bound, and no attempt reaches
+    ESTABLISHED while the server is frozen (its handshake needs the server's
+    answer); SIGCONT: back to ESTABLISHED with an answered heartbeat, and
+    stable. Stops the connection at the end, whatever happened.
+    """
+    reactor = theReactor()
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
+
+        frozen = len(seen.transitions)
+        frozenAt = reactor.seconds()
+        server.signal(signal.SIGSTOP)
+        bound = HEARTBEAT.detectionBound + SLACK
+        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
+        drop = seen.transitions[frozen]
+        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
+        assert drop.time - frozenAt <= bound
+
+        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
+        outage = seen.transitions[frozen + 1 :]
+        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
+        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
+
+        thawedAt = reactor.seconds()
+        server.signal(signal.SIGCONT)
+        yield waitFor(
+            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
+            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
+            "ESTABLISHED with an answered heartbeat after SIGCONT",
+        )
+        settled = len(seen.transitions)
+        yield holdsFor(
+            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
+        )
+        yield connection.stop().addTimeout(3.0, reactor)
+        assert connection.state == "CLOSED"
+    finally:
+        server.signal(signal.SIGCONT)
+        if connection.state != "CLOSED":
+            yield stopAtLast(connection)
