@@ -11,9 +11,16 @@ from collections.abc import Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import clientFromString
 
-from supervisor import BackoffSpec, HeartbeatSpec, SupervisedConnection
-from tests.integration.conftest import holdsFor, theReactor, waitFor
+from supervisor import (
+    BackoffSpec,
+    ConnectionSpec,
+    HeartbeatSpec,
+    SupervisedConnection,
+    findPlugin,
+)
+from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
 from tests.integration.servers import ServerProcess
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
@@ -72,3 +79,76 @@ def freezeAndThaw(
         server.signal(signal.SIGCONT)
         if connection.state != "CLOSED":
             yield stopAtLast(connection)
+
+
+def connectionTo(protocol: str, name: str, port: int, **options: object) -> SupervisedConnection:
+    """
+    A connection with the shared timings to C{port} on the loopback address,
+    speaking the bundled plugin C{protocol}.
+    """
+    reactor = theReactor()
+    spec = ConnectionSpec(
+        name=name,
+        endpoint=f"tcp:host={HOST}:port={port}",
+        protocol=protocol,
+        connect_timeout=CONNECT_TIMEOUT,
+        drain_timeout=2.0,
+        backoff=BACKOFF,
+        heartbeat=HEARTBEAT,
+        options=options,
+    )
+    return SupervisedConnection(
+        spec, clientFromString(reactor, spec.endpoint), findPlugin(protocol), reactor
+    )
+
+
+@inlineCallbacks
+def establishWithRtt(
+    connection: SupervisedConnection, seen: Recorder
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Start C{connection}: ESTABLISHED after one attempt, with a measured RTT.
+    """
+    connection.start()
+    yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
+    yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
+    assert connection.rtt is not None
+    assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
+    assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+
+
+@inlineCallbacks
+def killAndRestart(
+    server: ServerProcess, connection: SupervisedConnection, seen: Recorder
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    SIGKILL the server: ESTABLISHED -> IDLE ("lost"), attempts go on while it
+    is down and none succeeds; start it again on the same port: ESTABLISHED
+    with an answered heartbeat.
+    """
+    killed = len(seen.transitions)
+    server.signal(signal.SIGKILL)
+    yield server.waitForExit()
+    yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
+    loss = seen.transitions[killed]
+    assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
+    yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
+
+    restartedAt = theReactor().seconds()
+    yield server.start()
+    yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
+    yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
+    outage = seen.transitions[killed + 1 : -1]
+    assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
+
+
+@inlineCallbacks
+def stopGracefully(connection: SupervisedConnection) -> Generator[Deferred[Any], Any, None]:
+    """
+    Stop: ESTABLISHED -> CLOSING -> CLOSED within 3 s.
+    """
+    yield connection.stop().addTimeout(3.0, theReactor())
+    assert [(t.from_, t.to) for t in connection.history[-2:]] == [
+        ("ESTABLISHED", "CLOSING"),
+        ("CLOSING", "CLOSED"),
+    ]

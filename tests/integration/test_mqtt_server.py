@@ -8,7 +8,6 @@ drain in the broker's log.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,18 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString
 
 from plugins.mqtt import keepAliveFor
-from supervisor import ConnectionSpec, SupervisedConnection, findPlugin
-from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
-from tests.integration.scenarios import BACKOFF, CONNECT_TIMEOUT, HEARTBEAT, freezeAndThaw
+from supervisor import SupervisedConnection
+from tests.integration.conftest import holdsFor, waitFor
+from tests.integration.scenarios import (
+    HEARTBEAT,
+    connectionTo,
+    establishWithRtt,
+    freezeAndThaw,
+    killAndRestart,
+    stopGracefully,
+)
 from tests.integration.servers import ServerLauncher, ServerProcess, launchServers
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
@@ -38,20 +43,7 @@ def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
 
 
 def mqttConnection(name: str, port: int, **options: object) -> SupervisedConnection:
-    reactor = theReactor()
-    spec = ConnectionSpec(
-        name=name,
-        endpoint=f"tcp:host={HOST}:port={port}",
-        protocol="mqtt",
-        connect_timeout=CONNECT_TIMEOUT,
-        drain_timeout=2.0,
-        backoff=BACKOFF,
-        heartbeat=HEARTBEAT,
-        options=options,
-    )
-    return SupervisedConnection(
-        spec, clientFromString(reactor, spec.endpoint), findPlugin("mqtt"), reactor
-    )
+    return connectionTo("mqtt", name, port, **options)
 
 
 def brokerLog(server: ServerProcess) -> list[str]:
@@ -81,12 +73,7 @@ def test_handshakeRttKillRestartAndDisconnect(
     )
     seen = Recorder(connection)
     try:
-        connection.start()
-        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
-        yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
-        assert connection.rtt is not None
-        assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+        yield establishWithRtt(connection, seen)
         keepAlive = keepAliveFor(HEARTBEAT)
         greeting = f"as mqtt-main (p2, c1, k{keepAlive}, u'{USER}')."
         yield waitFor(
@@ -94,29 +81,12 @@ def test_handshakeRttKillRestartAndDisconnect(
         )
         assert any(line.endswith("Received PINGREQ from mqtt-main") for line in brokerLog(server))
 
-        killed = len(seen.transitions)
-        server.signal(signal.SIGKILL)
-        yield server.waitForExit()
-        yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
-        loss = seen.transitions[killed]
-        assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
-        yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
-
-        restartedAt = theReactor().seconds()
-        yield server.start()
-        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
-        yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
-        outage = seen.transitions[killed + 1 : -1]
-        assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
+        yield killAndRestart(server, connection, seen)
         # The keep-alive holds: longer than 1.5 keep-alives, the broker keeps us.
         settled = len(seen.transitions)
         yield holdsFor(lambda: len(seen.transitions) == settled, 1.5 * keepAlive + 0.5, "up")
 
-        yield connection.stop().addTimeout(3.0, theReactor())
-        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
-            ("ESTABLISHED", "CLOSING"),
-            ("CLOSING", "CLOSED"),
-        ]
+        yield stopGracefully(connection)
         yield waitFor(
             lambda: any(
                 line.endswith("Client mqtt-main disconnected.") for line in brokerLog(server)

@@ -8,7 +8,6 @@ flush of a drain seen by the server (its monitoring port and its trace log).
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,17 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import deferLater
 
-from supervisor import ConnectionSpec, SupervisedConnection, findPlugin
+from supervisor import SupervisedConnection
 from tests.integration.conftest import HOST, theReactor, waitFor
-from tests.integration.scenarios import BACKOFF, CONNECT_TIMEOUT, HEARTBEAT, freezeAndThaw
+from tests.integration.scenarios import (
+    connectionTo,
+    establishWithRtt,
+    freezeAndThaw,
+    killAndRestart,
+    stopGracefully,
+)
 from tests.integration.servers import ServerLauncher, ServerProcess, launchServers
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
@@ -39,20 +43,7 @@ def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
 
 
 def natsConnection(name: str, port: int, **options: object) -> SupervisedConnection:
-    reactor = theReactor()
-    spec = ConnectionSpec(
-        name=name,
-        endpoint=f"tcp:host={HOST}:port={port}",
-        protocol="nats",
-        connect_timeout=CONNECT_TIMEOUT,
-        drain_timeout=2.0,
-        backoff=BACKOFF,
-        heartbeat=HEARTBEAT,
-        options=options,
-    )
-    return SupervisedConnection(
-        spec, clientFromString(reactor, spec.endpoint), findPlugin("nats"), reactor
-    )
+    return connectionTo("nats", name, port, **options)
 
 
 @inlineCallbacks
@@ -89,35 +80,13 @@ def test_handshakeRttKillRestartAndFlush(
     )
     seen = Recorder(connection)
     try:
-        connection.start()
-        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
-        yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
-        assert connection.rtt is not None
-        assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+        yield establishWithRtt(connection, seen)
         open_ = yield connz(server)
         assert [c.get("name") for c in open_] == ["nats-main"]
 
-        killed = len(seen.transitions)
-        server.signal(signal.SIGKILL)
-        yield server.waitForExit()
-        yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
-        loss = seen.transitions[killed]
-        assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
-        yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
+        yield killAndRestart(server, connection, seen)
 
-        restartedAt = theReactor().seconds()
-        yield server.start()
-        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
-        yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
-        outage = seen.transitions[killed + 1 : -1]
-        assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
-
-        yield connection.stop().addTimeout(3.0, theReactor())
-        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
-            ("ESTABLISHED", "CLOSING"),
-            ("CLOSING", "CLOSED"),
-        ]
+        yield stopGracefully(connection)
         closed: list[dict[str, Any]] = []
         for _ in range(50):  # bounded: 5 s
             closed = yield connz(server, "closed")

@@ -6,7 +6,6 @@ a frozen server, bad credentials, and the QUIT of a drain seen by the server.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,16 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import clientFromString
 
-from supervisor import ConnectionSpec, SupervisedConnection, findPlugin
+from supervisor import SupervisedConnection
 from tests.integration.conftest import HOST, theReactor, waitFor
-from tests.integration.scenarios import BACKOFF, CONNECT_TIMEOUT, HEARTBEAT, freezeAndThaw
+from tests.integration.scenarios import (
+    connectionTo,
+    establishWithRtt,
+    freezeAndThaw,
+    killAndRestart,
+    stopGracefully,
+)
 from tests.integration.servers import (
     ServerLauncher,
     ServerProcess,
@@ -40,20 +44,7 @@ def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
 
 
 def redisConnection(name: str, port: int, **options: object) -> SupervisedConnection:
-    reactor = theReactor()
-    spec = ConnectionSpec(
-        name=name,
-        endpoint=f"tcp:host={HOST}:port={port}",
-        protocol="redis",
-        connect_timeout=CONNECT_TIMEOUT,
-        drain_timeout=2.0,
-        backoff=BACKOFF,
-        heartbeat=HEARTBEAT,
-        options=options,
-    )
-    return SupervisedConnection(
-        spec, clientFromString(reactor, spec.endpoint), findPlugin("redis"), reactor
-    )
+    return connectionTo("redis", name, port, **options)
 
 
 @inlineCallbacks
@@ -89,37 +80,15 @@ def test_handshakeRttKillRestartAndQuit(
     connection = redisConnection("redis-main", server.port, password_file=str(secret))
     seen = Recorder(connection)
     try:
-        connection.start()
-        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
-        yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
-        assert connection.rtt is not None
-        assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+        yield establishWithRtt(connection, seen)
         clients = yield cli(server, "CLIENT", "LIST", password=PASSWORD)
         assert "name=redis-main" in clients
 
-        killed = len(seen.transitions)
-        server.signal(signal.SIGKILL)
-        yield server.waitForExit()
-        yield waitFor(lambda: connection.state != "ESTABLISHED", 2.0, "the loss")
-        loss = seen.transitions[killed]
-        assert (loss.from_, loss.to, loss.reason) == ("ESTABLISHED", "IDLE", "lost"), str(seen)
-        yield waitFor(lambda: connection.attempts >= 3, 5.0, "attempts while down")
-
-        restartedAt = theReactor().seconds()
-        yield server.start()
-        yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED again")
-        yield waitFor(lambda: seen.answeredSince(restartedAt), 2.0, "a heartbeat answered")
-        outage = seen.transitions[killed + 1 : -1]
-        assert {t.to for t in outage} <= {"IDLE", "CONNECTING"}, str(seen)
+        yield killAndRestart(server, connection, seen)
 
         before = yield cli(server, "INFO", "commandstats", password=PASSWORD)
         assert quitCalls(before) == 0
-        yield connection.stop().addTimeout(3.0, theReactor())
-        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
-            ("ESTABLISHED", "CLOSING"),
-            ("CLOSING", "CLOSED"),
-        ]
+        yield stopGracefully(connection)
         after = yield cli(server, "INFO", "commandstats", password=PASSWORD)
         assert quitCalls(after) == 1, after
         clients = yield cli(server, "CLIENT", "LIST", password=PASSWORD)
