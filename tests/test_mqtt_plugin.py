@@ -63,22 +63,13 @@ def start(
     return h, h.accept()
 
 
-def sent(peer: FakePeer) -> bytes:
-    """
-    What the plugin wrote since the last call (then forgotten).
-    """
-    data = peer.received
-    peer.clear()
-    return data
-
-
 def last(h: PluginHarness) -> Step:
     return h.transitions[-1]
 
 
 def established(**options: object) -> tuple[PluginHarness, FakePeer]:
     h, peer = start(**options)
-    sent(peer)
+    peer.take()
     peer.send(connack(0))
     h.assertState("ESTABLISHED", "ready")
     return h, peer
@@ -184,13 +175,13 @@ def test_keepAliveFromTheHeartbeat(heartbeat: HeartbeatSpec, seconds: int) -> No
 
 def test_theConnectionsHeartbeatGivesTheKeepAlive() -> None:
     h, peer = start(HeartbeatSpec(interval=60.0, timeout=10.0, misses=3))
-    assert sent(peer) == connectPacket(b"broker-1", 190, None, None)
+    assert peer.take() == connectPacket(b"broker-1", 190, None, None)
     scenarios.finish(h)
 
 
 def test_anExplicitKeepAliveWins() -> None:
     h, peer = start(keep_alive=7)
-    assert sent(peer) == connectPacket(b"broker-1", 7, None, None)
+    assert peer.take() == connectPacket(b"broker-1", 7, None, None)
     scenarios.finish(h)
 
 
@@ -199,7 +190,7 @@ def test_anExplicitKeepAliveWins() -> None:
 
 def test_connectWithClientIdUsernameAndPasswordFromAFile(tmp_path: Path) -> None:
     h, peer = start(client_id="probe-7", username="app", password_file=passwordFile(tmp_path))
-    assert sent(peer) == connectPacket(b"probe-7", 3, b"app", SECRET.encode())
+    assert peer.take() == connectPacket(b"probe-7", 3, b"app", SECRET.encode())
     h.assertState("CONNECTING")
     peer.send(connack(0))
     h.assertState("ESTABLISHED", "ready")
@@ -208,7 +199,7 @@ def test_connectWithClientIdUsernameAndPasswordFromAFile(tmp_path: Path) -> None
 
 def test_aConnackSplitAnywhereIsReassembled() -> None:
     h, peer = start()
-    sent(peer)
+    peer.take()
     for byte in connack(0):
         peer.send(bytes([byte]))
     h.assertState("ESTABLISHED", "ready")
@@ -254,7 +245,7 @@ def test_aMalformedPacketIsTransient() -> None:
 
 def test_anUnreadablePasswordFileIsTransientAndNothingIsSent(tmp_path: Path) -> None:
     h, peer = start(username="app", password_file=str(tmp_path / "missing"))
-    assert sent(peer) == b""
+    assert peer.take() == b""
     assert last(h) == ("CONNECTING", "IDLE", "handshake")
     assert "cannot read password_file" in (h.lastError or "")
     scenarios.finish(h)
@@ -274,7 +265,7 @@ def test_badOptionsArePermanent(tmp_path: Path, options: dict[str, object], mess
     else:
         options = {**options, "username": "u", "password_file": passwordFile(tmp_path)}
     h, peer = start(**options)
-    assert sent(peer) == b"", "nothing is sent with a bad option"
+    assert peer.take() == b"", "nothing is sent with a bad option"
     assert last(h) == ("CONNECTING", "CLOSED", "handshake")
     assert message in (h.lastError or "")
     h.assertQuiet()
@@ -286,7 +277,7 @@ def test_badOptionsArePermanent(tmp_path: Path, options: dict[str, object], mess
 def test_pingreqPingrespWithRtt() -> None:
     h, peer = established()
     firstPing(h, peer)
-    assert sent(peer) == PINGREQ
+    assert peer.take() == PINGREQ
     h.advance(0.25)
     peer.send(PINGRESP)
     assert h.rtt == pytest.approx(0.25, abs=1e-9)  # float sums of clock times
@@ -297,7 +288,7 @@ def test_aLatePingrespIsMatchedToTheMissedPing() -> None:
     h, peer = established()
     firstPing(h, peer)
     h.advance(0.5)
-    assert sent(peer) == PINGREQ * 2
+    assert peer.take() == PINGREQ * 2
     peer.send(PINGRESP)  # the first ping's: stale
     h.advance(0.5)
     assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
@@ -327,7 +318,7 @@ def test_aSecondConnackDropsTheConnection() -> None:
 def test_drainSendsDisconnectThenCloses() -> None:
     h, peer = established()
     stopped = h.stop()
-    assert sent(peer) == DISCONNECT
+    assert peer.take() == DISCONNECT
     assert peer.transport.disconnecting
     assert peer.closedBy == "plugin"
     assert stopped.called

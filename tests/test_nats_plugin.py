@@ -48,15 +48,6 @@ def start(**options: object) -> tuple[PluginHarness, FakePeer]:
     return h, h.accept()
 
 
-def sent(peer: FakePeer) -> bytes:
-    """
-    What the plugin wrote since the last call (then forgotten).
-    """
-    data = peer.received
-    peer.clear()
-    return data
-
-
 def last(h: PluginHarness) -> Step:
     return h.transitions[-1]
 
@@ -66,7 +57,7 @@ def connect(peer: FakePeer) -> dict[str, object]:
     The CONNECT the plugin sends after INFO (and check the PING that follows).
     """
     peer.send(INFO)
-    lines = sent(peer).split(b"\r\n")
+    lines = peer.take().split(b"\r\n")
     assert lines[0].startswith(b"CONNECT ")
     assert lines[1:] == [b"PING", b""]
     options = json.loads(lines[0][len(b"CONNECT ") :])
@@ -118,7 +109,7 @@ def secretFile(tmp_path: Path, name: str, text: str = SECRET + "\n") -> str:
 
 def test_nothingIsSentBeforeInfo() -> None:
     h, peer = start()
-    assert sent(peer) == b""
+    assert peer.take() == b""
     h.assertState("CONNECTING")
     scenarios.finish(h)
 
@@ -189,7 +180,7 @@ def test_redact() -> None:
 def test_anUnreadableSecretFileIsTransient(tmp_path: Path) -> None:
     h, peer = start(user="app", pass_file=str(tmp_path / "missing"))
     peer.send(INFO)
-    assert sent(peer) == b""
+    assert peer.take() == b""
     assert last(h) == ("CONNECTING", "IDLE", "handshake")
     assert "cannot read a secret file" in (h.lastError or "")
     scenarios.finish(h)
@@ -269,10 +260,10 @@ def test_slowPongOverTheTimeoutIsAMiss() -> None:
 def test_serverPingsAreAnsweredAtOnce() -> None:
     h, peer = start()
     peer.send(b"PING\r\n")
-    assert sent(peer) == b"PONG\r\n"
+    assert peer.take() == b"PONG\r\n"
     establish(h, peer)
     peer.send(b"PING\r\n")
-    assert sent(peer) == b"PONG\r\n"
+    assert peer.take() == b"PONG\r\n"
     scenarios.finish(h)
 
 
@@ -281,7 +272,7 @@ def test_serverPingsCountAsLiveness() -> None:
     for _ in range(8):
         h.advance(0.5)
         peer.send(b"PING\r\n")
-    assert sent(peer) == b"PONG\r\n" * 8, "a server that pings us needs no pings"
+    assert peer.take() == b"PONG\r\n" * 8, "a server that pings us needs no pings"
     h.assertState("ESTABLISHED")
     scenarios.finish(h)
 
@@ -289,7 +280,7 @@ def test_serverPingsCountAsLiveness() -> None:
 def test_pingsArePongedFifoWithRtt() -> None:
     h, peer = established()
     firstPing(h, peer)
-    assert sent(peer) == b"PING\r\n"
+    assert peer.take() == b"PING\r\n"
     h.advance(0.25)
     peer.send(b"PONG\r\n")
     assert h.rtt == pytest.approx(0.25, abs=1e-9)  # float sums of clock times
@@ -300,7 +291,7 @@ def test_aLatePongIsMatchedToTheMissedPing() -> None:
     h, peer = established()
     firstPing(h, peer)
     h.advance(0.5)  # miss: the second PING goes out at once
-    assert sent(peer) == b"PING\r\n" * 2
+    assert peer.take() == b"PING\r\n" * 2
     peer.send(b"PONG\r\n")  # answers the first: stale
     h.advance(0.5)
     assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
@@ -340,9 +331,9 @@ def test_unknownLinesScenario() -> None:
 def test_drainFlushesThenCloses() -> None:
     h, peer = established()
     firstPing(h, peer)
-    assert sent(peer) == b"PING\r\n"
+    assert peer.take() == b"PING\r\n"
     stopped = h.stop()
-    assert sent(peer) == b"PING\r\n", "the flush"
+    assert peer.take() == b"PING\r\n", "the flush"
     peer.send(b"PONG\r\n")  # the heartbeat's
     assert not peer.transport.disconnecting
     assert peer.connected

@@ -35,15 +35,6 @@ def harness(**options: object) -> PluginHarness:
     )
 
 
-def sent(peer: FakePeer) -> bytes:
-    """
-    What the plugin wrote since the last call (then forgotten).
-    """
-    data = peer.received
-    peer.clear()
-    return data
-
-
 def last(h: PluginHarness) -> Step:
     return h.transitions[-1]
 
@@ -145,7 +136,7 @@ def test_garbageIsAProtocolError(data: bytes) -> None:
 
 def test_repliesSplitAnywhereAreReassembled() -> None:
     h, peer = connect(client_name="")
-    assert sent(peer) == command(b"PING")
+    assert peer.take() == command(b"PING")
     for byte in b"+PONG\r\n":
         peer.send(bytes([byte]))
     h.assertState("ESTABLISHED", "ready")
@@ -157,7 +148,7 @@ def test_repliesSplitAnywhereAreReassembled() -> None:
 
 def test_withoutOptionsTheHandshakeNamesTheClientAndPings() -> None:
     h, peer = connect()
-    assert sent(peer) == command(b"CLIENT", b"SETNAME", b"cache-1") + command(b"PING")
+    assert peer.take() == command(b"CLIENT", b"SETNAME", b"cache-1") + command(b"PING")
     peer.send(b"+OK\r\n")
     assert h.state == "CONNECTING", "ready only when every handshake reply is in"
     peer.send(b"+PONG\r\n")
@@ -167,7 +158,7 @@ def test_withoutOptionsTheHandshakeNamesTheClientAndPings() -> None:
 
 def test_authWithUsernameAndPasswordFromAFile(tmp_path: Path) -> None:
     h, peer = connect(username="app", password_file=passwordFile(tmp_path), client_name="")
-    assert sent(peer) == command(b"AUTH", b"app", SECRET.encode()) + command(b"PING")
+    assert peer.take() == command(b"AUTH", b"app", SECRET.encode()) + command(b"PING")
     peer.send(b"+OK\r\n+PONG\r\n")
     h.assertState("ESTABLISHED", "ready")
     scenarios.finish(h)
@@ -176,13 +167,13 @@ def test_authWithUsernameAndPasswordFromAFile(tmp_path: Path) -> None:
 def test_passwordWithoutUsernameAndCrlfInTheFile(tmp_path: Path) -> None:
     path = passwordFile(tmp_path, SECRET + "\r\n")
     h, peer = connect(password_file=path, client_name="")
-    assert sent(peer) == command(b"AUTH", SECRET.encode()) + command(b"PING")
+    assert peer.take() == command(b"AUTH", SECRET.encode()) + command(b"PING")
     scenarios.finish(h)
 
 
 def test_helloCarriesAuthAndName(tmp_path: Path) -> None:
     h, peer = connect(hello=3, password_file=passwordFile(tmp_path))
-    assert sent(peer) == command(
+    assert peer.take() == command(
         b"HELLO", b"3", b"AUTH", b"default", SECRET.encode(), b"SETNAME", b"cache-1"
     ) + command(b"PING")
     peer.send(b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n+PONG\r\n")
@@ -243,7 +234,7 @@ def test_redactRemovesEverySecret() -> None:
 
 def test_anUnreadablePasswordFileIsTransientAndSendsNothing(tmp_path: Path) -> None:
     h, peer = connect(password_file=str(tmp_path / "missing"))
-    assert sent(peer) == b""
+    assert peer.take() == b""
     assert last(h) == ("CONNECTING", "IDLE", "handshake")
     assert "cannot read password_file" in (h.lastError or "")
     scenarios.finish(h)
@@ -251,7 +242,7 @@ def test_anUnreadablePasswordFileIsTransientAndSendsNothing(tmp_path: Path) -> N
 
 def test_aBadHelloOptionIsPermanent() -> None:
     h, peer = connect(hello=4)
-    assert sent(peer) == b""
+    assert peer.take() == b""
     assert last(h) == ("CONNECTING", "CLOSED", "handshake")
     assert "hello" in (h.lastError or "")
     h.assertQuiet()
@@ -282,7 +273,7 @@ def test_theServerClosesMidHandshake() -> None:
 
 def established(**options: object) -> tuple[PluginHarness, FakePeer]:
     h, peer = connect(client_name="", **options)
-    sent(peer)
+    peer.take()
     peer.send(b"+PONG\r\n")
     h.assertState("ESTABLISHED", "ready")
     return h, peer
@@ -333,7 +324,7 @@ def test_slowPongOverTheTimeoutIsAMiss() -> None:
 def test_pingsArePongedFifoWithRtt() -> None:
     h, peer = established()
     firstPing(h, peer)
-    assert sent(peer) == command(b"PING")
+    assert peer.take() == command(b"PING")
     h.advance(0.125)
     peer.send(b"+PONG\r\n")
     assert h.rtt == pytest.approx(0.125, abs=1e-9)  # float sums of clock times
@@ -344,7 +335,7 @@ def test_aLatePongAnswersTheStaleTokenNotTheNewPing() -> None:
     h, peer = established()
     firstPing(h, peer)  # PING 1
     h.advance(0.5)  # missed: PING 2 at once
-    assert sent(peer) == command(b"PING") * 2
+    assert peer.take() == command(b"PING") * 2
     peer.send(b"+PONG\r\n")  # the answer to PING 1: stale
     h.advance(0.5)  # PING 2 unanswered: second miss
     assert last(h) == ("ESTABLISHED", "IDLE", "heartbeat")
@@ -355,7 +346,7 @@ def test_bothPongsInOrderKeepTheConnection() -> None:
     h, peer = established()
     firstPing(h, peer)
     h.advance(0.5)
-    assert sent(peer) == command(b"PING") * 2
+    assert peer.take() == command(b"PING") * 2
     h.advance(0.25)
     peer.send(b"+PONG\r\n+PONG\r\n")
     assert h.rtt == pytest.approx(0.25, abs=1e-9)
@@ -397,10 +388,10 @@ def test_garbageOnceEstablishedDropsTheConnection() -> None:
 def test_drainSendsQuitAndWaitsForOk() -> None:
     h, peer = established()
     firstPing(h, peer)
-    sent(peer)
+    peer.take()
     stopped = h.stop()
     h.assertState("CLOSING")
-    assert sent(peer) == command(b"QUIT")
+    assert peer.take() == command(b"QUIT")
     peer.send(b"+PONG\r\n")  # the ping in flight comes first
     assert not peer.transport.disconnecting
     assert peer.connected

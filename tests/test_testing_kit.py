@@ -154,6 +154,10 @@ def test_peerWritesReceivedSendAndClear() -> None:
     assert peer.received == b"" and peer.writes == []
     peer.send(b"PING\n")
     assert peer.writes == [b"PONG\r\n"]
+    assert peer.take() == b"PONG\r\n"
+    assert peer.take() == b"" and peer.writes == []
+    peer.send(b"PING x\n")
+    assert peer.take() == b"PONG x\r\n"
     scenarios.finish(h)
 
 

@@ -137,6 +137,15 @@ class FakePeer:
         """
         return self.closedBy is None
 
+    def take(self) -> bytes:
+        """
+        What the plugin wrote since the last L{take} or L{clear}, which is
+        then forgotten.
+        """
+        data = self.received
+        self.clear()
+        return data
+
     def clear(self) -> None:
         """
         Forget what the plugin wrote so far (L{received} and L{writes}).
