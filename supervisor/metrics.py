@@ -7,6 +7,11 @@ plain dictionaries fed by the supervisor's observers, and reads every gauge
 from the live connections at scrape time: there is no Prometheus object per
 connection per metric.
 
+Two families go beyond the list of the specification (C{SPEC.md}), for
+per-connection dashboards: C{connection_info} (the connection's protocol and
+group, to filter per-connection series by group with a join) and
+C{connection_transitions_total} (to find flapping connections).
+
 L{exposition} renders the Prometheus text format (version 0.0.4) directly;
 it gives the same samples as C{prometheus_client.generate_latest} on
 L{SupervisorMetrics.registry}, many times faster for ten thousand
@@ -70,6 +75,11 @@ _DISCONNECTS: Final = frozenset(DISCONNECT_REASONS)
 
 # name (without _total for counters), type, help
 _STATE = ("connection_state", "gauge", "Whether the connection is in this state (1) or not (0).")
+_INFO = (
+    "connection_info",
+    "gauge",
+    "Always 1, one per supervised connection: its protocol and group.",
+)
 _CONNECTIONS = ("connections", "gauge", "Supervised connections in each state.")
 _ATTEMPTS = (
     "connect_attempts",
@@ -90,6 +100,11 @@ _TRANSITIONS = (
     "state_transitions",
     "counter",
     "Changes of a connection's state, by the state left and the state entered.",
+)
+_CONNECTION_TRANSITIONS = (
+    "connection_transitions",
+    "counter",
+    "Changes of the connection's state.",
 )
 _RTT = ("heartbeat_rtt_seconds", "histogram", "Round-trip time of answered heartbeats, by group.")
 _LAST_RTT = (
@@ -182,6 +197,7 @@ class _Snapshot:
         "histograms",
         "orphanAttempts",
         "orphanMisses",
+        "orphanTransitions",
         "reloads",
         "rows",
         "transitions",
@@ -192,17 +208,24 @@ class _Snapshot:
         connections: dict[str, SupervisedConnection] = supervisor.connections
         metrics._prune(connections)
         byState = dict.fromkeys(STATES, 0)
-        rows: list[tuple[str, State, float | None, float]] = []
+        info = metrics._info
+        rows: list[tuple[str, State, float | None, float, tuple[str, str]]] = []
         for name, c in connections.items():
             state = c.state
             byState[state] += 1
-            rows.append((name, state, c.rtt, c.backoffDelay))
+            labels = info.get(name)
+            if labels is None:  # not (or no longer) in the configuration
+                labels = (c.spec.protocol, c.spec.group)
+            rows.append((name, state, c.rtt, c.backoffDelay, labels))
         self.rows = rows
         self.byState = byState
         # Every live connection has its counters, 0 until it counts (see
         # the rows); a connection being replaced keeps its own (here).
         self.orphanAttempts = [(n, v) for n, v in metrics._attempts.items() if n not in connections]
         self.orphanMisses = [(n, v) for n, v in metrics._misses.items() if n not in connections]
+        self.orphanTransitions = [
+            (n, v) for n, v in metrics._connectionTransitions.items() if n not in connections
+        ]
         self.failures = [(n, r, v) for n, d in metrics._failures.items() for r, v in d.items()]
         self.disconnects = [
             (n, r, v) for n, d in metrics._disconnects.items() for r, v in d.items()
@@ -238,10 +261,12 @@ class SupervisorMetrics(Collector):
         self._failures: dict[str, dict[str, int]] = {}
         self._disconnects: dict[str, dict[str, int]] = {}
         self._transitions: dict[tuple[str, str], int] = {}
+        self._connectionTransitions: dict[str, int] = {}
         self._misses: dict[str, int] = {}
         self._histograms: dict[str, _Histogram] = {}
         self._groupsOf: Config | None = None
         self._groups: dict[str, str] = {}
+        self._info: dict[str, tuple[str, str]] = {}
         self._groupSet: frozenset[str] = frozenset()
         self._refreshGroups()
         supervisor.addObserver(self._transition)
@@ -255,6 +280,7 @@ class SupervisorMetrics(Collector):
         name, old, new, reason = record.connection, record.from_, record.to, record.reason
         key = (old, new)
         self._transitions[key] = self._transitions.get(key, 0) + 1
+        self._connectionTransitions[name] = self._connectionTransitions.get(name, 0) + 1
         if new == "CONNECTING":
             self._attempts[name] = self._attempts.get(name, 0) + 1
         elif old == "CONNECTING":
@@ -279,6 +305,7 @@ class SupervisorMetrics(Collector):
         config = self.supervisor.config
         self._groupsOf = config
         self._groups = {spec.name: spec.group for spec in config.connections}
+        self._info = {spec.name: (spec.protocol, spec.group) for spec in config.connections}
         self._groupSet = frozenset(self._groups.values())
 
     def _prune(self, connections: dict[str, SupervisedConnection]) -> None:
@@ -289,7 +316,13 @@ class SupervisorMetrics(Collector):
         if self.supervisor.config is not self._groupsOf:
             self._refreshGroups()
         configured = self._groups
-        for counter in (self._attempts, self._misses, self._failures, self._disconnects):
+        for counter in (
+            self._attempts,
+            self._misses,
+            self._connectionTransitions,
+            self._failures,
+            self._disconnects,
+        ):
             gone = [n for n in counter if n not in configured and n not in connections]
             for name in gone:
                 del counter[name]
@@ -307,11 +340,13 @@ class SupervisorMetrics(Collector):
         """
         for name, kind, help in (
             _STATE,
+            _INFO,
             _CONNECTIONS,
             _ATTEMPTS,
             _FAILURES,
             _DISCONNECTS_,
             _TRANSITIONS,
+            _CONNECTION_TRANSITIONS,
             _RTT,
             _LAST_RTT,
             _MISSES,
@@ -343,16 +378,20 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
         return CounterMetricFamily(_PREFIX + spec[0], spec[2], labels=labels)
 
     m = gauge(_STATE, ["connection", "state"])
-    for name, state, _, _ in s.rows:
+    for name, state, _, _, _ in s.rows:
         for each in STATES:
             m.add_metric([name, each], 1.0 if each == state else 0.0)
+    yield m
+    m = gauge(_INFO, ["connection", "protocol", "group"])
+    for name, _, _, _, (protocol, group) in s.rows:
+        m.add_metric([name, protocol, group], 1.0)
     yield m
     m = gauge(_CONNECTIONS, ["state"])
     for state, n in s.byState.items():
         m.add_metric([state], n)
     yield m
     c = counter(_ATTEMPTS, ["connection"])
-    for name, _, _, _ in s.rows:
+    for name, _, _, _, _ in s.rows:
         c.add_metric([name], metrics._attempts.get(name, 0))
     for name, n in s.orphanAttempts:
         c.add_metric([name], n)
@@ -369,6 +408,12 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
     for (old, new), n in s.transitions:
         c.add_metric([old, new], n)
     yield c
+    c = counter(_CONNECTION_TRANSITIONS, ["connection"])
+    for name, _, _, _, _ in s.rows:
+        c.add_metric([name], metrics._connectionTransitions.get(name, 0))
+    for name, n in s.orphanTransitions:
+        c.add_metric([name], n)
+    yield c
     h = HistogramMetricFamily(_PREFIX + _RTT[0], _RTT[2], labels=["group"])
     for group, histogram in s.histograms:
         h.add_metric(
@@ -376,18 +421,18 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
         )
     yield h
     m = gauge(_LAST_RTT, ["connection"])
-    for name, _, rtt, _ in s.rows:
+    for name, _, rtt, _, _ in s.rows:
         if rtt is not None:
             m.add_metric([name], rtt)
     yield m
     c = counter(_MISSES, ["connection"])
-    for name, _, _, _ in s.rows:
+    for name, _, _, _, _ in s.rows:
         c.add_metric([name], metrics._misses.get(name, 0))
     for name, n in s.orphanMisses:
         c.add_metric([name], n)
     yield c
     m = gauge(_BACKOFF, ["connection"])
-    for name, _, _, delay in s.rows:
+    for name, _, _, delay, _ in s.rows:
         m.add_metric([name], delay)
     yield m
     m = gauge(_DRAINING, [])
@@ -407,16 +452,30 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
     fmt = _goFloat
     blocks = _STATE_BLOCKS
     attempts, misses = metrics._attempts, metrics._misses
+    transitions = metrics._connectionTransitions
+    # The escaped protocol and group labels of connection_info, once each.
+    infoLabels: dict[tuple[str, str], str] = {}
     # One pass over the connections fills the per-connection families.
     states: list[str] = [_header(*_STATE)]
+    info: list[str] = [_header(*_INFO)]
+    transitionLines: list[str] = [_header(*_CONNECTION_TRANSITIONS)]
     attemptLines: list[str] = [_header(*_ATTEMPTS)]
     lastRtt: list[str] = [_header(*_LAST_RTT)]
     missLines: list[str] = [_header(*_MISSES)]
     backoff: list[str] = [_header(*_BACKOFF)]
-    for name, state, rtt, delay in s.rows:
+    for name, state, rtt, delay, pair in s.rows:
         escaped = _escape(name)
         label = f'{{connection="{escaped}"}} '
         states.append(blocks[state].replace("\0", escaped))
+        rest = infoLabels.get(pair)
+        if rest is None:
+            rest = infoLabels[pair] = (
+                f'protocol="{_escape(pair[0])}",group="{_escape(pair[1])}"}} 1.0\n'
+            )
+        info.append(f'{_PREFIX}connection_info{{connection="{escaped}",{rest}')
+        transitionLines.append(
+            f"{_PREFIX}connection_transitions_total{label}{transitions.get(name, 0)}.0\n"
+        )
         attemptLines.append(f"{_PREFIX}connect_attempts_total{label}{attempts.get(name, 0)}.0\n")
         missLines.append(f"{_PREFIX}heartbeat_misses_total{label}{misses.get(name, 0)}.0\n")
         if rtt is not None:
@@ -428,8 +487,13 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
         )
     for name, n in s.orphanMisses:
         missLines.append(f'{_PREFIX}heartbeat_misses_total{{connection="{_escape(name)}"}} {n}.0\n')
+    for name, n in s.orphanTransitions:
+        transitionLines.append(
+            f'{_PREFIX}connection_transitions_total{{connection="{_escape(name)}"}} {n}.0\n'
+        )
 
     out = states
+    out += info
     add = out.append
     add(_header(*_CONNECTIONS))
     for state, n in s.byState.items():
@@ -447,6 +511,7 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
     add(_header(*_TRANSITIONS))
     for (old, new), n in s.transitions:
         add(f'{_PREFIX}state_transitions_total{{from="{old}",to="{new}"}} {n}.0\n')
+    out += transitionLines
     add(_header(*_RTT))
     histogramName = _PREFIX + _RTT[0]
     for group, histogram in s.histograms:

@@ -210,6 +210,11 @@ FAMILIES = {
     "netsupervisor_draining": ("gauge", set()),
     "netsupervisor_config_reloads": ("counter", {"result"}),
 }
+# Beyond the SPEC's list (docs/metrics.md says so), for per-connection panels.
+ADDITIONS = {
+    "netsupervisor_connection_info": ("gauge", {"connection", "protocol", "group"}),
+    "netsupervisor_connection_transitions": ("counter", {"connection"}),
+}
 STATES = ("IDLE", "CONNECTING", "ESTABLISHED", "CLOSING", "CLOSED")
 
 
@@ -234,8 +239,9 @@ def test_everyFamilyOfTheSpecWithItsTypeAndLabels() -> None:
     protocol.answer()
     fleet.lose(protocol)
     s = scrape(fleet)
-    assert {n: t for n, t in s.types.items()} == {n: t for n, (t, _) in FAMILIES.items()}
-    for name, (kind, labels) in FAMILIES.items():
+    families = FAMILIES | ADDITIONS
+    assert {n: t for n, t in s.types.items()} == {n: t for n, (t, _) in families.items()}
+    for name, (kind, labels) in families.items():
         assert s.helps[name], f"{name} has no HELP"
         sampleName = name + "_total" if kind == "counter" else name
         if kind == "histogram":
@@ -258,6 +264,12 @@ def test_aNewSupervisorShowsEveryConnectionIdleAndZeroCounters() -> None:
         assert s.value("netsupervisor_connect_attempts_total", connection=name) == 0
         assert s.value("netsupervisor_heartbeat_misses_total", connection=name) == 0
         assert s.value("netsupervisor_backoff_delay_seconds", connection=name) == 0
+        assert s.value("netsupervisor_connection_transitions_total", connection=name) == 0
+    assert s.series("netsupervisor_connection_info") == {
+        frozenset({("connection", "a"), ("protocol", "scripted"), ("group", "cache")}): 1,
+        frozenset({("connection", "b"), ("protocol", "scripted"), ("group", "cache")}): 1,
+        frozenset({("connection", "c"), ("protocol", "scripted"), ("group", "db")}): 1,
+    }
     assert {dict(k)["state"]: v for k, v in s.series("netsupervisor_connections").items()} == {
         "IDLE": 3,
         "CONNECTING": 0,
@@ -326,6 +338,83 @@ def test_refusedThenAcceptedThenLost() -> None:
     assert stateOf(s, "a") == "CLOSED"
     assert s.value("netsupervisor_state_transitions_total", **{"from": "IDLE", "to": "CLOSED"}) == 1
     assert s.value("netsupervisor_draining") == 1
+
+
+def test_connectionInfoJoinsAGroupToEveryLiveConnection() -> None:
+    """
+    C{connection_info} is 1 for every live connection, with its protocol and
+    its C{group} label as the RTT histogram derives it (C{""} without one);
+    a reload that changes the group changes the info, a removal drops it.
+    """
+    fleet = Fleet(spec("a", "cache"), spec("b"), spec("c", "db")).start()
+    s = scrape(fleet)
+    assert s.series("netsupervisor_connection_info") == {
+        frozenset({("connection", "a"), ("protocol", "scripted"), ("group", "cache")}): 1,
+        frozenset({("connection", "b"), ("protocol", "scripted"), ("group", "")}): 1,
+        frozenset({("connection", "c"), ("protocol", "scripted"), ("group", "db")}): 1,
+    }
+    histogramGroups = {
+        dict(k)["group"] for k in s.series("netsupervisor_heartbeat_rtt_seconds_count")
+    }
+    infoGroups = {dict(k)["group"] for k in s.series("netsupervisor_connection_info")}
+    assert infoGroups == histogramGroups
+    b = fleet.supervisor.connection("b")
+    assert b is not None
+    fleet.supervisor.reload(config(spec("a", "db"), b.spec))
+    s = scrape(fleet)
+    assert s.series("netsupervisor_connection_info") == {
+        frozenset({("connection", "a"), ("protocol", "scripted"), ("group", "db")}): 1,
+        frozenset({("connection", "b"), ("protocol", "scripted"), ("group", "")}): 1,
+    }
+    fleet.stop()
+    # CLOSED connections are still supervised: their info stays.
+    assert len(scrape(fleet).series("netsupervisor_connection_info")) == 2
+
+
+def test_connectionTransitionsCountEveryVisibleChange() -> None:
+    """
+    C{connection_transitions_total} counts, per connection, the transitions
+    the observers receive: it sums to C{state_transitions_total}, goes on
+    across a reload that replaces the connection, and is dropped with a
+    removed connection.
+    """
+    fleet = Fleet(spec("a"), spec("b"), spec("c"))
+    observed: list[str] = []
+    fleet.supervisor.addObserver(lambda t: observed.append(t.connection))
+    fleet.start()
+    pa = fleet.accept("a")  # IDLE->CONNECTING (at start), ->ESTABLISHED
+    fleet.lose(pa)  # ->IDLE
+    fleet.refuse("b")  # IDLE->CONNECTING (at start), ->IDLE
+    fleet.advance(1.0)  # a and b: ->CONNECTING
+    fleet.accept("c")
+    s = scrape(fleet)
+
+    def perConnection(s: Scrape) -> dict[str, float]:
+        return {
+            dict(k)["connection"]: v
+            for k, v in s.series("netsupervisor_connection_transitions_total").items()
+        }
+
+    assert perConnection(s) == {"a": 4, "b": 3, "c": 2}
+    assert sum(perConnection(s).values()) == sum(
+        s.series("netsupervisor_state_transitions_total").values()
+    )
+    # Exactly what an observer of the supervisor receives.
+    assert perConnection(s) == {n: observed.count(n) for n in "abc"}
+
+    # a changes (replaced, counting on), b is removed, c stays untouched.
+    c = fleet.supervisor.connection("c")
+    assert c is not None
+    fleet.supervisor.reload(config(spec("a", connect_timeout=7.0), c.spec))
+    s = scrape(fleet)
+    # a's old attempt was cancelled (CONNECTING->CLOSED) and the new one
+    # started (IDLE->CONNECTING): two more.
+    assert perConnection(s) == {"a": 6, "c": 2}
+    assert perConnection(s) == {n: observed.count(n) for n in "ac"}
+    fleet.stop()
+    s = scrape(fleet)
+    assert perConnection(s) == {"a": 7, "c": 4}
+    assert perConnection(s) == {n: observed.count(n) for n in "ac"}
 
 
 def test_connectTimeoutAndRetriesExhausted() -> None:

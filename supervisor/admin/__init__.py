@@ -1,5 +1,5 @@
 """
-The admin HTTP API: metrics, health, readiness, connections and the
+The admin HTTP API: a status page, metrics, health, readiness, connections and the
 actions on them, as a twisted.web site.
 
 Nothing here imports the global reactor: the caller passes it in.

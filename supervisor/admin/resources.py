@@ -6,6 +6,7 @@ in C{docs/admin-api.md}.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources as packageData
 from typing import TYPE_CHECKING, Literal
 
 from twisted.logger import Logger
@@ -25,6 +26,30 @@ __all__ = ["AdminRoot"]
 log = Logger(namespace="netsupervisor.admin")
 
 JSON = b"application/json; charset=utf-8"
+HTML = b"text/html; charset=utf-8"
+JAVASCRIPT = b"text/javascript; charset=utf-8"
+CSS = b"text/css; charset=utf-8"
+
+PAGE_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    b"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+    b"require-trusted-types-for 'script'; trusted-types 'none'"
+)
+"""
+The C{Content-Security-Policy} of the status page: its script and style
+only from this origin, its data only from this origin, no plugin, no frame,
+no form, and (where the browser supports Trusted Types) no HTML parsed from
+strings at all.
+"""
+
+POLICY = b"default-src 'none'; frame-ancestors 'none'"
+"""
+The C{Content-Security-Policy} of every other answer: nothing in it may run
+or load, should a browser ever render it.
+"""
+
+MAX_TRANSITIONS = 50
+"""The most transitions C{GET /connections?transitions=K} may ask for."""
 
 Action = Literal["reconnect", "drain"]
 ACTIONS: tuple[Action, ...] = ("reconnect", "drain")
@@ -34,11 +59,14 @@ def _setHeader(request: Request, name: bytes, value: bytes) -> None:
     request.setHeader(name, value)  # type: ignore[no-untyped-call]
 
 
-def _answer(request: Request, code: int, body: bytes, contentType: bytes = JSON) -> bytes:
+def _answer(
+    request: Request, code: int, body: bytes, contentType: bytes = JSON, policy: bytes = POLICY
+) -> bytes:
     request.setResponseCode(code)
     _setHeader(request, b"content-type", contentType)
     _setHeader(request, b"cache-control", b"no-store")
     _setHeader(request, b"x-content-type-options", b"nosniff")
+    _setHeader(request, b"content-security-policy", policy)
     _setHeader(request, b"content-length", b"%d" % (len(body),))
     if request.method == b"HEAD":
         return b""
@@ -112,27 +140,86 @@ class NotFound(_Endpoint):
         return _error(request, 404, self.message)
 
 
+PATHS = (
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/connections",
+    "/connections/NAME",
+    "/connections/NAME/reconnect",
+    "/connections/NAME/drain",
+)
+
+
+def _quality(parameters: list[bytes]) -> float:
+    for parameter in parameters:
+        key, _, value = parameter.partition(b"=")
+        if key.strip().lower() == b"q":
+            try:
+                return min(max(float(value.strip()), 0.0), 1.0)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def wantsHTML(accept: bytes | None) -> bool:
+    """
+    Whether a client with this C{Accept} header should get the status page
+    rather than JSON: only when it names C{text/html} (or XHTML) and prefers
+    it to C{application/json}. A browser does; C{curl} (C{*/*}), a script
+    without C{Accept} and a client asking for JSON get JSON, as they did
+    before the page existed. Wildcards count for neither.
+
+    @param accept: the request's C{Accept} header, if any.
+    """
+    if not accept:
+        return False
+    html = json = 0.0
+    for item in accept.split(b","):
+        mediaType, *parameters = item.split(b";")
+        mediaType = mediaType.strip().lower()
+        if mediaType in (b"text/html", b"application/xhtml+xml"):
+            html = max(html, _quality(parameters))
+        elif mediaType == b"application/json":
+            json = max(json, _quality(parameters))
+    return html > json
+
+
+def _packageData(name: str) -> bytes:
+    return packageData.files("supervisor.admin").joinpath(name).read_bytes()
+
+
 class Index(_Endpoint):
     """
-    C{/}: the paths of the API.
+    C{/}: the status page for a browser, the paths of the API for anyone
+    else (see L{wantsHTML}).
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._page = _packageData("status.html")
+
     def GET(self, request: Request) -> bytes:
-        return _json(
-            request,
-            200,
-            {
-                "paths": [
-                    "/metrics",
-                    "/healthz",
-                    "/readyz",
-                    "/connections",
-                    "/connections/NAME",
-                    "/connections/NAME/reconnect",
-                    "/connections/NAME/drain",
-                ]
-            },
-        )
+        _setHeader(request, b"vary", b"Accept")
+        if wantsHTML(request.getHeader(b"accept")):
+            _setHeader(request, b"referrer-policy", b"no-referrer")
+            return _answer(request, 200, self._page, HTML, PAGE_POLICY)
+        return _json(request, 200, {"paths": list(PATHS)})
+
+
+class Asset(_Endpoint):
+    """
+    A file of the status page (its script, its style sheet), from the
+    package's data.
+    """
+
+    def __init__(self, name: str, contentType: bytes) -> None:
+        super().__init__()
+        self._body = _packageData(name)
+        self._contentType = contentType
+
+    def GET(self, request: Request) -> bytes:
+        return _answer(request, 200, self._body, self._contentType, PAGE_POLICY)
 
 
 class Metrics(_Endpoint):
@@ -196,7 +283,32 @@ class Connections(_Endpoint):
 
     def GET(self, request: Request) -> bytes:
         everyone = self._supervisor.connections.values()
-        return _json(request, 200, [views.connectionSummary(c) for c in everyone])
+        _setHeader(request, b"netsupervisor-time", repr(self._supervisor.scheduler.now()).encode())
+        asked = request.args.get(b"transitions") if request.args else None
+        if asked is None:
+            return _json(request, 200, [views.connectionSummary(c) for c in everyone])
+        count = _transitionCount(asked)
+        if count is None:
+            return _error(
+                request,
+                400,
+                f"transitions must be one integer from 0 to {MAX_TRANSITIONS}",
+            )
+        return _json(request, 200, [views.connectionSummary(c, count) for c in everyone])
+
+
+def _transitionCount(values: list[bytes]) -> int | None:
+    """
+    The value of C{?transitions=K}, or L{None} if it is not one integer
+    from 0 to L{MAX_TRANSITIONS} written in decimal digits.
+    """
+    if len(values) != 1:
+        return None
+    [value] = values
+    if not value.isdigit() or len(value) > 3:
+        return None
+    count = int(value)
+    return count if count <= MAX_TRANSITIONS else None
 
 
 class Connection(_Endpoint):
@@ -291,6 +403,8 @@ class AdminRoot(Resource):
         self.putChild(b"healthz", Health())
         self.putChild(b"readyz", Ready(supervisor))
         self.putChild(b"connections", Connections(supervisor))
+        self.putChild(b"status.js", Asset("status.js", JAVASCRIPT))
+        self.putChild(b"status.css", Asset("status.css", CSS))
         self._index = Index()
 
     def getChild(self, path: bytes, request: Request) -> IResource:

@@ -37,13 +37,19 @@ def redact(text: str) -> str:
     return _SECRET.sub(r"\1" + REDACTED, text)
 
 
-def connectionSummary(connection: SupervisedConnection) -> dict[str, Any]:
+def connectionSummary(
+    connection: SupervisedConnection, transitions: int | None = None
+) -> dict[str, Any]:
     """
     One element of C{GET /connections}.
+
+    @param transitions: if not L{None}, add C{"transitions"}: the last
+        C{transitions} changes of state (at most 50, the history kept),
+        oldest first, as in L{connectionDetail}.
     """
     spec = connection.spec
     lastError = connection.lastError
-    return {
+    summary: dict[str, Any] = {
         "name": spec.name,
         "endpoint": redact(spec.endpoint),
         "protocol": spec.protocol,
@@ -56,6 +62,11 @@ def connectionSummary(connection: SupervisedConnection) -> dict[str, Any]:
         "backoff_delay_seconds": connection.backoffDelay,
         "labels": dict(spec.labels),
     }
+    if transitions is not None:
+        history = connection.history
+        kept = history[len(history) - min(transitions, len(history)) :]
+        summary["transitions"] = [t.asJSON() for t in kept]
+    return summary
 
 
 def connectionDetail(connection: SupervisedConnection) -> dict[str, Any]:
@@ -63,9 +74,7 @@ def connectionDetail(connection: SupervisedConnection) -> dict[str, Any]:
     The answer of C{GET /connections/NAME}: the summary plus the last 50
     transitions, oldest first.
     """
-    detail = connectionSummary(connection)
-    detail["transitions"] = [t.asJSON() for t in connection.history]
-    return detail
+    return connectionSummary(connection, len(connection.history))
 
 
 def readiness(answer: Readiness) -> dict[str, Any]:
