@@ -32,10 +32,10 @@ from benchmarks.common import (
     HEARTBEAT_INTERVAL,
     cpuSeconds,
     percentile,
-    raiseFileLimit,
     rssBytes,
     summary,
 )
+from supervisor.peer import raiseFileLimit
 
 PROBE_PERIOD = 0.01
 BIN = 0.1

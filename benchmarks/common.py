@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 from collections.abc import Sequence
 
 HEARTBEAT_INTERVAL = 1.0
@@ -22,22 +21,6 @@ DETECTION_BOUND = HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT * HEARTBEAT_MISSES
 """The configured bound on dead-peer detection: interval + timeout * misses."""
 
 IMPLEMENTATIONS = ("netsupervisor", "baseline")
-
-
-def raiseFileLimit() -> int:
-    """
-    Raise the soft limit of open files to the hard limit.
-
-    @return: the soft limit now in force.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 def rssBytes() -> int:

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.common import IMPLEMENTATIONS, raiseFileLimit
+from benchmarks.common import IMPLEMENTATIONS
 from benchmarks.report import machineInfo, writeReport
+from supervisor.peer import raiseFileLimit
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_BACKLOG = 4096

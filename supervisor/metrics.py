@@ -377,6 +377,17 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
     def counter(spec: tuple[str, str, str], labels: list[str]) -> CounterMetricFamily:
         return CounterMetricFamily(_PREFIX + spec[0], spec[2], labels=labels)
 
+    def perConnection(
+        spec: tuple[str, str, str], counts: dict[str, int], orphans: list[tuple[str, int]]
+    ) -> CounterMetricFamily:
+        # Every live connection from 0, then the counts of removed ones.
+        c = counter(spec, ["connection"])
+        for name, _, _, _, _ in s.rows:
+            c.add_metric([name], counts.get(name, 0))
+        for name, n in orphans:
+            c.add_metric([name], n)
+        return c
+
     m = gauge(_STATE, ["connection", "state"])
     for name, state, _, _, _ in s.rows:
         for each in STATES:
@@ -390,12 +401,7 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
     for state, n in s.byState.items():
         m.add_metric([state], n)
     yield m
-    c = counter(_ATTEMPTS, ["connection"])
-    for name, _, _, _, _ in s.rows:
-        c.add_metric([name], metrics._attempts.get(name, 0))
-    for name, n in s.orphanAttempts:
-        c.add_metric([name], n)
-    yield c
+    yield perConnection(_ATTEMPTS, metrics._attempts, s.orphanAttempts)
     c = counter(_FAILURES, ["connection", "reason"])
     for name, reason, n in s.failures:
         c.add_metric([name, reason], n)
@@ -408,12 +414,9 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
     for (old, new), n in s.transitions:
         c.add_metric([old, new], n)
     yield c
-    c = counter(_CONNECTION_TRANSITIONS, ["connection"])
-    for name, _, _, _, _ in s.rows:
-        c.add_metric([name], metrics._connectionTransitions.get(name, 0))
-    for name, n in s.orphanTransitions:
-        c.add_metric([name], n)
-    yield c
+    yield perConnection(
+        _CONNECTION_TRANSITIONS, metrics._connectionTransitions, s.orphanTransitions
+    )
     h = HistogramMetricFamily(_PREFIX + _RTT[0], _RTT[2], labels=["group"])
     for group, histogram in s.histograms:
         h.add_metric(
@@ -425,12 +428,7 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
         if rtt is not None:
             m.add_metric([name], rtt)
     yield m
-    c = counter(_MISSES, ["connection"])
-    for name, _, _, _, _ in s.rows:
-        c.add_metric([name], metrics._misses.get(name, 0))
-    for name, n in s.orphanMisses:
-        c.add_metric([name], n)
-    yield c
+    yield perConnection(_MISSES, metrics._misses, s.orphanMisses)
     m = gauge(_BACKOFF, ["connection"])
     for name, _, _, delay, _ in s.rows:
         m.add_metric([name], delay)

@@ -90,19 +90,6 @@ def broker(data: bytes) -> bytes | None:
     return b"".join(replies) or None
 
 
-def firstPing(h: PluginHarness, peer: FakePeer) -> float:
-    """
-    Advance timer by timer until the first heartbeat's PINGREQ is written (the
-    first ping is spread over half an interval); return the time it was sent.
-    """
-    assert peer.received == b""
-    while not peer.received:
-        due = min(c.getTime() for c in h.reactor.getDelayedCalls() if c.active())
-        h.advance(due - h.now())
-    assert h.now() <= HEARTBEAT.interval
-    return h.now()
-
-
 def passwordFile(tmp_path: Path) -> str:
     path = tmp_path / "mqtt-password"
     path.write_text(SECRET + "\n")
@@ -276,7 +263,7 @@ def test_badOptionsArePermanent(tmp_path: Path, options: dict[str, object], mess
 
 def test_pingreqPingrespWithRtt() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     assert peer.take() == PINGREQ
     h.advance(0.25)
     peer.send(PINGRESP)
@@ -286,7 +273,7 @@ def test_pingreqPingrespWithRtt() -> None:
 
 def test_aLatePingrespIsMatchedToTheMissedPing() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     h.advance(0.5)
     assert peer.take() == PINGREQ * 2
     peer.send(PINGRESP)  # the first ping's: stale
@@ -297,7 +284,7 @@ def test_aLatePingrespIsMatchedToTheMissedPing() -> None:
 
 def test_otherPacketsAreIgnoredAndAreNoProofOfLife() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     peer.send(packet(3, 0, b"\x00\x01tpayload"))  # a PUBLISH
     h.advance(0.5)
     h.advance(0.5)

@@ -85,19 +85,6 @@ def answer(data: bytes) -> bytes | None:
     return b"PONG\r\n" * len(pings) or None
 
 
-def firstPing(h: PluginHarness, peer: FakePeer) -> float:
-    """
-    Advance timer by timer until the first heartbeat's PING is written (the
-    first ping is spread over half an interval); return the time it was sent.
-    """
-    assert peer.received == b""
-    while not peer.received:
-        due = min(c.getTime() for c in h.reactor.getDelayedCalls() if c.active())
-        h.advance(due - h.now())
-    assert h.now() <= HEARTBEAT.interval
-    return h.now()
-
-
 def secretFile(tmp_path: Path, name: str, text: str = SECRET + "\n") -> str:
     path = tmp_path / name
     path.write_text(text)
@@ -279,7 +266,7 @@ def test_serverPingsCountAsLiveness() -> None:
 
 def test_pingsArePongedFifoWithRtt() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     assert peer.take() == b"PING\r\n"
     h.advance(0.25)
     peer.send(b"PONG\r\n")
@@ -289,7 +276,7 @@ def test_pingsArePongedFifoWithRtt() -> None:
 
 def test_aLatePongIsMatchedToTheMissedPing() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     h.advance(0.5)  # miss: the second PING goes out at once
     assert peer.take() == b"PING\r\n" * 2
     peer.send(b"PONG\r\n")  # answers the first: stale
@@ -330,7 +317,7 @@ def test_unknownLinesScenario() -> None:
 
 def test_drainFlushesThenCloses() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     assert peer.take() == b"PING\r\n"
     stopped = h.stop()
     assert peer.take() == b"PING\r\n", "the flush"

@@ -279,19 +279,6 @@ def established(**options: object) -> tuple[PluginHarness, FakePeer]:
     return h, peer
 
 
-def firstPing(h: PluginHarness, peer: FakePeer) -> float:
-    """
-    Advance timer by timer until the first heartbeat's PING is written (the
-    first ping is spread over half an interval); return the time it was sent.
-    """
-    assert peer.received == b""
-    while not peer.received:
-        due = min(c.getTime() for c in h.reactor.getDelayedCalls() if c.active())
-        h.advance(due - h.now())
-    assert h.now() <= HEARTBEAT.interval
-    return h.now()
-
-
 def test_aHealthyServer() -> None:
     """
     The handshake is one pipelined write; each heartbeat is a PING; the
@@ -323,7 +310,7 @@ def test_slowPongOverTheTimeoutIsAMiss() -> None:
 
 def test_pingsArePongedFifoWithRtt() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     assert peer.take() == command(b"PING")
     h.advance(0.125)
     peer.send(b"+PONG\r\n")
@@ -333,7 +320,7 @@ def test_pingsArePongedFifoWithRtt() -> None:
 
 def test_aLatePongAnswersTheStaleTokenNotTheNewPing() -> None:
     h, peer = established()
-    firstPing(h, peer)  # PING 1
+    assert h.untilWritten(peer) <= HEARTBEAT.interval  # PING 1
     h.advance(0.5)  # missed: PING 2 at once
     assert peer.take() == command(b"PING") * 2
     peer.send(b"+PONG\r\n")  # the answer to PING 1: stale
@@ -344,7 +331,7 @@ def test_aLatePongAnswersTheStaleTokenNotTheNewPing() -> None:
 
 def test_bothPongsInOrderKeepTheConnection() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     h.advance(0.5)
     assert peer.take() == command(b"PING") * 2
     h.advance(0.25)
@@ -356,7 +343,7 @@ def test_bothPongsInOrderKeepTheConnection() -> None:
 
 def test_anErrorToAPingDropsTheConnection() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     peer.send(b"-NOAUTH Authentication required.\r\n")
     assert last(h) == ("ESTABLISHED", "IDLE", "lost")
     scenarios.finish(h)
@@ -372,7 +359,7 @@ def test_anUnexpectedReplyDropsTheConnection() -> None:
 
 def test_anOverlongReplyDropsTheConnection() -> None:
     h, peer = established(max_reply_length=16)
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     peer.send(b"$100\r\n" + b"x" * 20)
     assert last(h) == ("ESTABLISHED", "IDLE", "lost")
     scenarios.finish(h)
@@ -387,7 +374,7 @@ def test_garbageOnceEstablishedDropsTheConnection() -> None:
 
 def test_drainSendsQuitAndWaitsForOk() -> None:
     h, peer = established()
-    firstPing(h, peer)
+    assert h.untilWritten(peer) <= HEARTBEAT.interval
     peer.take()
     stopped = h.stop()
     h.assertState("CLOSING")

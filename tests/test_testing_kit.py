@@ -214,6 +214,32 @@ def test_runUntilIsBounded() -> None:
     scenarios.finish(h)
 
 
+def test_untilWrittenStopsAtTheWrite() -> None:
+    """
+    C{untilWritten} stops at the moment the first ping is written (spread
+    over [interval/2, interval]), so an answer after C{advance(d)} has an RTT
+    of exactly C{d}; it refuses bytes not taken, and is bounded.
+    """
+    h = line()
+    h.start()
+    peer = h.accept()
+    sent = h.untilWritten(peer)
+    assert HEARTBEAT.interval / 2 <= sent <= HEARTBEAT.interval
+    assert h.now() == sent
+    token = peer.take()
+    assert token.startswith(b"PING ")
+    h.advance(0.125)
+    peer.send(b"PONG " + token[5:])
+    assert h.rtt == pytest.approx(0.125, abs=1e-9)
+    peer.send(b"PING unasked\r\n")
+    with pytest.raises(AssertionError, match=r"take\(\) them first"):
+        h.untilWritten(peer)
+    peer.take()
+    with pytest.raises(AssertionError, match=r"nothing written within 0\.1s"):
+        h.untilWritten(peer, limit=0.1)
+    scenarios.finish(h)
+
+
 class LineServer(LineOnlyReceiver):
     delimiter = b"\n"
 

@@ -468,6 +468,29 @@ class PluginHarness:
             self.advance(step)
         return self.now() - start
 
+    def untilWritten(self, peer: FakePeer, limit: float = 3600.0) -> float:
+        """
+        Advance from timer to timer until the plugin writes to C{peer}, and
+        return the time it did. Unlike L{runUntil}, this stops at the very
+        moment of the write (a heartbeat's ping, say), so that an answer sent
+        after C{advance(d)} has a round-trip time of exactly C{d}.
+
+        @raise AssertionError: if C{peer} already holds bytes (L{FakePeer.take}
+            them first), or if nothing is written within C{limit} seconds or
+            before the last timer.
+        """
+        assert not peer.received, f"{peer} already holds {peer.received!r}: take() them first"
+        start = self.now()
+        while not peer.received:
+            due = [c.getTime() for c in self.reactor.getDelayedCalls() if c.active()]
+            if not due:
+                raise AssertionError(f"no timer left and nothing written (state {self.state})")
+            when = min(due)
+            if when - start > limit:
+                raise AssertionError(f"nothing written within {limit:g}s (state {self.state})")
+            self.advance(when - self.now())
+        return self.now()
+
     def flush(self) -> None:
         """
         Deliver every byte and close in flight between the plugin and its

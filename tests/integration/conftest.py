@@ -16,12 +16,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+
+if TYPE_CHECKING:
+    from tests.integration.servers import ServerLauncher
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -273,6 +276,22 @@ def peers(tmp_path: Path) -> Iterator[PeerLauncher]:
     at teardown, even when the test failed.
     """
     launcher = PeerLauncher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.reapAll()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
+    """
+    A launcher of real servers (redis-server, nats-server, mosquitto); all
+    are killed and reaped at teardown, even when the test failed.
+    """
+    # Imported here: tests.integration.servers imports this module.
+    from tests.integration.servers import ServerLauncher
+
+    launcher = ServerLauncher(tmp_path)
     try:
         yield launcher
     finally:

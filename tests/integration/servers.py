@@ -17,7 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import IO, Any
 
@@ -280,18 +280,6 @@ class ServerLauncher:
                 errors.append(e)
         if errors:
             raise errors[0]
-
-
-def launchServers(tmp_path: Path) -> Iterator[ServerLauncher]:
-    """
-    The body of a test module's C{servers} fixture: a launcher of real
-    servers, all killed and reaped at teardown.
-    """
-    launcher = ServerLauncher(tmp_path)
-    try:
-        yield launcher
-    finally:
-        launcher.reapAll()
 
 
 def runProgram(argv: list[str], timeout: float = 5.0) -> Deferred[tuple[bytes, bytes, int]]:

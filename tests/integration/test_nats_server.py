@@ -8,7 +8,7 @@ flush of a drain seen by the server (its monitoring port and its trace log).
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tests.integration.scenarios import (
     killAndRestart,
     stopGracefully,
 )
-from tests.integration.servers import ServerLauncher, ServerProcess, launchServers
+from tests.integration.servers import ServerLauncher, ServerProcess
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,6 @@ pytestmark = pytest.mark.integration
 
 USER = "watcher"
 PASSWORD = "nats-password-42"
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
-    yield from launchServers(tmp_path)
 
 
 def natsConnection(name: str, port: int, **options: object) -> SupervisedConnection:

@@ -6,7 +6,7 @@ a frozen server, bad credentials, and the QUIT of a drain seen by the server.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from tests.integration.servers import (
     ServerLauncher,
     ServerProcess,
     findProgram,
-    launchServers,
     runProgram,
 )
 from tests.integration.test_loopback_line import Recorder, stopAtLast
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.integration
 
 
 PASSWORD = "correct-horse-battery"
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
-    yield from launchServers(tmp_path)
 
 
 def redisConnection(name: str, port: int, **options: object) -> SupervisedConnection:
