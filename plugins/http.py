@@ -38,8 +38,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
-from supervisor.policy import Classification
+from supervisor.interfaces import (
+    Classification,
+    IConnectionHandle,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
 
 USER_AGENT = b"netsupervisor"
 

@@ -31,8 +31,12 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
-from supervisor.policy import Classification
+from supervisor.interfaces import (
+    Classification,
+    IConnectionHandle,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
 from supervisor.spec import HeartbeatSpec
 
 CONNECT = 1

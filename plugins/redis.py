@@ -30,8 +30,12 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
-from supervisor.policy import Classification
+from supervisor.interfaces import (
+    Classification,
+    IConnectionHandle,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
 
 PERMANENT_ERRORS = (b"WRONGPASS", b"NOAUTH", b"NOPERM")
 """Error prefixes that no retry will cure."""

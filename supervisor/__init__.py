@@ -5,9 +5,17 @@ observable, on Twisted.
 
 from supervisor.config import AdminSpec, Config, ConfigError, loadConfig
 from supervisor.connection import SupervisedConnection
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
+from supervisor.interfaces import (
+    Classification,
+    IConfigurable,
+    IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+    OptionError,
+)
 from supervisor.plugin import findPlugin
-from supervisor.scheduler import Scheduler
 from supervisor.service import Supervisor
 from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
 from supervisor.states import STATES, State, Transition
@@ -16,14 +24,18 @@ __all__ = [
     "STATES",
     "AdminSpec",
     "BackoffSpec",
+    "Classification",
     "Config",
     "ConfigError",
     "ConnectionSpec",
     "HeartbeatSpec",
+    "IConfigurable",
     "IConnectionHandle",
+    "IDrainable",
+    "IFailureClassifier",
     "IProtocolPlugin",
     "ISupervisedProtocol",
-    "Scheduler",
+    "OptionError",
     "State",
     "SupervisedConnection",
     "Supervisor",

@@ -10,13 +10,28 @@ import random
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
-from supervisor.interfaces import IProtocolPlugin, ISupervisedProtocol
+from supervisor.interfaces import IConfigurable, IProtocolPlugin, ISupervisedProtocol
 from supervisor.policy import ReconnectPolicy
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.core import Core, HeartbeatObserver, Inputs, Observer
 from supervisor.states.machine import ConnectionMachine
 from supervisor.states.records import Cause, CloseReason, State, Transition
+
+
+def pluginOptions(plugin: IProtocolPlugin, spec: ConnectionSpec) -> object:
+    """
+    What C{plugin.buildProtocol} is given for C{spec}: its options parsed by
+    the plugin when it provides L{IConfigurable}, else the options as a
+    mapping.
+
+    @raise supervisor.interfaces.OptionError: the plugin refuses an option
+        (a configuration loaded from a file has been checked already).
+    """
+    options = dict(spec.options)
+    if IConfigurable.providedBy(plugin):
+        return IConfigurable(plugin).parseOptions(options)
+    return options
 
 
 class SupervisedConnection:
@@ -59,6 +74,7 @@ class SupervisedConnection:
             rng=rng,
             policy=ReconnectPolicy(spec.backoff, spec.max_retries, rng),
             since=scheduler.now(),
+            options=pluginOptions(plugin, spec),
         )
         self._inputs: Inputs = ConnectionMachine(self._core)
 

@@ -4,18 +4,58 @@ The contract between the supervisor and protocol plugins.
 A plugin knows bytes: it frames, handshakes, formats a ping, recognises a
 pong, classifies its own errors and says goodbye. The supervisor knows time:
 it schedules heartbeats, times them out, decides to reconnect and counts.
+
+Required: L{IProtocolPlugin} (with C{twisted.plugin.IPlugin}) for the plugin,
+L{ISupervisedProtocol} for the protocol it builds. Optional, each checked with
+C{providedBy}: L{IConfigurable} (the plugin checks its options when the
+configuration loads), L{IDrainable} (the protocol says goodbye before the
+supervisor closes the transport), L{IFailureClassifier} (the plugin or its
+protocol overrides the default classification of failures).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
-from supervisor.policy import Classification
+from supervisor.states.records import ConnectFailureReason
+
+
+@attrs.frozen
+class Classification:
+    """
+    What a failure means for the reconnect loop.
+
+    @ivar reason: the C{reason} label of C{connect_failures_total}.
+    @ivar permanent: retrying will not help; the connection goes to CLOSED.
+    """
+
+    reason: ConnectFailureReason
+    permanent: bool = False
+
+
+class OptionError(ValueError):
+    """
+    A plugin refused one of its options; raised by
+    L{IConfigurable.parseOptions}. The configuration loader turns it into a
+    C{ConfigError} naming C{connection[N].options.KEY}.
+
+    @ivar key: the option's key (a dotted path below C{options} for a nested
+        one), or C{""} when the problem is not one key's.
+    @ivar problem: what was expected and what was found, like
+        C{"expected an integer >= 1, got the string \\"abc\\""}.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
 
 
 class IConnectionHandle(Interface):
@@ -69,6 +109,14 @@ class ISupervisedProtocol(IProtocol):
         with L{IConnectionHandle.pong} and the same token.
         """
 
+
+class IDrainable(Interface):
+    """
+    Optional, for an L{ISupervisedProtocol}: it has work to finish or a
+    goodbye to say before its transport is closed. A protocol that does not
+    provide it is closed at once when the connection closes gracefully.
+    """
+
     def drain() -> Deferred[None]:
         """
         Finish in-flight work and say goodbye; fire when the transport may be
@@ -76,10 +124,19 @@ class ISupervisedProtocol(IProtocol):
         aborts it if C{drain_timeout} passes first.
         """
 
+
+class IFailureClassifier(Interface):
+    """
+    Optional, for an L{ISupervisedProtocol} (failures once its transport
+    exists) or an L{IProtocolPlugin} (failures before that: refused, DNS,
+    TLS). The protocol is asked first, then the plugin, then the default
+    classification applies.
+    """
+
     def classifyFailure(failure: Failure) -> Classification | None:
         """
-        Override the default transient/permanent classification of a
-        failure of this connection's attempt, or return L{None} to keep it.
+        Classify a failure of this connection's attempt, or return L{None}
+        to leave it to the next in line.
         """
 
 
@@ -91,16 +148,31 @@ class IProtocolPlugin(Interface):
 
     name = Attribute("The name a configuration's C{protocol} key uses (str).")
 
-    # Optional: a plugin may also define C{classifyFailure(failure)}, with the
-    # meaning of L{ISupervisedProtocol.classifyFailure}, for failures that
-    # happen before its protocol exists (refused, DNS, TLS before connect).
-
-    def buildProtocol(
-        handle: IConnectionHandle, options: Mapping[str, object]
-    ) -> ISupervisedProtocol:
+    def buildProtocol(handle: IConnectionHandle, options: Any) -> ISupervisedProtocol:
         """
         Build the protocol for one connection attempt.
 
         @param handle: how the protocol talks back to the supervisor.
-        @param options: the connection's protocol options from its spec.
+        @param options: what L{IConfigurable.parseOptions} returned for the
+            connection's options when the plugin provides L{IConfigurable};
+            otherwise the options themselves, a C{Mapping[str, object]}.
+        """
+
+
+class IConfigurable(Interface):
+    """
+    Optional, for an L{IProtocolPlugin}: it checks its options when the
+    configuration is loaded (at start and on every reload), so that a bad
+    option refuses the file instead of failing every attempt.
+    """
+
+    def parseOptions(options: Mapping[str, object]) -> object:
+        """
+        Check a connection's protocol options and return them parsed (a
+        frozen value, given to every L{IProtocolPlugin.buildProtocol} of
+        that connection). Must not read files or the network: it runs for
+        every connection at every load.
+
+        @param options: the merged C{options} table of one connection.
+        @raise OptionError: naming the key and the problem.
         """

@@ -21,9 +21,8 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from supervisor.interfaces import IConnectionHandle, ISupervisedProtocol
+from supervisor.interfaces import Classification, IConnectionHandle, ISupervisedProtocol
 from supervisor.policy import (
-    Classification,
     ConnectTimeout,
     PluginRejection,
     classify,
@@ -122,8 +121,7 @@ class Link:
         """
         Build the plugin's protocol for this attempt.
         """
-        options = dict(self._core.spec.options)
-        self.protocol = self._core.plugin.buildProtocol(self, options)
+        self.protocol = self._core.plugin.buildProtocol(self, self._core.options)
 
     def sendPing(self, token: bytes) -> None:
         """

@@ -12,8 +12,8 @@ import attrs
 from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
+from supervisor.interfaces import Classification
 from supervisor.spec import BackoffSpec
-from supervisor.states.records import ConnectFailureReason
 
 
 def failureOf(exc: BaseException) -> Failure:
@@ -42,19 +42,6 @@ class PluginRejection(Exception):
 
     def __str__(self) -> str:
         return self.message
-
-
-@attrs.frozen
-class Classification:
-    """
-    What a failure means for the reconnect loop.
-
-    @ivar reason: the C{reason} label of C{connect_failures_total}.
-    @ivar permanent: retrying will not help; the connection goes to CLOSED.
-    """
-
-    reason: ConnectFailureReason
-    permanent: bool = False
 
 
 _TIMEOUTS = (ConnectTimeout, error.TimeoutError, error.TCPTimedOutError, defer.TimeoutError)

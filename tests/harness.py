@@ -21,8 +21,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor import ConnectionSpec, SupervisedConnection, Transition
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
-from supervisor.policy import Classification
+from supervisor.interfaces import (
+    Classification,
+    IConnectionHandle,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 7)
 

@@ -177,7 +177,7 @@ def test_certificateVerificationFailureCloses() -> None:
 
 
 def test_protocolClassificationOverridesTheDefault() -> None:
-    from supervisor.policy import Classification
+    from supervisor.interfaces import Classification
 
     plugin = ScriptedPlugin(readyOnConnect=False)
     world = World(plugin=plugin)
@@ -189,7 +189,7 @@ def test_protocolClassificationOverridesTheDefault() -> None:
 
 
 def test_pluginClassifiesFailuresBeforeAProtocolExists() -> None:
-    from supervisor.policy import Classification
+    from supervisor.interfaces import Classification
 
     class Strict(ScriptedPlugin):
         def classifyFailure(self, failure: object) -> Classification:

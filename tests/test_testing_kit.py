@@ -22,8 +22,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
-from supervisor.policy import Classification
+from supervisor.interfaces import (
+    Classification,
+    IConnectionHandle,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
 from supervisor.testing import PluginHarness, scenarios
 
 HEARTBEAT = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)

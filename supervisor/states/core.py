@@ -124,6 +124,7 @@ class Core:
     rng: random.Random
     policy: ReconnectPolicy
     since: float
+    options: object
     current: StateData = NOT_STARTED
     visible: State = "IDLE"
     link: Link | None = None
