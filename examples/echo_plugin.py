@@ -28,12 +28,14 @@ from zope.interface import implementer
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class EchoProtocol(LineOnlyReceiver):
     """
     One connection speaking the echo protocol.

@@ -41,6 +41,8 @@ from zope.interface import implementer
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -154,7 +156,7 @@ class _TooLong(Exception):
     pass
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class HttpProtocol(Protocol):
     """
     One supervised HTTP/1.1 connection: HTTP11ClientProtocol on the
@@ -284,7 +286,7 @@ class HttpProtocol(Protocol):
         self.handle.reject(message, permanent=permanent)
 
 
-@implementer(IPlugin, IProtocolPlugin)
+@implementer(IPlugin, IProtocolPlugin, IFailureClassifier)
 class HttpPlugin:
     """
     Builds L{HttpProtocol}s.

@@ -35,6 +35,8 @@ from zope.interface import implementer
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -115,7 +117,7 @@ class Int32Options:
         return parsed
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class Int32Protocol(Int32StringReceiver):
     """
     One connection speaking length-prefixed frames.
@@ -190,7 +192,7 @@ class Int32Protocol(Int32StringReceiver):
         return None
 
 
-@implementer(IPlugin, IProtocolPlugin)
+@implementer(IPlugin, IProtocolPlugin, IFailureClassifier)
 class Int32Plugin:
     """
     Builds L{Int32Protocol}s.

@@ -34,6 +34,8 @@ from zope.interface import implementer
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -183,7 +185,7 @@ def heartbeatOf(handle: IConnectionHandle) -> HeartbeatSpec:
     return heartbeat if isinstance(heartbeat, HeartbeatSpec) else HeartbeatSpec()
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class MqttProtocol(Protocol):
     """
     One MQTT 3.1.1 client connection that only connects and pings.

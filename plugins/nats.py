@@ -35,6 +35,8 @@ from zope.interface import implementer
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -81,7 +83,7 @@ _HANDSHAKE = b""
 _FLUSH = b"\x00flush"
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class NatsProtocol(LineOnlyReceiver):
     """
     One connection speaking the NATS client protocol.

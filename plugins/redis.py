@@ -33,6 +33,8 @@ from zope.interface import implementer
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -158,7 +160,7 @@ _PING = "ping"
 _QUIT = "quit"
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class RedisProtocol(Protocol):
     """
     One connection speaking RESP.

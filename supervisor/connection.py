@@ -14,7 +14,7 @@ from supervisor.interfaces import IConfigurable, IProtocolPlugin, ISupervisedPro
 from supervisor.policy import ReconnectPolicy
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
-from supervisor.states.core import Core, HeartbeatObserver, Inputs, Observer
+from supervisor.states.core import NOT_STARTED, Core, HeartbeatObserver, Inputs, Observer
 from supervisor.states.machine import ConnectionMachine
 from supervisor.states.records import Cause, CloseReason, State, Transition
 
@@ -160,8 +160,8 @@ class SupervisedConnection:
         """
         The plugin's protocol of the current attempt or connection, if any.
         """
-        link = self._core.link
-        return None if link is None else link.protocol
+        attempt = self._core.attempt
+        return None if attempt is None else attempt.protocol
 
     def addObserver(self, observer: Observer) -> None:
         """
@@ -191,12 +191,30 @@ class SupervisedConnection:
         """
         self._inputs.start()
 
-    def reconnect(self) -> None:
+    def reconnect(self) -> bool:
         """
         Rotate: an ESTABLISHED connection is closed gracefully and a new
-        attempt follows at once; an IDLE one retries now; otherwise nothing.
+        attempt follows at once; an IDLE one retries now.
+
+        Not to be called from a transition observer (call it later).
+
+        @return: whether a new connection will follow: true when IDLE,
+            CONNECTING, ESTABLISHED or rotating already; false before
+            L{start}, when closing for good, and when CLOSED.
         """
-        self._inputs.rotate()
+        return self._inputs.rotate()
+
+    def drain(self) -> bool:
+        """
+        Close for good, as L{stop} with the reason C{"drain"}, without
+        waiting.
+
+        Not to be called from a transition observer (call it later).
+
+        @return: whether this began the close: false when the connection is
+            already closing for good or CLOSED.
+        """
+        return self._inputs.close(Cause("drain"))
 
     def stop(self, reason: CloseReason = "stopped") -> Deferred[None]:
         """
@@ -216,6 +234,13 @@ class SupervisedConnection:
         self._core.waiters.append(waiter)
         self._inputs.close(Cause(reason))
         return waiter
+
+    @property
+    def started(self) -> bool:
+        """
+        Whether L{start} (or L{stop}) was called.
+        """
+        return self._core.current is not NOT_STARTED
 
     def __repr__(self) -> str:
         return f"<SupervisedConnection {self.name} {self.state}>"

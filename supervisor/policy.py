@@ -30,6 +30,16 @@ class ConnectTimeout(Exception):
     """
 
 
+class HeartbeatTimeout(Exception):
+    """
+    An ESTABLISHED connection left C{misses} heartbeats in a row unanswered.
+    """
+
+    def __init__(self, misses: int) -> None:
+        super().__init__(f"{misses} heartbeats unanswered")
+        self.misses = misses
+
+
 @attrs.frozen
 class PluginRejection(Exception):
     """

@@ -15,15 +15,18 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 
 from supervisor import ConnectionSpec, SupervisedConnection, Transition
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -31,7 +34,7 @@ from supervisor.interfaces import (
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 7)
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class ScriptedProtocol(Protocol):
     """
     A plugin protocol whose handshake, pongs and drain the test controls.
@@ -143,13 +146,17 @@ class World:
         self._resolved += 1
         return self.reactor.tcpClients[index][2], self.reactor.connectors[index]
 
-    def accept(self) -> tuple[ScriptedProtocol, StringTransport]:
+    def accept(self, tls: bool = False) -> tuple[ScriptedProtocol, StringTransport]:
         """
-        The peer accepts the pending attempt.
+        The peer accepts the pending attempt (over TLS, if C{tls}: the
+        protocol is connected before the TLS handshake, which completes when
+        the test calls C{handle.handshakeCompleted()}).
         """
         factory, _ = self._next()
         protocol = factory.buildProtocol(ADDRESS)
         transport = StringTransport()
+        if tls:
+            directlyProvides(transport, ISSLTransport)
         self.transports.append(transport)
         protocol.makeConnection(transport)
         return self.plugin.built[-1], transport

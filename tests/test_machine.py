@@ -189,8 +189,11 @@ def test_protocolClassificationOverridesTheDefault() -> None:
 
 
 def test_pluginClassifiesFailuresBeforeAProtocolExists() -> None:
-    from supervisor.interfaces import Classification
+    from zope.interface import implementer
 
+    from supervisor.interfaces import Classification, IFailureClassifier
+
+    @implementer(IFailureClassifier)
     class Strict(ScriptedPlugin):
         def classifyFailure(self, failure: object) -> Classification:
             return Classification("refused", permanent=True)
@@ -422,14 +425,14 @@ def test_transitionJSONUsesTheSpecNames() -> None:
 def _overTLS(world: World) -> Any:
     """
     Accept the pending attempt on a transport that is TLS: Twisted connects
-    the protocol before the TLS handshake. Return the link.
+    the protocol before the TLS handshake. Return the attempt.
     """
     factory, _ = world._next()
-    link = factory.buildProtocol(ADDRESS)._wrappedProtocol
+    attempt = factory.buildProtocol(ADDRESS)._wrappedProtocol
     transport = StringTransport()
     directlyProvides(transport, ISSLTransport)
-    link.makeConnection(transport)  # the plugin calls ready() in here
-    return link
+    attempt.makeConnection(transport)  # the plugin calls ready() in here
+    return attempt
 
 
 def test_overTLSReadyWaitsForTheTLSHandshake() -> None:
@@ -462,3 +465,117 @@ def test_aRejectionInsideConnectionMadeClosesCleanly() -> None:
     assert world.path()[-1] == ("CONNECTING", "CLOSED", "handshake")
     assert transport.disconnecting
     world.assertQuiet()
+
+
+def test_overTLSHandshakeFirstThenThePluginsReady() -> None:
+    """
+    TLS may complete before the plugin's own handshake: HANDSHAKING, then
+    ESTABLISHED on the plugin's ready, with one deadline all along.
+    """
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False), connect_timeout=5.0)
+    world.connection.start()
+    attempt = _overTLS(world)
+    assert world.connection.internalState == "SECURING"
+    world.advance(2)
+    attempt.handshakeCompleted()
+    assert world.connection.internalState == "HANDSHAKING"
+    assert world.state == "CONNECTING"
+    world.advance(2.99)
+    assert world.state == "CONNECTING", "the deadline is the attempt's, not restarted"
+    world.advance(0.01)
+    assert world.path()[-1] == ("CONNECTING", "IDLE", "timeout")
+
+
+def test_overTLSReadyIsHeldInSecuringReady() -> None:
+    world = World()
+    world.connection.start()
+    attempt = _overTLS(world)  # the scripted plugin is ready in connectionMade
+    assert world.connection.internalState == "SECURING_READY"
+    attempt.ready()  # a second ready changes nothing
+    assert world.connection.internalState == "SECURING_READY"
+    attempt.handshakeCompleted()
+    assert world.path() == [("IDLE", "CONNECTING", "start"), ("CONNECTING", "ESTABLISHED", "ready")]
+
+
+@pytest.mark.parametrize(
+    ("setUp", "reconnects", "drains"),
+    [
+        ("unstarted", False, True),
+        ("idle", True, True),
+        ("connecting", True, True),
+        ("established", True, True),
+        ("rotating", True, True),
+        ("closing", False, False),
+        ("closed", False, False),
+    ],
+)
+def test_reconnectAndDrainSayWhetherTheyWereAccepted(
+    setUp: str, reconnects: bool, drains: bool
+) -> None:
+    """
+    C{reconnect()} answers whether a new connection will follow, C{drain()}
+    whether it began a close for good; the admin API answers 409 from them.
+    """
+
+    def prepare() -> World:
+        world = World(plugin=ScriptedPlugin(drainAtOnce=False))
+        if setUp == "unstarted":
+            return world
+        world.connection.start()
+        if setUp == "idle":
+            world.refuse()
+        elif setUp in ("established", "rotating", "closing"):
+            world.accept()
+            if setUp == "rotating":
+                assert world.connection.reconnect()
+            elif setUp == "closing":
+                world.connection.stop()
+        elif setUp == "closed":
+            world.connection.stop()
+        return world
+
+    world = prepare()
+    assert world.connection.reconnect() is reconnects
+    world = prepare()
+    assert world.connection.drain() is drains
+
+
+def test_lateAndRepeatedEventsOfAnAttemptAreIgnored() -> None:
+    """
+    Once the machine is done with an attempt, nothing it reports gets
+    through; an attempt reports at most one failure.
+    """
+    world = World(plugin=ScriptedPlugin(readyOnConnect=False), backoff=NO_JITTER, connect_timeout=2)
+    world.connection.start()
+    old, _ = world.accept()
+    world.advance(2)
+    assert world.path()[-1] == ("CONNECTING", "IDLE", "timeout")
+    old.handle.ready()
+    old.handle.pong(b"1")
+    old.handle.activity()
+    old.handle.reject("late", permanent=True)
+    old.handle.handshakeCompleted()  # type: ignore[attr-defined]
+    world.lose(old)
+    assert world.state == "IDLE" and len(world.transitions) == 2
+    world.advance(1)
+    new, _ = world.accept()
+    new.handle.ready()
+    new.handle.ready()
+    assert world.state == "ESTABLISHED"
+    new.handle.reject("first", permanent=False)
+    new.handle.reject("second", permanent=True)
+    world.lose(new)
+    assert world.path()[-1] == ("ESTABLISHED", "IDLE", "lost")
+    assert world.connection.lastError == "lost: first"
+
+
+def test_pongsReachTheHeartbeatOnlyWhileEstablished() -> None:
+    world = World(heartbeat=HeartbeatSpec(interval=1.0, timeout=0.5, misses=1))
+    world.connection.start()
+    protocol, _ = world.accept()
+    world.advance(1.0)
+    assert protocol.pings
+    assert world.connection.reconnect()
+    protocol.answer()  # during the rotation's drain: accepted and ignored
+    assert world.connection.rtt is None
+    assert world.state == "CLOSING"

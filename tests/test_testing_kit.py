@@ -25,6 +25,8 @@ from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -46,7 +48,7 @@ def line(**options: object) -> PluginHarness:
     return PluginHarness(findPlugin("line"), options, heartbeat=HEARTBEAT)
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class Deaf(Protocol):
     """
     A broken plugin's protocol: pings, but never reports a pong, and

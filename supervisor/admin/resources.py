@@ -366,15 +366,16 @@ class ConnectionAction(_Endpoint):
             return _error(request, 404, _unknown(self._name))
         before = connection.state
         if self._action == "reconnect":
-            if before == "CLOSED" or connection.internalState == "CLOSING":
+            if not connection.reconnect():
                 return _error(
                     request,
                     409,
-                    f"{self._name} is closed for good ({before}): it does not reconnect",
+                    f"{self._name} is {before}, not started or closing for good: "
+                    "it does not reconnect",
                 )
-            connection.reconnect()
         else:
-            connection.stop("drain")
+            # Idempotent: a connection closing or closed for good stays so.
+            connection.drain()
         address = request.getClientAddress()  # type: ignore[no-untyped-call]
         peer = getattr(address, "host", None) or str(address)
         log.info(

@@ -1,31 +1,61 @@
 """
-CLOSING: a graceful close is in progress, bounded by C{drain_timeout}. The
-internal state ROTATING is the same close followed by an immediate new
-attempt instead of CLOSED.
+CLOSING: a graceful close is in progress: the plugin drains, then the
+transport is closed; past C{drain_timeout} it is aborted. The internal state
+ROTATING is the same close followed by an immediate new attempt instead of
+CLOSED; a stop during a rotation continues the same close (same drain, same
+deadline) as CLOSING.
 """
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
 from supervisor.scheduler import Timer
-from supervisor.states.core import Core, Inputs, StateData
+from supervisor.states.core import Core, Inputs, StateData, log
 from supervisor.states.records import Cause
 
 
 class Closing(StateData):
     """
-    The deadline past which the transport is aborted.
+    The plugin's drain and the deadline past which the transport is aborted.
     """
 
-    __slots__ = ("deadline",)
+    __slots__ = ("deadline", "draining", "name")
     state = "CLOSING"
     internal = "CLOSING"
-    keepsLink = True
+    keepsAttempt = True
 
-    def __init__(self, deadline: Timer) -> None:
+    def __init__(self, name: str, deadline: Timer, draining: Deferred[None] | None) -> None:
+        self.name = name
         self.deadline = deadline
+        self.draining = draining
 
     def leave(self) -> None:
         self.deadline.cancel()
+        draining, self.draining = self.draining, None
+        if draining is not None:
+            draining.cancel()
+
+    def watch(self, inputs: Inputs) -> None:
+        """
+        Tell the machine when the drain is over (unless this state was left).
+        """
+        assert self.draining is not None
+
+        def failed(failure: Failure) -> None:
+            if self.draining is not None:
+                log.failure(
+                    "{connection} drain failed; closing anyway", failure, connection=self.name
+                )
+
+        def done(result: object) -> None:
+            if self.draining is not None:
+                self.draining = None
+                inputs.drained()
+
+        self.draining.addErrback(failed)
+        self.draining.addBoth(done)
 
 
 class Rotating(Closing):
@@ -38,22 +68,32 @@ class Rotating(Closing):
 
 
 def _drain(inputs: Inputs, core: Core, kind: type[Closing]) -> Closing:
-    link = core.link
-    assert link is not None, "CLOSING is entered only from ESTABLISHED"
-    deadlineAt = link.drain(core.now() + core.spec.drain_timeout)
+    attempt = core.attempt
+    assert attempt is not None, "CLOSING is entered only with a connection"
 
     def expire() -> None:
-        inputs.closed(Cause("deadline", "drain_timeout passed; transport aborted"))
+        inputs.ended(Cause("deadline", "drain_timeout passed; transport aborted"))
 
-    data = kind(core.scheduler.callAt(deadlineAt, expire))
+    deadline = core.scheduler.callLater(core.spec.drain_timeout, expire)
+    data = kind(core.spec.name, deadline, attempt.drain())
     core.enter(data)
+    data.watch(inputs)
     return data
 
 
 def drainToClose(inputs: Inputs, core: Core, cause: Cause) -> Closing:
     """
-    Enter CLOSING: ask the plugin to drain, then close the transport.
+    Enter CLOSING: ask the plugin to drain, then close the transport. From
+    ROTATING, the drain under way goes on with its deadline.
     """
+    previous = core.current
+    if isinstance(previous, Rotating):
+        data = Closing(previous.name, previous.deadline, previous.draining)
+        previous.draining = None
+        core.enter(data)
+        if data.draining is not None:
+            data.watch(inputs)
+        return data
     return _drain(inputs, core, Closing)
 
 

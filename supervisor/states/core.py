@@ -1,6 +1,7 @@
 """
 What all states of one connection share: the inputs the machine accepts, the
-core object, and the base of every state's data.
+core object, the base of every state's data, and the one judgement of a
+failed attempt.
 """
 
 from __future__ import annotations
@@ -8,20 +9,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from supervisor.interfaces import IProtocolPlugin
-from supervisor.policy import ReconnectPolicy
+from supervisor.attempt import Attempt
+from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
+from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.records import Cause, State, Transition
-
-if TYPE_CHECKING:
-    from supervisor.link import Link
 
 HISTORY_LENGTH = 50
 
@@ -39,36 +39,68 @@ L{None} for a missed heartbeat."""
 
 class Inputs(Protocol):
     """
-    Everything that can happen to a connection. Each returns L{None}, so an
-    input given while another is being handled is queued, never nested.
+    Everything that can happen to a connection.
+
+    Inputs that return L{None} may be given while another is being handled
+    (from a behaviour, an observer or a synchronous callback): they are
+    queued, never nested. The operator's L{rotate} and L{close} answer
+    whether they were accepted, so they must not be given from inside the
+    machine (a transition observer included).
     """
 
+    # The operator.
+
     def start(self) -> None:
-        "The connection is started: make the first attempt."
+        "Make the first attempt (only before the first start)."
+
+    def rotate(self) -> bool:
+        "Reconnect: close gracefully and retry at once if ESTABLISHED, retry now if IDLE."
+
+    def close(self, cause: Cause) -> bool:
+        "Close for good: stop, removal or drain."
+
+    # The machine's own timers and Deferreds.
 
     def retry(self) -> None:
-        "The backoff delay is over: make the next attempt."
+        "The delay before the next attempt is over."
+
+    def drained(self) -> None:
+        "The plugin finished draining: the transport may close."
+
+    # The attempt (see L{supervisor.attempt.AttemptEvents}).
+
+    def securing(self) -> None:
+        "The transport is up and is a TLS transport whose handshake is under way."
 
     def ready(self) -> None:
         "The plugin declared the connection ready."
 
-    def attemptFailed(self, cause: Cause) -> None:
-        "The attempt failed and may be retried."
+    def handshakeCompleted(self) -> None:
+        "The TLS handshake completed."
 
-    def attemptAbandoned(self, cause: Cause) -> None:
-        "The attempt failed permanently, or it was the last one allowed."
+    def failed(self, failure: Failure) -> None:
+        """
+        Something went wrong with the current attempt: the connect failed,
+        the transport went away, the plugin rejected it, C{connect_timeout}
+        passed, or heartbeats went unanswered.
+        """
 
-    def lost(self, cause: Cause) -> None:
-        "An ESTABLISHED connection went away (lost, or dropped for heartbeats)."
+    def pong(self, token: bytes) -> None:
+        "The answer to the ping carrying C{token}."
 
-    def close(self, cause: Cause) -> None:
-        "Close for good: stop, removal or drain."
+    def activity(self) -> None:
+        "A frame that proves the peer alive."
 
-    def rotate(self) -> None:
-        "Reconnect: close gracefully if ESTABLISHED, retry now if IDLE."
+    # What the machine decided about a failure or a close.
 
-    def closed(self, cause: Cause) -> None:
-        "A graceful close finished, or its deadline passed."
+    def retryLater(self, cause: Cause) -> None:
+        "The failure is transient: wait, then try again."
+
+    def giveUp(self, cause: Cause) -> None:
+        "The failure is permanent, or it was the last attempt allowed."
+
+    def ended(self, cause: Cause) -> None:
+        "A graceful close finished (C{closed}) or was cut short (C{deadline})."
 
 
 class StateData:
@@ -77,13 +109,13 @@ class StateData:
 
     @cvar state: the user-visible state this internal state maps to.
     @cvar internal: the internal state's name (the machine's own).
-    @cvar keepsLink: the transport of the current attempt survives in this state.
+    @cvar keepsAttempt: the transport of the current attempt survives in this state.
     """
 
     __slots__ = ()
     state: ClassVar[State]
     internal: ClassVar[str]
-    keepsLink: ClassVar[bool] = False
+    keepsAttempt: ClassVar[bool] = False
 
     def leave(self) -> None:
         """
@@ -111,23 +143,36 @@ class NotStarted(StateData):
 NOT_STARTED = NotStarted()
 
 
+def lossCause(failure: Failure) -> Cause:
+    """
+    Why an ESTABLISHED connection was lost.
+    """
+    if isinstance(failure.value, HeartbeatTimeout):
+        return Cause("heartbeat", failure.getErrorMessage())
+    return Cause("lost", failure.getErrorMessage())
+
+
 @dataclass(slots=True, eq=False)
 class Core:
     """
     The state every internal state of one connection shares.
+
+    @ivar options: what the plugin's C{buildProtocol} is given.
+    @ivar attempt: the current attempt, from CONNECTING until the machine
+        leaves the states that keep it.
     """
 
     spec: ConnectionSpec
     endpoint: IStreamClientEndpoint
     plugin: IProtocolPlugin
+    options: object
     scheduler: Scheduler
     rng: random.Random
     policy: ReconnectPolicy
     since: float
-    options: object
     current: StateData = NOT_STARTED
     visible: State = "IDLE"
-    link: Link | None = None
+    attempt: Attempt | None = None
     attempts: int = 0
     lastError: str | None = None
     lastRtt: float | None = None
@@ -150,23 +195,44 @@ class Core:
         """
         self.current = data
 
-    def dropLink(self) -> None:
+    def classify(self, failure: Failure) -> Classification:
         """
-        Abort the current attempt's transport, if any, and forget it.
+        What C{failure} of the current attempt means: the plugin's protocol
+        knows most (it exists once the transport is up), then the plugin
+        (failures before that), then the default classification.
         """
-        link, self.link = self.link, None
-        if link is not None:
-            link.abort()
+        protocol = None if self.attempt is None else self.attempt.protocol
+        for source in (protocol, self.plugin):
+            if IFailureClassifier.providedBy(source):
+                chosen = IFailureClassifier(source).classifyFailure(failure)
+                if chosen is not None:
+                    return chosen
+        return classify(failure)
+
+    def judge(self, failure: Failure) -> tuple[bool, Cause]:
+        """
+        Judge a failed attempt: whether it was the last (a permanent failure,
+        or the last retry C{max_retries} allows), and why.
+        """
+        c = self.classify(failure)
+        detail = failure.getErrorMessage()
+        if c.permanent:
+            return True, Cause(c.reason, detail, permanent=True)
+        if self.policy.failed():
+            return True, Cause(c.reason, f"{detail} (retries exhausted)")
+        return False, Cause(c.reason, detail)
 
     def settle(self, cause: Cause) -> None:
         """
         Finish a transition: the new state's data is in place and the old
-        state's data has been left. Record and announce the change of
-        user-visible state, if any, and fire the stop waiters once CLOSED.
+        state's data has been left. Detach the attempt unless the new state
+        keeps it; record and announce the change of user-visible state, if
+        any; fire the stop waiters once CLOSED.
         """
         data = self.current
-        if not data.keepsLink:
-            self.dropLink()
+        if not data.keepsAttempt and self.attempt is not None:
+            attempt, self.attempt = self.attempt, None
+            attempt.detach()
         if cause.detail and cause.reason not in ("start", "retry", "ready"):
             self.lastError = f"{cause.reason}: {cause.detail}"
         new, old = data.state, self.visible

@@ -1,5 +1,6 @@
 """
-IDLE: not connected; the next attempt is scheduled.
+IDLE: not connected; the next attempt is scheduled. The internal state
+RESTARTING is IDLE after a rotation: the next attempt is due at once.
 """
 
 from __future__ import annotations
@@ -7,10 +8,6 @@ from __future__ import annotations
 from supervisor.scheduler import Timer
 from supervisor.states.core import Core, Inputs, StateData
 from supervisor.states.records import Cause
-
-# A graceful close that was part of a rotation ends with one of these; the
-# next attempt is then due at once, not after a backoff.
-_ROTATION_ENDS = ("closed", "deadline")
 
 
 class Waiting(StateData):
@@ -34,12 +31,30 @@ class Waiting(StateData):
         return self.delay
 
 
+class Restarting(Waiting):
+    """
+    IDLE with the next attempt due at once (no backoff): a rotation ended.
+    """
+
+    __slots__ = ()
+    internal = "RESTARTING"
+
+
+def _wait(inputs: Inputs, core: Core, delay: float, kind: type[Waiting]) -> Waiting:
+    data = kind(delay, core.scheduler.callLater(delay, inputs.retry))
+    core.enter(data)
+    return data
+
+
 def waitToRetry(inputs: Inputs, core: Core, cause: Cause) -> Waiting:
     """
     Enter IDLE: schedule the next attempt after the policy's delay.
     """
-    now = core.now()
-    delay = 0.0 if cause.reason in _ROTATION_ENDS else core.policy.nextDelay(now)
-    data = Waiting(delay, core.scheduler.callAt(now + delay, inputs.retry))
-    core.enter(data)
-    return data
+    return _wait(inputs, core, core.policy.nextDelay(core.now()), Waiting)
+
+
+def restartNow(inputs: Inputs, core: Core, cause: Cause) -> Waiting:
+    """
+    Enter RESTARTING: schedule the next attempt at once.
+    """
+    return _wait(inputs, core, 0.0, Restarting)

@@ -1,0 +1,244 @@
+"""
+One attempt's connection, from the connect to the last byte: a thin proxy
+between the transport, the plugin's protocol and the connection machine.
+
+It decides nothing. What happens on the wire and what the plugin says
+through its handle are forwarded to the machine as inputs (L{AttemptEvents});
+what the machine wants done (send a ping, drain, close) is forwarded to the
+transport or the plugin. It holds one flag, L{Attempt.current}: once the
+machine is done with it, or once it has reported a failure (the last thing
+an attempt can report), nothing it hears reaches the machine any more.
+
+Twisted's C{ClientService} wraps its protocols the same way
+(C{_ReconnectingProtocolProxy}).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from supervisor.interfaces import (
+    IConnectionHandle,
+    IDrainable,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
+from supervisor.policy import PluginRejection, failureOf
+from supervisor.spec import HeartbeatSpec
+
+
+class AttemptEvents(Protocol):
+    """
+    What an attempt reports, each as it happens (the connection machine's
+    inputs of the same names).
+    """
+
+    def securing(self) -> None:
+        "The transport is up and is a TLS transport whose handshake is under way."
+
+    def ready(self) -> None:
+        "The plugin declared the connection ready."
+
+    def handshakeCompleted(self) -> None:
+        "The TLS handshake completed."
+
+    def failed(self, failure: Failure) -> None:
+        "The connect failed, the transport went away, or the plugin rejected it."
+
+    def pong(self, token: bytes) -> None:
+        "The plugin recognised the answer to the ping carrying C{token}."
+
+    def activity(self) -> None:
+        "The plugin saw a frame that proves the peer alive."
+
+
+@implementer(IProtocolFactory)
+class _AttemptFactory:
+    """
+    Builds the single protocol of one attempt: the attempt itself.
+    """
+
+    __slots__ = ("_attempt",)
+
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+
+    def buildProtocol(self, addr: IAddress) -> Attempt:
+        self._attempt.build()
+        return self._attempt
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+
+@implementer(IConnectionHandle, IProtocol, IHandshakeListener)
+class Attempt:
+    """
+    The transport and the plugin's protocol of one attempt.
+
+    On a TLS transport the plugin's protocol is connected before the TLS
+    handshake (that is how Twisted's TLS works, so the plugin may write its
+    own handshake early); the machine holds a C{ready} back until the
+    handshake completes.
+
+    @ivar current: the machine still listens to this attempt.
+    @ivar protocol: the plugin's protocol, once the transport is being made.
+    @ivar transport: the transport, from C{makeConnection} until it is lost.
+    """
+
+    __slots__ = (
+        "_connecting",
+        "_events",
+        "_options",
+        "_plugin",
+        "current",
+        "heartbeatSpec",
+        "name",
+        "protocol",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        events: AttemptEvents,
+        name: str,
+        heartbeatSpec: HeartbeatSpec,
+        plugin: IProtocolPlugin,
+        options: object,
+    ) -> None:
+        self._events = events
+        self._plugin = plugin
+        self._options = options
+        self.name = name
+        self.heartbeatSpec = heartbeatSpec
+        self.current = True
+        self.protocol: ISupervisedProtocol | None = None
+        self.transport: ITransport | None = None
+        self._connecting: Deferred[IProtocol] | None = None
+
+    # Driven by the machine.
+
+    def connect(self, endpoint: IStreamClientEndpoint) -> None:
+        """
+        Start connecting C{endpoint}.
+        """
+        connecting = self._connecting = endpoint.connect(_AttemptFactory(self))
+        connecting.addCallbacks(self._connected, self._report)
+
+    def build(self) -> None:
+        """
+        Build the plugin's protocol for this attempt.
+        """
+        self.protocol = self._plugin.buildProtocol(self, self._options)
+
+    def sendPing(self, token: bytes) -> None:
+        """
+        Ask the plugin to send a heartbeat ping.
+        """
+        assert self.protocol is not None
+        self.protocol.sendPing(token)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Ask the plugin to finish its work: fires when the transport may be
+        closed (at once for a plugin that does not provide L{IDrainable}).
+        """
+        if IDrainable.providedBy(self.protocol):
+            return maybeDeferred(IDrainable(self.protocol).drain)
+        return succeed(None)
+
+    def loseConnection(self) -> None:
+        """
+        Close the transport once what is written has been sent.
+        """
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def detach(self) -> None:
+        """
+        The machine is done with this attempt: it hears nothing more from
+        it; a connect in flight is cancelled and a live transport aborted.
+        """
+        self.current = False
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and self.transport is None:
+            # Once the transport exists (the plugin may reject inside
+            # connectionMade, before the endpoint fires this Deferred),
+            # aborting the transport is enough.
+            connecting.cancel()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # IProtocol, as the transport sees it.
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self.transport = transport
+        if self.current and ISSLTransport.providedBy(transport):
+            self._events.securing()
+        assert self.protocol is not None
+        self.protocol.makeConnection(transport)
+
+    def connectionMade(self) -> None:
+        """
+        Not called: L{makeConnection} hands the transport to the plugin's protocol.
+        """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.protocol is not None
+        self.protocol.dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        if self.current:
+            self._events.handshakeCompleted()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.transport = None
+        try:
+            assert self.protocol is not None
+            self.protocol.connectionLost(reason)
+        finally:
+            self._report(reason)
+
+    # IConnectionHandle, as the plugin sees it.
+
+    def ready(self) -> None:
+        if self.current and self.transport is not None:
+            self._events.ready()
+
+    def pong(self, token: bytes) -> None:
+        if self.current:
+            self._events.pong(token)
+
+    def activity(self) -> None:
+        if self.current:
+            self._events.activity()
+
+    def reject(self, message: str, permanent: bool = True) -> None:
+        self._report(failureOf(PluginRejection(message, permanent)))
+
+    # Internals.
+
+    def _connected(self, protocol: object) -> None:
+        self._connecting = None
+
+    def _report(self, failure: Failure) -> None:
+        self._connecting = None
+        if self.current:
+            self.current = False
+            self._events.failed(failure)
