@@ -1,0 +1,107 @@
+"""
+A sharded Supervisor keeps only the connections its shard owns, and a reload
+with another shard count adds and drains only the connections that moved.
+"""
+
+from __future__ import annotations
+
+from supervisor.shard import Shard, owner
+from tests.test_service import Fleet, config, spec
+
+NAMES = [f"n{k}" for k in range(60)]
+EVERYONE = config(*(spec(n) for n in NAMES), readyShare=1.0)
+
+
+def sharded(index: int, count: int) -> Fleet:
+    return Fleet(EVERYONE, shard=Shard(index, count))
+
+
+def test_eachShardKeepsOnlyWhatItOwns() -> None:
+    shares = [set(sharded(i, 3).supervisor.connections) for i in range(3)]
+    assert set().union(*shares) == set(NAMES)
+    assert sum(map(len, shares)) == len(NAMES), "no name on two shards"
+    for i, share in enumerate(shares):
+        assert share == {n for n in NAMES if owner(n, 3) == i}
+        assert share, "60 names over 3 shards leave none empty"
+
+
+def test_theConfigAndReadinessAreTheShare() -> None:
+    fleet = sharded(1, 3)
+    supervisor = fleet.supervisor
+    mine = sorted(n for n in NAMES if owner(n, 3) == 1)
+    assert [c.name for c in supervisor.config.connections] == [n for n in NAMES if n in mine]
+    assert supervisor.config.path == EVERYONE.path
+    supervisor.startService()
+    for name in mine:
+        fleet.accept(name)
+    answer = supervisor.readiness()
+    assert (answer.ready, answer.total, answer.established) == (True, len(mine), len(mine))
+
+
+def test_theDefaultShardIsEverything() -> None:
+    fleet = Fleet(EVERYONE)
+    assert fleet.supervisor.shard == Shard(0, 1)
+    assert set(fleet.supervisor.connections) == set(NAMES)
+    assert fleet.supervisor.config is EVERYONE
+
+
+def test_growingDrainsOnlyWhatMovedToTheNewShard() -> None:
+    fleet = sharded(0, 3)
+    supervisor = fleet.supervisor
+    supervisor.startService()
+    mine = list(supervisor.connections)
+    for name in mine:
+        fleet.accept(name)
+    before = {name: c.since for name, c in supervisor.connections.items()}
+    fleet.transitions.clear()
+
+    report = supervisor.reload(EVERYONE, shard=Shard(0, 4))
+
+    moved = sorted(n for n in mine if owner(n, 4) == 3)
+    assert moved, "some of shard 0's names go to the new shard 3"
+    assert all(owner(n, 4) in (0, 3) for n in mine), "none goes to another old shard"
+    assert sorted(report.removed) == moved
+    assert report.added == () and report.changed == ()
+    assert sorted(report.unchanged) == sorted(set(mine) - set(moved))
+    assert supervisor.shard == Shard(0, 4)
+    assert {t.connection for t in fleet.transitions} == set(moved)
+    assert {(t.from_, t.to, t.reason) for t in fleet.transitions} == {
+        ("ESTABLISHED", "CLOSING", "removed")
+    }
+    for name in report.unchanged:
+        c = supervisor.connection(name)
+        assert c is not None and c.state == "ESTABLISHED" and c.since == before[name]
+
+
+def test_theNewShardTakesExactlyWhatMoved() -> None:
+    new = sharded(3, 4)
+    assert set(new.supervisor.connections) == {n for n in NAMES if owner(n, 4) == 3}
+    moved = {n for n in NAMES if owner(n, 3) != owner(n, 4)}
+    assert set(new.supervisor.connections) == moved
+
+
+def test_shrinkingAddsTheLastShardsNamesAndDrainsNothing() -> None:
+    fleet = sharded(1, 4)
+    supervisor = fleet.supervisor
+    supervisor.startService()
+    for name in supervisor.connections:
+        fleet.accept(name)
+    fleet.transitions.clear()
+
+    report = supervisor.reload(EVERYONE, shard=Shard(1, 3))
+
+    gained = sorted(n for n in NAMES if owner(n, 4) == 3 and owner(n, 3) == 1)
+    assert gained
+    assert sorted(report.added) == gained
+    assert report.removed == () and report.changed == ()
+    assert {t.connection for t in fleet.transitions} == set(gained)
+    assert {t.to for t in fleet.transitions} == {"CONNECTING"}
+
+
+def test_aReloadWithoutAShardKeepsTheShard() -> None:
+    fleet = sharded(2, 3)
+    before = set(fleet.supervisor.connections)
+    report = fleet.supervisor.reload(EVERYONE)
+    assert fleet.supervisor.shard == Shard(2, 3)
+    assert report.added == report.removed == ()
+    assert set(fleet.supervisor.connections) == before
