@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 from supervisor.config import Config, parseConfig
+from supervisor.daemon import Options
+from supervisor.shard import Shard
 from tests.programs import requireProgram
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,6 +289,9 @@ def test_aPodTakesItsShardFromItsName(manifests: dict[str, dict[str, Any]], tmp_
     assert mounts["config"] == "/etc/netsupervisor"
     assert list(manifests["ConfigMap"]["data"]) == ["netsupervisor.toml"]
     assert "--nodaemon" in argv and "--pidfile=" in argv
+    command = Options()
+    command.parseOptions(argv[argv.index("netsupervisor") + 1 :])
+    assert command["shard"] == Shard(3, 4)
 
 
 def test_aChangedConfigRollsThePods(manifests: dict[str, dict[str, Any]], tmp_path: Path) -> None:
