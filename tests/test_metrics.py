@@ -209,6 +209,7 @@ FAMILIES = {
     "netsupervisor_backoff_delay_seconds": ("gauge", {"connection"}),
     "netsupervisor_draining": ("gauge", set()),
     "netsupervisor_config_reloads": ("counter", {"result"}),
+    "netsupervisor_shard_info": ("gauge", {"shard", "shards"}),
 }
 # Beyond the SPEC's list (docs/metrics.md says so), for per-connection panels.
 ADDITIONS = {

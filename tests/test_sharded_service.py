@@ -5,6 +5,9 @@ with another shard count adds and drains only the connections that moved.
 
 from __future__ import annotations
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from supervisor.metrics import SupervisorMetrics, exposition
 from supervisor.shard import Shard, owner
 from tests.test_service import Fleet, config, spec
 
@@ -105,3 +108,32 @@ def test_aReloadWithoutAShardKeepsTheShard() -> None:
     assert fleet.supervisor.shard == Shard(2, 3)
     assert report.added == report.removed == ()
     assert set(fleet.supervisor.connections) == before
+
+
+def samples(metrics: SupervisorMetrics, name: str) -> list[dict[str, str]]:
+    text = exposition(metrics).decode()
+    return [
+        s.labels
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and s.value == 1
+    ]
+
+
+def test_metricsSayWhichShardAndCoverItsShare() -> None:
+    fleet = sharded(2, 3)
+    metrics = SupervisorMetrics(fleet.supervisor)
+    assert samples(metrics, "netsupervisor_shard_info") == [{"shard": "2", "shards": "3"}]
+    shown = {s["connection"] for s in samples(metrics, "netsupervisor_connection_info")}
+    assert shown == {n for n in NAMES if owner(n, 3) == 2}
+    fleet.supervisor.startService()
+    fleet.supervisor.reload(EVERYONE, shard=Shard(2, 4))
+    fleet.reactor.advance(10)  # past the drain of what moved
+    assert samples(metrics, "netsupervisor_shard_info") == [{"shard": "2", "shards": "4"}]
+    shown = {s["connection"] for s in samples(metrics, "netsupervisor_connection_info")}
+    assert shown == {n for n in NAMES if owner(n, 4) == 2}
+
+
+def test_anUnshardedProcessIsShardZeroOfOne() -> None:
+    metrics = SupervisorMetrics(Fleet(EVERYONE).supervisor)
+    assert samples(metrics, "netsupervisor_shard_info") == [{"shard": "0", "shards": "1"}]
