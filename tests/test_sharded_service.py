@@ -5,8 +5,12 @@ with another shard count adds and drains only the connections that moved.
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
+import json
 
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+
+from supervisor.admin import AdminRoot
 from supervisor.metrics import SupervisorMetrics, exposition
 from supervisor.shard import Shard, owner
 from tests.test_service import Fleet, config, spec
@@ -137,3 +141,28 @@ def test_metricsSayWhichShardAndCoverItsShare() -> None:
 def test_anUnshardedProcessIsShardZeroOfOne() -> None:
     metrics = SupervisorMetrics(Fleet(EVERYONE).supervisor)
     assert samples(metrics, "netsupervisor_shard_info") == [{"shard": "0", "shards": "1"}]
+
+
+def test_theAdminAPIAnswersForTheShare() -> None:
+    fleet = sharded(1, 3)
+    fleet.supervisor.startService()
+    stub = StubTreq(AdminRoot(fleet.supervisor, SupervisorMetrics(fleet.supervisor)))
+    mine = {n for n in NAMES if owner(n, 3) == 1}
+
+    def get(path: str) -> tuple[int, dict[str, list[bytes]], object]:
+        d = stub.get("http://shard.test" + path)
+        stub.flush()
+        response = d.result
+        body = stub.content(response)
+        stub.flush()
+        return response.code, dict(response.headers.getAllRawHeaders()), json.loads(body.result)
+
+    code, headers, connections = get("/connections")
+    assert code == 200 and headers[b"Netsupervisor-Shard"] == [b"1/3"]
+    assert isinstance(connections, list)
+    assert {c["name"] for c in connections} == mine
+    code, _, ready = get("/readyz")
+    assert isinstance(ready, dict) and ready["total"] == len(mine)
+    other = next(n for n in NAMES if n not in mine)
+    code, _, answer = get(f"/connections/{other}")
+    assert (code, answer) == (404, {"error": f"no connection {other!r}"})
