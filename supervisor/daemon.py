@@ -95,6 +95,13 @@ class Daemon:
             )
         return config
 
+    def shardOf(self, config: Config) -> Shard:
+        """
+        This process's shard: C{--shard}, else the file's C{[supervisor]
+        shard}, else all of it.
+        """
+        return self.shardOverride or config.shard or Shard()
+
     def makeService(self) -> IService:
         """
         The supervisor, with the admin site as its child.
@@ -108,7 +115,7 @@ class Daemon:
             _fail(str(e))
             raise  # not reached
         try:
-            supervisor = Supervisor(config, self.reactor, shard=self.shardOverride)
+            supervisor = Supervisor(config, self.reactor, shard=self.shardOf(config))
             metrics = SupervisorMetrics(supervisor)
             admin = adminService(supervisor, metrics, config.admin.listen, self.reactor)
         except Exception as e:  # a plugin failing to build, a bad listener
@@ -137,7 +144,7 @@ class Daemon:
                 old=running,
             )
             config = attrs.evolve(config, admin=attrs.evolve(config.admin, listen=running))
-        self.supervisor.reload(config, shard=self.shardOverride)
+        self.supervisor.reload(config, shard=self.shardOf(config))
 
     def onHangup(self, signum: int, frame: FrameType | None) -> None:
         """

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import parseConfig
+from supervisor.shard import Shard
 from tests.programs import requireProgram
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +148,10 @@ def test_renderShardsWritesOneFilePerShard(tmp_path: Path) -> None:
         assert document["admin"]["token_file"] == "/etc/netsupervisor/token"
         assert document["defaults"] == common["defaults"]
         assert document["connection"] == common["connection"]
+        path = tmp_path / f"shard-{index}.toml"
+        config = parseConfig(path.read_text(), str(path))
+        assert config.shard == Shard(index, 3)
+        assert len(config.connections) == len(common["connection"])
 
 
 def test_renderShardsNamesWhatIsLeftOver(tmp_path: Path) -> None:
