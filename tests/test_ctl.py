@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from supervisor import ctl
 from supervisor.admin import AdminRoot
 from supervisor.fleet import AnswerTooLarge, _BoundedWire, _BoundedWireFactory
-from supervisor.shard import owner
+from supervisor.shard import Shard, owner
 from tests.test_metrics import Fleet, spec
 
 T = TypeVar("T")
@@ -83,8 +83,9 @@ class World:
         self.urls = [f"http://shard-{i}.test:9100" for i in range(count)]
         self.fleets: list[Fleet] = []
         for i, url in enumerate(self.urls):
-            owned = [n for n in NAMES if owner(n, count) == i]
-            fleet = Fleet(*(spec(n) for n in owned), token_file=str(tokenFile)).start()
+            fleet = Fleet(
+                *(spec(n) for n in NAMES), shard=Shard(i, count), token_file=str(tokenFile)
+            ).start()
             self.fleets.append(fleet)
             self.http.add(url, AdminRoot(fleet.supervisor, fleet.metrics))
 
