@@ -109,8 +109,8 @@ class AnswerTooLarge(Exception):
     An answer (or the bytes of its connection) went past the limit.
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"answer larger than {limit:,} bytes")
+    def __init__(self, limit: int, what: str = "answer") -> None:
+        super().__init__(f"{what} larger than {limit:,} bytes")
         self.limit = limit
 
 
@@ -167,7 +167,8 @@ class _BoundedWire(ProtocolWrapper):
         self._received += len(data)
         if self._received > self.factory.limit:
             self._exceeded = True
-            reason = Failure(AnswerTooLarge(self.factory.limit))  # type: ignore[no-untyped-call]
+            tooLarge = AnswerTooLarge(self.factory.limit, "headers and body")
+            reason = Failure(tooLarge)  # type: ignore[no-untyped-call]
             self.transport.abortConnection()  # type: ignore[union-attr]
             ProtocolWrapper.connectionLost(self, reason)  # type: ignore[no-untyped-call]
             return
