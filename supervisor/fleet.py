@@ -425,6 +425,17 @@ class Row:
         }
 
 
+def _stateCounts(rows: Sequence[Row]) -> dict[str, int]:
+    """
+    How many C{rows} are in each state: the five known states first, in
+    their order, then any other a shard reported; none at 0.
+    """
+    counts = dict.fromkeys(STATES, 0)
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    return {state: n for state, n in counts.items() if n}
+
+
 @attrs.frozen
 class ShardStatus:
     """
@@ -449,12 +460,9 @@ class ShardStatus:
 
     def states(self) -> dict[str, int]:
         """
-        How many of its connections are in each state (known states first).
+        How many of its connections are in each state.
         """
-        counts = dict.fromkeys(STATES, 0)
-        for row in self.rows:
-            counts[row.state] = counts.get(row.state, 0) + 1
-        return {state: n for state, n in counts.items() if n}
+        return _stateCounts(self.rows)
 
     def asJSON(self) -> dict[str, Any]:
         return {
@@ -490,10 +498,10 @@ class FleetStatus:
         return all(r.healthy for r in self.rows) and not any(s.warning for s in self.shards)
 
     def states(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATES, 0)
-        for row in self.rows:
-            counts[row.state] = counts.get(row.state, 0) + 1
-        return {state: n for state, n in counts.items() if n}
+        """
+        How many of the fleet's connections are in each state.
+        """
+        return _stateCounts(self.rows)
 
 
 def _text(value: object) -> str | None:

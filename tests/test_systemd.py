@@ -63,39 +63,35 @@ def seconds(value: str) -> float:
     return float(found.group(1)) * (60 if found.group(2) == "min" else 1)
 
 
-def test_theUnitVerifies(tmp_path: Path) -> None:
+def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     """
-    C{systemd-analyze verify}, on an instance of the template whose
-    ExecStart names this environment's twistd (verify checks that it is
-    executable); any warning fails.
+    C{systemd-analyze verify} on an instance of the template C{text}, whose
+    ExecStart is made to name this environment's twistd (verify checks that
+    it is executable).
     """
     analyze = requireProgram("systemd-analyze")
     twistd = Path(sys.executable).parent / "twistd"
-    text = UNIT.read_text()
     assert "/opt/netsupervisor/bin/twistd " in text
     (tmp_path / UNIT.name).write_text(text.replace("/opt/netsupervisor/bin/twistd", str(twistd)))
-    done = subprocess.run(
+    return subprocess.run(
         [analyze, "verify", str(tmp_path / "netsupervisor@0.service")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_theUnitVerifies(tmp_path: Path) -> None:
+    """
+    Any warning of C{systemd-analyze verify} fails.
+    """
+    done = verify(tmp_path, UNIT.read_text())
     assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
 
 
 def test_verifyWouldCatchAMisspeltKey(tmp_path: Path) -> None:
-    analyze = requireProgram("systemd-analyze")
-    twistd = Path(sys.executable).parent / "twistd"
-    text = UNIT.read_text().replace("/opt/netsupervisor/bin/twistd", str(twistd))
-    (tmp_path / UNIT.name).write_text(text.replace("TimeoutStopSec=", "TimeoutStopSecs="))
-    done = subprocess.run(
-        [analyze, "verify", str(tmp_path / "netsupervisor@0.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = verify(tmp_path, UNIT.read_text().replace("TimeoutStopSec=", "TimeoutStopSecs="))
     assert "Unknown key" in done.stderr
 
 
