@@ -29,6 +29,7 @@ import attrs
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
+from supervisor.shard import Shard, ShardError
 from supervisor.spec import NAME_PATTERN, BackoffSpec, ConnectionSpec, HeartbeatSpec
 
 __all__ = ["AdminSpec", "Config", "ConfigError", "loadConfig", "parseConfig"]
@@ -66,11 +67,15 @@ class Config:
         files with the same content give equal configs.
     @ivar admin: the admin listener.
     @ivar connections: the supervised connections, in file order.
+    @ivar shard: C{[supervisor] shard}, the share of the connections a
+        process keeps, if set. C{twistd netsupervisor} applies it (its
+        C{--shard} wins); a library passes it to L{Supervisor}.
     """
 
     path: str = attrs.field(eq=False)
     admin: AdminSpec
     connections: tuple[ConnectionSpec, ...]
+    shard: Shard | None = None
 
     def byName(self) -> dict[str, ConnectionSpec]:
         """
@@ -289,7 +294,8 @@ _SCALAR_FIELDS: dict[str, _Field] = {
     "drain_timeout": _Number(0),
     "max_retries": _Integer(0),
 }
-_TOP_KEYS = ("admin", "defaults", "connection")
+_TOP_KEYS = ("admin", "defaults", "connection", "supervisor")
+_SUPERVISOR_KEYS = ("shard",)
 _ADMIN_KEYS = ("listen", "token_file", "ready_share")
 _DEFAULTS_KEYS = (
     "protocol",
@@ -532,6 +538,19 @@ class _Checker:
                 self.unknownKey("admin", key, _ADMIN_KEYS)
         return AdminSpec(**checked)
 
+    def supervisor(self, value: object) -> Shard | None:
+        table = self.table(value, "supervisor")
+        shard = None
+        for key, item in table.items():
+            if key != "shard":
+                self.unknownKey("supervisor", key, _SUPERVISOR_KEYS)
+            text = self.string(item, "supervisor.shard", 'a string I/N (like "0/4")')
+            try:
+                shard = Shard.fromString(text)
+            except ShardError as e:
+                self.fail("supervisor.shard", str(e))
+        return shard
+
     def connection(self, own: _Layer, defaults: _Layer, at: str) -> ConnectionSpec:
         """
         Merge one validated entry over the defaults and build its spec.
@@ -569,6 +588,7 @@ class _Checker:
         for key in document:
             if key not in _TOP_KEYS:
                 self.unknownKey("", key, _TOP_KEYS)
+        shard = self.supervisor(document.get("supervisor", {}))
         admin = self.admin(document.get("admin", {}))
         defaults = self.layer(document.get("defaults", {}), "defaults", _DEFAULTS_KEYS)
         self.backoffOrder(defaults.backoff, {}, "defaults.backoff")
@@ -591,7 +611,7 @@ class _Checker:
                 )
             seen[spec.name] = index
             specs.append(spec)
-        return Config(path=self.path, admin=admin, connections=tuple(specs))
+        return Config(path=self.path, admin=admin, connections=tuple(specs), shard=shard)
 
 
 _SYNTAX_LOCATION = re.compile(r" \(at line (\d+), column (\d+)\)$")

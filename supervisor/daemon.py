@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from supervisor.config import Config, ConfigError, loadConfig
 from supervisor.service import Supervisor
+from supervisor.shard import Shard, ShardError
 
 log = Logger(namespace="netsupervisor.daemon")
 
@@ -28,7 +29,7 @@ class Options(usage.Options):
     C{twistd netsupervisor} options.
     """
 
-    synopsis = "--config PATH [--admin ENDPOINT]"
+    synopsis = "--config PATH [--admin ENDPOINT] [--shard I/N]"
     longdesc = (
         "Supervise the long-lived connections listed in a TOML file. SIGTERM or "
         "SIGINT drains every connection (bounded by drain_timeout) and exits; SIGHUP "
@@ -44,11 +45,23 @@ class Options(usage.Options):
             "The admin HTTP listener, a Twisted server endpoint string; overrides "
             "admin.listen (e.g. tcp:9100:interface=127.0.0.1).",
         ],
+        [
+            "shard",
+            "s",
+            None,
+            "Keep only the connections that shard I (from 0) of N owns, e.g. 2/4; "
+            "wins over [supervisor] shard.",
+        ],
     ]
 
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config is required")
+        if self["shard"] is not None:
+            try:
+                self["shard"] = Shard.fromString(self["shard"])
+            except ShardError as e:
+                raise usage.UsageError(f"--shard: {e}") from None
 
 
 def _fail(message: str) -> None:
@@ -67,6 +80,7 @@ class Daemon:
     def __init__(self, options: Options, reactor: Any) -> None:
         self.path: str = options["config"]
         self.adminOverride: str | None = options["admin"]
+        self.shardOverride: Shard | None = options["shard"]
         self.reactor = reactor
         self._stopping = False
 
@@ -81,6 +95,13 @@ class Daemon:
             )
         return config
 
+    def shardOf(self, config: Config) -> Shard:
+        """
+        This process's shard: C{--shard}, else the file's C{[supervisor]
+        shard}, else all of it.
+        """
+        return self.shardOverride or config.shard or Shard()
+
     def makeService(self) -> IService:
         """
         The supervisor, with the admin site as its child.
@@ -94,7 +115,7 @@ class Daemon:
             _fail(str(e))
             raise  # not reached
         try:
-            supervisor = Supervisor(config, self.reactor)
+            supervisor = Supervisor(config, self.reactor, shard=self.shardOf(config))
             metrics = SupervisorMetrics(supervisor)
             admin = adminService(supervisor, metrics, config.admin.listen, self.reactor)
         except Exception as e:  # a plugin failing to build, a bad listener
@@ -123,7 +144,7 @@ class Daemon:
                 old=running,
             )
             config = attrs.evolve(config, admin=attrs.evolve(config.admin, listen=running))
-        self.supervisor.reload(config)
+        self.supervisor.reload(config, shard=self.shardOf(config))
 
     def onHangup(self, signum: int, frame: FrameType | None) -> None:
         """

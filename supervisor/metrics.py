@@ -124,6 +124,11 @@ _BACKOFF = (
 )
 _DRAINING = ("draining", "gauge", "1 once the graceful drain of the process has begun, else 0.")
 _RELOADS = ("config_reloads", "counter", "Configuration reloads, by result.")
+_SHARD_INFO = (
+    "shard_info",
+    "gauge",
+    "Always 1: the shard of the configuration this process keeps, shard (from 0) of shards.",
+)
 _RELOAD_RESULTS: Final = ("success", "failure")
 
 # Floats as Go writes them (prometheus_client's own function, untyped there).
@@ -353,6 +358,7 @@ class SupervisorMetrics(Collector):
             _BACKOFF,
             _DRAINING,
             _RELOADS,
+            _SHARD_INFO,
         ):
             yield Metric(_PREFIX + name, help, kind)
 
@@ -440,6 +446,14 @@ def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
     for result, n in s.reloads:
         c.add_metric([result], n)
     yield c
+    m = gauge(_SHARD_INFO, ["shard", "shards"])
+    m.add_metric(list(_shardLabels(metrics)), 1.0)
+    yield m
+
+
+def _shardLabels(metrics: SupervisorMetrics) -> tuple[str, str]:
+    shard = metrics.supervisor.shard
+    return str(shard.index), str(shard.count)
 
 
 def exposition(metrics: SupervisorMetrics) -> bytes:
@@ -526,4 +540,7 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
     add(_header(*_RELOADS))
     for result, n in s.reloads:
         add(f'{_PREFIX}config_reloads_total{{result="{result}"}} {n}.0\n')
+    add(_header(*_SHARD_INFO))
+    index, count = _shardLabels(metrics)
+    add(f'{_PREFIX}shard_info{{shard="{index}",shards="{count}"}} 1.0\n')
     return "".join(out).encode("utf-8")

@@ -21,6 +21,7 @@ from supervisor.connection import SupervisedConnection
 from supervisor.interfaces import IProtocolPlugin
 from supervisor.plugin import findPlugin
 from supervisor.scheduler import Scheduler
+from supervisor.shard import Shard
 from supervisor.spec import ConnectionSpec
 from supervisor.states.core import HeartbeatObserver, Observer
 from supervisor.states.records import Transition
@@ -69,7 +70,10 @@ class Supervisor(MultiService):
     fires once every one is CLOSED. L{reload} applies a new configuration by
     difference, leaving unchanged connections untouched.
 
-    @ivar config: the configuration now applied.
+    @ivar config: the configuration now applied: the connections of this
+        shard only.
+    @ivar shard: which share of the configuration this process keeps (by
+        default all of it).
     @ivar draining: set the moment a stop begins; never cleared.
     @ivar reloads: how many reloads succeeded and failed, by result.
     """
@@ -82,15 +86,20 @@ class Supervisor(MultiService):
         plugins: Callable[[str], IProtocolPlugin] = findPlugin,
         endpoints: EndpointFactory | None = None,
         rng: random.Random | None = None,
+        shard: Shard | None = None,
     ) -> None:
         """
         @param reactor: the clock for every timer, and (unless C{endpoints}
             is given) the reactor endpoints are built on.
+        @param shard: keep only the connections this shard owns
+            (L{supervisor.shard}); by default, every connection.
         @param plugins: finds the plugin for a protocol name.
         @param endpoints: builds the endpoint of a spec; by default
             C{clientFromString(reactor, spec.endpoint)}.
         """
         super().__init__()  # type: ignore[no-untyped-call]
+        self.shard = shard if shard is not None else Shard()
+        config = self._share(config)
         self.config = config
         self._reactor = reactor
         self._plugins = plugins
@@ -109,6 +118,15 @@ class Supervisor(MultiService):
         self._relayHeartbeat: HeartbeatObserver = self._heartbeat
         for spec in config.connections:
             self._add(spec)
+
+    def _share(self, config: Config) -> Config:
+        """
+        C{config} with only the connections this shard owns.
+        """
+        if not self.shard.sharded:
+            return config
+        owned = tuple(spec for spec in config.connections if self.shard.owns(spec.name))
+        return attrs.evolve(config, connections=owned)
 
     def _endpointFromString(self, spec: ConnectionSpec) -> IStreamClientEndpoint:
         reactor: Any = self._reactor
@@ -255,13 +273,21 @@ class Supervisor(MultiService):
         # The children (the admin site) answer /readyz with 503 until here.
         await maybeDeferred(MultiService.stopService, self)
 
-    def reload(self, config: Config) -> ReloadReport:
+    def reload(self, config: Config, *, shard: Shard | None = None) -> ReloadReport:
         """
         Apply C{config} by difference: new names are added (and started, if
         running), removed names are drained and closed, changed ones are
         closed and then started again with their new spec, and unchanged ones
         are left alone (same transport, no transition).
+
+        @param shard: this process's shard from now on (by default, the one
+            it has). Only the connections it owns count as in C{config}: a
+            new shard count adds and drains only the connections that moved.
         """
+        if shard is not None and shard != self.shard:
+            log.info("shard {old} is now shard {new}", old=str(self.shard), new=str(shard))
+            self.shard = shard
+        config = self._share(config)
         old = {name: c.spec for name, c in self._connections.items()}
         new = config.byName()
         added = tuple(n for n in new if n not in old)

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from supervisor.config import AdminSpec, Config
 from supervisor.metrics import RTT_BUCKETS, SupervisorMetrics, exposition
 from supervisor.service import Supervisor
+from supervisor.shard import Shard
 from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
 from tests.harness import ADDRESS, ScriptedPlugin, ScriptedProtocol
 from tests.programs import requireProgram
@@ -57,7 +58,13 @@ class Fleet:
     on a port of its own so that its attempts can be found.
     """
 
-    def __init__(self, *specs: ConnectionSpec, plugin: ScriptedPlugin | None = None, **admin: Any):
+    def __init__(
+        self,
+        *specs: ConnectionSpec,
+        plugin: ScriptedPlugin | None = None,
+        shard: Shard | None = None,
+        **admin: Any,
+    ):
         self.reactor = MemoryReactorClock()
         self.plugin = plugin if plugin is not None else ScriptedPlugin()
         self.ports: dict[str, int] = {}
@@ -68,6 +75,7 @@ class Fleet:
             plugins=self._plugin,
             endpoints=self._endpoint,
             rng=Random(0),
+            shard=shard,
         )
         self.metrics = SupervisorMetrics(self.supervisor)
 
@@ -209,6 +217,7 @@ FAMILIES = {
     "netsupervisor_backoff_delay_seconds": ("gauge", {"connection"}),
     "netsupervisor_draining": ("gauge", set()),
     "netsupervisor_config_reloads": ("counter", {"result"}),
+    "netsupervisor_shard_info": ("gauge", {"shard", "shards"}),
 }
 # Beyond the SPEC's list (docs/metrics.md says so), for per-connection panels.
 ADDITIONS = {

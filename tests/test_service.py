@@ -35,7 +35,7 @@ class Fleet:
     A supervisor on a memory reactor whose connects the test accepts by name.
     """
 
-    def __init__(self, cfg: Config, plugin: ScriptedPlugin | None = None) -> None:
+    def __init__(self, cfg: Config, plugin: ScriptedPlugin | None = None, **options: Any) -> None:
         self.reactor = MemoryReactorClock()
         self.plugin = plugin or ScriptedPlugin()
         self.pending: dict[str, list[Any]] = {}
@@ -45,6 +45,7 @@ class Fleet:
             plugins=lambda name: self.plugin,
             endpoints=self._endpoint,
             rng=Random(0),
+            **options,
         )
         self.transitions: list[Transition] = []
         self.supervisor.addObserver(self.transitions.append)

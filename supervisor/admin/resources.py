@@ -284,6 +284,7 @@ class Connections(_Endpoint):
     def GET(self, request: Request) -> bytes:
         everyone = self._supervisor.connections.values()
         _setHeader(request, b"netsupervisor-time", repr(self._supervisor.scheduler.now()).encode())
+        _setHeader(request, b"netsupervisor-shard", str(self._supervisor.shard).encode())
         asked = request.args.get(b"transitions") if request.args else None
         if asked is None:
             return _json(request, 200, [views.connectionSummary(c) for c in everyone])
