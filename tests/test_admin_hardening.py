@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import succeed
@@ -36,6 +37,7 @@ from supervisor.admin.channel import (
 )
 from supervisor.admin.listener import ListeningWatcher, loopbackByDefault, onListening
 from supervisor.admin.site import isLoopbackAddress, isLoopbackHost
+from supervisor.config import AdminSpec
 from tests.test_admin import TOKEN
 from tests.test_metrics import Fleet, spec
 
@@ -140,10 +142,6 @@ def world() -> Iterator[World]:
     assert w.clock.getDelayedCalls() == [], "a connection's timer outlived it"
 
 
-def finish(client: Client) -> None:
-    client.close()
-
-
 # Pipelining and never reading -----------------------------------------------
 
 
@@ -156,7 +154,7 @@ def test_pipelinedRequestsAreAnsweredOneAtATime(world: World) -> None:
         client.transport.send()
         assert len(answers(client.transport.received + client.transport.value())) == sent
     assert len(answers(client.transport.received)) == 4
-    finish(client)
+    client.close()
 
 
 def test_theNextPipelinedRequestWaitsForTheWholeAnswer(world: World) -> None:
@@ -169,7 +167,7 @@ def test_theNextPipelinedRequestWaitsForTheWholeAnswer(world: World) -> None:
     assert len(answers(client.transport.value())) == 1
     assert client.codes() == [200, 200]
     assert client.transport.reading
-    finish(client)
+    client.close()
 
 
 def test_aClientThatNeverReadsIsAbortedAfterTheAnswerTimeout(world: World) -> None:
@@ -180,7 +178,7 @@ def test_aClientThatNeverReadsIsAbortedAfterTheAnswerTimeout(world: World) -> No
     world.clock.advance(0.1)
     assert client.transport.aborted
     assert len(answers(client.transport.value())) == 1
-    finish(client)
+    client.close()
 
 
 def test_aClientThatReadsKeepsItsConnection(world: World) -> None:
@@ -191,7 +189,7 @@ def test_aClientThatReadsKeepsItsConnection(world: World) -> None:
         client.transport.send()
     assert client.codes() == [200] * 5
     assert not client.transport.disconnecting
-    finish(client)
+    client.close()
 
 
 # Slow and idle clients ------------------------------------------------------
@@ -208,7 +206,7 @@ def test_aTrickledRequestIsAbortedAtTheRequestTimeout(world: World) -> None:
     assert client.transport.aborted
     assert world.clock.seconds() - started == pytest.approx(REQUEST_TIMEOUT)
     assert client.codes() == []
-    finish(client)
+    client.close()
 
 
 def test_aHalfRequestIsAbortedAtTheRequestTimeout(world: World) -> None:
@@ -216,7 +214,7 @@ def test_aHalfRequestIsAbortedAtTheRequestTimeout(world: World) -> None:
     client.write(b"POST /connections/a/drain HTTP/1.1\r\nContent-Length: 10\r\n\r\nhalf")
     world.clock.advance(REQUEST_TIMEOUT)
     assert client.transport.aborted
-    finish(client)
+    client.close()
 
 
 def test_anIdleConnectionIsClosed(world: World) -> None:
@@ -225,7 +223,7 @@ def test_anIdleConnectionIsClosed(world: World) -> None:
     assert not client.transport.disconnecting
     world.clock.advance(0.1)
     assert client.transport.disconnecting and not client.transport.aborted
-    finish(client)
+    client.close()
 
 
 def test_anIdleKeepAliveIsClosedAfterItsAnswerIsSent(world: World) -> None:
@@ -238,7 +236,7 @@ def test_anIdleKeepAliveIsClosedAfterItsAnswerIsSent(world: World) -> None:
     world.clock.advance(0.1)
     assert client.transport.disconnecting and not client.transport.aborted
     assert client.codes() == [200]
-    finish(client)
+    client.close()
 
 
 # Bodies ---------------------------------------------------------------------
@@ -273,7 +271,7 @@ def test_aLargeBodyIsRefusedBeforeItIsRead(
     assert spooled == []
     assert fleet.state("a") == "ESTABLISHED"
     client.transport.send()
-    finish(client)
+    client.close()
     fleet.stop()
 
 
@@ -284,7 +282,7 @@ def test_anExpectContinueBodyIsRefusedWithoutA100(world: World) -> None:
         b"Expect: 100-continue\r\n\r\n"
     )
     assert client.codes() == [413]
-    finish(client)
+    client.close()
 
 
 def test_aChunkedBodyIsRefusedPastTheLimit(world: World) -> None:
@@ -296,7 +294,7 @@ def test_aChunkedBodyIsRefusedPastTheLimit(world: World) -> None:
     client.write(chunk + b"0\r\n\r\n" + HEALTHZ)
     assert client.codes() == [413]
     assert client.transport.disconnecting
-    finish(client)
+    client.close()
 
 
 @pytest.mark.parametrize(
@@ -315,7 +313,7 @@ def test_aPostNeedsNoBodyAndMayHaveASmallOne(world: World, request_: bytes) -> N
     # Answered (the actions are disabled without a token file), not refused.
     assert client.codes() == [403]
     assert not client.transport.disconnecting
-    finish(client)
+    client.close()
 
 
 # Heads ----------------------------------------------------------------------
@@ -337,7 +335,7 @@ def test_anOversizedHeadIsRefusedAndClosed(world: World, head: bytes) -> None:
     client.write(head)
     assert client.codes() in ([], [400])
     assert client.transport.disconnecting
-    finish(client)
+    client.close()
 
 
 @pytest.mark.parametrize(
@@ -354,7 +352,7 @@ def test_queryStringsWithinTheLineLimitAreAnswered(world: World, query: bytes, c
     client = world.client()
     client.write(b"GET /connections?" + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert client.codes() == [code]
-    finish(client)
+    client.close()
 
 
 # Clients --------------------------------------------------------------------
@@ -403,13 +401,7 @@ def test_maxClientsDefaultsTo64AndFollowsAReload() -> None:
     clients = [world.client() for _ in range(64)]
     assert world.site.buildProtocol(PEER) is None
     supervisor = world.fleet.supervisor
-    supervisor.reload(
-        type(supervisor.config)(
-            path="test.toml",
-            admin=type(supervisor.config.admin)(max_clients=65),
-            connections=supervisor.config.connections,
-        )
-    )
+    supervisor.reload(attrs.evolve(supervisor.config, admin=AdminSpec(max_clients=65)))
     clients.append(world.client())
     assert world.site.buildProtocol(PEER) is None
     for client in clients:
@@ -486,14 +478,14 @@ def test_aLoopbackListenerAnswersOnlyLoopbackHosts(world: World, headers: bytes,
             assert headersOut[b"content-type"] == b"application/json; charset=utf-8"
         else:
             assert answered != 421, path
-        finish(client)
+        client.close()
 
 
 def test_anotherListenerAnswersAnyHost(world: World) -> None:
     client = world.client()
     client.write(b"GET /healthz HTTP/1.1\r\nHost: admin.example:9100\r\n\r\n")
     assert client.codes() == [200]
-    finish(client)
+    client.close()
 
 
 # Listening ------------------------------------------------------------------
@@ -602,7 +594,7 @@ def test_theChannelIsTheSitesProtocol(world: World) -> None:
     client = world.client()
     assert isinstance(client.channel, AdminChannel)
     assert client.transport.producer is client.channel and not client.transport.streaming
-    finish(client)
+    client.close()
 
 
 def test_theTokenIsNeverReadForARefusedBody(world: World, tmp_path: Path) -> None:
@@ -616,4 +608,4 @@ def test_theTokenIsNeverReadForARefusedBody(world: World, tmp_path: Path) -> Non
     )
     assert client.codes() == [413]
     assert world.fleet.state("a") == "IDLE"
-    finish(client)
+    client.close()
