@@ -30,7 +30,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 
 from supervisor.shard import Shard, ShardError
-from supervisor.spec import NAME_PATTERN, BackoffSpec, ConnectionSpec, HeartbeatSpec
+from supervisor.spec import NAME_PATTERN, PATH_SEGMENTS, BackoffSpec, ConnectionSpec, HeartbeatSpec
 
 __all__ = ["AdminSpec", "Config", "ConfigError", "loadConfig", "parseConfig"]
 
@@ -51,11 +51,14 @@ class AdminSpec:
         relative to the process's working directory.
     @ivar ready_share: C{/readyz} answers 200 only when at least this share
         (0 to 1) of the connections are ESTABLISHED.
+    @ivar max_clients: the most admin connections open at once; past it a
+        new one is closed at once.
     """
 
     listen: str = "tcp:9100:interface=127.0.0.1"
     token_file: str = ""
     ready_share: float = attrs.field(default=0.0, validator=_shareInRange)
+    max_clients: int = attrs.field(default=64, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen
@@ -296,7 +299,7 @@ _SCALAR_FIELDS: dict[str, _Field] = {
 }
 _TOP_KEYS = ("admin", "defaults", "connection", "supervisor")
 _SUPERVISOR_KEYS = ("shard",)
-_ADMIN_KEYS = ("listen", "token_file", "ready_share")
+_ADMIN_KEYS = ("listen", "token_file", "ready_share", "max_clients")
 _DEFAULTS_KEYS = (
     "protocol",
     "connect_timeout",
@@ -451,6 +454,8 @@ class _Checker:
         name = self.string(value, keyPath, _NAME_EXPECTED)
         if not NAME_PATTERN.fullmatch(name):
             self.fail(keyPath, f"expected {_NAME_EXPECTED}, got {_quote(name)}")
+        if name in PATH_SEGMENTS:
+            self.fail(keyPath, f"expected {_NAME_EXPECTED} other than . and .., got {_quote(name)}")
         return name
 
     def endpoint(self, value: object, keyPath: str) -> str:
@@ -534,6 +539,8 @@ class _Checker:
                 checked[key] = self.string(item, itemPath, "a string (a file path, or empty)")
             elif key == "ready_share":
                 checked[key] = _Number(0, high=1).check(self, item, itemPath)
+            elif key == "max_clients":
+                checked[key] = _Integer(1).check(self, item, itemPath)
             else:
                 self.unknownKey("admin", key, _ADMIN_KEYS)
         return AdminSpec(**checked)

@@ -17,6 +17,7 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from supervisor.admin.auth import tokenFileProblem
 from supervisor.config import Config, ConfigError, loadConfig
 from supervisor.service import Supervisor
 from supervisor.shard import Shard, ShardError
@@ -83,16 +84,23 @@ class Daemon:
         self.shardOverride: Shard | None = options["shard"]
         self.reactor = reactor
         self._stopping = False
+        self._reloadWhenRunning = False
 
     def load(self) -> Config:
         """
         Read and validate the file, applying C{--admin}.
+
+        @raise ConfigError: for a bad file, and for an C{admin.token_file}
+            that users other than its owner may read or write.
         """
         config = loadConfig(self.path)
         if self.adminOverride:
             config = attrs.evolve(
                 config, admin=attrs.evolve(config.admin, listen=self.adminOverride)
             )
+        problem = tokenFileProblem(config.admin.token_file)
+        if problem is not None:
+            raise ConfigError(self.path, "admin.token_file", problem)
         return config
 
     def shardOf(self, config: Config) -> Shard:
@@ -123,6 +131,9 @@ class Daemon:
             raise
         admin.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
         self.supervisor = supervisor
+        # From now on a SIGHUP is a reload, even one that comes before the
+        # reactor runs (its default action would end the process).
+        signal.signal(signal.SIGHUP, self.onHangup)
         self.reactor.callWhenRunning(self._installSignals)
         return supervisor
 
@@ -148,9 +159,13 @@ class Daemon:
 
     def onHangup(self, signum: int, frame: FrameType | None) -> None:
         """
-        SIGHUP: reload from the reactor's thread.
+        SIGHUP: reload from the reactor's thread; before the reactor runs,
+        once it does.
         """
-        self.reactor.callFromThread(self.reload)
+        if self.reactor.running:
+            self.reactor.callFromThread(self.reload)
+        else:
+            self._reloadWhenRunning = True
 
     def onStop(self, signum: int, frame: FrameType | None) -> None:
         """
@@ -177,6 +192,10 @@ class Daemon:
         signal.signal(signal.SIGHUP, self.onHangup)
         signal.signal(signal.SIGTERM, self.onStop)
         signal.signal(signal.SIGINT, self.onStop)
+        if self._reloadWhenRunning:
+            self._reloadWhenRunning = False
+            log.info("reloading for the SIGHUP received while starting")
+            self.reload()
 
 
 def makeService(options: Options) -> IService:

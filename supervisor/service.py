@@ -109,6 +109,10 @@ class Supervisor(MultiService):
         self.draining = False
         self.reloads = {"success": 0, "failure": 0}
         self._connections: dict[str, SupervisedConnection] = {}
+        # Names whose connection is closing to be replaced: the spec to start
+        # once it is CLOSED. The closing one stays in _connections till then.
+        self._replacements: dict[str, ConnectionSpec] = {}
+        # Removed connections, closing, no longer listed.
         self._retiring: set[SupervisedConnection] = set()
         self._observers: tuple[Observer, ...] = ()
         self._heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
@@ -141,7 +145,8 @@ class Supervisor(MultiService):
     def connections(self) -> dict[str, SupervisedConnection]:
         """
         The supervised connections by name (a copy), without those being
-        closed after a removal.
+        closed after a removal. A connection closing to be replaced (its spec
+        changed) is listed until its replacement starts.
         """
         return dict(self._connections)
 
@@ -219,16 +224,27 @@ class Supervisor(MultiService):
             connection.start()
         return connection
 
-    def _retire(self, name: str) -> Deferred[None]:
-        connection = self._connections.pop(name)
-        self._retiring.add(connection)
-        closed = connection.stop("removed")
+    def _close(self, connection: SupervisedConnection) -> None:
+        # Called once per connection that a reload closes.
+        connection.stop("removed").addCallback(self._closed, connection)
 
-        def forget(result: None) -> None:
-            self._retiring.discard(connection)
+    def _retiringNamed(self, name: str) -> SupervisedConnection | None:
+        for connection in self._retiring:
+            if connection.name == name:
+                return connection
+        return None
 
-        closed.addCallback(forget)
-        return closed
+    def _closed(self, result: None, connection: SupervisedConnection) -> None:
+        # The connection is CLOSED: start its replacement, if it has one,
+        # in its place (never before, so that one name never has two live
+        # connections, and never leaving the name without one).
+        self._retiring.discard(connection)
+        name = connection.name
+        if self._connections.get(name) is not connection:
+            return
+        spec = self._replacements.pop(name, None)
+        if spec is not None and not self.draining:
+            self._add(spec)
 
     def startService(self) -> None:
         """
@@ -280,6 +296,13 @@ class Supervisor(MultiService):
         closed and then started again with their new spec, and unchanged ones
         are left alone (same transport, no transition).
 
+        A name never has two live connections: a changed connection's
+        replacement starts once it is CLOSED, and until then the closing one
+        is the one its name shows. A reload while a replacement waits only
+        changes what will start (or, for a removed name, that nothing will);
+        a name removed and added again while its old connection closes gets
+        its new connection once the old one is CLOSED.
+
         @param shard: this process's shard from now on (by default, the one
             it has). Only the connections it owns count as in C{config}: a
             new shard count adds and drains only the connections that moved.
@@ -288,7 +311,11 @@ class Supervisor(MultiService):
             log.info("shard {old} is now shard {new}", old=str(self.shard), new=str(shard))
             self.shard = shard
         config = self._share(config)
-        old = {name: c.spec for name, c in self._connections.items()}
+        # What each name runs, or will run once its replacement starts.
+        old = {
+            name: self._replacements.get(name, connection.spec)
+            for name, connection in self._connections.items()
+        }
         new = config.byName()
         added = tuple(n for n in new if n not in old)
         removed = tuple(n for n in old if n not in new)
@@ -296,11 +323,24 @@ class Supervisor(MultiService):
         unchanged = tuple(n for n in new if n in old and new[n] == old[n])
         self.config = config
         for name in removed:
-            self._retire(name)
+            connection = self._connections.pop(name)
+            self._retiring.add(connection)
+            if self._replacements.pop(name, None) is None:
+                self._close(connection)
         for name in changed:
-            self._retire(name).addCallback(self._replace, name)
+            alreadyClosing = name in self._replacements
+            # Recorded first: a connection that is not ESTABLISHED closes at once.
+            self._replacements[name] = new[name]
+            if not alreadyClosing:
+                self._close(self._connections[name])
         for name in added:
-            self._add(new[name])
+            closing = self._retiringNamed(name)
+            if closing is None:
+                self._add(new[name])
+            else:
+                self._retiring.discard(closing)
+                self._connections[name] = closing
+                self._replacements[name] = new[name]
         self.reloads["success"] += 1
         log.info(
             "reloaded {path}: {added} added, {removed} removed, {changed} changed, "
@@ -312,13 +352,6 @@ class Supervisor(MultiService):
             unchanged=len(unchanged),
         )
         return ReloadReport(added, removed, changed, unchanged)
-
-    def _replace(self, result: None, name: str) -> None:
-        # The old connection is CLOSED; start the new spec, unless a later
-        # reload removed or re-added it meanwhile.
-        spec = self.config.byName().get(name)
-        if spec is not None and name not in self._connections and not self.draining:
-            self._add(spec)
 
     def reloadFailed(self) -> None:
         """

@@ -18,6 +18,12 @@ Jitter = Literal["none", "full", "equal", "decorrelated"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 
+PATH_SEGMENTS = frozenset({".", ".."})
+"""
+Names that C{NAME_PATTERN} matches but a connection may not have: in a URL
+(C{/connections/NAME}) they mean this or the parent path.
+"""
+
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
@@ -105,6 +111,8 @@ def _pairs(value: Mapping[str, object] | Pairs) -> Pairs:
 def _validName(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not NAME_PATTERN.fullmatch(value):
         raise ValueError(f"name must match [A-Za-z0-9_.:-]+, got {value!r}")
+    if value in PATH_SEGMENTS:
+        raise ValueError(f"name may not be . or .., got {value!r}")
 
 
 @attrs.frozen

@@ -586,11 +586,12 @@ def test_aReplacedConnectionKeepsItsCountersWhileItCloses() -> None:
     fleet = Fleet(spec("a"), plugin=ScriptedPlugin(drainAtOnce=False)).start()
     protocol = fleet.accept("a")
     fleet.supervisor.reload(config(spec("a", connect_timeout=7.0)))
-    assert fleet.supervisor.connection("a") is None
+    closing = fleet.supervisor.connection("a")
+    assert closing is not None and closing.state == "CLOSING"
     s = scrape(fleet)
     assert s.value("netsupervisor_connect_attempts_total", connection="a") == 1
     assert s.value("netsupervisor_disconnects_total", connection="a", reason="removed") == 1
-    assert not s.has("netsupervisor_connection_state", connection="a", state="IDLE")
+    assert stateOf(s, "a") == "CLOSING"
     protocol.drains[0].callback(None)
     fleet.lose(protocol)
     new = fleet.supervisor.connection("a")

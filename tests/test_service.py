@@ -115,8 +115,11 @@ def test_reloadAddsRemovesRestartsAndLeavesTheRestAlone() -> None:
     assert ("drop", "ESTABLISHED", "CLOSING", "removed") in [
         (t.connection, t.from_, t.to, t.reason) for t in fleet.transitions
     ]
-    # changed: closed first, then started again with the new spec
-    assert fleet.supervisor.connection("change") is None
+    # changed: closed first (and shown, CLOSING, until then), then started
+    # again with the new spec
+    closing = fleet.supervisor.connection("change")
+    assert closing is not None and closing.state == "CLOSING"
+    assert closing.spec.connect_timeout == 10.0
     old = fleet.plugin.built[2]
     old.handle.connectionLost(_done())  # type: ignore[attr-defined]
     replacement = fleet.supervisor.connection("change")
