@@ -3,21 +3,37 @@ The values that describe one supervised connection: what to connect to, with
 which protocol, and how to time attempts, heartbeats and closes.
 
 Specs are frozen: two equal specs describe the same connection, which is what
-a configuration reload compares.
+a configuration reload compares. Each field that the configuration file sets
+declares what it accepts (L{supervisor.options.setting}); the loader derives
+its checks from these classes, so a new key is one new field.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import ClassVar, Final, Literal, get_args
 
 import attrs
 
+from supervisor.options import (
+    Choice,
+    Conflict,
+    Integer,
+    Number,
+    Table,
+    Text,
+    checked,
+    quote,
+    refuse,
+    renderNumber,
+    setting,
+)
+
 Jitter = Literal["none", "full", "equal", "decorrelated"]
+JITTERS: Final[tuple[Jitter, ...]] = get_args(Jitter)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
-
 PATH_SEGMENTS = frozenset({".", ".."})
 """
 Names that C{NAME_PATTERN} matches but a connection may not have: in a URL
@@ -25,19 +41,25 @@ Names that C{NAME_PATTERN} matches but a connection may not have: in a URL
 """
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+@attrs.frozen
+class _Name:
+    """
+    A connection's name: C{NAME_PATTERN}, and not a path segment.
+    """
+
+    text: ClassVar[Text] = Text("a string matching [A-Za-z0-9_.:-]+", pattern=NAME_PATTERN)
+
+    def expected(self) -> str:
+        return self.text.expected()
+
+    def check(self, value: object, key: str) -> str:
+        name = self.text.check(value, key)
+        if name in PATH_SEGMENTS:
+            raise refuse(key, f"{self.expected()} other than . and ..", quote(name))
+        return name
 
 
-def _nonNegative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-def _atLeastOne(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+_NAME = _Name()
 
 
 @attrs.frozen
@@ -55,17 +77,21 @@ class BackoffSpec:
         stayed ESTABLISHED this long.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_positive)
-    multiplier: float = attrs.field(default=1.6, validator=_atLeastOne)
-    max: float = attrs.field(default=120.0, validator=_positive)
-    jitter: Jitter = attrs.field(
-        default="full", validator=attrs.validators.in_(("none", "full", "equal", "decorrelated"))
-    )
-    reset_after: float = attrs.field(default=10.0, validator=_nonNegative)
+    initial: float = setting(1.0, Number(0, strict=True))
+    multiplier: float = setting(1.6, Number(1))
+    max: float = setting(120.0, Number(0, strict=True))
+    jitter: Jitter = setting("full", Choice(JITTERS))
+    reset_after: float = setting(10.0, Number(0))
 
     def __attrs_post_init__(self) -> None:
         if self.max < self.initial:
-            raise ValueError(f"max ({self.max!r}) must be >= initial ({self.initial!r})")
+            initial, maximum = renderNumber(self.initial), renderNumber(self.max)
+            raise Conflict(
+                {
+                    "max": f"expected a number >= backoff.initial ({initial}), got {maximum}",
+                    "initial": f"expected a number <= backoff.max ({maximum}), got {initial}",
+                }
+            )
 
 
 @attrs.frozen
@@ -79,9 +105,9 @@ class HeartbeatSpec:
     @ivar misses: consecutive unanswered pings that drop the connection.
     """
 
-    interval: float = attrs.field(default=10.0, validator=_nonNegative)
-    timeout: float = attrs.field(default=5.0, validator=_positive)
-    misses: int = attrs.field(default=2, validator=_atLeastOne)
+    interval: float = setting(10.0, Number(0))
+    timeout: float = setting(5.0, Number(0, strict=True))
+    misses: int = setting(2, Integer(1))
 
     @property
     def enabled(self) -> bool:
@@ -108,17 +134,14 @@ def _pairs(value: Mapping[str, object] | Pairs) -> Pairs:
     return tuple(sorted((str(k), v) for k, v in items))
 
 
-def _validName(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"name must match [A-Za-z0-9_.:-]+, got {value!r}")
-    if value in PATH_SEGMENTS:
-        raise ValueError(f"name may not be . or .., got {value!r}")
-
-
 @attrs.frozen
 class ConnectionSpec:
     """
     Everything that describes one supervised connection.
+
+    The configuration loader checks C{endpoint} (with Twisted's parser),
+    C{protocol} (against the installed plugins), C{options} and C{labels}
+    itself; the other fields declare their checks here.
 
     @ivar name: unique, C{[A-Za-z0-9_.:-]+}; the metric label.
     @ivar endpoint: a Twisted client endpoint string (C{tcp:}, C{tls:}, C{unix:}).
@@ -129,20 +152,20 @@ class ConnectionSpec:
         transport is aborted.
     @ivar max_retries: 0 retries forever; N closes the connection for good
         after N consecutive failed attempts.
-    @ivar labels: extra labels; C{group} is used by aggregate metrics.
     @ivar options: protocol-specific options for the plugin.
+    @ivar labels: extra labels; C{group} is used by aggregate metrics.
     """
 
-    name: str = attrs.field(validator=_validName)
+    name: str = attrs.field(**checked(_NAME))
     endpoint: str
     protocol: str = "line"
-    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
-    drain_timeout: float = attrs.field(default=30.0, validator=_nonNegative)
-    backoff: BackoffSpec = BackoffSpec()
-    heartbeat: HeartbeatSpec = HeartbeatSpec()
-    max_retries: int = attrs.field(default=0, validator=_nonNegative)
-    labels: Pairs = attrs.field(default=(), converter=_pairs)
+    connect_timeout: float = setting(10.0, Number(0, strict=True))
+    drain_timeout: float = setting(30.0, Number(0))
+    backoff: BackoffSpec = setting(BackoffSpec(), Table(BackoffSpec))
+    heartbeat: HeartbeatSpec = setting(HeartbeatSpec(), Table(HeartbeatSpec))
+    max_retries: int = setting(0, Integer(0))
     options: Pairs = attrs.field(default=(), converter=_pairs)
+    labels: Pairs = attrs.field(default=(), converter=_pairs)
 
     @property
     def group(self) -> str:
