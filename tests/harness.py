@@ -24,6 +24,8 @@ from supervisor import ConnectionSpec, SupervisedConnection, Transition
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
+    IDrainable,
+    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
@@ -31,7 +33,7 @@ from supervisor.interfaces import (
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 7)
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
 class ScriptedProtocol(Protocol):
     """
     A plugin protocol whose handshake, pongs and drain the test controls.
