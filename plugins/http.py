@@ -102,7 +102,11 @@ class Token:
         return "a method name (letters only)"
 
     def check(self, value: object, key: str) -> bytes:
-        text = value.decode("ascii") if isinstance(value, bytes) else Text().check(value, key)
+        text = (
+            value.decode("ascii", "replace")
+            if isinstance(value, bytes)
+            else Text().check(value, key)
+        )
         if not (text.isascii() and text.isalpha()):
             raise _refuse(key, self.expected(), quote(text))
         return text.upper().encode("ascii")
@@ -118,7 +122,11 @@ class Target:
         return "a path starting with / (no spaces)"
 
     def check(self, value: object, key: str) -> bytes:
-        text = value.decode("utf-8") if isinstance(value, bytes) else Text().check(value, key)
+        text = (
+            value.decode("utf-8", "replace")
+            if isinstance(value, bytes)
+            else Text().check(value, key)
+        )
         if not text.startswith("/") or any(c.isspace() for c in text):
             raise _refuse(key, self.expected(), quote(text))
         return text.encode("utf-8")
