@@ -92,6 +92,15 @@ class Statuses:
         return frozenset(codes)
 
 
+def _text(value: object, key: str) -> str:
+    """
+    C{value}, a string (or bytes, as a setting's value once checked).
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return Text().check(value, key)
+
+
 @attrs.frozen
 class Token:
     """
@@ -102,11 +111,7 @@ class Token:
         return "a method name (letters only)"
 
     def check(self, value: object, key: str) -> bytes:
-        text = (
-            value.decode("ascii", "replace")
-            if isinstance(value, bytes)
-            else Text().check(value, key)
-        )
+        text = _text(value, key)
         if not (text.isascii() and text.isalpha()):
             raise _refuse(key, self.expected(), quote(text))
         return text.upper().encode("ascii")
@@ -122,11 +127,7 @@ class Target:
         return "a path starting with / (no spaces)"
 
     def check(self, value: object, key: str) -> bytes:
-        text = (
-            value.decode("utf-8", "replace")
-            if isinstance(value, bytes)
-            else Text().check(value, key)
-        )
+        text = _text(value, key)
         if not text.startswith("/") or any(c.isspace() for c in text):
             raise _refuse(key, self.expected(), quote(text))
         return text.encode("utf-8")
