@@ -446,11 +446,10 @@ def test_aTwoWriteCommandBreaksANaiveResponderNotAPerLineOne() -> None:
     assert peer.writes[:2] == [b"PING ", b"1\n"]
 
 
-def test_establishStartsOnlyAHarnessNotYetStarted() -> None:
+def test_establishStartsOnlyAConnectionNotYetStarted() -> None:
     h = line()
-    assert not h.started
     scenarios.establish(h)
-    assert h.started
+    assert h.connection.attempts == 1
     scenarios.finish(h)
     h = line()
     h.start()

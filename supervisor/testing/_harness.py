@@ -370,7 +370,6 @@ class PluginHarness:
             self.reactor,
             rng=Random(seed),
         )
-        self.started = False
         self.history: list[Transition] = []
         self.connection.addObserver(self.history.append)
         self.heartbeats: list[float | None] = []
@@ -426,7 +425,6 @@ class PluginHarness:
         """
         Start the connection: its first attempt is now pending.
         """
-        self.started = True
         self.connection.start()
         self.flush()
         return self

@@ -18,7 +18,7 @@ def establish(harness: PluginHarness, respond: Responder | None = None) -> FakeP
     Start the connection if needed, accept the attempt with a peer that
     answers with C{respond}, and assert that the plugin declared it ready.
     """
-    if not harness.started:
+    if harness.connection.internalState == "INIT":
         harness.start()
     peer = harness.accept(respond)
     harness.assertState("ESTABLISHED", "ready")
