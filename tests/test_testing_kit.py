@@ -45,7 +45,7 @@ def line(**options: object) -> PluginHarness:
     return PluginHarness(findPlugin("line"), options, heartbeat=HEARTBEAT)
 
 
-@implementer(ISupervisedProtocol)
+@implementer(ISupervisedProtocol)  # nothing to drain, nothing to classify
 class Deaf(Protocol):
     """
     A broken plugin's protocol: pings, but never reports a pong, and
