@@ -680,6 +680,11 @@ class _Session:
 
     def sideConnected(self, side: _Side) -> None:
         assert side.transport is not None
+        # Nagle's algorithm would hold small writes for the peer's delayed
+        # ACK (40 ms on Linux): fragments would merge and latency would lie.
+        setTcpNoDelay = getattr(side.transport, "setTcpNoDelay", None)
+        if setTcpNoDelay is not None:
+            setTcpNoDelay(True)
         if side.side == "client":
             self._clientConnected()
             return
