@@ -2,7 +2,7 @@
 The chaos proxy from a shell::
 
     python -m supervisor.chaos --listen PORT --target HOST:PORT
-        [--host 127.0.0.1] [--fault FAULT]... [--control PORT] [--seed N]
+        [--host 127.0.0.1] [--fault FAULT]... [--control PORT] [--seed N] [--backlog N]
 
 It listens on C{--host:--listen} and forwards every connection to
 C{--target} through the faults given (L{supervisor.testing.chaos}; a FAULT is
@@ -241,6 +241,7 @@ def parseArguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--control", type=int, help="control port on 127.0.0.1 (0: any)")
     parser.add_argument("--seed", type=int, help="seed of jitter and corruption")
+    parser.add_argument("--backlog", type=int, default=50, help="listen queue length (default 50)")
     arguments = parser.parse_args(argv)
     for name in ("listen", "control"):
         port = getattr(arguments, name)
@@ -279,7 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     proxy.setFaults(*arguments.faults)
     try:
-        listening = reactor.listenTCP(arguments.listen, proxy, interface=arguments.host)
+        listening = reactor.listenTCP(
+            arguments.listen, proxy, backlog=arguments.backlog, interface=arguments.host
+        )
         control = None
         if arguments.control is not None:
             control = reactor.listenTCP(
