@@ -30,6 +30,7 @@ from supervisor.testing.chaos import (
 )
 from tests.chaos.conftest import Figures
 from tests.chaos.trial import (
+    CONNECT_TIMEOUT,
     HEARTBEAT,
     RECOVERY_BOUND,
     SLACK,
@@ -171,6 +172,13 @@ CASES = (
 )
 
 
+def firstAnswerSince(trial: Trial, when: float) -> float:
+    """
+    When the first heartbeat after C{when} was answered.
+    """
+    return min(at for at, rtt in trial.seen.heartbeats if at > when and rtt is not None)
+
+
 @inlineCallbacks
 def launchPeer(
     protocol: str, peers: PeerLauncher, servers: ServerLauncher
@@ -235,14 +243,14 @@ def test_fault(
         reads: list[int] = []
         if case.name == "fragment":
             # What the plugin's protocol is given, read by read.
-            protocol: Any = connection.protocol
-            received = protocol.dataReceived
+            plugin: Any = connection.protocol
+            received = plugin.dataReceived
 
             def recordingDataReceived(data: bytes) -> None:
                 reads.append(len(data))
                 received(data)
 
-            protocol.dataReceived = recordingDataReceived
+            plugin.dataReceived = recordingDataReceived
 
         if case.outcome == "survives":
             yield holdsFor(
@@ -315,8 +323,7 @@ def test_fault(
                 RECOVERY_BOUND,
                 "ESTABLISHED with an answered heartbeat after the fault is cleared",
             )
-            established = [t for t in seen.transitions if t.to == "ESTABLISHED"]
-            found["recovery_seconds"] = established[-1].time - clearedAt
+            found["recovery_seconds"] = firstAnswerSince(trial, clearedAt) - clearedAt
 
         yield trial.stop()
         assert connection.state == "CLOSED"
@@ -325,6 +332,79 @@ def test_fault(
         found["rss_delta_kib"] = rssKiB() - trial.rssBefore
         assert found["sockets_delta"] == 0, "every socket of the case is closed"
         figures.record(f"fault/{protocol}/{case.name}", **found)
+    finally:
+        if connection.state != "CLOSED" or trial.port.connected:  # type: ignore[attr-defined]
+            yield trial.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest_twisted.inlineCallbacks
+def test_stalledHandshake(
+    protocol: str,
+    peers: PeerLauncher,
+    servers: ServerLauncher,
+    figures: Figures,
+    logText: list[str],
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A stall from the first byte: a protocol with a handshake never becomes
+    ESTABLISHED, each attempt ending at C{connect_timeout} ("timeout"); the
+    line protocol, ready at connect, becomes ESTABLISHED and is dropped by
+    its heartbeats. Cleared: ESTABLISHED, heartbeats answered.
+    """
+    port = yield launchPeer(protocol, peers, servers)
+    trial = Trial(f"{protocol}-stall-handshake", protocol, port)
+    seen = trial.seen
+    connection = trial.connection
+    try:
+        trial.proxy.setFaults(Stall())
+        startedAt = trial.now()
+        trial.start()
+        if protocol == "line":
+            expected = ("ESTABLISHED", "IDLE", "heartbeat")
+            bound = HEARTBEAT.detectionBound + SLACK
+        else:
+            expected = ("CONNECTING", "IDLE", "timeout")
+            bound = CONNECT_TIMEOUT + SLACK
+        yield waitFor(lambda: connection.attempts >= 2, bound + RECOVERY_BOUND, "a second attempt")
+        first = next(t for t in seen.transitions if t.to == "IDLE")
+        assert (first.from_, first.to, first.reason) == expected, str(seen)
+        detected = first.time - startedAt
+        assert detected <= bound, str(seen)
+        if protocol != "line":
+            assert "ESTABLISHED" not in {t.to for t in seen.transitions}, str(seen)
+            failures = trial.sample("netsupervisor_connect_failures_total", reason="timeout")
+            assert failures is not None and failures >= 1
+        else:
+            assert trial.sample("netsupervisor_disconnects_total", reason="heartbeat") == 1
+
+        trial.proxy.setFaults()
+        clearedAt = trial.now()
+        yield waitFor(
+            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(clearedAt),
+            RECOVERY_BOUND,
+            "ESTABLISHED once the stall is cleared",
+        )
+        recovered = firstAnswerSince(trial, clearedAt) - clearedAt
+        yield trial.stop()
+        assert [line for line in logText if "Traceback" in line] == []
+        assert openSockets() == trial.socketsBefore
+        rssDelta = rssKiB() - trial.rssBefore
+        figures.record(
+            f"fault/{protocol}/stall-handshake",
+            kind="fault",
+            protocol=protocol,
+            fault="stall-handshake",
+            faults=describeFault(Stall()),
+            what="nothing forwarded from the first byte",
+            expected=f"{expected[1]} ({expected[2]})",
+            outcome=f"{first.to} ({first.reason}) from {first.from_}",
+            detect_seconds=detected,
+            bound_seconds=bound,
+            recovery_seconds=recovered,
+            sockets_delta=0,
+            rss_delta_kib=rssDelta,
+        )
     finally:
         if connection.state != "CLOSED" or trial.port.connected:  # type: ignore[attr-defined]
             yield trial.stop()
