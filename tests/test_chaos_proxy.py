@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -606,6 +606,20 @@ class Echo(Protocol):
         self.transport.write(data.replace(b"PING", b"PONG"))
 
 
+def iosimPair(server: IProtocol, client: IProtocol, clock: Clock) -> iosim.IOPump:
+    """
+    C{server} and C{client} connected over iosim's fake transports.
+    """
+    return iosim.connect(
+        server,
+        iosim.makeFakeServer(server),
+        client,
+        iosim.makeFakeClient(client),
+        greet=True,
+        clock=clock,
+    )
+
+
 class IOSimTarget:
     """
     An endpoint that connects the proxy to an L{Echo} over iosim.
@@ -619,16 +633,7 @@ class IOSimTarget:
         protocol = factory.buildProtocol(ADDRESS)
         if protocol is None:
             return fail(ConnectionRefusedError())
-        server = Echo()
-        pump = iosim.connect(
-            server,
-            iosim.makeFakeServer(server),
-            protocol,
-            iosim.makeFakeClient(protocol),
-            greet=True,
-            clock=self.clock,
-        )
-        self.pumps.append(pump)
+        self.pumps.append(iosimPair(Echo(), protocol, self.clock))
         d: Deferred[Protocol] = Deferred()
         d.callback(protocol)  # type: ignore[arg-type]
         return d
@@ -647,15 +652,7 @@ def test_fragmentedEchoOverIOSim() -> None:
     # real reactor runs it on its next turn. An interval keeps them apart.
     proxy.setFaults(Fragment(interval=0.001, toward="client"))
     client = LineClient()
-    proxyClient = proxy.buildProtocol(ADDRESS)
-    front = iosim.connect(
-        proxyClient,
-        iosim.makeFakeServer(proxyClient),
-        client,
-        iosim.makeFakeClient(client),
-        greet=True,
-        clock=clock,
-    )
+    front = iosimPair(proxy.buildProtocol(ADDRESS), client, clock)
     assert client.transport is not None
     client.transport.write(b"PING hello\r\n")
     for _ in range(40):
