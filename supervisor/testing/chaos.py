@@ -16,11 +16,16 @@ close, blackhole, bandwidth cap, byte corruption and fragmentation.
 
 Every accepted connection gets its own connection to the target, and its
 bytes flow through two pipes, one each way. A fault applies to the bytes
-C{toward} the client, the server, or both. Nothing here imports the global
-reactor: the proxy runs on the clock and endpoint it is given, so unit tests
-drive it with C{Clock} and C{StringTransport}, and integration tests on the
-real reactor. From a shell: C{python -m supervisor.chaos} (with a control
-channel to switch faults); see C{docs/reliability.md}.
+C{toward} the client, the server, or both. When one side closes, the other
+is closed once the bytes queued toward it are delivered (a half-close from
+either side closes the whole connection; only L{HalfClose} makes one). Both
+sides are set to C{TCP_NODELAY}, so that the proxy adds no delay of its own.
+
+Nothing here imports the global reactor: the proxy runs on the clock and
+endpoint it is given, so unit tests drive it with C{Clock} and
+C{StringTransport}, and integration tests on the real reactor. From a shell:
+C{python -m supervisor.chaos} (with a control channel to switch faults); see
+C{docs/reliability.md}.
 
 Memory is bounded: a pipe that holds more than L{HIGH_WATER} bytes (a stall,
 a slow link) stops reading its source until it is down to L{LOW_WATER}, and a
