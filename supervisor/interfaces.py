@@ -34,10 +34,14 @@ class Classification:
 
     @ivar reason: the C{reason} label of C{connect_failures_total}.
     @ivar permanent: retrying will not help; the connection goes to CLOSED.
+    @ivar overloaded: the peer said itself that it is overloaded (too many
+        clients, server busy): the target's circuit breaker opens at once,
+        whatever its count of failures.
     """
 
     reason: ConnectFailureReason
     permanent: bool = False
+    overloaded: bool = False
 
 
 class OptionError(ValueError):

@@ -278,7 +278,7 @@ class Table(Generic[T]):
 _CHECK = "netsupervisor.check"
 
 
-def setting(default: T, check: Check[T]) -> T:
+def setting(default: T, check: Check[Any]) -> T:
     """
     An attrs field with a default, checked by C{check} both when it is built
     directly (a C{ValueError}) and through L{structure} (an L{OptionError}).

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
+from supervisor.options import Choice, Integer, Number, setting
+
 Jitter = Literal["none", "full", "equal", "decorrelated"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -94,6 +96,70 @@ class HeartbeatSpec:
         return self.interval + self.timeout * self.misses
 
 
+BreakerScope = Literal["endpoint", "connection", "off"]
+
+
+@attrs.frozen
+class BreakerSpec:
+    """
+    The circuit breaker of a connection's target.
+
+    @ivar scope: C{endpoint}: connections whose endpoints are the same
+        target share one breaker; C{connection}: each has its own; C{off}.
+    @ivar failures: consecutive failed attempts against the target, with no
+        success between them, that open the breaker.
+    @ivar probe_interval: seconds from opening to the first probe; the
+        delay between probes backs off (doubling, jittered) up to
+        C{probe_max}.
+    @ivar probe_max: the longest delay between probes, in seconds.
+    @ivar release_rate: the most held attempts a half-open breaker
+        releases per second.
+    """
+
+    scope: BreakerScope = setting("endpoint", Choice(("endpoint", "connection", "off")))
+    failures: int = setting(5, Integer(1))
+    probe_interval: float = setting(0.5, Number(0, strict=True))
+    probe_max: float = setting(2.0, Number(0, strict=True))
+    release_rate: float = setting(3000.0, Number(0, strict=True))
+
+    def __attrs_post_init__(self) -> None:
+        if self.probe_max < self.probe_interval:
+            raise ValueError(
+                f"probe_max ({self.probe_max!r}) must be >= probe_interval "
+                f"({self.probe_interval!r})"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether there is a breaker at all.
+        """
+        return self.scope != "off"
+
+
+@attrs.frozen
+class FlapSpec:
+    """
+    The flap guard (Erlang/OTP's restart intensity).
+
+    @ivar max: more than this many losses from ESTABLISHED within C{within}
+        seconds hold the connection; 0 turns the guard off.
+    @ivar within: the window, in seconds.
+    @ivar hold: how long the connection is held IDLE; 0 closes it instead.
+    """
+
+    max: int = setting(10, Integer(0))
+    within: float = setting(60.0, Number(0, strict=True))
+    hold: float = setting(60.0, Number(0))
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether the guard counts losses at all.
+        """
+        return self.max > 0
+
+
 Pairs = tuple[tuple[str, object], ...]
 
 
@@ -121,6 +187,8 @@ class ConnectionSpec:
         transport is aborted.
     @ivar max_retries: 0 retries forever; N closes the connection for good
         after N consecutive failed attempts.
+    @ivar breaker: the circuit breaker of its target.
+    @ivar flap: the flap guard.
     @ivar labels: extra labels; C{group} is used by aggregate metrics.
     @ivar options: protocol-specific options for the plugin.
     """
@@ -133,6 +201,8 @@ class ConnectionSpec:
     backoff: BackoffSpec = BackoffSpec()
     heartbeat: HeartbeatSpec = HeartbeatSpec()
     max_retries: int = attrs.field(default=0, validator=_nonNegative)
+    breaker: BreakerSpec = BreakerSpec()
+    flap: FlapSpec = FlapSpec()
     labels: Pairs = attrs.field(default=(), converter=_pairs)
     options: Pairs = attrs.field(default=(), converter=_pairs)
 
@@ -142,3 +212,25 @@ class ConnectionSpec:
         The C{group} label, or C{""}.
         """
         return str(dict(self.labels).get("group", ""))
+
+
+@attrs.frozen
+class BudgetSpec:
+    """
+    The global connect budget: a token bucket every attempt of every
+    connection takes a token from (the first attempts included).
+
+    @ivar connect_rate: attempts per second across all connections; 0 turns
+        the budget off.
+    @ivar connect_burst: the bucket's size: attempts that may start at once.
+    """
+
+    connect_rate: float = setting(0.0, Number(0))
+    connect_burst: int = setting(100, Integer(1))
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether attempts are budgeted at all.
+        """
+        return self.connect_rate > 0
