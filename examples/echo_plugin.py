@@ -10,6 +10,9 @@ Wire format, one text line per message, ending in C{\\n}:
 - Any other line from the peer proves it alive.
 - Drain: we send C{BYE}; nothing else is in flight.
 
+Option: C{greeting} (str, default C{"HELLO"}), checked when the
+configuration loads.
+
 Install it by copying this file into a C{plugins/} directory (without an
 C{__init__.py}) whose parent directory is on C{sys.path}, then set
 C{protocol = "echo"} in the configuration.
@@ -19,29 +22,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.plugin import IPlugin
 from twisted.protocols.basic import LineOnlyReceiver
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.interfaces import (
-    Classification,
+    IConfigurable,
     IConnectionHandle,
     IDrainable,
-    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
+from supervisor.options import Text, setting, structure
 
 
-@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
+@attrs.frozen
+class Options:
+    """
+    The echo plugin's options.
+    """
+
+    greeting: str = setting("HELLO", Text("a greeting", maxLength=100))
+
+    @classmethod
+    def fromMapping(cls, options: Mapping[str, object]) -> Options:
+        return structure(cls, options)
+
+
+@implementer(ISupervisedProtocol, IDrainable)
 class EchoProtocol(LineOnlyReceiver):
     """
     One connection speaking the echo protocol.
     """
 
     delimiter = b"\n"
+    MAX_LENGTH = 1024
 
     def __init__(self, handle: IConnectionHandle, greeting: bytes) -> None:
         self.handle = handle
@@ -49,7 +66,7 @@ class EchoProtocol(LineOnlyReceiver):
         self.greeted = False
 
     def lineReceived(self, line: bytes) -> None:
-        line = line.rstrip(b"\r")
+        line = line.removesuffix(b"\r")
         if not self.greeted:
             self.greeted = True
             if line == self.greeting:
@@ -57,13 +74,16 @@ class EchoProtocol(LineOnlyReceiver):
             elif line.startswith(b"DENIED"):
                 self.handle.reject(line.decode("utf-8", "replace"), permanent=True)
             else:
-                self.handle.reject(f"unexpected greeting {line!r}", permanent=False)
+                self.handle.reject(f"unexpected greeting {line[:40]!r}", permanent=False)
             return
         verb, _, payload = line.partition(b" ")
         if verb == b"ECHO":
             self.handle.pong(payload)
         else:
             self.handle.activity()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.handle.reject(f"line longer than {self.MAX_LENGTH} bytes", permanent=False)
 
     def send(self, line: bytes) -> None:
         assert self.transport is not None
@@ -76,23 +96,20 @@ class EchoProtocol(LineOnlyReceiver):
         self.send(b"BYE")
         return succeed(None)
 
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        return None  # the default classification fits
 
-
-@implementer(IPlugin, IProtocolPlugin)
+@implementer(IPlugin, IProtocolPlugin, IConfigurable)
 class EchoPlugin:
     """
-    Builds L{EchoProtocol}s. Option: C{greeting} (str, default C{"HELLO"}).
+    Builds L{EchoProtocol}s.
     """
 
     name = "echo"
 
-    def buildProtocol(
-        self, handle: IConnectionHandle, options: Mapping[str, object]
-    ) -> ISupervisedProtocol:
-        greeting = str(options.get("greeting", "HELLO")).encode("utf-8")
-        return EchoProtocol(handle, greeting)
+    def parseOptions(self, options: Mapping[str, object]) -> Options:
+        return Options.fromMapping(options)
+
+    def buildProtocol(self, handle: IConnectionHandle, options: Options) -> ISupervisedProtocol:
+        return EchoProtocol(handle, options.greeting.encode("utf-8"))
 
 
 echoPlugin = EchoPlugin()

@@ -22,125 +22,153 @@ up to C{max_body_length}) with C{treq.collect}. See C{docs/plugins/http.md}.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-
 import attrs
 import treq
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import ITransport
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.plugin import IPlugin
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web._newclient import HTTP11ClientProtocol, Request
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from plugins._support import BundledPlugin, CheckedOptions, PluginProtocol
 from supervisor.interfaces import (
-    Classification,
     IConnectionHandle,
     IDrainable,
-    IFailureClassifier,
-    IProtocolPlugin,
     ISupervisedProtocol,
+    OptionError,
 )
+from supervisor.options import Flag, Integer, Text, describe, quote, setting
 
 USER_AGENT = b"netsupervisor"
 
+MAX_HEAD_LENGTH = 65536
+"""The most bytes of a response before its body: status line and headers."""
 
-class HttpOptionError(ValueError):
-    """
-    A connection's C{http} options are wrong; retrying cannot help.
-    """
-
-
-def _statuses(key: str, value: object) -> frozenset[int]:
-    """
-    Parse C{200}, C{"200,204"} or C{"200-299, 304"} into a set of statuses.
-    """
-    codes: set[int] = set()
-    for part in str(value).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            raise HttpOptionError(f"http: option {key!r}: bad status {part!r}") from None
-        if not 100 <= first <= last <= 599:
-            raise HttpOptionError(f"http: option {key!r}: bad status range {part!r}")
-        codes.update(range(first, last + 1))
-    if not codes:
-        raise HttpOptionError(f"http: option {key!r} names no status")
-    return frozenset(codes)
+SLICE = 4096
+"""The most bytes handed to the HTTP parser at once (its cost per call grows
+with the lines in it times its length)."""
 
 
-def _bool(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def _refuse(key: str, expected: str, found: str) -> OptionError:
+    return OptionError(key, f"expected {expected}, got {found}")
 
 
 @attrs.frozen
-class HttpOptions:
+class Statuses:
     """
-    The C{http} plugin's options, parsed.
+    A set of HTTP statuses, written C{200}, C{"200,204"} or C{"200-299, 304"}.
     """
 
-    method: bytes = b"GET"
-    path: bytes = b"/"
-    host: bytes | None = None
-    expected: frozenset[int] = frozenset(range(200, 300))
-    permanent: frozenset[int] = frozenset((401, 403))
-    checkOnConnect: bool = True
-    maxBodyLength: int = 1 << 20
-    authorization: bytes | None = None
+    empty: bool = False
 
-    @classmethod
-    def fromMapping(cls, options: Mapping[str, object]) -> HttpOptions:
-        """
-        Parse a connection's protocol options.
+    def expected(self) -> str:
+        what = 'a status (200), or statuses and ranges in a string ("200-299, 304")'
+        return what + (', or "" for none' if self.empty else "")
 
-        @raise HttpOptionError: for an unknown option or a bad value.
-        """
-        values: dict[str, object] = {}
-        for key, value in options.items():
-            text = str(value)
-            if key == "method":
-                if not text.isalpha():
-                    raise HttpOptionError(f"http: option 'method': bad method {text!r}")
-                values["method"] = text.upper().encode("ascii")
-            elif key == "path":
-                if not text.startswith("/") or any(c in text for c in " \r\n"):
-                    raise HttpOptionError("http: option 'path' must start with / (no spaces)")
-                values["path"] = text.encode("utf-8")
-            elif key == "host":
-                values["host"] = text.encode("idna") if text else None
-            elif key == "expected_status":
-                values["expected"] = _statuses(key, value)
-            elif key == "permanent_status":
-                values["permanent"] = _statuses(key, value) if text.strip() else frozenset()
-            elif key == "check_on_connect":
-                values["checkOnConnect"] = _bool(value)
-            elif key == "max_body_length":
-                try:
-                    values["maxBodyLength"] = int(text)
-                except ValueError:
-                    raise HttpOptionError("http: option 'max_body_length': not an int") from None
-            elif key == "authorization_file":
-                try:
-                    secret = Path(text).read_text(encoding="utf-8").strip()
-                except OSError as e:
-                    raise HttpOptionError(
-                        f"http: option 'authorization_file': cannot read it ({e.strerror})"
-                    ) from None
-                values["authorization"] = secret.encode("latin-1")
-            else:
-                raise HttpOptionError(f"http: unknown option {key!r}")
-        return cls(**values)  # type: ignore[arg-type]
+    def check(self, value: object, key: str) -> frozenset[int]:
+        if isinstance(value, frozenset):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise _refuse(key, self.expected(), describe(value))
+        codes: set[int] = set()
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            low, _, high = part.partition("-")
+            try:
+                first, last = int(low), int(high or low)
+            except ValueError:
+                raise _refuse(key, self.expected(), quote(str(value))) from None
+            if not 100 <= first <= last <= 599:
+                raise _refuse(key, "statuses from 100 to 599", quote(part))
+            codes.update(range(first, last + 1))
+        if not (codes or self.empty):
+            raise _refuse(key, self.expected(), quote(str(value)))
+        return frozenset(codes)
+
+
+def _text(value: object, key: str) -> str:
+    """
+    C{value}, a string (or bytes, as a setting's value once checked).
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return Text().check(value, key)
+
+
+@attrs.frozen
+class Token:
+    """
+    A method name: letters only, upper-cased, as bytes.
+    """
+
+    def expected(self) -> str:
+        return "a method name (letters only)"
+
+    def check(self, value: object, key: str) -> bytes:
+        text = _text(value, key)
+        if not (text.isascii() and text.isalpha()):
+            raise _refuse(key, self.expected(), quote(text))
+        return text.upper().encode("ascii")
+
+
+@attrs.frozen
+class Target:
+    """
+    A request target: starts with C{/}, no whitespace; as bytes.
+    """
+
+    def expected(self) -> str:
+        return "a path starting with / (no spaces)"
+
+    def check(self, value: object, key: str) -> bytes:
+        text = _text(value, key)
+        if not text.startswith("/") or any(c.isspace() for c in text):
+            raise _refuse(key, self.expected(), quote(text))
+        return text.encode("utf-8")
+
+
+@attrs.frozen
+class HostName:
+    """
+    A C{Host} header value, as bytes (IDNA for a name that is not ASCII).
+    """
+
+    def expected(self) -> str:
+        return 'a host name, with an optional :port ("" for the peer\'s address)'
+
+    def check(self, value: object, key: str) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        text = Text().check(value, key)
+        try:
+            encoded = text.encode("idna")
+        except UnicodeError:
+            raise _refuse(key, self.expected(), quote(text)) from None
+        if any(c in encoded for c in b" \t\r\n/"):
+            raise _refuse(key, self.expected(), quote(text))
+        return encoded
+
+
+@attrs.frozen
+class Options(CheckedOptions):
+    """
+    The C{http} plugin's options (see C{docs/plugins/http.md}).
+    """
+
+    method: bytes = setting(b"GET", Token())
+    path: bytes = setting(b"/", Target())
+    host: bytes = setting(b"", HostName())
+    expected_status: frozenset[int] = setting(frozenset(range(200, 300)), Statuses())
+    permanent_status: frozenset[int] = setting(frozenset((401, 403)), Statuses(empty=True))
+    check_on_connect: bool = setting(True, Flag())
+    max_body_length: int = setting(1 << 20, Integer(0))
+    authorization_file: str = setting("", Text("a file name"))
 
 
 def _hostOf(transport: ITransport) -> bytes:
@@ -156,8 +184,8 @@ class _TooLong(Exception):
     pass
 
 
-@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
-class HttpProtocol(Protocol):
+@implementer(ISupervisedProtocol, IDrainable)
+class HttpProtocol(PluginProtocol):
     """
     One supervised HTTP/1.1 connection: HTTP11ClientProtocol on the
     transport, one request at a time.
@@ -165,15 +193,17 @@ class HttpProtocol(Protocol):
     @ivar inFlight: whether a request is being answered.
     """
 
-    def __init__(self, handle: IConnectionHandle, options: HttpOptions) -> None:
-        self.handle = handle
+    def __init__(self, handle: IConnectionHandle, options: Options) -> None:
+        super().__init__(handle)
         self.options = options
         self.http = HTTP11ClientProtocol()  # type: ignore[no-untyped-call]
         self.inFlight = False
         self.queued: bytes | None = None
         self.ready = False
         self.gone = False
+        self.authorization: bytes | None = None
         self._host = b"localhost"
+        self._head = 0
         self._drained: list[Deferred[None]] = []
 
     # The transport's side.
@@ -184,15 +214,32 @@ class HttpProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self._host = self.options.host or _hostOf(self.transport)
-        if self.options.checkOnConnect:
+        options = self.options
+        self._host = options.host or _hostOf(self.transport)
+        secret = self.secretFrom("authorization_file", options.authorization_file)
+        if self.rejected:
+            return
+        if secret is not None:
+            self.authorization = secret.strip()
+            self.secrets.append(self.authorization)
+        if options.check_on_connect:
             self._request(None)
         else:
             self.ready = True
             self.handle.ready()
 
     def dataReceived(self, data: bytes) -> None:
-        self.http.dataReceived(data)  # type: ignore[no-untyped-call]
+        for start in range(0, len(data), SLICE):
+            if self.rejected:
+                return
+            piece = data[start : start + SLICE]
+            self.http.dataReceived(piece)  # type: ignore[no-untyped-call]
+            if self._head >= 0 and not self.rejected:
+                # Still in the status line and headers: all of the piece
+                # was theirs, so the head is longer than what is counted.
+                self._head += len(piece)
+                if self._head > MAX_HEAD_LENGTH:
+                    self._reject(f"response head longer than {MAX_HEAD_LENGTH} bytes", False)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.gone = True
@@ -216,28 +263,27 @@ class HttpProtocol(Protocol):
         self._drained.append(d)
         return d
 
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        return None
-
     # Internals.
 
     def _request(self, token: bytes | None) -> None:
         options = self.options
         headers = Headers({b"host": [self._host], b"user-agent": [USER_AGENT]})
-        if options.authorization is not None:
-            headers.setRawHeaders(b"authorization", [options.authorization])
+        if self.authorization is not None:
+            headers.setRawHeaders(b"authorization", [self.authorization])
         request = Request(  # type: ignore[no-untyped-call]
             options.method, options.path, headers, None, persistent=True
         )
         self.inFlight = True
+        self._head = 0
         sending: Deferred[IResponse] = self.http.request(request)
         reading: Deferred[int] = sending.addCallback(self._read)
         reading.addCallbacks(self._answered, self._failed, callbackArgs=(token,))
         reading.addBoth(self._free)
 
     def _read(self, response: IResponse) -> Deferred[int]:
+        self._head = -1  # the body: bounded by max_body_length
         received = [0]
-        limit = self.options.maxBodyLength
+        limit = self.options.max_body_length
 
         def collect(data: bytes) -> None:
             received[0] += len(data)
@@ -250,7 +296,7 @@ class HttpProtocol(Protocol):
     def _answered(self, code: int, token: bytes | None) -> None:
         if self.gone:
             return
-        if code in self.options.expected:
+        if code in self.options.expected_status:
             if token is None:
                 self.ready = True
                 self.handle.ready()
@@ -258,7 +304,7 @@ class HttpProtocol(Protocol):
                 self.handle.pong(token)
             # else: a late answer; the queued ping's request goes out next.
         else:
-            permanent = code in self.options.permanent
+            permanent = code in self.options.permanent_status
             self._reject(f"HTTP status {code}", permanent)
 
     def _failed(self, failure: Failure) -> None:
@@ -269,7 +315,7 @@ class HttpProtocol(Protocol):
         if isinstance(cause, _TooLong):
             self._reject(str(cause), permanent=False)
         else:
-            self._reject(f"HTTP request failed: {cause!r}"[:200], permanent=False)
+            self._reject(f"HTTP request failed: {cause!r}", permanent=False)
 
     def _free(self, result: object) -> None:
         self.inFlight = False
@@ -283,29 +329,7 @@ class HttpProtocol(Protocol):
     def _reject(self, message: str, permanent: bool) -> None:
         self.gone = True
         self.queued = None
-        self.handle.reject(message, permanent=permanent)
+        self.reject(message, permanent)
 
 
-@implementer(IPlugin, IProtocolPlugin, IFailureClassifier)
-class HttpPlugin:
-    """
-    Builds L{HttpProtocol}s.
-    """
-
-    name = "http"
-
-    def buildProtocol(
-        self, handle: IConnectionHandle, options: Mapping[str, object]
-    ) -> ISupervisedProtocol:
-        return HttpProtocol(handle, HttpOptions.fromMapping(options))
-
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        """
-        Bad options fail the attempt permanently: no retry can fix them.
-        """
-        if isinstance(failure.value, HttpOptionError):
-            return Classification("other", permanent=True)
-        return None
-
-
-httpPlugin = HttpPlugin()
+httpPlugin = BundledPlugin("http", Options, HttpProtocol)

@@ -1,6 +1,6 @@
 """
 The C{int32} protocol: frames prefixed by their length as a 32-bit
-big-endian unsigned integer (Twisted's C{Int32StringReceiver}).
+big-endian unsigned integer (the framing of Twisted's C{Int32StringReceiver}).
 
 - Heartbeat: sends the frame C{<ping><token>}, expects C{<pong><token>}.
 - A peer's frame C{<ping><payload>} is answered with C{<pong><payload>}.
@@ -23,112 +23,112 @@ See C{docs/plugins/int32.md}.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.plugin import IPlugin
-from twisted.protocols.basic import Int32StringReceiver
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from plugins._support import BundledPlugin, CheckedOptions, ProtocolError, ReadingProtocol
 from supervisor.interfaces import (
-    Classification,
     IConnectionHandle,
     IDrainable,
-    IFailureClassifier,
-    IProtocolPlugin,
     ISupervisedProtocol,
+    OptionError,
 )
+from supervisor.options import Flag, Integer, Text, setting
 
-DEFAULT_MAX_FRAME_LENGTH = 65536
-
-
-class Int32OptionError(ValueError):
-    """
-    A connection's C{int32} options are wrong; retrying cannot help.
-    """
-
-
-def _bytes(value: object) -> bytes:
-    text = str(value)
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+MAX_FRAME_LENGTH = 2**32 - 1
+"""The longest frame a 32-bit length prefix can announce."""
 
 
 @attrs.frozen
-class Int32Options:
+class Bytes:
     """
-    The C{int32} plugin's options, parsed.
+    Bytes, written as a string: Latin-1, or UTF-8 when it does not fit.
     """
 
-    ping: bytes = b"PING "
-    pong: bytes = b"PONG "
-    hello: bytes = b""
-    welcome: bytes = b""
-    denied: bytes = b""
-    goodbye: bytes = b""
-    readyOnConnect: bool = True
-    framesAreLiveness: bool = True
-    answerPings: bool = True
-    maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH
+    empty: bool = True
 
-    @classmethod
-    def fromMapping(cls, options: Mapping[str, object]) -> Int32Options:
-        """
-        Parse a connection's protocol options.
+    def expected(self) -> str:
+        return "a string" if self.empty else "a non-empty string"
 
-        @raise ValueError: for an unknown option or a bad value.
-        """
-        known = {
-            "ping": ("ping", _bytes),
-            "pong": ("pong", _bytes),
-            "hello": ("hello", _bytes),
-            "welcome": ("welcome", _bytes),
-            "denied": ("denied", _bytes),
-            "goodbye": ("goodbye", _bytes),
-            "ready_on_connect": ("readyOnConnect", _bool),
-            "frames_are_liveness": ("framesAreLiveness", _bool),
-            "answer_pings": ("answerPings", _bool),
-            "max_frame_length": ("maxFrameLength", lambda v: int(str(v))),
-        }
-        values: dict[str, object] = {}
-        for key, value in options.items():
-            if key not in known:
-                raise Int32OptionError(f"int32: unknown option {key!r} (known: {', '.join(known)})")
-            field, convert = known[key]
+    def check(self, value: object, key: str) -> bytes:
+        if isinstance(value, bytes):
+            data = value
+        else:
+            text = Text(self.expected(), maxLength=65536).check(value, key)
             try:
-                values[field] = convert(value)
-            except ValueError as e:
-                raise Int32OptionError(f"int32: option {key!r}: {e}") from None
-        parsed = cls(**values)  # type: ignore[arg-type]
-        if not parsed.ping or not parsed.pong:
-            raise Int32OptionError("int32: ping and pong must not be empty")
-        if parsed.maxFrameLength < 1:
-            raise Int32OptionError("int32: max_frame_length must be >= 1")
-        return parsed
+                data = text.encode("latin-1")
+            except UnicodeEncodeError:
+                data = text.encode("utf-8")
+        if not (data or self.empty):
+            raise OptionError(key, f"expected {self.expected()}, got an empty string")
+        return data
 
 
-@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
-class Int32Protocol(Int32StringReceiver):
+@attrs.frozen
+class Options(CheckedOptions):
+    """
+    The C{int32} plugin's options (see C{docs/plugins/int32.md}).
+    """
+
+    ping: bytes = setting(b"PING ", Bytes(empty=False))
+    pong: bytes = setting(b"PONG ", Bytes(empty=False))
+    hello: bytes = setting(b"", Bytes())
+    welcome: bytes = setting(b"", Bytes())
+    denied: bytes = setting(b"", Bytes())
+    goodbye: bytes = setting(b"", Bytes())
+    ready_on_connect: bool = setting(True, Flag())
+    frames_are_liveness: bool = setting(True, Flag())
+    answer_pings: bool = setting(True, Flag())
+    max_frame_length: int = setting(65536, Integer(1, MAX_FRAME_LENGTH))
+
+
+class FrameReader:
+    """
+    Length-prefixed frames, in time linear in the bytes received; a frame
+    announced longer than C{maxLength} is refused from its prefix alone.
+    """
+
+    def __init__(self, maxLength: int) -> None:
+        self.maxLength = maxLength
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 4:
+            length = int.from_bytes(buffer[:4], "big")
+            if length > self.maxLength:
+                raise ProtocolError(
+                    f"frame of {length} bytes is longer than max_frame_length {self.maxLength}"
+                )
+            end = 4 + length
+            if len(buffer) < end:
+                return
+            frame = bytes(buffer[4:end])
+            del buffer[:end]
+            yield frame
+
+
+def frame(payload: bytes) -> bytes:
+    """
+    C{payload} as one frame.
+    """
+    return len(payload).to_bytes(4, "big") + payload
+
+
+@implementer(ISupervisedProtocol, IDrainable)
+class Int32Protocol(ReadingProtocol[bytes]):
     """
     One connection speaking length-prefixed frames.
     """
 
-    def __init__(self, handle: IConnectionHandle, options: Int32Options) -> None:
-        self.handle = handle
+    def __init__(self, handle: IConnectionHandle, options: Options) -> None:
+        super().__init__(handle, FrameReader(options.max_frame_length))
         self.options = options
-        self.MAX_LENGTH = options.maxFrameLength
-        self.ready = options.readyOnConnect
-        self.rejected = False
+        self.ready = options.ready_on_connect
 
     def connectionMade(self) -> None:
         if self.options.hello:
@@ -136,49 +136,32 @@ class Int32Protocol(Int32StringReceiver):
         if self.ready:
             self.handle.ready()
 
-    def send(self, frame: bytes) -> None:
+    def send(self, payload: bytes) -> None:
         """
         Write one frame.
         """
-        self.sendString(frame)  # type: ignore[no-untyped-call]
+        self.write(frame(payload))
 
-    def dataReceived(self, data: bytes) -> None:
-        if not self.rejected:
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
-
-    def stringReceived(self, frame: bytes) -> None:
-        if self.rejected:
-            return
+    def received(self, payload: bytes) -> None:
         options = self.options
         if not self.ready:
-            self._handshake(frame)
-        elif frame.startswith(options.pong):
-            self.handle.pong(frame[len(options.pong) :])
-        elif frame.startswith(options.ping) and options.answerPings:
-            self.send(options.pong + frame[len(options.ping) :])
-        elif options.framesAreLiveness:
+            self._handshake(payload)
+        elif payload.startswith(options.pong):
+            self.handle.pong(payload[len(options.pong) :])
+        elif payload.startswith(options.ping) and options.answer_pings:
+            self.send(options.pong + payload[len(options.ping) :])
+        elif options.frames_are_liveness:
             self.handle.activity()
 
-    def _handshake(self, frame: bytes) -> None:
+    def _handshake(self, payload: bytes) -> None:
         options = self.options
-        if options.denied and frame.startswith(options.denied):
-            self._reject(f"denied by peer: {frame[:80]!r}", permanent=True)
-        elif frame.startswith(options.welcome):
+        if options.denied and payload.startswith(options.denied):
+            self.reject(f"denied by peer: {payload[:80]!r}", permanent=True)
+        elif payload.startswith(options.welcome):
             self.ready = True
             self.handle.ready()
         else:
-            self._reject(f"unexpected first frame {frame[:80]!r}", permanent=False)
-
-    def lengthLimitExceeded(self, length: int) -> None:
-        self._reject(
-            f"frame of {length} bytes is longer than max_frame_length {self.MAX_LENGTH}",
-            permanent=False,
-        )
-
-    def _reject(self, message: str, permanent: bool) -> None:
-        self.rejected = True
-        self._unprocessed = b""
-        self.handle.reject(message, permanent=permanent)
+            self.reject(f"unexpected first frame {payload[:80]!r}", permanent=False)
 
     def sendPing(self, token: bytes) -> None:
         self.send(self.options.ping + token)
@@ -188,30 +171,5 @@ class Int32Protocol(Int32StringReceiver):
             self.send(self.options.goodbye)
         return succeed(None)
 
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        return None
 
-
-@implementer(IPlugin, IProtocolPlugin, IFailureClassifier)
-class Int32Plugin:
-    """
-    Builds L{Int32Protocol}s.
-    """
-
-    name = "int32"
-
-    def buildProtocol(
-        self, handle: IConnectionHandle, options: Mapping[str, object]
-    ) -> ISupervisedProtocol:
-        return Int32Protocol(handle, Int32Options.fromMapping(options))
-
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        """
-        Bad options fail the attempt permanently: no retry can fix them.
-        """
-        if isinstance(failure.value, Int32OptionError):
-            return Classification("other", permanent=True)
-        return None
-
-
-int32Plugin = Int32Plugin()
+int32Plugin = BundledPlugin("int32", Options, Int32Protocol)

@@ -7,38 +7,44 @@ The C{mqtt} protocol: MQTT 3.1.1, as a client that connects and pings.
 - C{CONNACK} return codes: 1 (protocol version), 2 (identifier rejected),
   4 (bad user name or password) and 5 (not authorised) are permanent
   rejections; 3 (server unavailable) and any other code are transient.
-- Heartbeat: C{PINGREQ}, answered by C{PINGRESP}, in order: the tokens of
-  the pings in flight are kept first in, first out.
+- Heartbeat: C{PINGREQ}, answered by C{PINGRESP}, which carries no
+  identifier but comes in order: the tokens of the pings in flight are kept
+  in a L{Pipeline}, so a late answer is credited to the ping it answers.
+- Packets are read in time linear in the bytes received, at most
+  C{max_packet_length} bytes each.
 - Drain: C{DISCONNECT}, after which the client closes the connection.
 
-Options: C{client_id} (str, default the connection's name), C{username}
-(str), C{password_file} (str: a file holding the password; one trailing
-newline is ignored; read at every attempt), C{keep_alive} (int seconds,
-default derived from the heartbeat, see L{keepAliveFor}),
-C{max_packet_length} (int, default 1 MiB).
+Options (L{Options}): C{client_id} (str, default the connection's name),
+C{username} (str), C{password_file} (str: a file holding the password; one
+trailing newline is ignored; read at every attempt), C{keep_alive} (int
+seconds, 0 to 65535, default derived from the heartbeat, see
+L{keepAliveFor}), C{max_packet_length} (int, default 1 MiB).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterator
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Protocol
-from twisted.plugin import IPlugin
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from plugins._support import (
+    BundledPlugin,
+    CheckedOptions,
+    Maybe,
+    ProtocolError,
+    ReadingProtocol,
+)
 from supervisor.interfaces import (
-    Classification,
     IConnectionHandle,
     IDrainable,
-    IFailureClassifier,
-    IProtocolPlugin,
     ISupervisedProtocol,
+    OptionError,
 )
+from supervisor.options import Integer, Text, setting
+from supervisor.pipeline import Pipeline
 from supervisor.spec import HeartbeatSpec
 
 CONNECT = 1
@@ -48,6 +54,8 @@ PINGRESP = 13
 DISCONNECT = 14
 
 MAX_KEEP_ALIVE = 65535
+MAX_FIELD = 65535
+MAX_REMAINING_LENGTH = 268_435_455
 
 CONNACK_CODES: dict[int, tuple[str, bool]] = {
     1: ("unacceptable protocol version", True),
@@ -65,10 +73,28 @@ class Incomplete(Exception):
     """
 
 
-class MalformedPacket(Exception):
+def _utf8Field(key: str, value: str | None) -> None:
+    if value is not None and len(value.encode("utf-8")) > MAX_FIELD:
+        raise OptionError(key, f"expected at most {MAX_FIELD} bytes in UTF-8, got more")
+
+
+@attrs.frozen
+class Options(CheckedOptions):
     """
-    The bytes are not an MQTT packet.
+    The C{mqtt} plugin's options (see C{docs/plugins/mqtt.md}).
     """
+
+    client_id: str | None = setting(None, Maybe(Text(maxLength=MAX_FIELD)))
+    username: str | None = setting(None, Maybe(Text(maxLength=MAX_FIELD)))
+    password_file: str = setting("", Text("a file name"))
+    keep_alive: int | None = setting(None, Maybe(Integer(0, MAX_KEEP_ALIVE)))
+    max_packet_length: int = setting(1 << 20, Integer(2, MAX_REMAINING_LENGTH))
+
+    def __attrs_post_init__(self) -> None:
+        _utf8Field("client_id", self.client_id)
+        _utf8Field("username", self.username)
+        if self.password_file and self.username is None:
+            raise OptionError("password_file", "needs a username (MQTT 3.1.1)")
 
 
 def keepAliveFor(heartbeat: HeartbeatSpec) -> int:
@@ -90,7 +116,7 @@ def encodeLength(length: int) -> bytes:
     """
     The variable-length encoding of a remaining length.
     """
-    if not 0 <= length <= 268_435_455:
+    if not 0 <= length <= MAX_REMAINING_LENGTH:
         raise ValueError(f"remaining length {length} out of range")
     out = bytearray()
     while True:
@@ -111,8 +137,8 @@ def utf8(text: bytes) -> bytes:
     """
     A length-prefixed string or binary field.
     """
-    if len(text) > 0xFFFF:
-        raise ValueError("field longer than 65535 bytes")
+    if len(text) > MAX_FIELD:
+        raise ValueError(f"field longer than {MAX_FIELD} bytes")
     return len(text).to_bytes(2, "big") + text
 
 
@@ -134,15 +160,14 @@ def connectPacket(
     return packet(CONNECT, 0, header + payload)
 
 
-def parsePacket(buffer: bytes, maxLength: int) -> tuple[int, int, bytes, int]:
+def parsePacket(buffer: bytes | bytearray, maxLength: int) -> tuple[int, int, bytes, int]:
     """
     One packet from the start of C{buffer}: (type, flags, body, length used).
+    Reads at most the five header bytes until the whole packet is there.
 
     @raise Incomplete: more bytes are needed.
-    @raise MalformedPacket: the remaining length is invalid or above C{maxLength}.
+    @raise ProtocolError: the remaining length is invalid or above C{maxLength}.
     """
-    if len(buffer) < 2:
-        raise Incomplete()
     length = 0
     for i in range(4):
         if len(buffer) < 2 + i:
@@ -153,26 +178,34 @@ def parsePacket(buffer: bytes, maxLength: int) -> tuple[int, int, bytes, int]:
             start = 2 + i
             break
     else:
-        raise MalformedPacket("remaining length longer than 4 bytes")
+        raise ProtocolError("malformed packet: remaining length longer than 4 bytes")
     if length > maxLength:
-        raise MalformedPacket(f"packet longer than {maxLength} bytes")
+        raise ProtocolError(f"malformed packet: packet longer than {maxLength} bytes")
     if len(buffer) < start + length:
         raise Incomplete()
-    return buffer[0] >> 4, buffer[0] & 0x0F, buffer[start : start + length], start + length
+    return buffer[0] >> 4, buffer[0] & 0x0F, bytes(buffer[start : start + length]), start + length
 
 
-def readSecret(path: str) -> bytes:
+class PacketReader:
     """
-    The secret in the file at C{path}, without one trailing newline.
-
-    @raise OSError: it cannot be read.
+    MQTT packets as C{(type, flags, body)}, in time linear in the bytes
+    received, at most C{maxLength} bytes of body each.
     """
-    data = Path(path).read_bytes()
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    if data.endswith(b"\n"):
-        return data[:-1]
-    return data
+
+    def __init__(self, maxLength: int) -> None:
+        self.maxLength = maxLength
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, int, bytes]]:
+        buffer = self.buffer
+        buffer += data
+        while True:
+            try:
+                kind, flags, body, used = parsePacket(buffer, self.maxLength)
+            except Incomplete:
+                return
+            del buffer[:used]
+            yield kind, flags, body
 
 
 def heartbeatOf(handle: IConnectionHandle) -> HeartbeatSpec:
@@ -185,93 +218,42 @@ def heartbeatOf(handle: IConnectionHandle) -> HeartbeatSpec:
     return heartbeat if isinstance(heartbeat, HeartbeatSpec) else HeartbeatSpec()
 
 
-@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
-class MqttProtocol(Protocol):
+@implementer(ISupervisedProtocol, IDrainable)
+class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
     """
     One MQTT 3.1.1 client connection that only connects and pings.
     """
 
-    def __init__(
-        self,
-        handle: IConnectionHandle,
-        clientId: str,
-        username: str | None,
-        passwordFile: str,
-        keepAlive: int,
-        maxLength: int,
-    ) -> None:
-        self.handle = handle
-        self.clientId = clientId
-        self.username = username
-        self.passwordFile = passwordFile
-        self.keepAlive = keepAlive
-        self.maxLength = maxLength
-        self.buffer = b""
-        self.pings: deque[bytes] = deque()
+    def __init__(self, handle: IConnectionHandle, options: Options) -> None:
+        super().__init__(handle, PacketReader(options.max_packet_length))
+        self.options = options
+        self.clientId = handle.name if options.client_id is None else options.client_id
+        keepAlive = options.keep_alive
+        self.keepAlive = keepAliveFor(heartbeatOf(handle)) if keepAlive is None else keepAlive
+        self.pings: Pipeline[bytes] = Pipeline()
         self.accepted = False
-        self.failed = False
-        self.configError = ""
-        self.configPermanent = True
 
     def connectionMade(self) -> None:
-        password: bytes | None = None
-        if not self.configError and self.passwordFile:
-            try:
-                password = readSecret(self.passwordFile)
-            except OSError as e:
-                self.configError = f"cannot read password_file {self.passwordFile}: {e.strerror}"
-                self.configPermanent = False
-        if not self.configError and password is not None and self.username is None:
-            self.configError = "password_file needs a username in MQTT 3.1.1"
-        if not self.configError and not 0 <= self.keepAlive <= MAX_KEEP_ALIVE:
-            self.configError = f"keep_alive must be 0 to {MAX_KEEP_ALIVE}, not {self.keepAlive}"
-        if not self.configError:
-            try:
-                connect = connectPacket(
-                    self.clientId.encode("utf-8"),
-                    self.keepAlive,
-                    None if self.username is None else self.username.encode("utf-8"),
-                    password,
-                )
-            except ValueError as e:
-                self.configError = f"bad option: {e}"
-        if self.configError:
-            # A bad option or an unreadable password file: nothing is sent.
-            self.fail(self.configError, self.configPermanent)
+        options = self.options
+        password = self.secretFrom("password_file", options.password_file)
+        if self.rejected:
+            return  # nothing is sent
+        username = None if options.username is None else options.username.encode("utf-8")
+        try:
+            connect = connectPacket(
+                self.clientId.encode("utf-8"), self.keepAlive, username, password
+            )
+        except ValueError as e:
+            # A connection name (the default client_id) or a password too long.
+            self.reject(f"cannot send CONNECT: {e}", permanent=True)
             return
         self.write(connect)
 
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def fail(self, message: str, permanent: bool) -> None:
-        """
-        Reject the connection once; nothing is read after that.
-        """
-        if not self.failed:
-            self.failed = True
-            self.handle.reject(message, permanent)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.failed:
-            return
-        self.buffer += data
-        while self.buffer and not self.failed:
-            try:
-                kind, flags, body, used = parsePacket(self.buffer, self.maxLength)
-            except Incomplete:
-                return
-            except MalformedPacket as e:
-                self.fail(f"malformed packet: {e}", False)
-                return
-            self.buffer = self.buffer[used:]
-            self.packetReceived(kind, flags, body)
-
-    def packetReceived(self, kind: int, flags: int, body: bytes) -> None:
+    def received(self, unit: tuple[int, int, bytes]) -> None:
+        kind, _, body = unit
         if not self.accepted:
             if kind != CONNACK or len(body) != 2:
-                self.fail(f"expected CONNACK, got packet type {kind}", False)
+                self.reject(f"expected CONNACK, got packet type {kind}", False)
                 return
             code = body[1]
             if code == 0:
@@ -279,17 +261,18 @@ class MqttProtocol(Protocol):
                 self.handle.ready()
                 return
             meaning, permanent = CONNACK_CODES.get(code, ("unknown return code", False))
-            self.fail(f"CONNACK refused: {code} ({meaning})", permanent)
+            self.reject(f"CONNACK refused: {code} ({meaning})", permanent)
         elif kind == PINGRESP:
-            if self.pings:
-                self.handle.pong(self.pings.popleft())
+            token = self.pings.answered()
+            if token is not None:
+                self.handle.pong(token)
         elif kind == CONNACK:
-            self.fail("a second CONNACK", False)
+            self.reject("a second CONNACK", False)
         # Anything else (we subscribe to nothing) is ignored, and is no
         # proof of life: the broker's keep-alive wants our PINGREQs.
 
     def sendPing(self, token: bytes) -> None:
-        self.pings.append(token)
+        self.pings.sent(token)
         self.write(packet(PINGREQ, 0))
 
     def drain(self) -> Deferred[None]:
@@ -298,40 +281,5 @@ class MqttProtocol(Protocol):
         self.write(packet(DISCONNECT, 0))
         return succeed(None)
 
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        return None
 
-
-@implementer(IPlugin, IProtocolPlugin)
-class MqttPlugin:
-    """
-    Builds L{MqttProtocol}s.
-    """
-
-    name = "mqtt"
-
-    def buildProtocol(
-        self, handle: IConnectionHandle, options: Mapping[str, object]
-    ) -> ISupervisedProtocol:
-        clientId = options.get("client_id")
-        username = options.get("username")
-        protocol = MqttProtocol(
-            handle,
-            clientId=str(handle.name if clientId is None else clientId),
-            username=None if username is None else str(username),
-            passwordFile=str(options.get("password_file", "")),
-            keepAlive=0,
-            maxLength=1 << 20,
-        )
-        try:
-            keepAlive = options.get("keep_alive")
-            protocol.keepAlive = (
-                keepAliveFor(heartbeatOf(handle)) if keepAlive is None else int(str(keepAlive))
-            )
-            protocol.maxLength = int(str(options.get("max_packet_length", 1 << 20)))
-        except ValueError as e:
-            protocol.configError = f"bad option: {e}"
-        return protocol
-
-
-mqttPlugin = MqttPlugin()
+mqttPlugin = BundledPlugin("mqtt", Options, MqttProtocol)

@@ -5,54 +5,76 @@ The C{redis} protocol: RESP, as spoken by Redis (and servers compatible with it)
   C{hello}) or C{AUTH} (when a C{password_file} is set), an optional
   C{CLIENT SETNAME}, and a C{PING}. The connection is ready when every one
   of them has been answered without an error.
-- Heartbeat: C{PING}, answered by C{+PONG}. Replies come in order, so the
-  tokens of the pings in flight are kept first in, first out.
+- Heartbeat: C{PING}, answered by C{+PONG}. Replies come in order, so what
+  each reply answers is kept in a L{Pipeline}.
 - Errors: C{-WRONGPASS}, C{-NOAUTH} and C{-NOPERM} are permanent
   rejections; any other error reply during the handshake is transient. The
   password is never logged and is removed from any error text.
+- Replies are parsed incrementally and without recursion (L{RespParser}):
+  linear in the bytes received, at most C{max_reply_length} bytes per reply
+  and L{MAX_DEPTH} levels of nesting.
 - Drain: C{QUIT}, then wait for its C{+OK} (or for the server to close).
 
-Options: C{username} (str, ACL user), C{password_file} (str: a file holding
-the password; one trailing newline is ignored; read at every attempt),
-C{hello} (int: 0 for none, 2 or 3), C{client_name} (str, default the
-connection's name; C{""} for none), C{max_reply_length} (int, default 1 MiB).
+Options (L{Options}): C{username} (str, ACL user), C{password_file} (str: a
+file holding the password; one trailing newline is ignored; read at every
+attempt), C{hello} (int: 0 for none, 2 or 3), C{client_name} (str, default
+the connection's name; C{""} for none), C{max_reply_length} (int, default
+1 MiB).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import enum
+from collections.abc import Iterator
+from typing import Literal
 
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.plugin import IPlugin
-from twisted.python.failure import Failure
-from zope.interface import implementer
+import attrs
 
-from supervisor.interfaces import (
-    Classification,
-    IConnectionHandle,
-    IDrainable,
-    IFailureClassifier,
-    IProtocolPlugin,
-    ISupervisedProtocol,
+from plugins._support import (
+    BundledPlugin,
+    CheckedOptions,
+    Maybe,
+    ProtocolError,
+    RequestingProtocol,
 )
+from supervisor.interfaces import IConnectionHandle, OptionError
+from supervisor.options import Integer, Text, describe, setting
 
 PERMANENT_ERRORS = (b"WRONGPASS", b"NOAUTH", b"NOPERM")
 """Error prefixes that no retry will cure."""
 
+MAX_DEPTH = 32
+"""The deepest nesting of aggregates accepted in one reply."""
 
-class Incomplete(Exception):
-    """
-    The buffer does not hold a whole reply yet.
-    """
+_MAX_LENGTH_DIGITS = 20
 
 
-class ProtocolError(Exception):
+@attrs.frozen
+class HelloVersion:
     """
-    The bytes are not RESP.
+    The C{hello} option: 0 (no C{HELLO}), or the RESP version to ask for.
     """
+
+    def expected(self) -> str:
+        return "0, 2 or 3"
+
+    def check(self, value: object, key: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 2, 3):
+            return value
+        raise OptionError(key, f"expected {self.expected()}, got {describe(value)}")
+
+
+@attrs.frozen
+class Options(CheckedOptions):
+    """
+    The C{redis} plugin's options (see C{docs/plugins/redis.md}).
+    """
+
+    username: str = setting("", Text())
+    password_file: str = setting("", Text("a file name"))
+    hello: int = setting(0, HelloVersion())
+    client_name: str | None = setting(None, Maybe(Text()))
+    max_reply_length: int = setting(1 << 20, Integer(1))
 
 
 class Reply:
@@ -67,56 +89,164 @@ class Reply:
         self.text = text
         self.error = error
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reply):
+            return NotImplemented
+        return (self.text, self.error) == (other.text, other.error)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.error))
+
     def __repr__(self) -> str:
         return f"Reply({self.text!r}, error={self.error})"
+
+
+class _Step(enum.Enum):
+    WAIT = "more bytes are needed"
+    OPENED = "an aggregate or a bulk string has begun"
+    ATTRIBUTE = "an attribute ended; it annotates the next value"
 
 
 _LINE_TYPES = frozenset(b"+-:_#,(")
 _BULK_TYPES = frozenset(b"$!=")
 _AGGREGATE_TYPES = frozenset(b"*%~>|")
+_PUSH, _ATTRIBUTE, _ERROR, _BLOB_ERROR = b">|-!"
+_EMPTY = Reply(b"")
 
 
-def parseReply(buffer: bytes, start: int = 0) -> tuple[Reply | None, int]:
+@attrs.define
+class _Open:
     """
-    Parse one RESP2 or RESP3 value from C{buffer} at C{start}.
-
-    @return: the reply (L{None} for an attribute or push, which is no answer
-        to a command) and the offset after it.
-    @raise Incomplete: more bytes are needed.
-    @raise ProtocolError: the bytes are not RESP.
+    An aggregate being parsed: its type byte and how many values it still
+    needs.
     """
-    if start >= len(buffer):
-        raise Incomplete()
-    kind = buffer[start]
-    end = buffer.find(b"\r\n", start)
-    if end < 0:
-        raise Incomplete()
-    line = buffer[start + 1 : end]
-    after = end + 2
-    if kind in _LINE_TYPES:
-        if kind == ord("-"):
-            return Reply(line, error=True), after
-        return Reply(line), after
-    try:
-        length = int(line)
-    except ValueError:
-        raise ProtocolError(f"bad length {line[:20]!r}") from None
-    if kind in _BULK_TYPES:
-        if length < 0:
-            return Reply(b""), after
-        if len(buffer) < after + length + 2:
-            raise Incomplete()
-        body = buffer[after : after + length]
-        return Reply(body, error=kind == ord("!")), after + length + 2
-    if kind in _AGGREGATE_TYPES:
+
+    kind: int
+    remaining: int
+
+
+class RespParser:
+    """
+    RESP2 and RESP3 replies from a byte stream, parsed incrementally: what
+    is consumed of an unfinished reply is never parsed again, so the cost is
+    linear in the bytes received however they are split. Nesting is tracked
+    on an explicit stack, not by recursion.
+
+    A push (C{>}) at the top is no answer to a command: it is given as
+    L{None}. An attribute (C{|}) annotates the value after it and is dropped.
+    """
+
+    def __init__(self, maxReplyLength: int, maxDepth: int = MAX_DEPTH) -> None:
+        self.maxReplyLength = maxReplyLength
+        self.maxDepth = maxDepth
+        self.buffer = bytearray()
+        self._searched = 0
+        self._stack: list[_Open] = []
+        self._bulk: tuple[int, int] | None = None
+        self._used = 0
+
+    def feed(self, data: bytes) -> Iterator[Reply | None]:
+        """
+        The replies C{data} completes, in order.
+
+        @raise ProtocolError: the bytes are not RESP, a reply is longer than
+            C{maxReplyLength} or nested deeper than C{maxDepth}.
+        """
+        self.buffer += data
+        while True:
+            value = self._element()
+            if value is _Step.WAIT:
+                if self._used + len(self.buffer) > self.maxReplyLength:
+                    raise self._tooLong()
+                return
+            if value is _Step.OPENED:
+                continue
+            reply = self._complete(value)
+            if reply is not _Step.WAIT:
+                yield reply
+
+    def _element(self) -> Reply | _Step | None:
+        """
+        Consume one element (or the header of one) from the buffer.
+        """
+        buffer = self.buffer
+        if self._bulk is not None:
+            kind, length = self._bulk
+            if len(buffer) < length + 2:
+                return _Step.WAIT
+            if buffer[length : length + 2] != b"\r\n":
+                raise ProtocolError("a bulk string does not end in CRLF")
+            body = bytes(buffer[:length])
+            self._consume(length + 2)
+            self._bulk = None
+            return Reply(body, error=kind == _BLOB_ERROR)
+        end = buffer.find(b"\r\n", self._searched)
+        if end < 0:
+            self._searched = max(0, len(buffer) - 1)
+            return _Step.WAIT
+        kind = buffer[0]
+        line = bytes(buffer[1:end])
+        self._consume(end + 2)
+        if kind in _LINE_TYPES:
+            return Reply(line, error=kind == _ERROR)
+        if kind not in _BULK_TYPES and kind not in _AGGREGATE_TYPES:
+            raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
+        if len(line) > _MAX_LENGTH_DIGITS:
+            raise ProtocolError(f"bad length {line[:_MAX_LENGTH_DIGITS]!r}...")
+        try:
+            length = int(line)
+        except ValueError:
+            raise ProtocolError(f"bad length {line!r}") from None
+        if kind in _BULK_TYPES:
+            if length < 0:
+                return _EMPTY
+            if self._used + length + 2 > self.maxReplyLength:
+                raise self._tooLong()
+            self._bulk = (kind, length)
+            return _Step.OPENED
         count = max(length, 0) * (2 if kind in b"%|" else 1)
-        for _ in range(count):
-            _, after = parseReply(buffer, after)
-        if kind == ord("|"):
-            # An attribute annotates the reply that follows it.
-            return parseReply(buffer, after)
-        return (None if kind == ord(">") else Reply(b"")), after
-    raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
+        if count == 0:
+            return self._closed(kind)
+        if len(self._stack) >= self.maxDepth:
+            raise ProtocolError(f"a reply nested deeper than {self.maxDepth} levels")
+        self._stack.append(_Open(kind, count))
+        return _Step.OPENED
+
+    def _complete(self, value: Reply | _Step | None) -> Reply | Literal[_Step.WAIT] | None:
+        """
+        Count a finished value in the aggregates that hold it; return the
+        reply it finishes, or L{_Step.WAIT} when it finishes none.
+        """
+        stack = self._stack
+        while stack:
+            top = stack[-1]
+            if value is not _Step.ATTRIBUTE:
+                top.remaining -= 1
+            if top.remaining:
+                return _Step.WAIT
+            stack.pop()
+            value = self._closed(top.kind)
+        if isinstance(value, _Step):
+            return _Step.WAIT  # an attribute: the reply is the value after it
+        self._used = 0
+        return value
+
+    def _closed(self, kind: int) -> Reply | _Step | None:
+        if kind == _PUSH:
+            return None
+        if kind == _ATTRIBUTE:
+            return _Step.ATTRIBUTE
+        return _EMPTY
+
+    def _consume(self, count: int) -> None:
+        del self.buffer[:count]
+        self._searched = 0
+        self._used += count
+        if self._used > self.maxReplyLength:
+            raise self._tooLong()
+
+    def _tooLong(self) -> ProtocolError:
+        return ProtocolError(f"reply longer than {self.maxReplyLength} bytes")
 
 
 def command(*words: bytes) -> bytes:
@@ -129,211 +259,61 @@ def command(*words: bytes) -> bytes:
     return b"".join(parts)
 
 
-def readSecret(path: str) -> bytes:
-    """
-    The secret in the file at C{path}, without one trailing newline.
-
-    @raise OSError: it cannot be read.
-    """
-    data = Path(path).read_bytes()
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    if data.endswith(b"\n"):
-        return data[:-1]
-    return data
-
-
-def redact(text: bytes, secrets: Sequence[bytes]) -> str:
-    """
-    C{text} as a short message, with every secret in it replaced by C{***}.
-    """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, b"***")
-    message = text.decode("utf-8", "replace")
-    return message if len(message) <= 200 else message[:197] + "..."
-
-
-# What a reply in the FIFO answers.
-_HANDSHAKE = "handshake"
-_PING = "ping"
-_QUIT = "quit"
-
-
-@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
-class RedisProtocol(Protocol):
+class RedisProtocol(RequestingProtocol[Reply | None]):
     """
     One connection speaking RESP.
     """
 
-    def __init__(
-        self,
-        handle: IConnectionHandle,
-        username: str,
-        passwordFile: str,
-        hello: int,
-        clientName: str,
-        maxReplyLength: int,
-    ) -> None:
-        self.handle = handle
-        self.username = username
-        self.passwordFile = passwordFile
-        self.hello = hello
-        self.clientName = clientName
-        self.maxReplyLength = maxReplyLength
-        self.ready = False
-        self.expected: deque[tuple[str, bytes]] = deque()
-        self.buffer = b""
-        self.secrets: list[bytes] = []
-        self.quitting: Deferred[None] | None = None
-        self.failed = False
-        self.configError = ""
-        self.configPermanent = True
+    PING = command(b"PING")
+    GOODBYE = command(b"QUIT")
+
+    def __init__(self, handle: IConnectionHandle, options: Options) -> None:
+        super().__init__(handle, RespParser(options.max_reply_length))
+        self.options = options
+        self.clientName = handle.name if options.client_name is None else options.client_name
 
     def connectionMade(self) -> None:
-        password: bytes | None = None
-        if not self.configError and self.passwordFile:
-            try:
-                password = readSecret(self.passwordFile)
-            except OSError as e:
-                self.configError = f"cannot read password_file {self.passwordFile}: {e.strerror}"
-                self.configPermanent = False
-            else:
-                self.secrets.append(password)
-        if self.configError:
-            # A bad option or an unreadable password file: nothing is sent.
-            self.fail(self.configError, self.configPermanent)
-            return
+        options = self.options
+        password = self.secretFrom("password_file", options.password_file)
+        if self.rejected:
+            return  # nothing is sent
+        user = options.username.encode("utf-8")
+        name = self.clientName.encode("utf-8")
         commands: list[tuple[bytes, ...]] = []
-        if self.hello:
-            words: tuple[bytes, ...] = (b"HELLO", b"%d" % self.hello)
+        if options.hello:
+            words: tuple[bytes, ...] = (b"HELLO", b"%d" % options.hello)
             if password is not None:
-                user = self.username.encode("utf-8") or b"default"
-                words += (b"AUTH", user, password)
-            if self.clientName:
-                words += (b"SETNAME", self.clientName.encode("utf-8"))
+                words += (b"AUTH", user or b"default", password)
+            if name:
+                words += (b"SETNAME", name)
             commands.append(words)
         else:
             if password is not None:
-                if self.username:
-                    commands.append((b"AUTH", self.username.encode("utf-8"), password))
-                else:
-                    commands.append((b"AUTH", password))
-            if self.clientName:
-                commands.append((b"CLIENT", b"SETNAME", self.clientName.encode("utf-8")))
+                commands.append((b"AUTH", user, password) if user else (b"AUTH", password))
+            if name:
+                commands.append((b"CLIENT", b"SETNAME", name))
         commands.append((b"PING",))
         for words in commands:
-            self.expected.append((_HANDSHAKE, words[0]))
+            self.pipeline.sent(("handshake", words[0]))
         self.write(b"".join(command(*words) for words in commands))
 
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def fail(self, message: str, permanent: bool) -> None:
-        """
-        Reject the connection once; nothing is read after that.
-        """
-        if not self.failed:
-            self.failed = True
-            self.handle.reject(message, permanent)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.failed:
+    def received(self, reply: Reply | None) -> None:
+        if reply is None:
+            return  # a push: no answer to a command
+        answered = self.pipeline.answered()
+        if answered is None:
+            self.reject(f"unexpected reply {reply.text.decode('utf-8', 'replace')!r}", False)
             return
-        self.buffer += data
-        offset = 0
-        try:
-            while offset < len(self.buffer) and not self.failed:
-                reply, offset = parseReply(self.buffer, offset)
-                if reply is not None:
-                    self.replyReceived(reply)
-        except Incomplete:
-            pass
-        except ProtocolError as e:
-            self.fail(f"not a RESP reply: {e}", False)
-            return
-        self.buffer = self.buffer[offset:]
-        if len(self.buffer) > self.maxReplyLength and not self.failed:
-            self.fail(f"reply longer than {self.maxReplyLength} bytes", False)
-
-    def replyReceived(self, reply: Reply) -> None:
-        if not self.expected:
-            self.fail(f"unexpected reply {redact(reply.text, self.secrets)!r}", False)
-            return
-        what, detail = self.expected.popleft()
-        if reply.error:
-            message = redact(reply.text, self.secrets)
-            permanent = reply.text.startswith(PERMANENT_ERRORS)
-            if what == _HANDSHAKE:
-                verb = detail.decode("ascii", "replace")
-                self.fail(f"{verb} failed: {message}", permanent)
-            elif what == _PING:
-                self.fail(f"PING failed: {message}", permanent)
-            else:
-                self.quitDone()
-            return
-        if what == _HANDSHAKE:
-            if not any(kind == _HANDSHAKE for kind, _ in self.expected):
-                self.ready = True
-                self.handle.ready()
-        elif what == _PING:
-            self.handle.pong(detail)
+        what, detail = answered
+        if not reply.error:
+            self.succeeded(answered)
+        elif what == "drain":
+            self.drained()
         else:
-            self.quitDone()
-
-    def sendPing(self, token: bytes) -> None:
-        self.expected.append((_PING, token))
-        self.write(command(b"PING"))
-
-    def drain(self) -> Deferred[None]:
-        if self.quitting is None:
-            self.quitting = Deferred()
-            self.expected.append((_QUIT, b""))
-            self.write(command(b"QUIT"))
-        return self.quitting
-
-    def quitDone(self) -> None:
-        quitting, self.quitting = self.quitting, None
-        if quitting is not None:
-            quitting.callback(None)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        # The server closes after answering QUIT: the goodbye is complete.
-        self.quitDone()
-
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        return None
+            message = reply.text.decode("utf-8", "replace")
+            permanent = reply.text.startswith(PERMANENT_ERRORS)
+            verb = detail.decode("ascii", "replace") if what == "handshake" else "PING"
+            self.reject(f"{verb} failed: {message}", permanent)
 
 
-@implementer(IPlugin, IProtocolPlugin)
-class RedisPlugin:
-    """
-    Builds L{RedisProtocol}s.
-    """
-
-    name = "redis"
-
-    def buildProtocol(
-        self, handle: IConnectionHandle, options: Mapping[str, object]
-    ) -> ISupervisedProtocol:
-        clientName = options.get("client_name")
-        protocol = RedisProtocol(
-            handle,
-            username=str(options.get("username", "")),
-            passwordFile=str(options.get("password_file", "")),
-            hello=0,
-            clientName=str(handle.name if clientName is None else clientName),
-            maxReplyLength=1 << 20,
-        )
-        try:
-            protocol.hello = int(str(options.get("hello", 0)))
-            protocol.maxReplyLength = int(str(options.get("max_reply_length", 1 << 20)))
-        except ValueError as e:
-            protocol.configError = f"bad option: {e}"
-        if protocol.hello not in (0, 2, 3):
-            protocol.configError = f"option hello must be 0, 2 or 3, not {protocol.hello}"
-        return protocol
-
-
-redisPlugin = RedisPlugin()
+redisPlugin = BundledPlugin("redis", Options, RedisProtocol)

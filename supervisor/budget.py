@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from supervisor.scheduler import Scheduler, Timer
-from supervisor.spec import BudgetSpec
+from supervisor.spec import SupervisorSpec
 from supervisor.states.records import Cause
 
 
@@ -32,7 +32,7 @@ class ConnectBudget:
         withdrawal).
     """
 
-    def __init__(self, spec: BudgetSpec, scheduler: Scheduler) -> None:
+    def __init__(self, spec: SupervisorSpec, scheduler: Scheduler) -> None:
         self._spec = spec
         self._scheduler = scheduler
         self._tokens = float(spec.connect_burst)
@@ -41,10 +41,10 @@ class ConnectBudget:
         self.waiting: dict[Grantee, Cause] = {}
 
     @property
-    def spec(self) -> BudgetSpec:
+    def spec(self) -> SupervisorSpec:
         return self._spec
 
-    def retune(self, spec: BudgetSpec) -> None:
+    def retune(self, spec: SupervisorSpec) -> None:
         """
         Apply new settings: the tokens in hand are kept (up to the new
         burst); a budget turned off lets every waiting request go.
@@ -62,7 +62,7 @@ class ConnectBudget:
         A token for C{grantee}'s attempt now (true), or it waits its turn
         (false; its C{grant} is called when the token is due).
         """
-        if not self._spec.enabled:
+        if not self._spec.budgeted:
             return True
         self._refill()
         if not self.waiting and self._tokens >= 1:
@@ -76,15 +76,15 @@ class ConnectBudget:
         """
         C{grantee} no longer waits.
         """
-        if self.waiting.pop(grantee, None) is not None and not self.waiting:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        removed = self.waiting.pop(grantee, None) is not None
+        if removed and not self.waiting and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _refill(self) -> None:
         now = self._scheduler.now()
         spec = self._spec
-        if spec.enabled:
+        if spec.budgeted:
             self._tokens = min(
                 float(spec.connect_burst), self._tokens + (now - self._refilled) * spec.connect_rate
             )
@@ -101,7 +101,7 @@ class ConnectBudget:
 
     def _serve(self) -> None:
         self._refill()
-        enabled = self._spec.enabled
+        enabled = self._spec.budgeted
         while self.waiting and (not enabled or self._tokens >= 1):
             grantee = next(iter(self.waiting))
             cause = self.waiting.pop(grantee)

@@ -6,9 +6,17 @@ L{Config} or raise L{ConfigError}, whose one-line message names the file, the
 key path (C{connection[3].heartbeat.timeout}, 0-based) and what was expected.
 Every problem in a file becomes a L{ConfigError}, never another exception.
 
-C{[defaults]} merge into every C{[[connection]]}: scalars are replaced, and
-the C{backoff}, C{heartbeat} and C{options} tables are merged key by key.
-Keys set nowhere take the defaults of the spec classes.
+What each key accepts is declared once, on the fields of the spec classes
+(L{supervisor.options.setting}): the top-level tables are the L{Table} fields
+of L{Config}, and the keys of C{[defaults]} and C{[[connection]]} the fields
+of L{ConnectionSpec}. The loader adds only what needs its context: Twisted
+parses the endpoint strings, the installed plugins name the protocols (and
+check their own options, when they provide L{IConfigurable}), and the free
+C{options} and C{labels} tables.
+
+C{[defaults]} merge into every C{[[connection]]}: plain keys are replaced,
+tables (C{backoff}, C{heartbeat}, C{options}) are merged key by key. Keys
+set nowhere take the defaults of the spec classes.
 
 Two equal files give equal L{Config}s and, connection by connection, equal
 L{ConnectionSpec}s: a reload compares those.
@@ -17,26 +25,44 @@ L{ConnectionSpec}s: a reload compares those.
 from __future__ import annotations
 
 import codecs
-import difflib
 import math
 import re
 import tomllib
 from collections.abc import Collection, Mapping
-from datetime import date, datetime, time
-from typing import Any, NoReturn
+from typing import Any, Literal
 
 import attrs
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.interfaces import IHostnameResolver, IReactorPluggableNameResolver
+from zope.interface import implementer
 
-from supervisor.spec import NAME_PATTERN, BackoffSpec, ConnectionSpec, HeartbeatSpec
+from supervisor.interfaces import IConfigurable, IProtocolPlugin, OptionError
+from supervisor.options import (
+    Check,
+    Entries,
+    Integer,
+    Number,
+    Table,
+    Text,
+    checkMapping,
+    checkOf,
+    child,
+    describe,
+    escape,
+    merge,
+    quote,
+    refuse,
+    renderNumber,
+    setting,
+    structure,
+    unknownKey,
+)
+from supervisor.shard import Shard
+from supervisor.spec import ConnectionSpec, SupervisorSpec
 
-__all__ = ["AdminSpec", "Config", "ConfigError", "loadConfig", "parseConfig"]
+__all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
 
-
-def _shareInRange(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be in [0, 1], got {value!r}")
+_LISTEN_EXPECTED = "a Twisted server endpoint string (like tcp:9100:interface=127.0.0.1)"
 
 
 @attrs.frozen
@@ -44,7 +70,8 @@ class AdminSpec:
     """
     The admin HTTP listener.
 
-    @ivar listen: a Twisted server endpoint string.
+    @ivar listen: a Twisted server endpoint string (which the loader checks
+        with Twisted's parser).
     @ivar token_file: a file holding the bearer token that mutating admin
         calls need; C{""} for none. Used as given: a relative path is
         relative to the process's working directory.
@@ -52,9 +79,10 @@ class AdminSpec:
         (0 to 1) of the connections are ESTABLISHED.
     """
 
-    listen: str = "tcp:9100:interface=127.0.0.1"
-    token_file: str = ""
-    ready_share: float = attrs.field(default=0.0, validator=_shareInRange)
+    listen: str = setting("tcp:9100:interface=127.0.0.1", Text(_LISTEN_EXPECTED))
+    token_file: str = setting("", Text("a string (a file path, or empty)"))
+    ready_share: float = setting(0.0, Number(0, high=1))
+    max_clients: int = setting(64, Integer(1))
 
 
 @attrs.frozen
@@ -62,48 +90,32 @@ class Config:
     """
     A whole configuration file.
 
+    Each L{Table} field is a top-level table of the file, named as the field.
+
     @ivar path: the file it was read from. It is not part of equality: two
         files with the same content give equal configs.
     @ivar admin: the admin listener.
     @ivar connections: the supervised connections, in file order.
+    @ivar supervisor: the process as a whole (C{[supervisor]}).
     """
 
     path: str = attrs.field(eq=False)
-    admin: AdminSpec
-    connections: tuple[ConnectionSpec, ...]
+    admin: AdminSpec = setting(AdminSpec(), Table(AdminSpec))
+    connections: tuple[ConnectionSpec, ...] = ()
+    supervisor: SupervisorSpec = setting(SupervisorSpec(), Table(SupervisorSpec))
+
+    @property
+    def shard(self) -> Shard | None:
+        """
+        C{[supervisor] shard}, if set.
+        """
+        return self.supervisor.shard
 
     def byName(self) -> dict[str, ConnectionSpec]:
         """
         The connections by name, in file order.
         """
         return {spec.name: spec for spec in self.connections}
-
-
-_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-
-
-def _escape(text: str) -> str:
-    """
-    C{text} with every non-printable character escaped, so that it stays on
-    one line.
-    """
-    out = []
-    for ch in text:
-        if ch.isprintable() and ch not in _LINE_BREAKS:
-            out.append(ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) <= 0xFF:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return "".join(out)
 
 
 class ConfigError(Exception):
@@ -144,168 +156,11 @@ class ConfigError(Exception):
             where = f"{keyPath}: "
         else:
             where = ""
-        super().__init__(_escape(f"{path}: {where}{problem}"))
+        super().__init__(escape(f"{path}: {where}{problem}"))
 
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SCHEME = re.compile(r"[A-Za-z0-9_+.-]{1,32}")
-_SHOWN = 60
-
-
-def _quote(text: str) -> str:
-    """
-    C{text} as a short, one-line, double-quoted string.
-    """
-    if len(text) > _SHOWN:
-        text = text[:_SHOWN] + "..."
-    return '"' + _escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
-
-
-def _child(keyPath: str, key: str) -> str:
-    rendered = key if _BARE_KEY.fullmatch(key) else _quote(key)
-    return f"{keyPath}.{rendered}" if keyPath else rendered
-
-
-def _number(value: float) -> str:
-    """
-    A number as TOML spells it.
-    """
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    try:
-        text = str(value)
-    except ValueError:
-        return "a very long integer"
-    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
-
-
-def _describe(value: object) -> str:
-    """
-    What was found, for a value of the wrong type. Tables and arrays are not
-    shown: they could hold secrets.
-    """
-    if isinstance(value, bool):
-        return f"the boolean {'true' if value else 'false'}"
-    if isinstance(value, int):
-        return f"the integer {_number(value)}"
-    if isinstance(value, float):
-        return f"the float {_number(value)}"
-    if isinstance(value, str):
-        return f"the string {_quote(value)}"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, date | time | datetime):
-        return "a date/time"
-    return f"a {type(value).__name__}"
-
-
-@attrs.frozen
-class _Number:
-    """
-    A float key: an int is accepted, a bool is not; finite, within range.
-    """
-
-    low: float
-    strict: bool = False
-    high: float | None = None
-
-    def expected(self) -> str:
-        if self.high is not None:
-            return f"a number from {_number(self.low)} to {_number(self.high)}"
-        return f"a number {'>' if self.strict else '>='} {_number(self.low)}"
-
-    def check(self, checker: _Checker, value: object, keyPath: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            checker.fail(keyPath, f"expected {self.expected()}, got {_describe(value)}")
-        try:
-            number = float(value)
-        except OverflowError:
-            checker.fail(keyPath, f"expected {self.expected()}, got {_describe(value)}")
-        inRange = (number > self.low if self.strict else number >= self.low) and (
-            self.high is None or number <= self.high
-        )
-        if not (math.isfinite(number) and inRange):
-            checker.fail(keyPath, f"expected {self.expected()}, got {_number(value)}")
-        return number
-
-
-@attrs.frozen
-class _Integer:
-    """
-    An int key: neither a bool nor a float is accepted.
-    """
-
-    low: int
-
-    def check(self, checker: _Checker, value: object, keyPath: str) -> int:
-        expected = f"an integer >= {self.low}"
-        if isinstance(value, bool) or not isinstance(value, int):
-            checker.fail(keyPath, f"expected {expected}, got {_describe(value)}")
-        if value < self.low:
-            checker.fail(keyPath, f"expected {expected}, got {_number(value)}")
-        return value
-
-
-@attrs.frozen
-class _Choice:
-    """
-    A string key with a fixed set of values.
-    """
-
-    choices: tuple[str, ...]
-
-    def check(self, checker: _Checker, value: object, keyPath: str) -> str:
-        expected = f"one of {', '.join(self.choices)}"
-        if not isinstance(value, str):
-            checker.fail(keyPath, f"expected {expected}, got {_describe(value)}")
-        if value not in self.choices:
-            checker.fail(keyPath, f"expected {expected}, got {_quote(value)}")
-        return value
-
-
-_Field = _Number | _Integer | _Choice
-
-_BACKOFF_FIELDS: dict[str, _Field] = {
-    "initial": _Number(0, strict=True),
-    "multiplier": _Number(1),
-    "max": _Number(0, strict=True),
-    "jitter": _Choice(("none", "full", "equal", "decorrelated")),
-    "reset_after": _Number(0),
-}
-_HEARTBEAT_FIELDS: dict[str, _Field] = {
-    "interval": _Number(0),
-    "timeout": _Number(0, strict=True),
-    "misses": _Integer(1),
-}
-_SCALAR_FIELDS: dict[str, _Field] = {
-    "connect_timeout": _Number(0, strict=True),
-    "drain_timeout": _Number(0),
-    "max_retries": _Integer(0),
-}
-_TOP_KEYS = ("admin", "defaults", "connection")
-_ADMIN_KEYS = ("listen", "token_file", "ready_share")
-_DEFAULTS_KEYS = (
-    "protocol",
-    "connect_timeout",
-    "drain_timeout",
-    "backoff",
-    "heartbeat",
-    "max_retries",
-    "options",
-)
-_PER_CONNECTION_KEYS = ("name", "endpoint", "labels")
-_CONNECTION_KEYS = ("name", "endpoint", *_DEFAULTS_KEYS, "labels")
-_BUILTIN_BACKOFF = BackoffSpec()
-_BUILTIN_PROTOCOL = str(attrs.fields(ConnectionSpec).protocol.default)
-_NAME_EXPECTED = "a string matching [A-Za-z0-9_.:-]+"
-_ENDPOINT_EXPECTED = "a Twisted client endpoint string (tcp:, tls:, unix:)"
+_LABEL_NAME = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*")
 
 # Client endpoint strings Twisted has accepted before. Parsing one costs
 # about 50 us, which a reload of ten thousand entries (most unchanged) pays
@@ -315,24 +170,20 @@ _ENDPOINT_EXPECTED = "a Twisted client endpoint string (tcp:, tls:, unix:)"
 _acceptedEndpoints: set[str] = set()
 _MEMOISED_SCHEMES = ("tcp:", "unix:")
 _MEMO_LIMIT = 100_000
-_LISTEN_EXPECTED = "a Twisted server endpoint string (like tcp:9100:interface=127.0.0.1)"
 
 
-@attrs.define
-class _Layer:
+@implementer(IReactorPluggableNameResolver)
+class _ParsingReactor:
     """
-    The validated keys of one C{[defaults]} table or one C{[[connection]]}
-    entry; L{None} or empty where the key was not set.
+    All the reactor Twisted's endpoint parsers need: they only keep it (and
+    a hostname endpoint asks for its name resolver), so that checking an
+    endpoint string needs no real reactor.
     """
 
-    name: str | None = None
-    endpoint: str | None = None
-    protocol: str | None = None
-    scalars: dict[str, Any] = attrs.Factory(dict)
-    backoff: dict[str, Any] = attrs.Factory(dict)
-    heartbeat: dict[str, Any] = attrs.Factory(dict)
-    options: dict[str, str | int | float | bool] = attrs.Factory(dict)
-    labels: dict[str, str] = attrs.Factory(dict)
+    nameResolver: IHostnameResolver | None = None
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
+        raise NotImplementedError("a reactor for parsing endpoint strings only")
 
 
 def _refusal(kind: str, text: str, reason: Exception) -> str:
@@ -346,7 +197,7 @@ def _refusal(kind: str, text: str, reason: Exception) -> str:
         return "a string without an endpoint type (no ':')"
     if not _SCHEME.fullmatch(scheme):
         return "a string whose endpoint type is not a plain word"
-    shown = _quote(scheme + ":...")
+    shown = quote(scheme + ":...")
     if isinstance(reason, ValueError) and str(reason).startswith("Unknown endpoint type"):
         return f"{shown}, an unknown {kind} endpoint type"
     if isinstance(reason, TypeError):
@@ -360,238 +211,245 @@ def _refusal(kind: str, text: str, reason: Exception) -> str:
     return f"{shown} (not shown in full), which Twisted refuses: {why}"
 
 
+@attrs.frozen
+class _Endpoint:
+    """
+    A Twisted endpoint string of one kind, as Twisted's own parser accepts
+    it. A refused string is not shown (see L{_refusal}).
+    """
+
+    kind: Literal["client", "server"]
+    what: str
+
+    def expected(self) -> str:
+        return self.what
+
+    def check(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise refuse(key, self.what, describe(value))
+        client = self.kind == "client"
+        if client and value in _acceptedEndpoints:
+            return value
+        parse = clientFromString if client else serverFromString
+        try:
+            parse(_ParsingReactor(), value)  # type: ignore[no-untyped-call]
+        except Exception as e:
+            raise refuse(key, self.what, _refusal(self.kind, value, e)) from None
+        if client and value.startswith(_MEMOISED_SCHEMES) and len(_acceptedEndpoints) < _MEMO_LIMIT:
+            _acceptedEndpoints.add(value)
+        return value
+
+
+@attrs.frozen
+class _Protocol:
+    """
+    The name of an installed protocol plugin.
+    """
+
+    names: frozenset[str]
+
+    def expected(self) -> str:
+        return f"one of the known protocols ({', '.join(sorted(self.names)) or 'none installed'})"
+
+    def check(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise refuse(key, self.expected(), describe(value))
+        if value not in self.names:
+            raise refuse(key, self.expected(), quote(value))
+        return value
+
+
+@attrs.frozen
+class _OptionValue:
+    """
+    One value of a connection's C{options}: what TOML gives that is not a
+    table, an array or a date.
+    """
+
+    def expected(self) -> str:
+        return "a string, an integer, a finite float or a boolean"
+
+    def check(self, value: object, key: str) -> str | int | float | bool:
+        if not isinstance(value, str | int | float):
+            raise refuse(key, self.expected(), describe(value))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise refuse(key, self.expected(), renderNumber(value))
+        return value
+
+
+# What the loader checks itself, by class and field: the fields the spec
+# classes leave to it.
+_OWN_CHECKS: dict[type, dict[str, Check[Any]]] = {
+    AdminSpec: {"listen": _Endpoint("server", _LISTEN_EXPECTED)},
+    ConnectionSpec: {
+        "endpoint": _Endpoint("client", "a Twisted client endpoint string (tcp:, tls:, unix:)"),
+        "options": Entries(_OptionValue()),
+        "labels": Entries(
+            Text(),
+            keys=Text(
+                "a label name matching [A-Za-z_][A-Za-z0-9_]* and not starting with __",
+                pattern=_LABEL_NAME,
+            ),
+        ),
+    },
+}
+
+
+def _checksOf(cls: type[Any], **own: Check[Any]) -> dict[str, Check[Any]]:
+    """
+    The check of every key of C{cls}, in the order of its fields: the
+    loader's own (L{_OWN_CHECKS}, then C{own}) where it has one, else the
+    field's setting.
+    """
+    mine = {**_OWN_CHECKS.get(cls, {}), **own}
+    checks: dict[str, Check[Any]] = {}
+    for attribute in attrs.fields(cls):
+        check = mine.get(attribute.name) or checkOf(attribute)
+        if check is not None:
+            checks[attribute.name] = check
+    return checks
+
+
+_TABLES: dict[str, Table[Any]] = {
+    name: check for name, check in _checksOf(Config).items() if isinstance(check, Table)
+}
+_TOP_KEYS = (*_TABLES, "defaults", "connection")
+# What [defaults] cannot set: it names one connection.
+_PER_CONNECTION_KEYS = ("name", "endpoint", "labels")
+
+
+def _unknownKey(path: str, key: str, allowed: Collection[str]) -> OptionError:
+    """
+    L{unknownKey}, saying so when the key is in the wrong table.
+    """
+    found = None
+    if path and key in _TOP_KEYS:
+        # Usually a key written after a [table] header meant for the top level.
+        found = f"{quote(key)}, which belongs at the top level, before any [table] header"
+    elif path == "defaults" and key in _PER_CONNECTION_KEYS:
+        found = f"{quote(key)}, which is set per [[connection]], not in [defaults]"
+    return unknownKey(path, key, allowed, found=found)
+
+
+Protocols = Mapping[str, IProtocolPlugin] | Collection[str]
+"""The installed protocol plugins by name, or only their names."""
+
+
 class _Checker:
     """
-    Validates one parsed document, failing with the file's path.
+    Validates one parsed document.
     """
 
-    def __init__(self, path: str, protocols: Collection[str]) -> None:
+    def __init__(self, path: str, protocols: Protocols) -> None:
         self.path = path
-        self.protocols = protocols
-
-    def fail(self, keyPath: str, problem: str) -> NoReturn:
-        raise ConfigError(self.path, keyPath, problem)
-
-    def table(self, value: object, keyPath: str) -> Mapping[str, object]:
-        if not isinstance(value, Mapping):
-            self.fail(keyPath, f"expected a table, got {_describe(value)}")
-        return value
-
-    def unknownKey(self, keyPath: str, key: str, allowed: Collection[str]) -> NoReturn:
-        if keyPath and key in _TOP_KEYS:
-            # Usually a key written after a [table] header meant for the top level.
-            found = f"{_quote(key)}, which belongs at the top level, before any [table] header"
-        elif keyPath == "defaults" and key in _PER_CONNECTION_KEYS:
-            found = f"{_quote(key)}, which is set per [[connection]], not in [defaults]"
-        else:
-            found = "an unknown key"
-            close = difflib.get_close_matches(key, allowed, n=1)
-            if close:
-                found += f" (did you mean {_quote(close[0])}?)"
-        self.fail(_child(keyPath, key), f"expected one of {', '.join(allowed)}, got {found}")
-
-    def string(self, value: object, keyPath: str, expected: str) -> str:
-        if not isinstance(value, str):
-            self.fail(keyPath, f"expected {expected}, got {_describe(value)}")
-        return value
-
-    def knownProtocols(self) -> str:
-        return ", ".join(sorted(self.protocols)) or "none installed"
-
-    def protocol(self, value: object, keyPath: str) -> str:
-        expected = f"one of the known protocols ({self.knownProtocols()})"
-        name = self.string(value, keyPath, expected)
-        if name not in self.protocols:
-            self.fail(keyPath, f"expected {expected}, got {_quote(name)}")
-        return name
-
-    def fields(self, value: object, keyPath: str, fields: Mapping[str, _Field]) -> dict[str, Any]:
-        table = self.table(value, keyPath)
-        checked: dict[str, Any] = {}
-        for key, item in table.items():
-            if key not in fields:
-                self.unknownKey(keyPath, key, tuple(fields))
-            checked[key] = fields[key].check(self, item, _child(keyPath, key))
-        return checked
-
-    def options(self, value: object, keyPath: str) -> dict[str, str | int | float | bool]:
-        table = self.table(value, keyPath)
-        checked: dict[str, str | int | float | bool] = {}
-        for key, item in table.items():
-            itemPath = _child(keyPath, key)
-            expected = "a string, an integer, a finite float or a boolean"
-            if not isinstance(item, str | int | float):
-                self.fail(itemPath, f"expected {expected}, got {_describe(item)}")
-            if isinstance(item, float) and not math.isfinite(item):
-                self.fail(itemPath, f"expected {expected}, got {_number(item)}")
-            checked[key] = item
-        return checked
-
-    def labels(self, value: object, keyPath: str) -> dict[str, str]:
-        table = self.table(value, keyPath)
-        checked: dict[str, str] = {}
-        for key, item in table.items():
-            itemPath = _child(keyPath, key)
-            if not _LABEL_KEY.fullmatch(key) or key.startswith("__"):
-                self.fail(
-                    itemPath,
-                    "expected a label name matching [A-Za-z_][A-Za-z0-9_]* and not "
-                    f"starting with __, got {_quote(key)}",
-                )
-            checked[key] = self.string(item, itemPath, "a string")
-        return checked
-
-    def name(self, value: object, keyPath: str) -> str:
-        name = self.string(value, keyPath, _NAME_EXPECTED)
-        if not NAME_PATTERN.fullmatch(name):
-            self.fail(keyPath, f"expected {_NAME_EXPECTED}, got {_quote(name)}")
-        return name
-
-    def endpoint(self, value: object, keyPath: str) -> str:
-        text = self.string(value, keyPath, _ENDPOINT_EXPECTED)
-        if text in _acceptedEndpoints:
-            return text
-        try:
-            clientFromString(MemoryReactor(), text)  # type: ignore[no-untyped-call]
-        except Exception as e:
-            self.fail(keyPath, f"expected {_ENDPOINT_EXPECTED}, got {_refusal('client', text, e)}")
-        if text.startswith(_MEMOISED_SCHEMES) and len(_acceptedEndpoints) < _MEMO_LIMIT:
-            _acceptedEndpoints.add(text)
-        return text
-
-    def listen(self, value: object, keyPath: str) -> str:
-        text = self.string(value, keyPath, _LISTEN_EXPECTED)
-        try:
-            serverFromString(MemoryReactor(), text)  # type: ignore[no-untyped-call]
-        except Exception as e:
-            self.fail(keyPath, f"expected {_LISTEN_EXPECTED}, got {_refusal('server', text, e)}")
-        return text
-
-    def layer(self, value: object, keyPath: str, allowed: tuple[str, ...]) -> _Layer:
-        """
-        Check the keys of C{[defaults]} or of one C{[[connection]]} entry,
-        each on its own.
-        """
-        table = self.table(value, keyPath)
-        layer = _Layer()
-        for key, item in table.items():
-            itemPath = _child(keyPath, key)
-            if key not in allowed:
-                self.unknownKey(keyPath, key, allowed)
-            if key == "name":
-                layer.name = self.name(item, itemPath)
-            elif key == "endpoint":
-                layer.endpoint = self.endpoint(item, itemPath)
-            elif key == "protocol":
-                layer.protocol = self.protocol(item, itemPath)
-            elif key == "backoff":
-                layer.backoff = self.fields(item, itemPath, _BACKOFF_FIELDS)
-            elif key == "heartbeat":
-                layer.heartbeat = self.fields(item, itemPath, _HEARTBEAT_FIELDS)
-            elif key == "options":
-                layer.options = self.options(item, itemPath)
-            elif key == "labels":
-                layer.labels = self.labels(item, itemPath)
-            else:
-                layer.scalars[key] = _SCALAR_FIELDS[key].check(self, item, itemPath)
-        return layer
-
-    def backoffOrder(self, own: Mapping[str, Any], inherited: Mapping[str, Any], at: str) -> None:
-        """
-        C{max >= initial} once C{own} is merged over C{inherited}; the
-        problem is reported where C{own} set one of the two.
-        """
-        merged = {**inherited, **own}
-        initial = merged.get("initial", _BUILTIN_BACKOFF.initial)
-        maximum = merged.get("max", _BUILTIN_BACKOFF.max)
-        if maximum >= initial:
-            return
-        if "max" in own:
-            self.fail(
-                _child(at, "max"),
-                f"expected a number >= backoff.initial ({_number(initial)}), "
-                f"got {_number(maximum)}",
-            )
-        self.fail(
-            _child(at, "initial"),
-            f"expected a number <= backoff.max ({_number(maximum)}), got {_number(initial)}",
+        self.plugins: Mapping[str, IProtocolPlugin] = (
+            protocols if isinstance(protocols, Mapping) else {}
         )
-
-    def admin(self, value: object) -> AdminSpec:
-        table = self.table(value, "admin")
-        checked: dict[str, Any] = {}
-        for key, item in table.items():
-            itemPath = _child("admin", key)
-            if key == "listen":
-                checked[key] = self.listen(item, itemPath)
-            elif key == "token_file":
-                checked[key] = self.string(item, itemPath, "a string (a file path, or empty)")
-            elif key == "ready_share":
-                checked[key] = _Number(0, high=1).check(self, item, itemPath)
-            else:
-                self.unknownKey("admin", key, _ADMIN_KEYS)
-        return AdminSpec(**checked)
-
-    def connection(self, own: _Layer, defaults: _Layer, at: str) -> ConnectionSpec:
-        """
-        Merge one validated entry over the defaults and build its spec.
-        """
-        if own.name is None:
-            self.fail(_child(at, "name"), f"expected {_NAME_EXPECTED}, got nothing (missing)")
-        if own.endpoint is None:
-            self.fail(
-                _child(at, "endpoint"), f"expected {_ENDPOINT_EXPECTED}, got nothing (missing)"
-            )
-        protocol = own.protocol or defaults.protocol or _BUILTIN_PROTOCOL
-        if protocol not in self.protocols:
-            self.fail(
-                _child(at, "protocol"),
-                f"expected one of the known protocols ({self.knownProtocols()}), got nothing "
-                f"here or in [defaults], and the built-in default {_quote(protocol)} is not "
-                "installed",
-            )
-        self.backoffOrder(own.backoff, defaults.backoff, _child(at, "backoff"))
-        try:
-            return ConnectionSpec(
-                name=own.name,
-                endpoint=own.endpoint,
-                protocol=protocol,
-                backoff=BackoffSpec(**{**defaults.backoff, **own.backoff}),
-                heartbeat=HeartbeatSpec(**{**defaults.heartbeat, **own.heartbeat}),
-                labels=own.labels,
-                options={**defaults.options, **own.options},
-                **{**defaults.scalars, **own.scalars},
-            )
-        except (TypeError, ValueError) as e:  # pragma: no cover - checked above
-            self.fail(at, f"expected a valid connection, got {e}")
+        self.protocol = _Protocol(frozenset(protocols))
+        self.connectionChecks = _checksOf(ConnectionSpec, protocol=self.protocol)
+        self.defaultsChecks = {
+            key: check
+            for key, check in self.connectionChecks.items()
+            if key not in _PER_CONNECTION_KEYS
+        }
+        # The options each plugin accepted during this load, with their types
+        # (1, 1.0 and true are equal keys of a dict, not equal options).
+        self.acceptedOptions: set[tuple[str, tuple[tuple[str, type, object], ...]]] = set()
 
     def document(self, document: Mapping[str, object]) -> Config:
+        """
+        The config of a parsed document.
+
+        @raise OptionError: naming the key path of the first problem.
+        """
         for key in document:
             if key not in _TOP_KEYS:
-                self.unknownKey("", key, _TOP_KEYS)
-        admin = self.admin(document.get("admin", {}))
-        defaults = self.layer(document.get("defaults", {}), "defaults", _DEFAULTS_KEYS)
-        self.backoffOrder(defaults.backoff, {}, "defaults.backoff")
+                raise _unknownKey("", key, _TOP_KEYS)
+        tables = {
+            name: structure(
+                table.cls,
+                document.get(name, {}),
+                name,
+                checks=_checksOf(table.cls),
+                unknown=_unknownKey,
+            )
+            for name, table in _TABLES.items()
+        }
+        defaults = checkMapping(
+            ConnectionSpec,
+            document.get("defaults", {}),
+            "defaults",
+            checks=self.defaultsChecks,
+            unknown=_unknownKey,
+        )
+        # Each table of [defaults] holds on its own, over the built-in defaults.
+        for key, value in defaults.items():
+            check = self.defaultsChecks[key]
+            if isinstance(check, Table):
+                merge(check.cls, [(child("defaults", key), value)])
         entries = document.get("connection", [])
         if not isinstance(entries, list):
-            self.fail(
+            raise OptionError(
                 "connection",
-                f"expected an array of tables ([[connection]]), got {_describe(entries)}",
+                f"expected an array of tables ([[connection]]), got {describe(entries)}",
             )
         specs: list[ConnectionSpec] = []
         seen: dict[str, int] = {}
         for index, entry in enumerate(entries):
             at = f"connection[{index}]"
-            spec = self.connection(self.layer(entry, at, _CONNECTION_KEYS), defaults, at)
+            spec = self.connection(entry, defaults, at)
             if spec.name in seen:
-                self.fail(
-                    _child(at, "name"),
-                    f"expected a unique name, got {_quote(spec.name)}, which "
+                raise OptionError(
+                    child(at, "name"),
+                    f"expected a unique name, got {quote(spec.name)}, which "
                     f"connection[{seen[spec.name]}] already has",
                 )
             seen[spec.name] = index
             specs.append(spec)
-        return Config(path=self.path, admin=admin, connections=tuple(specs))
+        return Config(path=self.path, connections=tuple(specs), **tables)
+
+    def connection(self, entry: object, defaults: Mapping[str, Any], at: str) -> ConnectionSpec:
+        """
+        Check one C{[[connection]]} entry and merge it over the defaults.
+        """
+        own = checkMapping(
+            ConnectionSpec, entry, at, checks=self.connectionChecks, unknown=_unknownKey
+        )
+        spec = merge(
+            ConnectionSpec, [("defaults", defaults), (at, own)], checks=self.connectionChecks
+        )
+        if spec.protocol not in self.protocol.names:
+            raise OptionError(
+                child(at, "protocol"),
+                f"expected {self.protocol.expected()}, got nothing here or in [defaults], "
+                f"and the built-in default {quote(spec.protocol)} is not installed",
+            )
+        self.pluginOptions(spec, at)
+        return spec
+
+    def pluginOptions(self, spec: ConnectionSpec, at: str) -> None:
+        """
+        Have the connection's plugin check its options, when it provides
+        L{IConfigurable}.
+        """
+        plugin = self.plugins.get(spec.protocol)
+        if plugin is None or not IConfigurable.providedBy(plugin):
+            return
+        accepted = (spec.protocol, tuple((k, type(v), v) for k, v in spec.options))
+        if accepted in self.acceptedOptions:
+            return
+        where = child(at, "options")
+        try:
+            IConfigurable(plugin).parseOptions(dict(spec.options))
+        except OptionError as e:
+            raise OptionError(f"{where}.{e.key}" if e.key else where, e.problem) from None
+        except Exception as e:  # a plugin's bug: the file is refused all the same
+            raise OptionError(
+                where,
+                f"expected options the {quote(spec.protocol)} plugin accepts, got an "
+                f"error from its check ({type(e).__name__})",
+            ) from None
+        self.acceptedOptions.add(accepted)
 
 
 _SYNTAX_LOCATION = re.compile(r" \(at line (\d+), column (\d+)\)$")
@@ -606,14 +464,16 @@ def _lineAndColumn(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
-def parseConfig(text: str, path: str, *, protocols: Collection[str] | None = None) -> Config:
+def parseConfig(text: str, path: str, *, protocols: Protocols | None = None) -> Config:
     """
     Parse and validate the text of a configuration file.
 
     @param text: the TOML text.
     @param path: the file it came from, for messages and L{Config.path}.
-    @param protocols: the protocol names that exist; by default those of
-        the installed plugins (L{supervisor.plugin.availablePlugins}).
+    @param protocols: the protocol plugins that exist, by name: each
+        connection's options are checked by its plugin when it provides
+        L{IConfigurable}. Only their names will do, without that check. By
+        default the installed plugins (L{supervisor.plugin.availablePlugins}).
     @raise ConfigError: for any problem in C{text}.
     """
     try:
@@ -638,11 +498,14 @@ def parseConfig(text: str, path: str, *, protocols: Collection[str] | None = Non
     if protocols is None:
         from supervisor.plugin import availablePlugins
 
-        protocols = availablePlugins().keys()
-    return _Checker(path, protocols).document(document)
+        protocols = availablePlugins()
+    try:
+        return _Checker(path, protocols).document(document)
+    except OptionError as e:
+        raise ConfigError(path, e.key, e.problem) from None
 
 
-def loadConfig(path: str, *, protocols: Collection[str] | None = None) -> Config:
+def loadConfig(path: str, *, protocols: Protocols | None = None) -> Config:
     """
     Read, parse and validate a configuration file (UTF-8, an optional BOM
     is skipped).

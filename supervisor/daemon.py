@@ -17,8 +17,10 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from supervisor.admin.auth import tokenFileProblem
 from supervisor.config import Config, ConfigError, loadConfig
 from supervisor.service import Supervisor
+from supervisor.shard import Shard, ShardError
 
 log = Logger(namespace="netsupervisor.daemon")
 
@@ -28,7 +30,7 @@ class Options(usage.Options):
     C{twistd netsupervisor} options.
     """
 
-    synopsis = "--config PATH [--admin ENDPOINT]"
+    synopsis = "--config PATH [--admin ENDPOINT] [--shard I/N]"
     longdesc = (
         "Supervise the long-lived connections listed in a TOML file. SIGTERM or "
         "SIGINT drains every connection (bounded by drain_timeout) and exits; SIGHUP "
@@ -44,11 +46,23 @@ class Options(usage.Options):
             "The admin HTTP listener, a Twisted server endpoint string; overrides "
             "admin.listen (e.g. tcp:9100:interface=127.0.0.1).",
         ],
+        [
+            "shard",
+            "s",
+            None,
+            "Keep only the connections that shard I (from 0) of N owns, e.g. 2/4; "
+            "wins over [supervisor] shard.",
+        ],
     ]
 
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config is required")
+        if self["shard"] is not None:
+            try:
+                self["shard"] = Shard.fromString(self["shard"])
+            except ShardError as e:
+                raise usage.UsageError(f"--shard: {e}") from None
 
 
 def _fail(message: str) -> None:
@@ -67,19 +81,34 @@ class Daemon:
     def __init__(self, options: Options, reactor: Any) -> None:
         self.path: str = options["config"]
         self.adminOverride: str | None = options["admin"]
+        self.shardOverride: Shard | None = options["shard"]
         self.reactor = reactor
         self._stopping = False
+        self._reloadWhenRunning = False
 
     def load(self) -> Config:
         """
         Read and validate the file, applying C{--admin}.
+
+        @raise ConfigError: for a bad file, and for an C{admin.token_file}
+            that users other than its owner may read or write.
         """
         config = loadConfig(self.path)
         if self.adminOverride:
             config = attrs.evolve(
                 config, admin=attrs.evolve(config.admin, listen=self.adminOverride)
             )
+        problem = tokenFileProblem(config.admin.token_file)
+        if problem is not None:
+            raise ConfigError(self.path, "admin.token_file", problem)
         return config
+
+    def shardOf(self, config: Config) -> Shard:
+        """
+        This process's shard: C{--shard}, else the file's C{[supervisor]
+        shard}, else all of it.
+        """
+        return self.shardOverride or config.shard or Shard()
 
     def makeService(self) -> IService:
         """
@@ -94,7 +123,7 @@ class Daemon:
             _fail(str(e))
             raise  # not reached
         try:
-            supervisor = Supervisor(config, self.reactor)
+            supervisor = Supervisor(config, self.reactor, shard=self.shardOf(config))
             metrics = SupervisorMetrics(supervisor)
             admin = adminService(supervisor, metrics, config.admin.listen, self.reactor)
         except Exception as e:  # a plugin failing to build, a bad listener
@@ -102,6 +131,9 @@ class Daemon:
             raise
         admin.setServiceParent(supervisor)  # type: ignore[no-untyped-call]
         self.supervisor = supervisor
+        # From now on a SIGHUP is a reload, even one that comes before the
+        # reactor runs (its default action would end the process).
+        signal.signal(signal.SIGHUP, self.onHangup)
         self.reactor.callWhenRunning(self._installSignals)
         return supervisor
 
@@ -123,13 +155,17 @@ class Daemon:
                 old=running,
             )
             config = attrs.evolve(config, admin=attrs.evolve(config.admin, listen=running))
-        self.supervisor.reload(config)
+        self.supervisor.reload(config, shard=self.shardOf(config))
 
     def onHangup(self, signum: int, frame: FrameType | None) -> None:
         """
-        SIGHUP: reload from the reactor's thread.
+        SIGHUP: reload from the reactor's thread; before the reactor runs,
+        once it does.
         """
-        self.reactor.callFromThread(self.reload)
+        if self.reactor.running:
+            self.reactor.callFromThread(self.reload)
+        else:
+            self._reloadWhenRunning = True
 
     def onStop(self, signum: int, frame: FrameType | None) -> None:
         """
@@ -156,6 +192,10 @@ class Daemon:
         signal.signal(signal.SIGHUP, self.onHangup)
         signal.signal(signal.SIGTERM, self.onStop)
         signal.signal(signal.SIGINT, self.onStop)
+        if self._reloadWhenRunning:
+            self._reloadWhenRunning = False
+            log.info("reloading for the SIGHUP received while starting")
+            self.reload()
 
 
 def makeService(options: Options) -> IService:

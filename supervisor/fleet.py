@@ -18,7 +18,7 @@ from typing import Protocol
 from supervisor.breaker import Breaker
 from supervisor.budget import ConnectBudget
 from supervisor.scheduler import Scheduler
-from supervisor.spec import BreakerSpec, BudgetSpec, ConnectionSpec
+from supervisor.spec import ConnectionSpec, SupervisorSpec
 from supervisor.states.records import BreakerState, Cause, Held
 
 
@@ -56,12 +56,12 @@ class Fleet:
     """
 
     def __init__(
-        self, scheduler: Scheduler, rng: random.Random, budget: BudgetSpec | None = None
+        self, scheduler: Scheduler, rng: random.Random, budget: SupervisorSpec | None = None
     ) -> None:
         self._scheduler = scheduler
         self._rng = rng
         self._breakers: dict[str, Breaker] = {}
-        self.budget = ConnectBudget(budget or BudgetSpec(), scheduler)
+        self.budget = ConnectBudget(budget or SupervisorSpec(), scheduler)
 
     @property
     def breakers(self) -> list[Breaker]:

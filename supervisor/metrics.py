@@ -7,23 +7,30 @@ plain dictionaries fed by the supervisor's observers, and reads every gauge
 from the live connections at scrape time: there is no Prometheus object per
 connection per metric.
 
+L{FAMILIES} is the one description of the metric families: name, type,
+help, labels, and how to read the samples of one scrape. It drives both
+L{SupervisorMetrics.collect} (C{prometheus_client} families, for the
+registry) and L{exposition}, which writes the Prometheus text format
+(version 0.0.4) itself, many times faster for ten thousand connections. A
+family is one row; a family labelled by C{connection}
+(L{Family.perConnection}) has a series per connection, the others are
+aggregates.
+
 Two families go beyond the list of the specification (C{SPEC.md}), for
 per-connection dashboards: C{connection_info} (the connection's protocol and
 group, to filter per-connection series by group with a join) and
-C{connection_transitions_total} (to find flapping connections).
-
-L{exposition} renders the Prometheus text format (version 0.0.4) directly;
-it gives the same samples as C{prometheus_client.generate_latest} on
-L{SupervisorMetrics.registry}, many times faster for ten thousand
-connections. The metric names, labels and meanings are in C{docs/metrics.md}.
+C{connection_transitions_total} (to find flapping connections). The metric
+names, labels and meanings are in C{docs/metrics.md}.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Final
+from itertools import chain, repeat
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
+import attrs
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from supervisor.config import Config
     from supervisor.connection import SupervisedConnection
     from supervisor.service import Supervisor
+    from supervisor.shard import Shard
 
 __all__ = ["CONTENT_TYPE", "RTT_BUCKETS", "SupervisorMetrics", "exposition"]
 
@@ -72,90 +80,12 @@ RTT_BUCKETS: Final[tuple[float, ...]] = (
 _PREFIX: Final = "netsupervisor_"
 _CONNECT_FAILURES: Final = frozenset(CONNECT_FAILURE_REASONS)
 _DISCONNECTS: Final = frozenset(DISCONNECT_REASONS)
-
-# name (without _total for counters), type, help
-_STATE = ("connection_state", "gauge", "Whether the connection is in this state (1) or not (0).")
-_INFO = (
-    "connection_info",
-    "gauge",
-    "Always 1, one per supervised connection: its protocol and group.",
-)
-_CONNECTIONS = ("connections", "gauge", "Supervised connections in each state.")
-_ATTEMPTS = (
-    "connect_attempts",
-    "counter",
-    "Connect attempts started (transitions into CONNECTING).",
-)
-_FAILURES = (
-    "connect_failures",
-    "counter",
-    "Connect attempts that failed (CONNECTING to IDLE or CLOSED), by reason.",
-)
-_DISCONNECTS_ = (
-    "disconnects",
-    "counter",
-    "ESTABLISHED connections that ended (to IDLE or CLOSING), by reason.",
-)
-_TRANSITIONS = (
-    "state_transitions",
-    "counter",
-    "Changes of a connection's state, by the state left and the state entered.",
-)
-_CONNECTION_TRANSITIONS = (
-    "connection_transitions",
-    "counter",
-    "Changes of the connection's state.",
-)
-_RTT = ("heartbeat_rtt_seconds", "histogram", "Round-trip time of answered heartbeats, by group.")
-_LAST_RTT = (
-    "heartbeat_last_rtt_seconds",
-    "gauge",
-    "Round-trip time of the connection's last answered heartbeat.",
-)
-_MISSES = (
-    "heartbeat_misses",
-    "counter",
-    "Heartbeats not answered within the heartbeat timeout.",
-)
-_BACKOFF = (
-    "backoff_delay_seconds",
-    "gauge",
-    "Delay of the retry now scheduled, 0 if none is.",
-)
-_DRAINING = ("draining", "gauge", "1 once the graceful drain of the process has begun, else 0.")
-_RELOADS = ("config_reloads", "counter", "Configuration reloads, by result.")
 _RELOAD_RESULTS: Final = ("success", "failure")
 
 # Floats as Go writes them (prometheus_client's own function, untyped there).
 _goFloat: Final[Callable[[float], str]] = floatToGoString
 
 _LE: Final = (*(_goFloat(b) for b in RTT_BUCKETS), "+Inf")
-
-# Label values are escaped as the text format requires; names of connections
-# cannot need it (NAME_PATTERN), groups can.
-_ESCAPES: Final = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
-
-
-def _escape(value: str) -> str:
-    return value.translate(_ESCAPES)
-
-
-def _header(name: str, kind: str, help: str) -> str:
-    if kind == "counter":
-        name += "_total"
-    return f"# HELP {_PREFIX}{name} {help}\n# TYPE {_PREFIX}{name} {kind}\n"
-
-
-# The five lines of connection_state for a connection in each state, with
-# "\0" where the connection's name goes.
-_STATE_BLOCKS: Final[dict[str, str]] = {
-    current: "".join(
-        f'{_PREFIX}connection_state{{connection="\0",state="{s}"}} '
-        f"{'1.0' if s == current else '0.0'}\n"
-        for s in STATES
-    )
-    for current in STATES
-}
 
 
 class _Histogram:
@@ -184,56 +114,271 @@ class _Histogram:
         return out
 
 
-class _Snapshot:
+Labels = tuple[str, ...]
+Sample = tuple[Labels, "float | str | _Histogram"]
+"""One sample of a family: its label values, in the order of the family's
+labels, and its value: a number, a histogram's series for a histogram, the
+current value of the last label for a one-hot family (L{Family.oneOf})."""
+
+
+class _Scrape:
     """
-    Everything one scrape shows, read at once.
+    Everything one scrape shows, read at once: the live connections, column
+    by column (the same index is the same connection), the counts by state,
+    and the counters of L{SupervisorMetrics}.
+
+    Families read per-connection samples by zipping the columns, so that
+    ten thousand connections cost no Python code per sample.
     """
 
     __slots__ = (
         "byState",
-        "disconnects",
+        "delays",
         "draining",
-        "failures",
-        "histograms",
-        "orphanAttempts",
-        "orphanMisses",
-        "orphanTransitions",
+        "groups",
+        "keys",
+        "live",
+        "metrics",
+        "names",
+        "protocols",
         "reloads",
-        "rows",
-        "transitions",
+        "rtts",
+        "shard",
+        "states",
     )
+
+    metrics: SupervisorMetrics
+    live: dict[str, SupervisedConnection]
+    names: list[str]
+    keys: list[Labels]
+    states: list[State]
+    rtts: list[float | None]
+    delays: list[float]
+    protocols: list[str]
+    groups: list[str]
+    byState: dict[State, int]
+    draining: bool
+    reloads: list[tuple[str, int]]
+    shard: Shard
 
     def __init__(self, metrics: SupervisorMetrics) -> None:
         supervisor = metrics.supervisor
         connections: dict[str, SupervisedConnection] = supervisor.connections
         metrics._prune(connections)
-        byState = dict.fromkeys(STATES, 0)
         info = metrics._info
-        rows: list[tuple[str, State, float | None, float, tuple[str, str]]] = []
+        self.metrics = metrics
+        self.live = connections
+        self.names = names = list(connections)
+        self.keys = [(name,) for name in names]
+        self.states = states = []
+        self.rtts = rtts = []
+        self.delays = delays = []
+        self.protocols = protocols = []
+        self.groups = groups = []
         for name, c in connections.items():
-            state = c.state
-            byState[state] += 1
+            states.append(c.state)
+            rtts.append(c.rtt)
+            delays.append(c.backoffDelay)
             labels = info.get(name)
             if labels is None:  # not (or no longer) in the configuration
                 labels = (c.spec.protocol, c.spec.group)
-            rows.append((name, state, c.rtt, c.backoffDelay, labels))
-        self.rows = rows
-        self.byState = byState
-        # Every live connection has its counters, 0 until it counts (see
-        # the rows); a connection being replaced keeps its own (here).
-        self.orphanAttempts = [(n, v) for n, v in metrics._attempts.items() if n not in connections]
-        self.orphanMisses = [(n, v) for n, v in metrics._misses.items() if n not in connections]
-        self.orphanTransitions = [
-            (n, v) for n, v in metrics._connectionTransitions.items() if n not in connections
-        ]
-        self.failures = [(n, r, v) for n, d in metrics._failures.items() for r, v in d.items()]
-        self.disconnects = [
-            (n, r, v) for n, d in metrics._disconnects.items() for r, v in d.items()
-        ]
-        self.transitions = sorted(metrics._transitions.items())
-        self.histograms = sorted(metrics._histograms.items())
+            protocols.append(labels[0])
+            groups.append(labels[1])
+        self.byState = byState = dict.fromkeys(STATES, 0)
+        for state in states:
+            byState[state] += 1
         self.draining = bool(supervisor.draining)
         self.reloads = [(r, supervisor.reloads.get(r, 0)) for r in _RELOAD_RESULTS]
+        self.shard = supervisor.shard
+
+    def each(self, values: Iterable[float | str]) -> Iterator[Sample]:
+        """
+        One sample per live connection, labelled by its name, with its
+        value from C{values} (a column).
+        """
+        return zip(self.keys, values, strict=True)
+
+    def counted(self, counts: dict[str, int]) -> Iterator[Sample]:
+        """
+        A per-connection counter: every live connection from 0, then the
+        counts of connections being replaced (closing, their successor not
+        yet started), which go on under the same name.
+        """
+        live = self.live
+        return chain(
+            self.each(map(counts.get, self.names, repeat(0))),
+            (((name,), n) for name, n in counts.items() if name not in live),
+        )
+
+    @staticmethod
+    def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:
+        """
+        A per-connection counter split by reason: only what has counted.
+        """
+        return (((name, reason), n) for name, d in counts.items() for reason, n in d.items())
+
+
+@attrs.frozen
+class Family:
+    """
+    One metric family, and how to read its samples.
+
+    @ivar name: without the C{netsupervisor_} prefix, and without the
+        C{_total} that the samples of a counter carry.
+    @ivar kind: C{gauge}, C{counter} or C{histogram}.
+    @ivar help: what it counts or measures (its C{# HELP}).
+    @ivar labels: the label names, in order (a histogram's C{le} aside).
+    @ivar samples: the samples of one scrape, in the order shown.
+    @ivar oneOf: for a one-hot gauge, the values of its last label, in
+        order: each sample then gives the other labels and the current
+        value, and the family shows 1 for it and 0 for the others.
+    """
+
+    name: str
+    kind: Literal["gauge", "counter", "histogram"]
+    help: str
+    labels: Labels
+    samples: Callable[[_Scrape], Iterable[Sample]]
+    oneOf: tuple[str, ...] = ()
+
+    @property
+    def perConnection(self) -> bool:
+        """
+        Whether it is labelled by C{connection}: a series (or several) per
+        connection, where the other families are aggregates.
+        """
+        return "connection" in self.labels
+
+    @property
+    def sampleName(self) -> str:
+        """
+        The name its samples carry (a histogram's without their suffix).
+        """
+        return _PREFIX + self.name + ("_total" if self.kind == "counter" else "")
+
+    def header(self) -> str:
+        """
+        Its C{# HELP} and C{# TYPE} lines.
+        """
+        name = self.sampleName
+        return f"# HELP {name} {self.help}\n# TYPE {name} {self.kind}\n"
+
+    def metric(self) -> Metric:
+        """
+        It as a C{prometheus_client} family, without samples.
+        """
+        return Metric(_PREFIX + self.name, self.help, self.kind)
+
+
+FAMILIES: Final[tuple[Family, ...]] = (
+    Family(
+        "connection_state",
+        "gauge",
+        "Whether the connection is in this state (1) or not (0).",
+        ("connection", "state"),
+        lambda s: s.each(s.states),
+        oneOf=STATES,
+    ),
+    Family(
+        "connection_info",
+        "gauge",
+        "Always 1, one per supervised connection: its protocol and group.",
+        ("connection", "protocol", "group"),
+        lambda s: zip(zip(s.names, s.protocols, s.groups, strict=True), repeat(1.0)),
+    ),
+    Family(
+        "connections",
+        "gauge",
+        "Supervised connections in each state.",
+        ("state",),
+        lambda s: (((state,), n) for state, n in s.byState.items()),
+    ),
+    Family(
+        "connect_attempts",
+        "counter",
+        "Connect attempts started (transitions into CONNECTING).",
+        ("connection",),
+        lambda s: s.counted(s.metrics._attempts),
+    ),
+    Family(
+        "connect_failures",
+        "counter",
+        "Connect attempts that failed (CONNECTING to IDLE or CLOSED), by reason.",
+        ("connection", "reason"),
+        lambda s: s.byReason(s.metrics._failures),
+    ),
+    Family(
+        "disconnects",
+        "counter",
+        "ESTABLISHED connections that ended (to IDLE or CLOSING), by reason.",
+        ("connection", "reason"),
+        lambda s: s.byReason(s.metrics._disconnects),
+    ),
+    Family(
+        "state_transitions",
+        "counter",
+        "Changes of a connection's state, by the state left and the state entered.",
+        ("from", "to"),
+        lambda s: sorted(s.metrics._transitions.items()),
+    ),
+    Family(
+        "connection_transitions",
+        "counter",
+        "Changes of the connection's state.",
+        ("connection",),
+        lambda s: s.counted(s.metrics._connectionTransitions),
+    ),
+    Family(
+        "heartbeat_rtt_seconds",
+        "histogram",
+        "Round-trip time of answered heartbeats, by group.",
+        ("group",),
+        lambda s: (((group,), h) for group, h in sorted(s.metrics._histograms.items())),
+    ),
+    Family(
+        "heartbeat_last_rtt_seconds",
+        "gauge",
+        "Round-trip time of the connection's last answered heartbeat.",
+        ("connection",),
+        lambda s: ((key, rtt) for key, rtt in zip(s.keys, s.rtts, strict=True) if rtt is not None),
+    ),
+    Family(
+        "heartbeat_misses",
+        "counter",
+        "Heartbeats not answered within the heartbeat timeout.",
+        ("connection",),
+        lambda s: s.counted(s.metrics._misses),
+    ),
+    Family(
+        "backoff_delay_seconds",
+        "gauge",
+        "Delay of the retry now scheduled, 0 if none is.",
+        ("connection",),
+        lambda s: s.each(s.delays),
+    ),
+    Family(
+        "draining",
+        "gauge",
+        "1 once the graceful drain of the process has begun, else 0.",
+        (),
+        lambda s: [((), 1.0 if s.draining else 0.0)],
+    ),
+    Family(
+        "config_reloads",
+        "counter",
+        "Configuration reloads, by result.",
+        ("result",),
+        lambda s: (((result,), n) for result, n in s.reloads),
+    ),
+    Family(
+        "shard_info",
+        "gauge",
+        "Always 1: the shard of the configuration this process keeps, shard (from 0) of shards.",
+        ("shard", "shards"),
+        lambda s: [((str(s.shard.index), str(s.shard.count)), 1.0)],
+    ),
+)
+"""Every metric family, in the order of the exposition."""
 
 
 class SupervisorMetrics(Collector):
@@ -338,29 +483,15 @@ class SupervisorMetrics(Collector):
         """
         The metric families, without samples (for the registry's name checks).
         """
-        for name, kind, help in (
-            _STATE,
-            _INFO,
-            _CONNECTIONS,
-            _ATTEMPTS,
-            _FAILURES,
-            _DISCONNECTS_,
-            _TRANSITIONS,
-            _CONNECTION_TRANSITIONS,
-            _RTT,
-            _LAST_RTT,
-            _MISSES,
-            _BACKOFF,
-            _DRAINING,
-            _RELOADS,
-        ):
-            yield Metric(_PREFIX + name, help, kind)
+        return [family.metric() for family in FAMILIES]
 
     def collect(self) -> Iterable[Metric]:
         """
         Every metric family, with its samples now.
         """
-        return _families(self, _Snapshot(self))
+        scrape = _Scrape(self)
+        for family in FAMILIES:
+            yield _metricFamily(family, family.samples(scrape))
 
 
 def _bump(counter: dict[str, dict[str, int]], name: str, reason: str) -> None:
@@ -370,160 +501,175 @@ def _bump(counter: dict[str, dict[str, int]], name: str, reason: str) -> None:
     byReason[reason] = byReason.get(reason, 0) + 1
 
 
-def _families(metrics: SupervisorMetrics, s: _Snapshot) -> Iterator[Metric]:
-    def gauge(spec: tuple[str, str, str], labels: list[str]) -> GaugeMetricFamily:
-        return GaugeMetricFamily(_PREFIX + spec[0], spec[2], labels=labels)
+def _metricFamily(family: Family, samples: Iterable[Sample]) -> Metric:
+    """
+    C{family}'s samples as a C{prometheus_client} family.
+    """
+    name, labels = _PREFIX + family.name, list(family.labels)
+    if family.kind == "histogram":
+        histograms = HistogramMetricFamily(name, family.help, labels=labels)
+        for values, value in samples:
+            h = cast(_Histogram, value)
+            buckets = list(zip(_LE, map(float, h.cumulative()), strict=True))
+            histograms.add_metric(list(values), buckets, h.sum)
+        return histograms
+    kind = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
+    metric = kind(name, family.help, labels=labels)
+    for values, value in samples:
+        if family.oneOf:
+            for each in family.oneOf:
+                metric.add_metric([*values, each], 1.0 if each == value else 0.0)
+        else:
+            metric.add_metric(list(values), cast(float, value))
+    return metric
 
-    def counter(spec: tuple[str, str, str], labels: list[str]) -> CounterMetricFamily:
-        return CounterMetricFamily(_PREFIX + spec[0], spec[2], labels=labels)
 
-    def perConnection(
-        spec: tuple[str, str, str], counts: dict[str, int], orphans: list[tuple[str, int]]
-    ) -> CounterMetricFamily:
-        # Every live connection from 0, then the counts of removed ones.
-        c = counter(spec, ["connection"])
-        for name, _, _, _, _ in s.rows:
-            c.add_metric([name], counts.get(name, 0))
-        for name, n in orphans:
-            c.add_metric([name], n)
-        return c
+# Label values are escaped as the text format requires; names of connections
+# cannot need it (NAME_PATTERN), groups can.
+_ESCAPES: Final = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
-    m = gauge(_STATE, ["connection", "state"])
-    for name, state, _, _, _ in s.rows:
-        for each in STATES:
-            m.add_metric([name, each], 1.0 if each == state else 0.0)
-    yield m
-    m = gauge(_INFO, ["connection", "protocol", "group"])
-    for name, _, _, _, (protocol, group) in s.rows:
-        m.add_metric([name, protocol, group], 1.0)
-    yield m
-    m = gauge(_CONNECTIONS, ["state"])
-    for state, n in s.byState.items():
-        m.add_metric([state], n)
-    yield m
-    yield perConnection(_ATTEMPTS, metrics._attempts, s.orphanAttempts)
-    c = counter(_FAILURES, ["connection", "reason"])
-    for name, reason, n in s.failures:
-        c.add_metric([name, reason], n)
-    yield c
-    c = counter(_DISCONNECTS_, ["connection", "reason"])
-    for name, reason, n in s.disconnects:
-        c.add_metric([name, reason], n)
-    yield c
-    c = counter(_TRANSITIONS, ["from", "to"])
-    for (old, new), n in s.transitions:
-        c.add_metric([old, new], n)
-    yield c
-    yield perConnection(
-        _CONNECTION_TRANSITIONS, metrics._connectionTransitions, s.orphanTransitions
-    )
-    h = HistogramMetricFamily(_PREFIX + _RTT[0], _RTT[2], labels=["group"])
-    for group, histogram in s.histograms:
-        h.add_metric(
-            [group], list(zip(_LE, map(float, histogram.cumulative()), strict=True)), histogram.sum
+
+class _Pairs(dict[str, str]):
+    """
+    The text of one label with each of its values (C{state="IDLE"}), made
+    once per scrape and value.
+    """
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def __missing__(self, value: str) -> str:
+        text = self[value] = f'{self.label}="{value.translate(_ESCAPES)}"'
+        return text
+
+
+class _Floats(dict[float, str]):
+    """
+    Floats as Go writes them, each formatted once per scrape.
+    """
+
+    def __missing__(self, value: float) -> str:
+        text = self[value] = _goFloat(value)
+        return text
+
+
+class _Text:
+    """
+    The text format's pieces, each made once per scrape: label pairs
+    (C{state="IDLE"}) by label and value, and floats as Go writes them.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[str, _Pairs] = {}
+        self.floats = _Floats()
+
+    def pairs(self, label: str) -> _Pairs:
+        found = self._pairs.get(label)
+        if found is None:
+            found = self._pairs[label] = _Pairs(label)
+        return found
+
+    def joined(self, labels: Labels, values: Labels) -> str:
+        return ",".join([self.pairs(label)[v] for label, v in zip(labels, values, strict=True)])
+
+
+def _lines(family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text) -> Iterator[str]:
+    """
+    The sample lines of a gauge or a counter. An int is written C{N.0},
+    a float as Go writes it, as C{prometheus_client} does for both.
+    """
+    name, floats = family.sampleName, text.floats
+    if not family.labels:
+        for _, value in samples:
+            yield f"{name} {f'{value}.0' if type(value) is int else floats[value]}\n"
+        return
+    # The first label's pair is looked up (it is the connection's, most
+    # often); the others' are joined once for each combination of values.
+    head, first = name + "{", text.pairs(family.labels[0])
+    if len(family.labels) == 1:
+        for (a,), value in samples:
+            if type(value) is int:
+                yield f"{head}{first[a]}}} {value}.0\n"
+            else:
+                yield f"{head}{first[a]}}} {floats[value]}\n"
+        return
+    rest = _Joined(family.labels[1:], text)
+    for values, value in samples:
+        number = f"{value}.0" if type(value) is int else floats[value]
+        yield f"{head}{first[values[0]]}{rest[values[1:]]}}} {number}\n"
+
+
+def _oneHotLines(
+    family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text
+) -> Iterator[str]:
+    """
+    The sample lines of a one-hot gauge: for each series, its block of
+    lines for the current value, with the other labels put in.
+    """
+    name, last, floats = family.sampleName, text.pairs(family.labels[-1]), text.floats
+    blocks = {
+        current: "".join(
+            f"{name}{{\0,{last[each]}}} {floats[1.0 if each == current else 0.0]}\n"
+            for each in family.oneOf
         )
-    yield h
-    m = gauge(_LAST_RTT, ["connection"])
-    for name, _, rtt, _, _ in s.rows:
-        if rtt is not None:
-            m.add_metric([name], rtt)
-    yield m
-    yield perConnection(_MISSES, metrics._misses, s.orphanMisses)
-    m = gauge(_BACKOFF, ["connection"])
-    for name, _, _, delay, _ in s.rows:
-        m.add_metric([name], delay)
-    yield m
-    m = gauge(_DRAINING, [])
-    m.add_metric([], 1.0 if s.draining else 0.0)
-    yield m
-    c = counter(_RELOADS, ["result"])
-    for result, n in s.reloads:
-        c.add_metric([result], n)
-    yield c
+        for current in family.oneOf
+    }
+    leading = family.labels[:-1]
+    if len(leading) == 1:
+        first = text.pairs(leading[0])
+        for (a,), current in samples:
+            yield blocks[current].replace("\0", first[a])
+    else:
+        for values, current in samples:
+            yield blocks[current].replace("\0", text.joined(leading, values))
+
+
+def _histogramLines(
+    family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text
+) -> Iterator[str]:
+    """
+    The sample lines of a histogram: cumulative buckets, count, sum.
+    """
+    name = family.sampleName
+    for values, h in samples:
+        labels = text.joined(family.labels, values)
+        for le, n in zip(_LE, h.cumulative(), strict=True):
+            yield f'{name}_bucket{{{labels},le="{le}"}} {n}.0\n'
+        yield f"{name}_count{{{labels}}} {h.count}.0\n"
+        yield f"{name}_sum{{{labels}}} {text.floats[h.sum]}\n"
+
+
+class _Joined(dict[Labels, str]):
+    """
+    The pairs of some labels, each preceded by a comma, by their values.
+    """
+
+    def __init__(self, labels: Labels, text: _Text) -> None:
+        super().__init__()
+        self.labels = labels
+        self.text = text
+
+    def __missing__(self, values: Labels) -> str:
+        joined = self[values] = "".join(
+            "," + self.text.pairs(label)[v] for label, v in zip(self.labels, values, strict=True)
+        )
+        return joined
 
 
 def exposition(metrics: SupervisorMetrics) -> bytes:
     """
-    The metrics in the Prometheus text format, version 0.0.4 (L{CONTENT_TYPE}).
+    The metrics in the Prometheus text format, version 0.0.4
+    (L{CONTENT_TYPE}): the same samples as C{prometheus_client}'s
+    C{generate_latest} on L{SupervisorMetrics.registry}.
     """
-    s = _Snapshot(metrics)
-    fmt = _goFloat
-    blocks = _STATE_BLOCKS
-    attempts, misses = metrics._attempts, metrics._misses
-    transitions = metrics._connectionTransitions
-    # The escaped protocol and group labels of connection_info, once each.
-    infoLabels: dict[tuple[str, str], str] = {}
-    # One pass over the connections fills the per-connection families.
-    states: list[str] = [_header(*_STATE)]
-    info: list[str] = [_header(*_INFO)]
-    transitionLines: list[str] = [_header(*_CONNECTION_TRANSITIONS)]
-    attemptLines: list[str] = [_header(*_ATTEMPTS)]
-    lastRtt: list[str] = [_header(*_LAST_RTT)]
-    missLines: list[str] = [_header(*_MISSES)]
-    backoff: list[str] = [_header(*_BACKOFF)]
-    for name, state, rtt, delay, pair in s.rows:
-        escaped = _escape(name)
-        label = f'{{connection="{escaped}"}} '
-        states.append(blocks[state].replace("\0", escaped))
-        rest = infoLabels.get(pair)
-        if rest is None:
-            rest = infoLabels[pair] = (
-                f'protocol="{_escape(pair[0])}",group="{_escape(pair[1])}"}} 1.0\n'
-            )
-        info.append(f'{_PREFIX}connection_info{{connection="{escaped}",{rest}')
-        transitionLines.append(
-            f"{_PREFIX}connection_transitions_total{label}{transitions.get(name, 0)}.0\n"
-        )
-        attemptLines.append(f"{_PREFIX}connect_attempts_total{label}{attempts.get(name, 0)}.0\n")
-        missLines.append(f"{_PREFIX}heartbeat_misses_total{label}{misses.get(name, 0)}.0\n")
-        if rtt is not None:
-            lastRtt.append(f"{_PREFIX}heartbeat_last_rtt_seconds{label}{fmt(rtt)}\n")
-        backoff.append(f"{_PREFIX}backoff_delay_seconds{label}{fmt(delay) if delay else '0.0'}\n")
-    for name, n in s.orphanAttempts:
-        attemptLines.append(
-            f'{_PREFIX}connect_attempts_total{{connection="{_escape(name)}"}} {n}.0\n'
-        )
-    for name, n in s.orphanMisses:
-        missLines.append(f'{_PREFIX}heartbeat_misses_total{{connection="{_escape(name)}"}} {n}.0\n')
-    for name, n in s.orphanTransitions:
-        transitionLines.append(
-            f'{_PREFIX}connection_transitions_total{{connection="{_escape(name)}"}} {n}.0\n'
-        )
-
-    out = states
-    out += info
-    add = out.append
-    add(_header(*_CONNECTIONS))
-    for state, n in s.byState.items():
-        add(f'{_PREFIX}connections{{state="{state}"}} {n}.0\n')
-    out += attemptLines
-    add(_header(*_FAILURES))
-    for name, reason, n in s.failures:
-        add(
-            f'{_PREFIX}connect_failures_total{{connection="{_escape(name)}",'
-            f'reason="{reason}"}} {n}.0\n'
-        )
-    add(_header(*_DISCONNECTS_))
-    for name, reason, n in s.disconnects:
-        add(f'{_PREFIX}disconnects_total{{connection="{_escape(name)}",reason="{reason}"}} {n}.0\n')
-    add(_header(*_TRANSITIONS))
-    for (old, new), n in s.transitions:
-        add(f'{_PREFIX}state_transitions_total{{from="{old}",to="{new}"}} {n}.0\n')
-    out += transitionLines
-    add(_header(*_RTT))
-    histogramName = _PREFIX + _RTT[0]
-    for group, histogram in s.histograms:
-        glabel = f'group="{_escape(group)}"'
-        for le, n in zip(_LE, histogram.cumulative(), strict=True):
-            add(f'{histogramName}_bucket{{{glabel},le="{le}"}} {n}.0\n')
-        add(f"{histogramName}_count{{{glabel}}} {histogram.count}.0\n")
-        add(f"{histogramName}_sum{{{glabel}}} {fmt(histogram.sum)}\n")
-    out += lastRtt
-    out += missLines
-    out += backoff
-    add(_header(*_DRAINING))
-    add(f"{_PREFIX}draining {'1.0' if s.draining else '0.0'}\n")
-    add(_header(*_RELOADS))
-    for result, n in s.reloads:
-        add(f'{_PREFIX}config_reloads_total{{result="{result}"}} {n}.0\n')
+    scrape, text = _Scrape(metrics), _Text()
+    out: list[str] = []
+    for family in FAMILIES:
+        out.append(family.header())
+        if family.kind == "histogram":
+            lines = _histogramLines
+        else:
+            lines = _oneHotLines if family.oneOf else _lines
+        out += lines(family, family.samples(scrape), text)
     return "".join(out).encode("utf-8")

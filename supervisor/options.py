@@ -2,7 +2,8 @@
 Checked settings: the one way a configuration key or a plugin option says
 what it accepts, and the one wording of every refusal.
 
-A field of a frozen attrs class declares its check with L{setting}::
+A field of a frozen attrs class declares its check with L{setting} (or
+L{checked}, for a field without a default)::
 
     @attrs.frozen
     class Options:
@@ -19,6 +20,12 @@ dotted path for a nested table) and the problem, like C{expected an integer
 >= 1, got the string "abc"}. The configuration loader reports it with the
 file and the key path; a plugin's C{parseOptions} lets it propagate.
 
+A value that stands in several layers (the configuration's C{[defaults]},
+then one C{[[connection]]}) is checked layer by layer with L{checkMapping}
+and built once with L{merge}: a nested L{Table} is merged key by key, and a
+rule across fields (a L{Conflict}) is reported where the innermost layer set
+one of its keys.
+
 Checks are plain values (L{Number}, L{Integer}, L{Choice}, L{Text}, L{Flag},
 L{Table}), so that a loader can also ask a field what it expects.
 """
@@ -28,8 +35,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime, time
+from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -39,21 +47,33 @@ from supervisor.interfaces import OptionError
 __all__ = [
     "Check",
     "Choice",
+    "Conflict",
+    "Entries",
     "Flag",
     "Integer",
     "Number",
     "OptionError",
     "Table",
     "Text",
+    "checkMapping",
+    "checkOf",
+    "checked",
+    "child",
     "describe",
     "escape",
+    "fieldChecks",
+    "merge",
     "quote",
+    "refuse",
+    "renderNumber",
     "setting",
     "structure",
+    "unknownKey",
 ]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+S = TypeVar("S", bound=str)
 
 SHOWN = 60
 """The most characters of a refused string (or digits of a number) shown."""
@@ -134,6 +154,14 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def child(path: str, key: str) -> str:
+    """
+    C{key} below C{path}, quoted when it is not a bare TOML key.
+    """
+    rendered = key if _BARE_KEY.fullmatch(key) else quote(key)
+    return f"{path}.{rendered}" if path else rendered
+
+
 class Check(Protocol[T_co]):
     """
     What one field accepts.
@@ -146,7 +174,27 @@ class Check(Protocol[T_co]):
         "C{value} converted, or L{OptionError} naming C{key}."
 
 
-def _refuse(key: str, expected: str, found: str) -> OptionError:
+class Conflict(OptionError):
+    """
+    A rule across fields refused their values together (raised by a class's
+    C{__attrs_post_init__}). L{merge} reports it at one of the keys involved:
+    the one the innermost layer set.
+
+    @ivar problems: for each key involved, the problem as it reads at that
+        key; the first is the one reported when no layer tells them apart.
+    """
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        key, problem = next(iter(problems.items()))
+        super().__init__(key, problem)
+        self.problems = dict(problems)
+
+
+def refuse(key: str, expected: str, found: str) -> OptionError:
+    """
+    The refusal of the value at C{key}, in the one wording:
+    C{expected <expected>, got <found>}.
+    """
     return OptionError(key, f"expected {expected}, got {found}")
 
 
@@ -167,16 +215,16 @@ class Number:
 
     def check(self, value: object, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _refuse(key, self.expected(), describe(value))
+            raise refuse(key, self.expected(), describe(value))
         try:
             number = float(value)
         except OverflowError:
-            raise _refuse(key, self.expected(), describe(value)) from None
+            raise refuse(key, self.expected(), describe(value)) from None
         inRange = (number > self.low if self.strict else number >= self.low) and (
             self.high is None or number <= self.high
         )
         if not (math.isfinite(number) and inRange):
-            raise _refuse(key, self.expected(), renderNumber(value))
+            raise refuse(key, self.expected(), renderNumber(value))
         return number
 
 
@@ -196,50 +244,56 @@ class Integer:
 
     def check(self, value: object, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _refuse(key, self.expected(), describe(value))
+            raise refuse(key, self.expected(), describe(value))
         if value < self.low or (self.high is not None and value > self.high):
-            raise _refuse(key, self.expected(), renderNumber(value))
+            raise refuse(key, self.expected(), renderNumber(value))
         return value
 
 
 @attrs.frozen
-class Choice:
+class Choice(Generic[S]):
     """
-    A string from a fixed set.
+    A string from a fixed set; typed as the set's C{Literal} when it is
+    given as one (C{Choice(get_args(Jitter))}).
     """
 
-    choices: tuple[str, ...]
+    choices: tuple[S, ...]
 
     def expected(self) -> str:
         return f"one of {', '.join(self.choices)}"
 
-    def check(self, value: object, key: str) -> str:
+    def check(self, value: object, key: str) -> S:
         if not isinstance(value, str):
-            raise _refuse(key, self.expected(), describe(value))
-        if value not in self.choices:
-            raise _refuse(key, self.expected(), quote(value))
-        return value
+            raise refuse(key, self.expected(), describe(value))
+        for choice in self.choices:
+            if value == choice:
+                return choice
+        raise refuse(key, self.expected(), quote(value))
 
 
 @attrs.frozen
 class Text:
     """
-    A string, of at most C{maxLength} characters.
+    A string, of at most C{maxLength} characters, matching C{pattern} (the
+    whole string) when one is given; C{what} says what is accepted.
     """
 
     what: str = "a string"
     maxLength: int = 4096
+    pattern: re.Pattern[str] | None = None
 
     def expected(self) -> str:
         return self.what
 
     def check(self, value: object, key: str) -> str:
         if not isinstance(value, str):
-            raise _refuse(key, self.expected(), describe(value))
+            raise refuse(key, self.expected(), describe(value))
         if len(value) > self.maxLength:
-            raise _refuse(
+            raise refuse(
                 key, f"{self.expected()} of at most {self.maxLength} characters", quote(value)
             )
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise refuse(key, self.expected(), quote(value))
         return value
 
 
@@ -254,7 +308,7 @@ class Flag:
 
     def check(self, value: object, key: str) -> bool:
         if not isinstance(value, bool):
-            raise _refuse(key, self.expected(), describe(value))
+            raise refuse(key, self.expected(), describe(value))
         return value
 
 
@@ -262,6 +316,7 @@ class Flag:
 class Table(Generic[T]):
     """
     A nested table, structured as C{cls} (whose fields are L{setting}s).
+    Where a value is given in layers, it is merged key by key.
     """
 
     cls: type[T]
@@ -275,20 +330,60 @@ class Table(Generic[T]):
         return structure(self.cls, value, key)
 
 
+@attrs.frozen
+class Entries(Generic[T]):
+    """
+    A table of free keys (each a plain string, or one C{keys} accepts), each
+    value checked by C{values}. Where it is given in layers, it is merged
+    key by key.
+    """
+
+    values: Check[T]
+    keys: Text | None = None
+
+    def expected(self) -> str:
+        return "a table"
+
+    def check(self, value: object, key: str) -> dict[str, T]:
+        if not isinstance(value, Mapping):
+            raise refuse(key, self.expected(), describe(value))
+        checked: dict[str, T] = {}
+        for name, item in value.items():
+            itemPath = child(key, name)
+            if self.keys is not None:
+                self.keys.check(name, itemPath)
+            checked[name] = self.values.check(item, itemPath)
+        return checked
+
+
 _CHECK = "netsupervisor.check"
 
 
-def setting(default: T, check: Check[Any]) -> T:
+def _validator(check: Check[T]) -> Callable[[object, attrs.Attribute[T], T], None]:
+    def validate(instance: object, attribute: attrs.Attribute[T], value: T) -> None:
+        check.check(value, attribute.name)
+
+    return validate
+
+
+def setting(default: T, check: Check[T]) -> T:
     """
     An attrs field with a default, checked by C{check} both when it is built
     directly (a C{ValueError}) and through L{structure} (an L{OptionError}).
     """
-
-    def validate(instance: object, attribute: attrs.Attribute[T], value: T) -> None:
-        check.check(value, attribute.name)
-
-    field: T = attrs.field(default=default, validator=validate, metadata={_CHECK: check})
+    field: T = attrs.field(default=default, **checked(check))
     return field
+
+
+def checked(check: Check[Any]) -> dict[str, Any]:
+    """
+    The arguments of C{attrs.field} for a field without a default, checked as
+    a L{setting} is: C{name: str = attrs.field(**checked(Text()))}.
+    L{structure} refuses a mapping without it (C{expected ..., got nothing
+    (missing)}). A function returning the field itself would hide from mypy
+    that it has no default.
+    """
+    return {"validator": _validator(check), "metadata": {_CHECK: check}}
 
 
 def checkOf(attribute: attrs.Attribute[Any]) -> Check[Any] | None:
@@ -299,70 +394,156 @@ def checkOf(attribute: attrs.Attribute[Any]) -> Check[Any] | None:
     return found
 
 
-def child(path: str, key: str) -> str:
-    """
-    C{key} below C{path}, quoted when it is not a bare TOML key.
-    """
-    rendered = key if _BARE_KEY.fullmatch(key) else quote(key)
-    return f"{path}.{rendered}" if path else rendered
-
-
-def unknownKey(path: str, key: str, allowed: Collection[str]) -> OptionError:
-    """
-    The refusal of a key that is not one of C{allowed}, suggesting the
-    closest one.
-    """
-    found = "an unknown key"
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    if close:
-        found += f" (did you mean {quote(close[0])}?)"
-    return _refuse(child(path, key), f"one of {', '.join(allowed)}", found)
-
-
-def fieldChecks(cls: type[Any]) -> dict[str, Check[Any]]:
+def fieldChecks(cls: type[Any]) -> Mapping[str, Check[Any]]:
     """
     The checked fields of an attrs class, by name, in declaration order.
     """
-    checks: dict[str, Check[Any]] = {}
-    for attribute in attrs.fields(cls):
-        check = checkOf(attribute)
-        if check is not None:
-            checks[attribute.name] = check
-    return checks
+    return _fieldsOf(cls).checks
 
 
-def checkMapping(cls: type[Any], value: object, path: str = "") -> dict[str, Any]:
+@attrs.frozen
+class _Fields:
+    """
+    What L{merge} needs to know of a class, found once.
+    """
+
+    checks: Mapping[str, Check[Any]]
+    required: tuple[str, ...]
+
+
+_FIELDS: dict[type[Any], _Fields] = {}
+
+
+def _fieldsOf(cls: type[Any]) -> _Fields:
+    found = _FIELDS.get(cls)
+    if found is None:
+        checks = {a.name: c for a in attrs.fields(cls) if (c := checkOf(a)) is not None}
+        required = tuple(a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING)
+        found = _FIELDS[cls] = _Fields(MappingProxyType(checks), required)
+    return found
+
+
+def unknownKey(
+    path: str, key: str, allowed: Collection[str], *, found: str | None = None
+) -> OptionError:
+    """
+    The refusal of a key that is not one of C{allowed}: C{found} says what
+    it is, by default an unknown key, with the closest allowed one.
+    """
+    if found is None:
+        found = "an unknown key"
+        close = difflib.get_close_matches(key, list(allowed), n=1)
+        if close:
+            found += f" (did you mean {quote(close[0])}?)"
+    return refuse(child(path, key), f"one of {', '.join(allowed)}", found)
+
+
+UnknownKey = Callable[[str, str, Collection[str]], OptionError]
+"""How a caller words the refusal of an unknown key (L{unknownKey} by default)."""
+
+
+def checkMapping(
+    cls: type[Any],
+    value: object,
+    path: str = "",
+    *,
+    checks: Mapping[str, Check[Any]] | None = None,
+    unknown: UnknownKey = unknownKey,
+) -> dict[str, Any]:
     """
     The keys of C{value} checked against the fields of C{cls}, without
-    building it: what L{structure} passes to C{cls}, for a caller that
-    merges layers (defaults, then one connection) before building.
+    building anything: one layer of what L{merge} builds. A nested L{Table}
+    is checked the same way and left a C{dict}.
 
+    @param checks: the checks of the keys, by default L{fieldChecks}; a
+        caller that knows more about some field passes its own.
+    @param unknown: the refusal of an unknown key, here and in nested tables.
     @raise OptionError: for a value that is not a table, an unknown key or
         a refused value; its key is the dotted path from C{path}.
     """
     if not isinstance(value, Mapping):
-        raise _refuse(path, "a table", describe(value))
-    checks = fieldChecks(cls)
+        raise refuse(path, "a table", describe(value))
+    if checks is None:
+        checks = fieldChecks(cls)
     checked: dict[str, Any] = {}
     for key, item in value.items():
         check = checks.get(key)
         if check is None:
-            raise unknownKey(path, str(key), tuple(checks))
-        checked[key] = check.check(item, child(path, key))
+            raise unknown(path, str(key), tuple(checks))
+        itemPath = child(path, key)
+        if isinstance(check, Table):
+            checked[key] = checkMapping(check.cls, item, itemPath, unknown=unknown)
+        else:
+            checked[key] = check.check(item, itemPath)
     return checked
 
 
-def structure(cls: type[T], value: object, path: str = "") -> T:
+def merge(
+    cls: type[T],
+    layers: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    checks: Mapping[str, Check[Any]] | None = None,
+) -> T:
+    """
+    Build C{cls} from checked layers (each the path it was found at and what
+    L{checkMapping} gave there), a later layer overriding an earlier one: a
+    nested L{Table} and a free-form table (a mapping) key by key, any other
+    value whole. Keys set in no layer take the field's default.
+
+    @param checks: as given to L{checkMapping}, for what a missing required
+        field expects.
+    @raise OptionError: for a missing required field (at the innermost
+        layer's path), or a rule across fields: a L{Conflict} at the key
+        the innermost layer that set one of its keys set, another
+        C{ValueError} at the table.
+    """
+    fields = _fieldsOf(cls)
+    if checks is None:
+        checks = fields.checks
+    innermost = layers[-1][0] if layers else ""
+    values: dict[str, Any] = {}
+    tables: dict[str, tuple[type[Any], list[tuple[str, Mapping[str, Any]]]]] = {}
+    for path, layer in layers:
+        for key, value in layer.items():
+            check = checks.get(key)
+            if isinstance(check, Table):
+                tables.setdefault(key, (check.cls, []))[1].append((child(path, key), value))
+            elif key in values and isinstance(value, Mapping):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+    for key in fields.required:
+        if key not in values:
+            check = checks.get(key)
+            expected = check.expected() if check is not None else "a value"
+            raise refuse(child(innermost, key), expected, "nothing (missing)")
+    for key, (table, given) in tables.items():
+        values[key] = merge(table, given)
+    try:
+        return cls(**values)
+    except OptionError as e:
+        problems = e.problems if isinstance(e, Conflict) else {e.key: e.problem}
+        for path, layer in reversed(layers):
+            for key, problem in problems.items():
+                if key in layer:
+                    raise OptionError(child(path, key), problem) from None
+        raise OptionError(child(innermost, e.key) if e.key else innermost, e.problem) from None
+    except ValueError as e:
+        raise OptionError(innermost, str(e)) from None
+
+
+def structure(
+    cls: type[T],
+    value: object,
+    path: str = "",
+    *,
+    checks: Mapping[str, Check[Any]] | None = None,
+    unknown: UnknownKey = unknownKey,
+) -> T:
     """
     Build C{cls} from a mapping: keys not given take the field's default.
 
-    @raise OptionError: as L{checkMapping} does, or with the message of a
-        rule that spans fields (a C{ValueError} raised by C{cls} itself).
+    @raise OptionError: as L{checkMapping} and L{merge} do.
     """
-    checked = checkMapping(cls, value, path)
-    try:
-        return cls(**checked)
-    except ValueError as e:
-        if isinstance(e, OptionError):
-            raise OptionError(child(path, e.key) if e.key else path, e.problem) from None
-        raise OptionError(path, str(e)) from None
+    checked = checkMapping(cls, value, path, checks=checks, unknown=unknown)
+    return merge(cls, [(path, checked)], checks=checks)

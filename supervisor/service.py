@@ -21,6 +21,7 @@ from supervisor.connection import SupervisedConnection
 from supervisor.interfaces import IProtocolPlugin
 from supervisor.plugin import findPlugin
 from supervisor.scheduler import Scheduler
+from supervisor.shard import Shard
 from supervisor.spec import ConnectionSpec
 from supervisor.states.core import HeartbeatObserver, Observer
 from supervisor.states.records import Transition
@@ -69,7 +70,10 @@ class Supervisor(MultiService):
     fires once every one is CLOSED. L{reload} applies a new configuration by
     difference, leaving unchanged connections untouched.
 
-    @ivar config: the configuration now applied.
+    @ivar config: the configuration now applied: the connections of this
+        shard only.
+    @ivar shard: which share of the configuration this process keeps (by
+        default all of it).
     @ivar draining: set the moment a stop begins; never cleared.
     @ivar reloads: how many reloads succeeded and failed, by result.
     """
@@ -82,15 +86,20 @@ class Supervisor(MultiService):
         plugins: Callable[[str], IProtocolPlugin] = findPlugin,
         endpoints: EndpointFactory | None = None,
         rng: random.Random | None = None,
+        shard: Shard | None = None,
     ) -> None:
         """
         @param reactor: the clock for every timer, and (unless C{endpoints}
             is given) the reactor endpoints are built on.
+        @param shard: keep only the connections this shard owns
+            (L{supervisor.shard}); by default, every connection.
         @param plugins: finds the plugin for a protocol name.
         @param endpoints: builds the endpoint of a spec; by default
             C{clientFromString(reactor, spec.endpoint)}.
         """
         super().__init__()  # type: ignore[no-untyped-call]
+        self.shard = shard if shard is not None else Shard()
+        config = self._share(config)
         self.config = config
         self._reactor = reactor
         self._plugins = plugins
@@ -100,6 +109,10 @@ class Supervisor(MultiService):
         self.draining = False
         self.reloads = {"success": 0, "failure": 0}
         self._connections: dict[str, SupervisedConnection] = {}
+        # Names whose connection is closing to be replaced: the spec to start
+        # once it is CLOSED. The closing one stays in _connections till then.
+        self._replacements: dict[str, ConnectionSpec] = {}
+        # Removed connections, closing, no longer listed.
         self._retiring: set[SupervisedConnection] = set()
         self._observers: tuple[Observer, ...] = ()
         self._heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
@@ -109,6 +122,15 @@ class Supervisor(MultiService):
         self._relayHeartbeat: HeartbeatObserver = self._heartbeat
         for spec in config.connections:
             self._add(spec)
+
+    def _share(self, config: Config) -> Config:
+        """
+        C{config} with only the connections this shard owns.
+        """
+        if not self.shard.sharded:
+            return config
+        owned = tuple(spec for spec in config.connections if self.shard.owns(spec.name))
+        return attrs.evolve(config, connections=owned)
 
     def _endpointFromString(self, spec: ConnectionSpec) -> IStreamClientEndpoint:
         reactor: Any = self._reactor
@@ -123,7 +145,8 @@ class Supervisor(MultiService):
     def connections(self) -> dict[str, SupervisedConnection]:
         """
         The supervised connections by name (a copy), without those being
-        closed after a removal.
+        closed after a removal. A connection closing to be replaced (its spec
+        changed) is listed until its replacement starts.
         """
         return dict(self._connections)
 
@@ -201,16 +224,27 @@ class Supervisor(MultiService):
             connection.start()
         return connection
 
-    def _retire(self, name: str) -> Deferred[None]:
-        connection = self._connections.pop(name)
-        self._retiring.add(connection)
-        closed = connection.stop("removed")
+    def _close(self, connection: SupervisedConnection) -> None:
+        # Called once per connection that a reload closes.
+        connection.stop("removed").addCallback(self._closed, connection)
 
-        def forget(result: None) -> None:
-            self._retiring.discard(connection)
+    def _retiringNamed(self, name: str) -> SupervisedConnection | None:
+        for connection in self._retiring:
+            if connection.name == name:
+                return connection
+        return None
 
-        closed.addCallback(forget)
-        return closed
+    def _closed(self, result: None, connection: SupervisedConnection) -> None:
+        # The connection is CLOSED: start its replacement, if it has one,
+        # in its place (never before, so that one name never has two live
+        # connections, and never leaving the name without one).
+        self._retiring.discard(connection)
+        name = connection.name
+        if self._connections.get(name) is not connection:
+            return
+        spec = self._replacements.pop(name, None)
+        if spec is not None and not self.draining:
+            self._add(spec)
 
     def startService(self) -> None:
         """
@@ -255,14 +289,33 @@ class Supervisor(MultiService):
         # The children (the admin site) answer /readyz with 503 until here.
         await maybeDeferred(MultiService.stopService, self)
 
-    def reload(self, config: Config) -> ReloadReport:
+    def reload(self, config: Config, *, shard: Shard | None = None) -> ReloadReport:
         """
         Apply C{config} by difference: new names are added (and started, if
         running), removed names are drained and closed, changed ones are
         closed and then started again with their new spec, and unchanged ones
         are left alone (same transport, no transition).
+
+        A name never has two live connections: a changed connection's
+        replacement starts once it is CLOSED, and until then the closing one
+        is the one its name shows. A reload while a replacement waits only
+        changes what will start (or, for a removed name, that nothing will);
+        a name removed and added again while its old connection closes gets
+        its new connection once the old one is CLOSED.
+
+        @param shard: this process's shard from now on (by default, the one
+            it has). Only the connections it owns count as in C{config}: a
+            new shard count adds and drains only the connections that moved.
         """
-        old = {name: c.spec for name, c in self._connections.items()}
+        if shard is not None and shard != self.shard:
+            log.info("shard {old} is now shard {new}", old=str(self.shard), new=str(shard))
+            self.shard = shard
+        config = self._share(config)
+        # What each name runs, or will run once its replacement starts.
+        old = {
+            name: self._replacements.get(name, connection.spec)
+            for name, connection in self._connections.items()
+        }
         new = config.byName()
         added = tuple(n for n in new if n not in old)
         removed = tuple(n for n in old if n not in new)
@@ -270,11 +323,24 @@ class Supervisor(MultiService):
         unchanged = tuple(n for n in new if n in old and new[n] == old[n])
         self.config = config
         for name in removed:
-            self._retire(name)
+            connection = self._connections.pop(name)
+            self._retiring.add(connection)
+            if self._replacements.pop(name, None) is None:
+                self._close(connection)
         for name in changed:
-            self._retire(name).addCallback(self._replace, name)
+            alreadyClosing = name in self._replacements
+            # Recorded first: a connection that is not ESTABLISHED closes at once.
+            self._replacements[name] = new[name]
+            if not alreadyClosing:
+                self._close(self._connections[name])
         for name in added:
-            self._add(new[name])
+            closing = self._retiringNamed(name)
+            if closing is None:
+                self._add(new[name])
+            else:
+                self._retiring.discard(closing)
+                self._connections[name] = closing
+                self._replacements[name] = new[name]
         self.reloads["success"] += 1
         log.info(
             "reloaded {path}: {added} added, {removed} removed, {changed} changed, "
@@ -286,13 +352,6 @@ class Supervisor(MultiService):
             unchanged=len(unchanged),
         )
         return ReloadReport(added, removed, changed, unchanged)
-
-    def _replace(self, result: None, name: str) -> None:
-        # The old connection is CLOSED; start the new spec, unless a later
-        # reload removed or re-added it meanwhile.
-        spec = self.config.byName().get(name)
-        if spec is not None and name not in self._connections and not self.draining:
-            self._add(spec)
 
     def reloadFailed(self) -> None:
         """

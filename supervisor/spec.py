@@ -3,37 +3,65 @@ The values that describe one supervised connection: what to connect to, with
 which protocol, and how to time attempts, heartbeats and closes.
 
 Specs are frozen: two equal specs describe the same connection, which is what
-a configuration reload compares.
+a configuration reload compares. Each field that the configuration file sets
+declares what it accepts (L{supervisor.options.setting}); the loader derives
+its checks from these classes, so a new key is one new field.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import ClassVar, Final, Literal, get_args
 
 import attrs
 
-from supervisor.options import Choice, Integer, Number, setting
+from supervisor.interfaces import OptionError
+from supervisor.options import (
+    Choice,
+    Conflict,
+    Integer,
+    Number,
+    Table,
+    Text,
+    checked,
+    quote,
+    refuse,
+    renderNumber,
+    setting,
+)
+from supervisor.shard import Shard, ShardError
 
 Jitter = Literal["none", "full", "equal", "decorrelated"]
+JITTERS: Final[tuple[Jitter, ...]] = get_args(Jitter)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
+PATH_SEGMENTS = frozenset({".", ".."})
+"""
+Names that C{NAME_PATTERN} matches but a connection may not have: in a URL
+(C{/connections/NAME}) they mean this or the parent path.
+"""
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+@attrs.frozen
+class _Name:
+    """
+    A connection's name: C{NAME_PATTERN}, and not a path segment.
+    """
+
+    text: ClassVar[Text] = Text("a string matching [A-Za-z0-9_.:-]+", pattern=NAME_PATTERN)
+
+    def expected(self) -> str:
+        return self.text.expected()
+
+    def check(self, value: object, key: str) -> str:
+        name = self.text.check(value, key)
+        if name in PATH_SEGMENTS:
+            raise refuse(key, f"{self.expected()} other than . and ..", quote(name))
+        return name
 
 
-def _nonNegative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-def _atLeastOne(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+_NAME = _Name()
 
 
 @attrs.frozen
@@ -51,17 +79,21 @@ class BackoffSpec:
         stayed ESTABLISHED this long.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_positive)
-    multiplier: float = attrs.field(default=1.6, validator=_atLeastOne)
-    max: float = attrs.field(default=120.0, validator=_positive)
-    jitter: Jitter = attrs.field(
-        default="full", validator=attrs.validators.in_(("none", "full", "equal", "decorrelated"))
-    )
-    reset_after: float = attrs.field(default=10.0, validator=_nonNegative)
+    initial: float = setting(1.0, Number(0, strict=True))
+    multiplier: float = setting(1.6, Number(1))
+    max: float = setting(120.0, Number(0, strict=True))
+    jitter: Jitter = setting("full", Choice(JITTERS))
+    reset_after: float = setting(10.0, Number(0))
 
     def __attrs_post_init__(self) -> None:
         if self.max < self.initial:
-            raise ValueError(f"max ({self.max!r}) must be >= initial ({self.initial!r})")
+            initial, maximum = renderNumber(self.initial), renderNumber(self.max)
+            raise Conflict(
+                {
+                    "max": f"expected a number >= backoff.initial ({initial}), got {maximum}",
+                    "initial": f"expected a number <= backoff.max ({maximum}), got {initial}",
+                }
+            )
 
 
 @attrs.frozen
@@ -75,9 +107,9 @@ class HeartbeatSpec:
     @ivar misses: consecutive unanswered pings that drop the connection.
     """
 
-    interval: float = attrs.field(default=10.0, validator=_nonNegative)
-    timeout: float = attrs.field(default=5.0, validator=_positive)
-    misses: int = attrs.field(default=2, validator=_atLeastOne)
+    interval: float = setting(10.0, Number(0))
+    timeout: float = setting(5.0, Number(0, strict=True))
+    misses: int = setting(2, Integer(1))
 
     @property
     def enabled(self) -> bool:
@@ -97,6 +129,7 @@ class HeartbeatSpec:
 
 
 BreakerScope = Literal["endpoint", "connection", "off"]
+BREAKER_SCOPES: Final[tuple[BreakerScope, ...]] = get_args(BreakerScope)
 
 
 @attrs.frozen
@@ -116,7 +149,7 @@ class BreakerSpec:
         releases per second.
     """
 
-    scope: BreakerScope = setting("endpoint", Choice(("endpoint", "connection", "off")))
+    scope: BreakerScope = setting("endpoint", Choice(BREAKER_SCOPES))
     failures: int = setting(5, Integer(1))
     probe_interval: float = setting(0.5, Number(0, strict=True))
     probe_max: float = setting(2.0, Number(0, strict=True))
@@ -124,9 +157,14 @@ class BreakerSpec:
 
     def __attrs_post_init__(self) -> None:
         if self.probe_max < self.probe_interval:
-            raise ValueError(
-                f"probe_max ({self.probe_max!r}) must be >= probe_interval "
-                f"({self.probe_interval!r})"
+            low, high = renderNumber(self.probe_interval), renderNumber(self.probe_max)
+            raise Conflict(
+                {
+                    "probe_max": f"expected a number >= breaker.probe_interval ({low}), got {high}",
+                    "probe_interval": (
+                        f"expected a number <= breaker.probe_max ({high}), got {low}"
+                    ),
+                }
             )
 
     @property
@@ -168,15 +206,14 @@ def _pairs(value: Mapping[str, object] | Pairs) -> Pairs:
     return tuple(sorted((str(k), v) for k, v in items))
 
 
-def _validName(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"name must match [A-Za-z0-9_.:-]+, got {value!r}")
-
-
 @attrs.frozen
 class ConnectionSpec:
     """
     Everything that describes one supervised connection.
+
+    The configuration loader checks C{endpoint} (with Twisted's parser),
+    C{protocol} (against the installed plugins), C{options} and C{labels}
+    itself; the other fields declare their checks here.
 
     @ivar name: unique, C{[A-Za-z0-9_.:-]+}; the metric label.
     @ivar endpoint: a Twisted client endpoint string (C{tcp:}, C{tls:}, C{unix:}).
@@ -189,22 +226,22 @@ class ConnectionSpec:
         after N consecutive failed attempts.
     @ivar breaker: the circuit breaker of its target.
     @ivar flap: the flap guard.
-    @ivar labels: extra labels; C{group} is used by aggregate metrics.
     @ivar options: protocol-specific options for the plugin.
+    @ivar labels: extra labels; C{group} is used by aggregate metrics.
     """
 
-    name: str = attrs.field(validator=_validName)
+    name: str = attrs.field(**checked(_NAME))
     endpoint: str
     protocol: str = "line"
-    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
-    drain_timeout: float = attrs.field(default=30.0, validator=_nonNegative)
-    backoff: BackoffSpec = BackoffSpec()
-    heartbeat: HeartbeatSpec = HeartbeatSpec()
-    max_retries: int = attrs.field(default=0, validator=_nonNegative)
-    breaker: BreakerSpec = BreakerSpec()
-    flap: FlapSpec = FlapSpec()
-    labels: Pairs = attrs.field(default=(), converter=_pairs)
+    connect_timeout: float = setting(10.0, Number(0, strict=True))
+    drain_timeout: float = setting(30.0, Number(0))
+    backoff: BackoffSpec = setting(BackoffSpec(), Table(BackoffSpec))
+    heartbeat: HeartbeatSpec = setting(HeartbeatSpec(), Table(HeartbeatSpec))
+    max_retries: int = setting(0, Integer(0))
+    breaker: BreakerSpec = setting(BreakerSpec(), Table(BreakerSpec))
+    flap: FlapSpec = setting(FlapSpec(), Table(FlapSpec))
     options: Pairs = attrs.field(default=(), converter=_pairs)
+    labels: Pairs = attrs.field(default=(), converter=_pairs)
 
     @property
     def group(self) -> str:
@@ -215,21 +252,45 @@ class ConnectionSpec:
 
 
 @attrs.frozen
-class BudgetSpec:
+class _ShardCheck:
     """
-    The global connect budget: a token bucket every attempt of every
-    connection takes a token from (the first attempts included).
+    C{I/N}: shard I (0-based) of N.
+    """
 
-    @ivar connect_rate: attempts per second across all connections; 0 turns
-        the budget off.
+    text: ClassVar[Text] = Text('a string I/N (like "0/4")')
+
+    def expected(self) -> str:
+        return self.text.expected()
+
+    def check(self, value: object, key: str) -> Shard | None:
+        if value is None or isinstance(value, Shard):
+            return value
+        try:
+            return Shard.fromString(self.text.check(value, key))
+        except ShardError as e:
+            raise OptionError(key, str(e)) from None
+
+
+@attrs.frozen
+class SupervisorSpec:
+    """
+    The process as a whole (C{[supervisor]}).
+
+    @ivar shard: the share of the connections this process keeps, if set.
+        C{twistd netsupervisor} applies it (its C{--shard} wins); a library
+        passes it to L{Supervisor}.
+    @ivar connect_rate: the global connect budget: attempts per second
+        across all connections (a token bucket every attempt takes a token
+        from, the first ones included); 0 turns it off.
     @ivar connect_burst: the bucket's size: attempts that may start at once.
     """
 
+    shard: Shard | None = setting(None, _ShardCheck())
     connect_rate: float = setting(0.0, Number(0))
     connect_burst: int = setting(100, Integer(1))
 
     @property
-    def enabled(self) -> bool:
+    def budgeted(self) -> bool:
         """
         Whether attempts are budgeted at all.
         """

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from supervisor.admin import AdminRoot, adminService, adminSite
@@ -99,6 +100,7 @@ class Client:
 def tokenFile(tmp_path: Path) -> Path:
     path = tmp_path / "admin.token"
     path.write_text(f"  {TOKEN}\n\n")
+    path.chmod(0o600)
     return path
 
 
@@ -492,6 +494,30 @@ def test_theTokenIsReadAtEveryRequest(tokenFile: Path) -> None:
     answer = client.post("/connections/a/reconnect", token="")
     assert answer.code == 403
     assert answer.json() == {"error": "admin actions are disabled: admin.token_file is empty"}
+    fleet.stop()
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_aTokenFileOthersMayUseIs500(
+    tokenFile: Path, mode: int, noLoggedErrors: list[dict[str, object]]
+) -> None:
+    fleet = fleetWith("a", token_file=str(tokenFile)).start()
+    fleet.accept("a")
+    tokenFile.chmod(mode)
+    warnings: list[str] = []
+    observer = lambda event: warnings.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        answer = Client(fleet).post("/connections/a/drain", token=TOKEN)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert answer.code == 500
+    assert answer.json() == {
+        "error": "admin.token_file may be read or written by others than its owner"
+    }
+    assert fleet.state("a") == "ESTABLISHED"
+    assert any(f"{tokenFile}, which is" in w and "chmod 600" in w for w in warnings)
+    assert not any(TOKEN in w for w in warnings)
     fleet.stop()
 
 

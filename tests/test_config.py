@@ -10,14 +10,27 @@ import math
 import re
 import subprocess
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
 
-from supervisor.config import AdminSpec, Config, ConfigError, loadConfig, parseConfig
+from supervisor.config import AdminSpec, Config, ConfigError, Protocols, loadConfig, parseConfig
+from supervisor.daemon import Daemon, Options
+from supervisor.interfaces import (
+    IConfigurable,
+    IConnectionHandle,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
+from supervisor.options import Choice, Integer, setting, structure
+from supervisor.service import Supervisor
 from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
 
 HERE = Path(__file__).parent
@@ -28,11 +41,11 @@ REFUSES = "(not shown in full), which Twisted refuses:"
 CONN = '[[connection]]\nname = "c"\nendpoint = "tcp:host=127.0.0.1:port=1"\n'
 
 
-def parse(text: str, protocols: Collection[str] | None = KNOWN) -> Config:
+def parse(text: str, protocols: Protocols | None = KNOWN) -> Config:
     return parseConfig(text, FILE, protocols=protocols)
 
 
-def refused(text: str, protocols: Collection[str] | None = KNOWN) -> ConfigError:
+def refused(text: str, protocols: Protocols | None = KNOWN) -> ConfigError:
     """
     Parse C{text}, which must be refused with a one-line message naming
     L{FILE}.
@@ -141,8 +154,8 @@ def test_messageStaysOnOneLineWhateverThePath() -> None:
 @pytest.mark.parametrize(
     ("text", "keyPath", "expected"),
     [
-        ("colour = 1", "colour", "one of admin, defaults, connection"),
-        ("[connections]", "connections", "one of admin, defaults, connection"),
+        ("colour = 1", "colour", "one of admin, supervisor, defaults, connection"),
+        ("[connections]", "connections", "one of admin, supervisor, defaults, connection"),
         ("[admin]\nport = 1", "admin.port", "one of listen, token_file, ready_share"),
         ("[defaults]\nretries = 1", "defaults.retries", "one of protocol, connect_timeout"),
         ("[defaults.backoff]\nfactor = 2", "defaults.backoff.factor", "one of initial, multiplier"),
@@ -748,6 +761,248 @@ def test_noGlobalReactor() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "False"
+
+
+def test_importingTheLibraryLeavesTheTestingReactorOut() -> None:
+    """
+    The loader checks endpoint strings on a private parsing-only reactor:
+    C{import supervisor} does not import C{twisted.internet.testing}.
+    """
+    code = "import supervisor, sys; assert 'twisted.internet.testing' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# Rules stated once, on the spec classes
+
+
+def test_theKeysOfEveryTableAreTheFieldsOfItsSpecClass() -> None:
+    """
+    The loader derives its keys from the spec classes: a field added to one
+    of them is a key of the file, in the place of its field.
+    """
+    per = ("name", "endpoint", "labels")
+    connectionKeys = [f.name for f in attrs.fields(ConnectionSpec)]
+    defaultsKeys = [k for k in connectionKeys if k not in per]
+
+    def allowed(text: str) -> str:
+        return refused(text).problem.partition("expected one of ")[2].partition(", got")[0]
+
+    assert allowed("[defaults]\nnope = 1") == ", ".join(defaultsKeys)
+    assert allowed(CONN + "nope = 1") == ", ".join(connectionKeys)
+    assert allowed("[admin]\nnope = 1") == ", ".join(f.name for f in attrs.fields(AdminSpec))
+    for table, cls in (("backoff", BackoffSpec), ("heartbeat", HeartbeatSpec)):
+        expected = ", ".join(f.name for f in attrs.fields(cls))
+        assert allowed(f"[defaults.{table}]\nnope = 1") == expected
+        assert allowed(CONN + f"{table}.nope = 1") == expected
+
+
+def test_aTopLevelKeyInANestedTable() -> None:
+    error = refused("[defaults.heartbeat]\ninterval = 1\nconnection = []")
+    assertRefusal(
+        error,
+        "defaults.heartbeat.connection",
+        "one of interval, timeout, misses",
+        '"connection", which belongs at the top level',
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: HeartbeatSpec(misses=0), "misses: expected an integer >= 1, got 0"),
+        (lambda: BackoffSpec(jitter="Full"), "jitter: expected one of none, full, equal"),  # type: ignore[arg-type]
+        (
+            lambda: BackoffSpec(initial=5.0, max=2.0),
+            "max: expected a number >= backoff.initial (5.0), got 2.0",
+        ),
+        (
+            lambda: ConnectionSpec(name="a b", endpoint="tcp:h:1"),
+            'name: expected a string matching [A-Za-z0-9_.:-]+, got "a b"',
+        ),
+        (lambda: AdminSpec(ready_share=2), "ready_share: expected a number from 0 to 1, got 2"),
+    ],
+)
+def test_specsBuiltInCodeKeepTheFileRules(build: Callable[[], object], message: str) -> None:
+    """
+    A spec built in code is refused as the file's key would be (a
+    C{ValueError}).
+    """
+    with pytest.raises(ValueError) as info:
+        build()
+    assert str(info.value).startswith(message)
+
+
+# Plugin options
+
+
+@attrs.frozen
+class Limits:
+    size: int = setting(8, Integer(1))
+    mode: str = setting("fast", Choice(("fast", "slow")))
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode == "slow" and self.size > 4:
+            raise ValueError("size must be <= 4 when mode is slow")
+
+
+@implementer(IProtocolPlugin, IConfigurable)
+class CheckingPlugin:
+    """
+    A plugin that checks its options, as the bundled ones do.
+    """
+
+    name = "checking"
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.parsed: list[dict[str, object]] = []
+        self.failure = failure
+
+    def parseOptions(self, options: Mapping[str, object]) -> Limits:
+        self.parsed.append(dict(options))
+        if self.failure is not None:
+            raise self.failure
+        return structure(Limits, options)
+
+    def buildProtocol(self, handle: IConnectionHandle, options: Any) -> ISupervisedProtocol:
+        raise NotImplementedError("not connected in these tests")
+
+
+@implementer(IProtocolPlugin)
+class PlainPlugin:
+    name = "line"
+
+    def buildProtocol(self, handle: IConnectionHandle, options: Any) -> ISupervisedProtocol:
+        raise NotImplementedError("not connected in these tests")
+
+
+CHECKED = CONN + 'protocol = "checking"\n'
+
+
+def plugins(checking: CheckingPlugin | None = None) -> dict[str, IProtocolPlugin]:
+    return {"checking": checking or CheckingPlugin(), "line": PlainPlugin()}
+
+
+@pytest.mark.parametrize(
+    ("text", "keyPath", "problem"),
+    [
+        (
+            CHECKED + 'options = { size = "abc" }',
+            "connection[0].options.size",
+            'expected an integer >= 1, got the string "abc"',
+        ),
+        (
+            "[defaults]\noptions = { size = 0 }\n" + CHECKED,
+            "connection[0].options.size",
+            "expected an integer >= 1, got 0",
+        ),
+        (
+            CHECKED + "options = { szie = 2 }",
+            "connection[0].options.szie",
+            'expected one of size, mode, got an unknown key (did you mean "size"?)',
+        ),
+        (
+            CHECKED + 'options = { "odd key" = 2 }',
+            'connection[0].options."odd key"',
+            "expected one of size, mode, got an unknown key",
+        ),
+        (
+            CHECKED + 'options = { mode = "slow" }',
+            "connection[0].options",
+            "size must be <= 4 when mode is slow",
+        ),
+    ],
+)
+def test_aPluginRefusesAnOptionAtItsKeyPath(text: str, keyPath: str, problem: str) -> None:
+    error = refused(text, plugins())
+    assert (error.keyPath, error.problem) == (keyPath, problem)
+    assert str(error) == f"{FILE}: {keyPath}: {problem}"
+
+
+def test_aPluginGetsTheMergedOptions() -> None:
+    plugin = CheckingPlugin()
+    text = '[defaults]\noptions = { size = 2, mode = "slow" }\n' + CHECKED + "options.size = 3\n"
+    assert parse(text, plugins(plugin)).connections[0].options == (("mode", "slow"), ("size", 3))
+    assert plugin.parsed == [{"mode": "slow", "size": 3}]
+
+
+def test_aPluginThatFailsOtherwiseRefusesTheFileWithoutItsMessage() -> None:
+    error = refused(
+        CHECKED + 'options = { password = "hunter2" }',
+        plugins(CheckingPlugin(KeyError("hunter2"))),
+    )
+    assert error.keyPath == "connection[0].options"
+    assert error.problem == (
+        'expected options the "checking" plugin accepts, got an error from its check (KeyError)'
+    )
+
+
+def test_pluginNamesAloneCheckNoOptions() -> None:
+    spec = parse(CHECKED + 'options = { size = "abc" }', ("checking",)).connections[0]
+    assert spec.options == (("size", "abc"),)
+
+
+def test_aPluginWithoutIConfigurableIsNotAsked() -> None:
+    spec = parse(CONN + 'options = { size = "abc" }', plugins()).connections[0]
+    assert spec.protocol == "line"
+
+
+def test_equalOptionsAreCheckedOncePerLoadTypesApart() -> None:
+    """
+    Connections with the same options (most inherit them) cost one check;
+    C{1} and C{true}, equal in Python, are not the same option.
+    """
+    plugin = CheckingPlugin()
+    same = "".join(CHECKED.replace('"c"', f'"c{i}"') + "options = { size = 1 }\n" for i in range(3))
+    parse(same, plugins(plugin))
+    assert plugin.parsed == [{"size": 1}]
+    error = refused(same + CHECKED.replace('"c"', '"d"') + "options = { size = true }\n", plugins())
+    assert error.keyPath == "connection[3].options.size"
+    assert error.problem == "expected an integer >= 1, got the boolean true"
+
+
+def test_theInstalledPluginsCheckTheirOptionsByDefault(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("supervisor.plugin.availablePlugins", plugins)
+    error = refused(CHECKED + "options = { size = 0 }", protocols=None)
+    assert error.keyPath == "connection[0].options.size"
+
+
+def test_aReloadWithABadPluginOptionKeepsTheRunningConfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noLoggedErrors: list[dict[str, object]]
+) -> None:
+    """
+    C{Daemon.reload} reads the file with the installed plugins: a refused
+    option keeps every connection as it runs, logs why and counts a failed
+    reload.
+    """
+    plugin = CheckingPlugin()
+    monkeypatch.setattr("supervisor.plugin.availablePlugins", lambda: plugins(plugin))
+    path = tmp_path / "netsupervisor.toml"
+    path.write_text(CHECKED + "options = { size = 2 }\n")
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    reactor = MemoryReactorClock()
+    daemon = Daemon(options, reactor)
+    running = daemon.load()
+    daemon.supervisor = Supervisor(running, reactor, plugins=lambda name: plugin)
+    before = daemon.supervisor.connection("c")
+
+    path.write_text(CHECKED + 'options = { size = 2, mode = "medium" }\n')
+    daemon.reload()
+    assert daemon.supervisor.config is running
+    assert daemon.supervisor.connection("c") is before
+    assert daemon.supervisor.reloads == {"success": 0, "failure": 1}
+    [logged] = noLoggedErrors
+    assert f"{path}: connection[0].options.mode: expected one of fast, slow" in str(logged["error"])
+    noLoggedErrors.clear()
+
+    path.write_text(CHECKED + "options = { size = 3 }\n")
+    daemon.reload()
+    assert daemon.supervisor.config.connections[0].options == (("size", 3),)
+    assert daemon.supervisor.reloads == {"success": 1, "failure": 1}
+    assert reactor.getDelayedCalls() == []
 
 
 # Nothing but ConfigError

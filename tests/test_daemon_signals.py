@@ -4,16 +4,23 @@ The daemon's signal handlers, on a fake reactor.
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 
+from supervisor.config import ConfigError
 from supervisor.daemon import Daemon, Options
 
 
 class FakeReactor:
     def __init__(self) -> None:
+        self.running = True
         self.stops: list[tuple[str, int]] = []
         self.fromThread: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
 
@@ -26,6 +33,16 @@ class FakeReactor:
     def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
         self.fromThread.append((f, args, kwargs))
         f(*args, **kwargs)
+
+
+@pytest.fixture
+def restoredSignals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
 
 
 def daemon() -> tuple[Daemon, FakeReactor]:
@@ -67,3 +84,96 @@ def test_hangupReloadsInTheReactorThread() -> None:
     d.reload = lambda: reloads.append(None)  # type: ignore[method-assign]
     d.onHangup(signal.SIGHUP, None)
     assert reloads == [None] and reactor.fromThread
+
+
+def test_aHangupBeforeTheReactorRunsReloadsOnceItRuns(restoredSignals: None) -> None:
+    d, reactor = daemon()
+    reactor.running = False
+    reloads: list[None] = []
+    d.reload = lambda: reloads.append(None)  # type: ignore[method-assign]
+    d.onHangup(signal.SIGHUP, None)
+    d.onHangup(signal.SIGHUP, None)
+    assert reloads == [] and reactor.fromThread == []
+    reactor.running = True
+    d._installSignals()
+    assert reloads == [None]
+
+
+CONFIG = """
+[admin]
+listen = "tcp:0:interface=127.0.0.1"
+{admin}
+[[connection]]
+name = "a"
+endpoint = "tcp:host=127.0.0.1:port=1"
+"""
+
+
+def daemonFor(path: Path, reactor: Any) -> Daemon:
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    return Daemon(options, reactor)
+
+
+def daemonWithTokenFile(directory: Path, mode: int) -> tuple[Daemon, Path]:
+    """
+    A daemon on a memory reactor whose config names a token file of C{mode}.
+    """
+    token = directory / "admin.token"
+    token.write_text("s3cr3t\n")
+    token.chmod(mode)
+    path = directory / "netsupervisor.toml"
+    path.write_text(CONFIG.format(admin=f'token_file = "{token}"'))
+    return daemonFor(path, MemoryReactorClock()), token
+
+
+def test_theHangupHandlerIsInstalledWithTheService(tmp_path: Path, restoredSignals: None) -> None:
+    path = tmp_path / "netsupervisor.toml"
+    path.write_text(CONFIG.format(admin=""))
+    reactor = MemoryReactorClock()
+    d = daemonFor(path, reactor)
+    d.makeService()
+    assert signal.getsignal(signal.SIGHUP) == d.onHangup
+    path.write_text(CONFIG.format(admin="") + '[[connection]]\nname = "b"\nendpoint = "unix:/x"\n')
+    os.kill(os.getpid(), signal.SIGHUP)  # before the reactor runs: the handler runs now
+    assert set(d.supervisor.connections) == {"a"}
+    reactor.run()  # runs the callWhenRunning hooks, then stops
+    assert set(d.supervisor.connections) == {"a", "b"}
+    assert d.supervisor.reloads == {"success": 1, "failure": 0}
+
+
+@pytest.mark.parametrize(
+    ("mode", "exposed"),
+    [
+        (0o644, "readable by group and others"),
+        (0o640, "readable by group"),
+        (0o604, "readable by others"),
+        (0o620, "writable by group"),
+        (0o666, "readable by group and others and writable by group and others"),
+    ],
+)
+def test_aTokenFileOthersMayReadIsRefusedAtStartAndOnReload(
+    tmp_path: Path, mode: int, exposed: str, restoredSignals: None, noLoggedErrors: list[Any]
+) -> None:
+    d, token = daemonWithTokenFile(tmp_path, 0o600)
+    d.makeService()
+    token.chmod(mode)
+    d.reload()
+    assert d.supervisor.reloads == {"success": 0, "failure": 1}
+    [refused] = [formatEvent(e) for e in noLoggedErrors]
+    noLoggedErrors.clear()
+    assert (
+        f"admin.token_file: expected a file only its owner can read, got {token}, "
+        f"which is {exposed} (mode {mode:04o}; chmod 600 it)"
+    ) in refused
+    with pytest.raises(ConfigError) as raised:
+        d.load()
+    assert raised.value.keyPath == "admin.token_file"
+    assert "s3cr3t" not in str(raised.value)
+
+
+def test_aTokenFileOthersMayReadStopsTheStart(tmp_path: Path) -> None:
+    d, _ = daemonWithTokenFile(tmp_path, 0o644)
+    with pytest.raises(SystemExit) as exited:
+        d.makeService()
+    assert exited.value.code == 1

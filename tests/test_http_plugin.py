@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from plugins.http import HttpOptionError, HttpOptions
+from plugins.http import MAX_HEAD_LENGTH, Options
 from supervisor import HeartbeatSpec, findPlugin
 from supervisor.testing import FakePeer, PluginHarness, scenarios
 
@@ -73,7 +73,7 @@ def test_methodPathHostAndAuthorization(tmp_path: Path) -> None:
     secret = tmp_path / "auth"
     secret.write_text("Bearer s3cret\n")
     h = harness(
-        method="head", path="/healthz?deep=1", host="api.example", authorization_file=secret
+        method="head", path="/healthz?deep=1", host="api.example", authorization_file=str(secret)
     )
     peer = scenarios.establish(h, lambda _: b"HTTP/1.1 204 No Content\r\n\r\n")
     request = peer.writes[0].lower()
@@ -299,30 +299,48 @@ def test_servedByARealTwistedWebSite() -> None:
     h.assertQuiet()
 
 
-def test_badOptionsArePermanent() -> None:
-    h = harness(path="no-slash")
-    h.start()
-    h.accept()
-    h.assertState("CLOSED")
-    assert "path" in (h.lastError or "")
-    h.assertQuiet()
-
-
-def test_optionsParsing(tmp_path: Path) -> None:
-    parsed = HttpOptions.fromMapping({"expected_status": "200, 204, 300-302", "method": "post"})
-    assert parsed.expected == {200, 204, 300, 301, 302}
+def test_optionsParsing() -> None:
+    parsed = Options.fromMapping({"expected_status": "200, 204, 300-302", "method": "post"})
+    assert parsed.expected_status == {200, 204, 300, 301, 302}
     assert parsed.method == b"POST"
-    assert HttpOptions.fromMapping({"expected_status": 204}).expected == {204}
-    for bad in (
-        {"nope": 1},
-        {"expected_status": "abc"},
-        {"expected_status": "99"},
-        {"method": "GE T"},
-        {"authorization_file": str(tmp_path / "missing")},
-    ):
-        try:
-            HttpOptions.fromMapping(bad)
-        except HttpOptionError as e:
-            assert "s3cret" not in str(e)
-        else:
-            raise AssertionError(f"{bad} accepted")
+    assert Options.fromMapping({"expected_status": 204}).expected_status == {204}
+    assert Options.fromMapping({"permanent_status": ""}).permanent_status == frozenset()
+    assert Options.fromMapping({"host": "b\u00fccher.example"}).host == b"xn--bcher-kva.example"
+    assert findPlugin("http").parseOptions({}) == Options()  # type: ignore[attr-defined]
+
+
+def test_theAuthorizationFileIsReadAtEachAttempt(tmp_path: Path) -> None:
+    """
+    Parsing the options reads no file; an unreadable one fails the attempt
+    (transient, nothing sent), and the next attempt reads it again.
+    """
+    secret = tmp_path / "auth"
+    h = harness(authorization_file=str(secret))
+    h.start()
+    peer = h.accept()
+    assert peer.writes == []
+    h.assertState("IDLE", "handshake")
+    assert f"cannot read authorization_file {secret}" in (h.lastError or "")
+    secret.write_text("Bearer s3cret\n")
+    h.advance(1.0)
+    peer = h.accept(server(200))
+    h.assertState("ESTABLISHED", "ready")
+    assert b"Authorization: Bearer s3cret\r\n" in peer.writes[0]
+    scenarios.finish(h)
+
+
+def test_anEndlessResponseHeadIsRefused() -> None:
+    """
+    A server that sends headers for ever is rejected once the head passes
+    L{MAX_HEAD_LENGTH}: the headers are not all kept.
+    """
+    h = harness()
+    h.start()
+    peer = h.accept()
+    peer.send(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(MAX_HEAD_LENGTH // 1000 + 1):
+        peer.send(b"X-Filler: " + b"x" * 988 + b"\r\n")
+    h.assertState("IDLE", "handshake")
+    assert h.lastError == f"handshake: response head longer than {MAX_HEAD_LENGTH} bytes"
+    assert peer.closedBy == "abort"
+    scenarios.finish(h)

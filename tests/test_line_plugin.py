@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from twisted.protocols.basic import LineOnlyReceiver
 
-from supervisor import HeartbeatSpec, findPlugin
+from plugins.line import Options
+from supervisor import HeartbeatSpec, OptionError, findPlugin
 from supervisor.plugin import UnknownProtocol, availablePlugins
 from supervisor.spec import BackoffSpec
 from supervisor.testing import PluginHarness, scenarios
@@ -75,6 +76,16 @@ def pongs(data: bytes) -> bytes | None:
     if data.startswith(b"PING "):
         return b"PONG " + data[5:]
     return None
+
+
+def test_optionsParsed() -> None:
+    parsed = findPlugin("line").parseOptions({"lines_are_liveness": False})  # type: ignore[attr-defined]
+    assert parsed == Options(lines_are_liveness=False, max_line_length=16384)
+
+
+def test_aPluginWithABadOptionBuildsNoConnection() -> None:
+    with pytest.raises(OptionError, match="max_line_length"):
+        harness(max_line_length="abc")
 
 
 def test_readyAtConnectPingPongAndRtt() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -23,8 +24,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from supervisor.config import AdminSpec, Config
-from supervisor.metrics import RTT_BUCKETS, SupervisorMetrics, exposition
+from supervisor.metrics import FAMILIES, RTT_BUCKETS, SupervisorMetrics, exposition
 from supervisor.service import Supervisor
+from supervisor.shard import Shard
 from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
 from tests.harness import ADDRESS, ScriptedPlugin, ScriptedProtocol
 from tests.programs import requireProgram
@@ -57,7 +59,13 @@ class Fleet:
     on a port of its own so that its attempts can be found.
     """
 
-    def __init__(self, *specs: ConnectionSpec, plugin: ScriptedPlugin | None = None, **admin: Any):
+    def __init__(
+        self,
+        *specs: ConnectionSpec,
+        plugin: ScriptedPlugin | None = None,
+        shard: Shard | None = None,
+        **admin: Any,
+    ):
         self.reactor = MemoryReactorClock()
         self.plugin = plugin if plugin is not None else ScriptedPlugin()
         self.ports: dict[str, int] = {}
@@ -68,6 +76,7 @@ class Fleet:
             plugins=self._plugin,
             endpoints=self._endpoint,
             rng=Random(0),
+            shard=shard,
         )
         self.metrics = SupervisorMetrics(self.supervisor)
 
@@ -196,7 +205,7 @@ def labelSets(scrape: Scrape, name: str) -> set[frozenset[str]]:
 
 
 # The contract: SPEC.md's table.
-FAMILIES = {
+EXPECTED = {
     "netsupervisor_connection_state": ("gauge", {"connection", "state"}),
     "netsupervisor_connections": ("gauge", {"state"}),
     "netsupervisor_connect_attempts": ("counter", {"connection"}),
@@ -209,6 +218,7 @@ FAMILIES = {
     "netsupervisor_backoff_delay_seconds": ("gauge", {"connection"}),
     "netsupervisor_draining": ("gauge", set()),
     "netsupervisor_config_reloads": ("counter", {"result"}),
+    "netsupervisor_shard_info": ("gauge", {"shard", "shards"}),
 }
 # Beyond the SPEC's list (docs/metrics.md says so), for per-connection panels.
 ADDITIONS = {
@@ -239,7 +249,7 @@ def test_everyFamilyOfTheSpecWithItsTypeAndLabels() -> None:
     protocol.answer()
     fleet.lose(protocol)
     s = scrape(fleet)
-    families = FAMILIES | ADDITIONS
+    families = EXPECTED | ADDITIONS
     assert {n: t for n, t in s.types.items()} == {n: t for n, (t, _) in families.items()}
     for name, (kind, labels) in families.items():
         assert s.helps[name], f"{name} has no HELP"
@@ -577,11 +587,12 @@ def test_aReplacedConnectionKeepsItsCountersWhileItCloses() -> None:
     fleet = Fleet(spec("a"), plugin=ScriptedPlugin(drainAtOnce=False)).start()
     protocol = fleet.accept("a")
     fleet.supervisor.reload(config(spec("a", connect_timeout=7.0)))
-    assert fleet.supervisor.connection("a") is None
+    closing = fleet.supervisor.connection("a")
+    assert closing is not None and closing.state == "CLOSING"
     s = scrape(fleet)
     assert s.value("netsupervisor_connect_attempts_total", connection="a") == 1
     assert s.value("netsupervisor_disconnects_total", connection="a", reason="removed") == 1
-    assert not s.has("netsupervisor_connection_state", connection="a", state="IDLE")
+    assert stateOf(s, "a") == "CLOSING"
     protocol.drains[0].callback(None)
     fleet.lose(protocol)
     new = fleet.supervisor.connection("a")
@@ -615,13 +626,71 @@ def test_noErrorTextOrAddressInLabels() -> None:
     fleet.stop()
 
 
-def test_expositionEqualsGenerateLatest() -> None:
-    fleet = Fleet(spec("a", "x"), spec("b", "y"), spec("c")).start()
+def goldenScenario() -> Fleet:
+    """
+    A supervisor with something in every family: an escaped group label,
+    failures, a heartbeat drop, RTTs, a removed connection, a changed one
+    still draining (listed under its name until its replacement starts),
+    reloads, the shard.
+    """
+    group = 'we"ird\\gro\nup'
+    fleet = Fleet(
+        spec("a", group),
+        spec("b", "x"),
+        spec("c"),
+        spec("d", "x"),
+        plugin=ScriptedPlugin(drainAtOnce=False),
+    ).start()
     pa = fleet.accept("a")
     fleet.refuse("b")
+    pd = fleet.accept("d")
     fleet.reactor.advance(10.0)
+    fleet.reactor.advance(0.0125)
     pa.answer()
+    pd.answer()
+    for _ in range(3):
+        fleet.reactor.advance(5.0)
+    fleet.supervisor.reload(
+        config(spec("a", group), spec("b", "x"), spec("d", "x", connect_timeout=7.0))
+    )
     fleet.supervisor.reloadFailed()
+    return fleet
+
+
+GOLDEN = Path(__file__).parent / "golden" / "exposition.txt"
+
+
+def stopGolden(fleet: Fleet) -> None:
+    """
+    Stop the golden scenario's supervisor, finishing every drain.
+    """
+    stopped = fleet.supervisor.stopService()
+    for protocol in fleet.plugin.built:
+        for drain in protocol.drains:
+            if not drain.called:
+                drain.callback(None)
+        if protocol.lostReason is None and protocol.handle is not None:
+            fleet.lose(protocol)
+    assert stopped.called
+    assert fleet.reactor.getDelayedCalls() == []
+
+
+def test_expositionIsByteForByteTheGoldenOne() -> None:
+    """
+    The text of a known state, byte for byte (written by the exposition as
+    it was before its families became one table, then with the closing
+    connection of a changed name and C{shard_info}).
+    """
+    fleet = goldenScenario()
+    assert exposition(fleet.metrics).decode() == GOLDEN.read_text()
+    stopGolden(fleet)
+
+
+def samePrometheusFamilies(fleet: Fleet) -> None:
+    """
+    The exposition gives the same families, samples, HELP and TYPE lines as
+    C{prometheus_client.generate_latest} on the registry: the reference.
+    """
 
     def families(text: str) -> set[tuple[Any, ...]]:
         return {
@@ -640,6 +709,71 @@ def test_expositionEqualsGenerateLatest() -> None:
     assert [line for line in ours.splitlines() if line.startswith("#")] == [
         line for line in theirs.splitlines() if line.startswith("#")
     ]
+
+
+def test_theGoldenStateEqualsGenerateLatest() -> None:
+    fleet = goldenScenario()
+    samePrometheusFamilies(fleet)
+    stopGolden(fleet)
+
+
+def test_onlyPerConnectionFamiliesGrowWithTheConnections() -> None:
+    """
+    L{Family.perConnection} marks the families with series per connection;
+    the others are aggregates, as many series for six connections as for
+    two (what C{[metrics] per_connection = false} keeps).
+    """
+
+    def seriesByFamily(count: int) -> dict[str, int]:
+        names = [f"c{i}" for i in range(count)]
+        fleet = Fleet(*(spec(name, f"g{i % 2}") for i, name in enumerate(names))).start()
+        protocols = [fleet.accept(name) for name in names]
+        fleet.reactor.advance(10.0)
+        for protocol in protocols:
+            protocol.answer()
+            fleet.lose(protocol)
+        fleet.reactor.advance(1.0)
+        for name in names:
+            fleet.refuse(name)
+        s = scrape(fleet)
+        fleet.stop()
+        return {
+            family.name: sum(
+                1
+                for (name, _) in s.samples
+                if name == family.sampleName or name.startswith(family.sampleName + "_")
+            )
+            for family in FAMILIES
+        }
+
+    two, six = seriesByFamily(2), seriesByFamily(6)
+    perConnection = {family.name for family in FAMILIES if family.perConnection}
+    assert {name for name in two if six[name] > two[name]} == perConnection
+    assert perConnection == {
+        name.removeprefix("netsupervisor_")
+        for name, (_, labels) in (EXPECTED | ADDITIONS).items()
+        if "connection" in labels
+    }
+
+
+def test_theRegistryDescribesTheTable() -> None:
+    fleet = Fleet(spec("a"))
+    assert [m.name for m in fleet.metrics.describe()] == [
+        "netsupervisor_" + family.name for family in FAMILIES
+    ]
+    assert [m.name for m in fleet.metrics.collect()] == [
+        "netsupervisor_" + family.name for family in FAMILIES
+    ]
+
+
+def test_expositionEqualsGenerateLatest() -> None:
+    fleet = Fleet(spec("a", "x"), spec("b", "y"), spec("c")).start()
+    pa = fleet.accept("a")
+    fleet.refuse("b")
+    fleet.reactor.advance(10.0)
+    pa.answer()
+    fleet.supervisor.reloadFailed()
+    samePrometheusFamilies(fleet)
     fleet.stop()
 
 

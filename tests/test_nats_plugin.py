@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.nats import redact
+from plugins.nats import MAX_INFO_DEPTH, Options, nestedWithin
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
 from supervisor.testing import FakePeer, PluginHarness, Step, scenarios
 
@@ -159,17 +159,23 @@ def test_secretsNeverAppearInMessages(tmp_path: Path) -> None:
     assert SECRET not in repr(h.history)
 
 
-def test_redact() -> None:
-    assert redact("a pw b", ["pw", ""]) == "a *** b"
-    assert len(redact("x" * 300, [])) == 200
-
-
 def test_anUnreadableSecretFileIsTransient(tmp_path: Path) -> None:
     h, peer = start(user="app", pass_file=str(tmp_path / "missing"))
     peer.send(INFO)
     assert peer.take() == b""
     assert last(h) == ("CONNECTING", "IDLE", "handshake")
-    assert "cannot read a secret file" in (h.lastError or "")
+    assert "cannot read pass_file " in (h.lastError or "")
+    scenarios.finish(h)
+
+
+def test_aSecretThatIsNotUtf8IsTransient(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(b"\xff\xfe")
+    h, peer = start(token_file=str(path))
+    peer.send(INFO)
+    assert peer.take() == b""
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    assert "token_file" in (h.lastError or "") and "not UTF-8" in (h.lastError or "")
     scenarios.finish(h)
 
 
@@ -193,11 +199,47 @@ def test_aBadGreetingScenario() -> None:
     scenarios.garbage(harness(), b"HTTP/1.1 200 OK\r\n", duringHandshake=True)
 
 
-def test_aBadOptionIsPermanent() -> None:
-    h, peer = start(max_line_length="lots")
-    peer.send(INFO)
-    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
-    h.assertQuiet()
+def test_optionsParsed() -> None:
+    assert findPlugin("nats").parseOptions({}) == Options()  # type: ignore[attr-defined]
+    assert Options.fromMapping({"client_name": ""}).client_name == ""
+
+
+@pytest.mark.parametrize(
+    "document, depth",
+    [
+        (b"{}", 1),
+        (b'{"a":[1,{"b":"]]]"}]}', 3),
+        (b'"\\"[[[["', 0),
+        (b"[[[]]]", 3),
+        (b"[][][]", 1),
+        (b'{"x":"\\\\"}', 1),
+        (b"{[{[]}]}", 4),
+        (b"[{}]", 2),
+    ],
+)
+def test_nestedWithinMeasuresTheDepthOutsideStrings(document: bytes, depth: int) -> None:
+    assert nestedWithin(document, depth)
+    assert depth == 0 or not nestedWithin(document, depth - 1)
+
+
+def test_unbalancedBracketsAreNotWithinAnyDepth() -> None:
+    assert not nestedWithin(b"[}", 10)
+    assert not nestedWithin(b"[" * 10, 100)
+
+
+def test_aDeeplyNestedInfoIsRefusedCleanly() -> None:
+    """
+    An C{INFO [[[...} of a megabyte is refused before the JSON parser sees
+    it: a transient failure with one message, no C{RecursionError}.
+    """
+    h, peer = start()
+    peer.send(b"INFO " + b"[" * ((1 << 20) - 100) + b"\r\n")
+    assert last(h) == ("CONNECTING", "IDLE", "handshake")
+    assert h.lastError == (
+        f"handshake: the server's INFO is unbalanced or nested deeper than {MAX_INFO_DEPTH}"
+    )
+    assert peer.closedBy == "abort"
+    scenarios.finish(h)
 
 
 def test_anOverlongLineIsTransient() -> None:

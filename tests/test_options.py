@@ -5,20 +5,29 @@ plugins' options.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
+from typing import Literal, get_args
+
 import attrs
 import pytest
 
 from supervisor.interfaces import OptionError
 from supervisor.options import (
     Choice,
+    Conflict,
+    Entries,
     Flag,
     Integer,
     Number,
     Table,
     Text,
+    checked,
     checkMapping,
+    merge,
     setting,
     structure,
+    unknownKey,
 )
 
 
@@ -118,3 +127,117 @@ def test_hugeIntegerIsShortened() -> None:
     error = refused({"size": -(10**100)})
     assert error.problem.endswith("...")
     assert len(error.problem) < 120
+
+
+# Layers: what the configuration's [defaults] and [[connection]] need.
+
+
+@attrs.frozen
+class Window:
+    low: int = setting(1, Integer(0))
+    high: int = setting(10, Integer(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.high < self.low:
+            raise Conflict(
+                {
+                    "high": f"expected an integer >= low ({self.low}), got {self.high}",
+                    "low": f"expected an integer <= high ({self.high}), got {self.low}",
+                }
+            )
+
+
+@attrs.frozen
+class Entry:
+    name: str = attrs.field(**checked(Text("a short name", maxLength=8)))
+    window: Window = setting(Window(), Table(Window))
+    tags: dict[str, str] = setting({}, Entries(Text()))
+    size: int = setting(5, Integer(1))
+
+
+def layers(*given: tuple[str, object]) -> Entry:
+    return merge(Entry, [(path, checkMapping(Entry, value, path)) for path, value in given])
+
+
+def test_laterLayersOverrideTablesKeyByKey() -> None:
+    entry = layers(
+        ("defaults", {"window": {"low": 2}, "tags": {"a": "1", "b": "2"}, "size": 7}),
+        ("entry", {"name": "x", "window": {"high": 5}, "tags": {"b": "3"}}),
+    )
+    assert entry == Entry("x", Window(2, 5), {"a": "1", "b": "3"}, 7)
+
+
+def test_checkMappingLeavesNestedTablesUnbuilt() -> None:
+    assert checkMapping(Entry, {"window": {"low": 3}}) == {"window": {"low": 3}}
+
+
+def test_aConflictIsReportedWhereTheInnermostLayerSetOneOfItsKeys() -> None:
+    with pytest.raises(OptionError) as info:
+        layers(
+            ("defaults", {"window": {"low": 8}}), ("entry", {"name": "x", "window": {"high": 5}})
+        )
+    assert (info.value.key, info.value.problem) == (
+        "entry.window.high",
+        "expected an integer >= low (8), got 5",
+    )
+    with pytest.raises(OptionError) as info:
+        layers(
+            ("defaults", {"window": {"high": 5}}), ("entry", {"name": "x", "window": {"low": 8}})
+        )
+    assert (info.value.key, info.value.problem) == (
+        "entry.window.low",
+        "expected an integer <= high (5), got 8",
+    )
+
+
+def test_aConflictOfOneLayerIsReportedAtItsFirstKey() -> None:
+    with pytest.raises(OptionError) as info:
+        structure(Window, {"low": 8, "high": 5}, "window")
+    assert info.value.key == "window.high"
+
+
+def test_aMissingRequiredFieldSaysWhatItExpects() -> None:
+    with pytest.raises(OptionError) as info:
+        layers(("defaults", {"size": 2}), ("connection[4]", {}))
+    assert (info.value.key, info.value.problem) == (
+        "connection[4].name",
+        "expected a short name, got nothing (missing)",
+    )
+
+
+def test_entriesCheckEveryKeyAndValue() -> None:
+    check = Entries(Integer(0), keys=Text("a lower-case word", pattern=re.compile("[a-z]+")))
+    assert check.check({"a": 1}, "t") == {"a": 1}
+    with pytest.raises(OptionError) as info:
+        check.check({"A": 1}, "t")
+    assert str(info.value) == 't.A: expected a lower-case word, got "A"'
+    with pytest.raises(OptionError) as info:
+        check.check({"a": -1}, "t")
+    assert str(info.value) == "t.a: expected an integer >= 0, got -1"
+    with pytest.raises(OptionError) as info:
+        check.check([1], "t")
+    assert str(info.value) == "t: expected a table, got an array"
+
+
+def test_textWithAPattern() -> None:
+    check = Text("a word", pattern=re.compile("[a-z]+"))
+    assert check.check("abc", "k") == "abc"
+    with pytest.raises(OptionError) as info:
+        check.check("a b", "k")
+    assert info.value.problem == 'expected a word, got "a b"'
+
+
+def test_aChoiceReturnsItsOwnValue() -> None:
+    Jitter = Literal["none", "full"]
+    check: Choice[Jitter] = Choice(get_args(Jitter))
+    assert check.check("full", "k") == "full"
+    assert check.expected() == "one of none, full"
+
+
+def test_unknownKeyMayBeWordedByTheCaller() -> None:
+    def unknown(path: str, key: str, allowed: Collection[str]) -> OptionError:
+        return unknownKey(path, key, allowed, found=f"{key!r}, misplaced")
+
+    with pytest.raises(OptionError) as info:
+        structure(Entry, {"name": "x", "window": {"wide": 1}}, "e", unknown=unknown)
+    assert str(info.value) == "e.window.wide: expected one of low, high, got 'wide', misplaced"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.redis import Incomplete, ProtocolError, Reply, command, parseReply, redact
+from plugins._support import ProtocolError
+from plugins.redis import MAX_DEPTH, Options, Reply, RespParser, command
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
 from supervisor.testing import FakePeer, PluginHarness, Step, scenarios
 
@@ -98,6 +99,10 @@ def test_commandsAreRespArraysOfBulkStrings() -> None:
     assert command(b"AUTH", b"u", b"p w") == b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$3\r\np w\r\n"
 
 
+def parse(data: bytes, maxReplyLength: int = 1 << 20) -> list[Reply | None]:
+    return list(RespParser(maxReplyLength).feed(data))
+
+
 @pytest.mark.parametrize(
     "data, text, error",
     [
@@ -106,32 +111,67 @@ def test_commandsAreRespArraysOfBulkStrings() -> None:
         (b":42\r\n", b"42", False),
         (b"$3\r\nfoo\r\n", b"foo", False),
         (b"$-1\r\n", b"", False),
+        (b"*-1\r\n", b"", False),
         (b"*2\r\n$1\r\na\r\n:1\r\n", b"", False),
         (b"%1\r\n+server\r\n+redis\r\n", b"", False),
         (b"!9\r\nERR b\r\nad\r\n", b"ERR b\r\nad", True),
         (b"|1\r\n+key\r\n+value\r\n+OK\r\n", b"OK", False),
+        (b"*2\r\n|1\r\n+k\r\n+v\r\n:1\r\n*0\r\n", b"", False),
     ],
 )
 def test_parseOneReply(data: bytes, text: bytes, error: bool) -> None:
-    reply, end = parseReply(data + b"+next\r\n")
-    assert reply is not None
-    assert (reply.text, reply.error, end) == (text, error, len(data))
+    """
+    Each reply, whole or one byte at a time, and the reply after it.
+    """
+    assert parse(data + b"+next\r\n") == [Reply(text, error), Reply(b"next")]
+    parser = RespParser(1 << 20)
+    replies = [reply for byte in data for reply in parser.feed(bytes([byte]))]
+    assert replies == [Reply(text, error)]
 
 
 def test_aPushIsNoReply() -> None:
-    assert parseReply(b">2\r\n+message\r\n+x\r\n") == (None, 18)
+    assert parse(b">2\r\n+message\r\n+x\r\n") == [None]
 
 
 @pytest.mark.parametrize("data", [b"", b"+PON", b"$5\r\nabc", b"*2\r\n+a\r\n", b"%1\r\n+a\r\n"])
 def test_partialRepliesNeedMoreBytes(data: bytes) -> None:
-    with pytest.raises(Incomplete):
-        parseReply(data)
+    assert parse(data) == []
 
 
-@pytest.mark.parametrize("data", [b"$x\r\n", b"?what\r\n"])
-def test_garbageIsAProtocolError(data: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        parseReply(data)
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"$x\r\n", "bad length"),
+        (b"*" + b"9" * 40 + b"\r\n", "bad length"),
+        (b"?what\r\n", "unknown RESP type byte"),
+        (b"$3\r\nfooXY", "does not end in CRLF"),
+        (b"$2000\r\n", "reply longer than 1024 bytes"),
+        (b"+" + b"x" * 1100, "reply longer than 1024 bytes"),
+        (b"*3000\r\n" + b":1\r\n" * 300, "reply longer than 1024 bytes"),
+    ],
+)
+def test_garbageIsAProtocolError(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse(data, maxReplyLength=1024)
+
+
+def test_nestingIsBoundedWithoutRecursion() -> None:
+    """
+    C{*1\\r\\n} five thousand times is refused at L{MAX_DEPTH} levels, not
+    with a C{RecursionError}; as deep as that is fine.
+    """
+    with pytest.raises(ProtocolError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        parse(b"*1\r\n" * 5000)
+    assert parse(b"*1\r\n" * MAX_DEPTH + b":1\r\n") == [Reply(b"")]
+
+
+def test_aNestedReplyDropsTheConnectionWithOneCleanMessage() -> None:
+    h, peer = established()
+    peer.send(b"*1\r\n" * 5000)
+    assert last(h) == ("ESTABLISHED", "IDLE", "lost")
+    assert h.lastError == f"lost: a reply nested deeper than {MAX_DEPTH} levels"
+    assert peer.closedBy == "abort"
+    scenarios.finish(h)
 
 
 def test_repliesSplitAnywhereAreReassembled() -> None:
@@ -227,11 +267,6 @@ def test_thePasswordNeverAppearsInMessages(tmp_path: Path) -> None:
     assert SECRET not in repr(h.history)
 
 
-def test_redactRemovesEverySecret() -> None:
-    assert redact(b"a pw b pw", [b"pw", b""]) == "a *** b ***"
-    assert len(redact(b"x" * 500, [])) == 200
-
-
 def test_anUnreadablePasswordFileIsTransientAndSendsNothing(tmp_path: Path) -> None:
     h, peer = connect(password_file=str(tmp_path / "missing"))
     assert peer.take() == b""
@@ -240,12 +275,10 @@ def test_anUnreadablePasswordFileIsTransientAndSendsNothing(tmp_path: Path) -> N
     scenarios.finish(h)
 
 
-def test_aBadHelloOptionIsPermanent() -> None:
-    h, peer = connect(hello=4)
-    assert peer.take() == b""
-    assert last(h) == ("CONNECTING", "CLOSED", "handshake")
-    assert "hello" in (h.lastError or "")
-    h.assertQuiet()
+def test_optionsParsed() -> None:
+    assert findPlugin("redis").parseOptions({}) == Options()  # type: ignore[attr-defined]
+    parsed = Options.fromMapping({"hello": 3, "client_name": "", "username": "u"})
+    assert (parsed.hello, parsed.client_name, parsed.username) == (3, "", "u")
 
 
 def test_garbageDuringTheHandshakeIsTransient() -> None:

@@ -35,7 +35,7 @@ class Fleet:
     A supervisor on a memory reactor whose connects the test accepts by name.
     """
 
-    def __init__(self, cfg: Config, plugin: ScriptedPlugin | None = None) -> None:
+    def __init__(self, cfg: Config, plugin: ScriptedPlugin | None = None, **options: Any) -> None:
         self.reactor = MemoryReactorClock()
         self.plugin = plugin or ScriptedPlugin()
         self.pending: dict[str, list[Any]] = {}
@@ -45,6 +45,7 @@ class Fleet:
             plugins=lambda name: self.plugin,
             endpoints=self._endpoint,
             rng=Random(0),
+            **options,
         )
         self.transitions: list[Transition] = []
         self.supervisor.addObserver(self.transitions.append)
@@ -114,8 +115,11 @@ def test_reloadAddsRemovesRestartsAndLeavesTheRestAlone() -> None:
     assert ("drop", "ESTABLISHED", "CLOSING", "removed") in [
         (t.connection, t.from_, t.to, t.reason) for t in fleet.transitions
     ]
-    # changed: closed first, then started again with the new spec
-    assert fleet.supervisor.connection("change") is None
+    # changed: closed first (and shown, CLOSING, until then), then started
+    # again with the new spec
+    closing = fleet.supervisor.connection("change")
+    assert closing is not None and closing.state == "CLOSING"
+    assert closing.spec.connect_timeout == 10.0
     old = fleet.plugin.built[2]
     old.handle.connectionLost(_done())  # type: ignore[attr-defined]
     replacement = fleet.supervisor.connection("change")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import attrs
 import pytest
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.plugin import IPlugin
@@ -23,14 +23,11 @@ from zope.interface import implementer
 
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
 from supervisor.interfaces import (
-    Classification,
     IConnectionHandle,
-    IDrainable,
-    IFailureClassifier,
     IProtocolPlugin,
     ISupervisedProtocol,
 )
-from supervisor.testing import PluginHarness, scenarios
+from supervisor.testing import PluginHarness, perFrame, perLine, scenarios
 
 HEARTBEAT = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)
 
@@ -48,7 +45,7 @@ def line(**options: object) -> PluginHarness:
     return PluginHarness(findPlugin("line"), options, heartbeat=HEARTBEAT)
 
 
-@implementer(ISupervisedProtocol, IDrainable, IFailureClassifier)
+@implementer(ISupervisedProtocol)  # nothing to drain, nothing to classify
 class Deaf(Protocol):
     """
     A broken plugin's protocol: pings, but never reports a pong, and
@@ -65,21 +62,24 @@ class Deaf(Protocol):
         assert self.transport is not None
         self.transport.write(b"PING " + token + b"\r\n")
 
-    def drain(self) -> Deferred[None]:
-        return succeed(None)
-
-    def classifyFailure(self, failure: Failure) -> Classification | None:
-        return None
-
 
 @implementer(IPlugin, IProtocolPlugin)
-class DeafPlugin:
-    name = "deaf"
+@attrs.frozen
+class Builds:
+    """
+    A plugin (for the kit's own tests) that builds C{protocol(handle)}.
+    """
+
+    name: str
+    protocol: Callable[[IConnectionHandle], ISupervisedProtocol]
 
     def buildProtocol(
         self, handle: IConnectionHandle, options: Mapping[str, object]
     ) -> ISupervisedProtocol:
-        return Deaf(handle)
+        return self.protocol(handle)
+
+
+deafPlugin = Builds("deaf", Deaf)
 
 
 def test_theKitImportsNoGlobalReactor() -> None:
@@ -224,7 +224,7 @@ def test_untilWrittenStopsAtTheWrite() -> None:
     """
     C{untilWritten} stops at the moment the first ping is written (spread
     over [interval/2, interval]), so an answer after C{advance(d)} has an RTT
-    of exactly C{d}; it refuses bytes not taken, and is bounded.
+    of C{d} (to float rounding); it refuses bytes not taken, and is bounded.
     """
     h = line()
     h.start()
@@ -303,12 +303,12 @@ def test_scenariosPassForTheLinePlugin() -> None:
 
 def test_peerAnswersCatchesAPluginThatNeverPongs() -> None:
     with pytest.raises(AssertionError, match="heartbeat was missed"):
-        scenarios.peerAnswers(PluginHarness(DeafPlugin(), heartbeat=HEARTBEAT), pongs)
+        scenarios.peerAnswers(PluginHarness(deafPlugin, heartbeat=HEARTBEAT), pongs)
 
 
 def test_garbageCatchesAPluginThatIgnoresIt() -> None:
     with pytest.raises(AssertionError, match="state is ESTABLISHED, not IDLE"):
-        scenarios.garbage(PluginHarness(DeafPlugin(), heartbeat=HEARTBEAT), b"\x00\x01\x02")
+        scenarios.garbage(PluginHarness(deafPlugin, heartbeat=HEARTBEAT), b"\x00\x01\x02")
 
 
 def test_handshakeScenariosForTheEchoExample() -> None:
@@ -377,3 +377,82 @@ def test_aGreetingIsSentFirstByEveryAcceptedPeer() -> None:
     h.assertState("ESTABLISHED", "ready")
     scenarios.finish(h)
     assert PluginHarness(echo.echoPlugin).greeting == b""
+
+
+def test_perLineAnswersWholeLinesHoweverTheyWereWritten() -> None:
+    """
+    A line written in two writes is answered once, when whole; two lines in
+    one write are answered one by one, their answers sent together.
+    """
+    seen: list[bytes] = []
+
+    def answer(line: bytes) -> bytes | None:
+        seen.append(line)
+        return b"<" + line + b">" if line != b"quiet" else None
+
+    respond = perLine(answer, b"\r\n")
+    assert respond(b"PI") is None
+    assert respond(b"NG 1\r") is None
+    assert respond(b"\nquiet\r\nPING 2\r\nPI") == b"<PING 1><PING 2>"
+    assert seen == [b"PING 1", b"quiet", b"PING 2"]
+    assert respond(b"NG 3\r\n") == b"<PING 3>"
+
+
+def test_perFrameCutsWithTheGivenLength() -> None:
+    def int32Length(data: bytes) -> int | None:
+        return 4 + int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+
+    respond = perFrame(lambda frame: frame[4:].upper(), int32Length)
+    frames = b"\x00\x00\x00\x02ab\x00\x00\x00\x01c"
+    assert [respond(frames[i : i + 1]) for i in range(len(frames))] == [None] * 5 + [b"AB"] + [
+        None
+    ] * 4 + [b"C"]
+    assert respond(frames) == b"ABC"
+
+
+@implementer(ISupervisedProtocol)
+class TwoWrites(Protocol):
+    """
+    A plugin's protocol that writes each ping in two writes.
+    """
+
+    def __init__(self, handle: IConnectionHandle) -> None:
+        self.handle = handle
+
+    def connectionMade(self) -> None:
+        self.handle.ready()
+
+    def dataReceived(self, data: bytes) -> None:
+        for line in data.split(b"\n")[:-1]:
+            self.handle.pong(line.removeprefix(b"PONG "))
+
+    def sendPing(self, token: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(b"PING ")
+        self.transport.write(token + b"\n")
+
+
+twoWritesPlugin = Builds("two-writes", TwoWrites)
+
+
+def test_aTwoWriteCommandBreaksANaiveResponderNotAPerLineOne() -> None:
+    def naive(data: bytes) -> bytes | None:
+        return b"PONG " + data[5:] if data.startswith(b"PING ") else None
+
+    with pytest.raises(AssertionError, match="heartbeat was missed"):
+        scenarios.peerAnswers(PluginHarness(twoWritesPlugin, heartbeat=HEARTBEAT), naive)
+    answer = perLine(lambda line: b"PONG " + line[5:] + b"\n")
+    peer = scenarios.peerAnswers(PluginHarness(twoWritesPlugin, heartbeat=HEARTBEAT), answer)
+    assert peer.writes[:2] == [b"PING ", b"1\n"]
+
+
+def test_establishStartsOnlyAConnectionNotYetStarted() -> None:
+    h = line()
+    scenarios.establish(h)
+    assert h.connection.attempts == 1
+    scenarios.finish(h)
+    h = line()
+    h.start()
+    scenarios.establish(h)  # does not start it twice
+    assert h.connection.attempts == 1
+    scenarios.finish(h)

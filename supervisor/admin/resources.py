@@ -59,10 +59,14 @@ def _setHeader(request: Request, name: bytes, value: bytes) -> None:
     request.setHeader(name, value)  # type: ignore[no-untyped-call]
 
 
+_REASONS = {421: b"Misdirected Request"}
+"""Reason phrases twisted.web does not know."""
+
+
 def _answer(
     request: Request, code: int, body: bytes, contentType: bytes = JSON, policy: bytes = POLICY
 ) -> bytes:
-    request.setResponseCode(code)
+    request.setResponseCode(code, _REASONS.get(code))
     _setHeader(request, b"content-type", contentType)
     _setHeader(request, b"cache-control", b"no-store")
     _setHeader(request, b"x-content-type-options", b"nosniff")
@@ -138,6 +142,22 @@ class NotFound(_Endpoint):
 
     def render(self, request: Request) -> bytes:
         return _error(request, 404, self.message)
+
+
+class Misdirected(NotFound):
+    """
+    Any path, asked with a C{Host} that is not a loopback name or address
+    on a loopback listener: a page of another site, which a DNS-rebinding
+    attack points at this port, may not read it.
+    """
+
+    def render(self, request: Request) -> bytes:
+        return _error(
+            request,
+            421,
+            "this admin API answers only requests for a loopback host "
+            "(localhost, 127.0.0.1 or [::1])",
+        )
 
 
 PATHS = (
@@ -284,6 +304,7 @@ class Connections(_Endpoint):
     def GET(self, request: Request) -> bytes:
         everyone = self._supervisor.connections.values()
         _setHeader(request, b"netsupervisor-time", repr(self._supervisor.scheduler.now()).encode())
+        _setHeader(request, b"netsupervisor-shard", str(self._supervisor.shard).encode())
         asked = request.args.get(b"transitions") if request.args else None
         if asked is None:
             return _json(request, 200, [views.connectionSummary(c) for c in everyone])

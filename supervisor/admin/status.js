@@ -238,6 +238,14 @@
 
   // --- fetching -----------------------------------------------------------
 
+  function showShard(header) {
+    // "I/N" when the process keeps one shard of a larger configuration.
+    const found = /^(\d+)\/(\d+)$/.exec(header || "");
+    const shard = byId("shard");
+    shard.hidden = !found || found[2] === "1";
+    shard.textContent = found ? "· shard " + found[1] + "/" + found[2] : "";
+  }
+
   function learnClock(response, sentAt, receivedAt) {
     // The server's own clock (the reactor's seconds) when it answered, else its Date header.
     const local = (sentAt + receivedAt) / 2000;
@@ -270,6 +278,7 @@
         throw new Error("unexpected answer");
       }
       learnClock(response, sentAt, Date.now());
+      showShard(response.headers.get("Netsupervisor-Shard"));
       connections = body;
       lastSuccess = new Date();
       failingSince = null;

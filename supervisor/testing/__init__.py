@@ -12,13 +12,32 @@ suite, deterministically.
     harness.assertState("ESTABLISHED", "ready")
 
 L{PluginHarness} owns the fake reactor, the connection and its peers;
-L{FakePeer} is the remote end of one accepted attempt; L{scenarios} holds
+L{FakePeer} is the remote end of one accepted attempt, answering with a
+L{Responder} (L{perLine} and L{perFrame} answer whole lines or frames
+however the plugin split its writes); L{scenarios} holds
 ready-made stories (peer answers, silent, closes mid-handshake, garbage,
 slow pong) that end in assertions. Nothing here imports the global reactor.
 See C{docs/plugins/testing.md}.
 """
 
 from supervisor.testing import _scenarios as scenarios
-from supervisor.testing._harness import FakePeer, PluginHarness, Responder, Step
+from supervisor.testing._harness import (
+    FakePeer,
+    FrameLength,
+    PluginHarness,
+    Responder,
+    Step,
+    perFrame,
+    perLine,
+)
 
-__all__ = ["FakePeer", "PluginHarness", "Responder", "Step", "scenarios"]
+__all__ = [
+    "FakePeer",
+    "FrameLength",
+    "PluginHarness",
+    "Responder",
+    "Step",
+    "perFrame",
+    "perLine",
+    "scenarios",
+]

@@ -30,7 +30,12 @@ from supervisor.states.records import State, Transition
 
 Responder = Callable[[bytes], "bytes | None"]
 """Answers one write of the plugin with the bytes the peer sends back, or
-L{None} (or C{b""}) to stay silent."""
+L{None} (or C{b""}) to stay silent. See L{perLine} and L{perFrame} for
+responders that answer whole lines or frames, however they were written."""
+
+FrameLength = Callable[[bytes], "int | None"]
+"""The length of the first whole frame at the start of some bytes, header
+included, or L{None} when they do not hold a whole frame yet."""
 
 Step = tuple[str, str, str]
 """One transition as C{(from, to, reason)}."""
@@ -42,6 +47,46 @@ MAX_STEPS = 100_000
 
 def _silent(data: bytes) -> None:
     return None
+
+
+def perFrame(answer: Responder, frameLength: FrameLength) -> Responder:
+    """
+    A responder that answers whole frames, however the plugin wrote them: its
+    writes are joined, cut into frames by C{frameLength}, and each frame is
+    given to C{answer}; the answers to the frames one write completes are
+    sent together. A frame written in two writes is answered once, when it
+    is whole.
+
+    It keeps the unfinished frame between writes: make one per peer.
+    """
+    pending = bytearray()
+
+    def respond(data: bytes) -> bytes | None:
+        pending.extend(data)
+        answers = []
+        while pending:
+            size = frameLength(bytes(pending))
+            if size is None or size > len(pending):
+                break
+            frame = bytes(pending[:size])
+            del pending[:size]
+            answers.append(answer(frame) or b"")
+        return b"".join(answers) or None
+
+    return respond
+
+
+def perLine(answer: Responder, delimiter: bytes = b"\n") -> Responder:
+    """
+    A responder that answers whole lines ending in C{delimiter}: each line,
+    without its delimiter, is given to C{answer} (see L{perFrame}).
+    """
+
+    def lineLength(data: bytes) -> int | None:
+        end = data.find(delimiter)
+        return None if end < 0 else end + len(delimiter)
+
+    return perFrame(lambda line: answer(line[: -len(delimiter)]), lineLength)
 
 
 class _PluginSide(StringTransport):
@@ -93,8 +138,9 @@ class FakePeer:
     The remote end of one accepted attempt.
 
     By default the peer is silent. L{respond} answers each write of the
-    plugin with a function; L{serve} puts a real Twisted protocol (a server
-    implementation) at this end instead.
+    plugin with a function (L{perLine} and L{perFrame} make one that answers
+    whole lines or frames instead); L{serve} puts a real Twisted protocol (a
+    server implementation) at this end instead.
 
     @ivar received: every byte the plugin wrote, in order (see L{clear}).
     @ivar writes: the plugin's writes, one item per C{write} call.
@@ -473,7 +519,8 @@ class PluginHarness:
         Advance from timer to timer until the plugin writes to C{peer}, and
         return the time it did. Unlike L{runUntil}, this stops at the very
         moment of the write (a heartbeat's ping, say), so that an answer sent
-        after C{advance(d)} has a round-trip time of exactly C{d}.
+        after C{advance(d)} has a round-trip time of C{d}, to float rounding
+        (the clock's times are sums of floats: compare with C{pytest.approx}).
 
         @raise AssertionError: if C{peer} already holds bytes (L{FakePeer.take}
             them first), or if nothing is written within C{limit} seconds or

@@ -163,8 +163,9 @@ def slowPong(harness: PluginHarness, respond: Responder, delay: float) -> FakePe
     """
     A peer that answers the handshake at once but every later write
     C{delay} seconds late. Under the heartbeat timeout, the connection
-    stays ESTABLISHED and the round-trip time is C{delay}; at or over it,
-    the connection is dropped for C{heartbeat}.
+    stays ESTABLISHED and the round-trip time is C{delay} (to within a
+    microsecond: clock times are sums of floats); at or over it, the
+    connection is dropped for C{heartbeat}.
     """
     peer = establish(harness, respond)
     peer.respond(respond, delay=delay)

@@ -106,7 +106,13 @@ class Daemon(Process):
     C{twistd -n netsupervisor} with the given config, admin on a free port.
     """
 
-    def __init__(self, config: Path, directory: Path, *extra: str) -> None:
+    def __init__(
+        self, config: Path, directory: Path, *extra: str, options: tuple[str, ...] = ()
+    ) -> None:
+        """
+        @param extra: twistd's own options (before the subcommand).
+        @param options: more options of the subcommand (after it).
+        """
         self.admin = freePort()
         self.config = config
         twistd = BIN / "twistd"
@@ -121,6 +127,7 @@ class Daemon(Process):
                 str(config),
                 "--admin",
                 f"tcp:{self.admin}:interface={HOST}",
+                *options,
             ],
             directory,
             directory / "twistd.log",

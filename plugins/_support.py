@@ -1,0 +1,329 @@
+"""
+What the bundled plugins share: the plugin object (L{BundledPlugin}) and its
+options' base class (L{CheckedOptions}); a protocol base that rejects once,
+with secrets read from files kept out of every message (L{PluginProtocol});
+reading the peer's bytes in linear time with a bound on what is buffered
+(L{ReadingProtocol}, L{LineReader}); and requests answered in order, with a
+drain that waits for its answer (L{RequestingProtocol}).
+
+Private to the bundled plugins: a third-party plugin may copy from it, but
+should not import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Generic, Literal, Self, TypeVar
+from typing import Protocol as TypingProtocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from supervisor.interfaces import (
+    IConfigurable,
+    IConnectionHandle,
+    IDrainable,
+    IProtocolPlugin,
+    ISupervisedProtocol,
+)
+from supervisor.options import Check, structure
+from supervisor.pipeline import Pipeline
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+OptionsT = TypeVar("OptionsT", bound="CheckedOptions")
+
+SHOWN = 200
+"""The most characters of a rejection's message."""
+
+
+class ProtocolError(Exception):
+    """
+    The peer's bytes break the protocol; the message says how.
+    """
+
+
+class CheckedOptions:
+    """
+    The base of a plugin's options: a frozen attrs class whose fields are
+    L{supervisor.options.setting}s, built from a connection's C{options}
+    table by L{fromMapping}.
+    """
+
+    @classmethod
+    def fromMapping(cls, options: Mapping[str, object]) -> Self:
+        """
+        The options of one connection.
+
+        @raise supervisor.interfaces.OptionError: naming the key of an
+            unknown option or of a value its check refuses.
+        """
+        return structure(cls, options)
+
+
+@implementer(IPlugin, IProtocolPlugin, IConfigurable)
+@attrs.frozen
+class BundledPlugin(Generic[OptionsT]):
+    """
+    A bundled plugin: its options are checked by C{options.fromMapping},
+    and each attempt's protocol is C{protocol(handle, parsedOptions)}.
+
+    @ivar name: the configuration's C{protocol}.
+    """
+
+    name: str
+    options: type[OptionsT]
+    protocol: Callable[[IConnectionHandle, OptionsT], ISupervisedProtocol]
+
+    def parseOptions(self, options: Mapping[str, object]) -> OptionsT:
+        return self.options.fromMapping(options)
+
+    def buildProtocol(self, handle: IConnectionHandle, options: OptionsT) -> ISupervisedProtocol:
+        return self.protocol(handle, options)
+
+
+@attrs.frozen
+class Maybe(Generic[T]):
+    """
+    A setting that may be left unset: its default is L{None} (which a TOML
+    file cannot write), and any value it is given is checked by C{inner}.
+    """
+
+    inner: Check[T]
+
+    def expected(self) -> str:
+        return self.inner.expected()
+
+    def check(self, value: object, key: str) -> T | None:
+        return None if value is None else self.inner.check(value, key)
+
+
+def readSecret(path: str) -> bytes:
+    """
+    The secret in the file at C{path}, without one trailing newline
+    (C{\\n} or C{\\r\\n}).
+
+    @raise OSError: it cannot be read.
+    """
+    data = Path(path).read_bytes()
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    if data.endswith(b"\n"):
+        return data[:-1]
+    return data
+
+
+def redact(text: bytes, secrets: Sequence[bytes]) -> str:
+    """
+    C{text} as a short message, with every secret in it replaced by C{***}.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, b"***")
+    message = text.decode("utf-8", "replace")
+    return message if len(message) <= SHOWN else message[: SHOWN - 3] + "..."
+
+
+class PluginProtocol(Protocol):
+    """
+    A bundled plugin's protocol: it rejects its connection at most once,
+    with every secret it read removed from the message.
+
+    @ivar handle: how it talks to the supervisor.
+    @ivar secrets: what L{secretFrom} read, kept out of every message.
+    @ivar rejected: whether L{reject} was called; nothing the peer sends
+        is read after that.
+    """
+
+    def __init__(self, handle: IConnectionHandle) -> None:
+        self.handle = handle
+        self.secrets: list[bytes] = []
+        self.rejected = False
+
+    def reject(self, message: str, permanent: bool) -> None:
+        """
+        Reject the connection, once: later calls do nothing.
+        """
+        if not self.rejected:
+            self.rejected = True
+            text = redact(message.encode("utf-8", "surrogateescape"), self.secrets)
+            self.handle.reject(text, permanent)
+
+    def secretFrom(self, key: str, path: str) -> bytes | None:
+        """
+        The secret in the file at C{path} (named by the option C{key}), kept
+        out of every later message; L{None} when C{path} is empty (no
+        secret), or after a transient rejection when the file cannot be read
+        (the next attempt reads it again, so a secret mounted late is picked
+        up): check L{rejected}.
+        """
+        if not path:
+            return None
+        try:
+            secret = readSecret(path)
+        except OSError as e:
+            self.reject(f"cannot read {key} {path}: {e.strerror}", permanent=False)
+            return None
+        self.secrets.append(secret)
+        return secret
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data} to the peer.
+        """
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+class Reader(TypingProtocol[T_co]):
+    """
+    Turns the peer's bytes into the protocol's units (lines, frames,
+    replies), in time linear in the bytes, holding a bounded number of them.
+    """
+
+    def feed(self, data: bytes) -> Iterator[T_co]:
+        """
+        The units C{data} completes, in order.
+
+        @raise ProtocolError: the bytes break the protocol (a unit too
+            long, nested too deep, malformed).
+        """
+
+
+class ReadingProtocol(PluginProtocol, Generic[T]):
+    """
+    A L{PluginProtocol} that reads its peer through a L{Reader}: each unit
+    goes to L{received}; bytes that break the protocol reject the connection
+    (transient) with the reader's message.
+    """
+
+    def __init__(self, handle: IConnectionHandle, reader: Reader[T]) -> None:
+        super().__init__(handle)
+        self.reader = reader
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.rejected:
+            return
+        try:
+            for unit in self.reader.feed(data):
+                self.received(unit)
+                if self.rejected:
+                    return
+        except ProtocolError as e:
+            self.reject(str(e), permanent=False)
+
+    def received(self, unit: T) -> None:
+        """
+        One unit of the protocol arrived.
+        """
+        raise NotImplementedError()
+
+
+Request = tuple[Literal["handshake", "ping", "drain"], bytes]
+"""What an answer answers: a step of the handshake, a ping (with its
+token), or the drain's goodbye."""
+
+
+@implementer(ISupervisedProtocol, IDrainable)
+class RequestingProtocol(ReadingProtocol[T]):
+    """
+    A protocol whose peer answers its requests in order, with answers that
+    say nothing of the request (Redis, NATS): what each coming answer
+    answers is kept in a L{Pipeline}. A ping is one request; the drain is
+    another, done when it is answered or the peer closes.
+
+    @cvar PING: the bytes of a ping.
+    @cvar GOODBYE: the bytes of the drain's request.
+    """
+
+    PING: bytes
+    GOODBYE: bytes
+
+    def __init__(self, handle: IConnectionHandle, reader: Reader[T]) -> None:
+        super().__init__(handle, reader)
+        self.pipeline: Pipeline[Request] = Pipeline()
+        self.draining: Deferred[None] | None = None
+        self.ready = False
+
+    def request(self, what: Request, data: bytes) -> None:
+        """
+        Write C{data}, whose answer answers C{what}.
+        """
+        self.pipeline.sent(what)
+        self.write(data)
+
+    def succeeded(self, what: Request) -> None:
+        """
+        The answer to C{what} is a success: the last step of the handshake
+        makes the connection ready, a ping's answer is its pong, and the
+        drain's completes the goodbye.
+        """
+        kind, detail = what
+        if kind == "handshake":
+            if not any(step == "handshake" for step, _ in self.pipeline):
+                self.ready = True
+                self.handle.ready()
+        elif kind == "ping":
+            self.handle.pong(detail)
+        else:
+            self.drained()
+
+    def sendPing(self, token: bytes) -> None:
+        self.request(("ping", token), self.PING)
+
+    def drain(self) -> Deferred[None]:
+        if self.draining is None:
+            self.draining = Deferred()
+            self.request(("drain", b""), self.GOODBYE)
+        return self.draining
+
+    def drained(self) -> None:
+        """
+        The goodbye is complete: the transport may be closed.
+        """
+        draining, self.draining = self.draining, None
+        if draining is not None:
+            draining.callback(None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # A peer that closes first has said goodbye too.
+        self.drained()
+
+
+class LineReader:
+    """
+    Lines ending in C{delimiter}, without it. Each byte is searched once, and
+    an unfinished line longer than C{maxLength} is refused as soon as it is.
+    """
+
+    def __init__(self, delimiter: bytes, maxLength: int) -> None:
+        self.delimiter = delimiter
+        self.maxLength = maxLength
+        self.buffer = bytearray()
+        self._searched = 0
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        buffer, delimiter = self.buffer, self.delimiter
+        buffer += data
+        while True:
+            end = buffer.find(delimiter, self._searched)
+            if end < 0:
+                break
+            if end > self.maxLength:
+                raise self._tooLong()
+            line = bytes(buffer[:end])
+            del buffer[: end + len(delimiter)]
+            self._searched = 0
+            yield line
+        # A delimiter may begin in the last bytes: search them again.
+        self._searched = max(0, len(buffer) - len(delimiter) + 1)
+        if self._searched > self.maxLength:
+            raise self._tooLong()
+
+    def _tooLong(self) -> ProtocolError:
+        return ProtocolError(f"line longer than {self.maxLength} bytes")
