@@ -82,6 +82,9 @@ class BreakerInputs(Protocol):
     def settled(self) -> None:
         "Judgement: everybody is back; close."
 
+    def retire(self) -> None:
+        "The last member left: cancel every timer; the breaker is not used again."
+
 
 @dataclass(eq=False)
 class BreakerCore:
@@ -352,6 +355,7 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     """
     b = TypeMachineBuilder(BreakerInputs, BreakerCore)
     START = b.state("START")
+    RETIRED = b.state("RETIRED")
     CLOSED = b.state("CLOSED", _enterClosed)
     OPEN = b.state("OPEN", _enterOpen)
     HALF_OPEN = b.state("HALF_OPEN", _enterHalfOpen)
@@ -385,6 +389,8 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     HALF_OPEN.upon(BreakerInputs.trip).to(OPEN)(_leave)
     HALF_OPEN.upon(BreakerInputs.settled).to(CLOSED)(_leave)
     HALF_OPEN.upon(BreakerInputs.recovered, nodata=True).loop().returns(None)
+    for state in (CLOSED, OPEN, HALF_OPEN):
+        state.upon(BreakerInputs.retire).to(RETIRED)(_leave)
     return b.build()
 
 
@@ -437,6 +443,12 @@ class Breaker:
         Apply new settings from now on (the next probe, the next release).
         """
         self._core.spec = spec
+
+    def retire(self) -> None:
+        """
+        The last member left: cancel every timer. Not used again.
+        """
+        self._inputs.retire()
 
     def admit(self, ticket: Ticket) -> bool:
         """

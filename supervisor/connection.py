@@ -216,6 +216,16 @@ class SupervisedConnection:
         """
         self._core.heartbeatObservers += (observer,)
 
+    def retune(self, spec: ConnectionSpec) -> None:
+        """
+        Take on C{spec}, which differs from the current one only in its
+        recovery settings (L{ConnectionSpec.TUNABLE}): from now on, with no
+        reconnection.
+        """
+        assert spec.sameConnectionAs(self._core.spec), "only recovery settings change in place"
+        self._core.spec = spec
+        self._core.gate.retune(spec)
+
     def start(self) -> None:
         """
         Make the first attempt now. Starting a started or closed connection

@@ -100,6 +100,7 @@ class Fleet:
         breaker.members -= 1
         if breaker.members <= 0 and self._breakers.get(breaker.key) is breaker:
             del self._breakers[breaker.key]
+            breaker.retire()
 
 
 class Gate:
@@ -108,12 +109,14 @@ class Gate:
     reports to the breaker about its attempts.
     """
 
-    __slots__ = ("_admissions", "_breaker", "_fleet")
+    __slots__ = ("_admissions", "_breaker", "_fleet", "_waiting")
 
     def __init__(self, fleet: Fleet, spec: ConnectionSpec, admissions: Admissions) -> None:
         self._fleet = fleet
         self._admissions = admissions
         self._breaker = fleet.join(spec)
+        # The cause of the request waiting for the breaker or the budget.
+        self._waiting: Cause | None = None
 
     @property
     def breakerState(self) -> BreakerState | None:
@@ -127,15 +130,23 @@ class Gate:
         The connection's breaker settings changed: move to the breaker they
         name (the same one, retuned, when the target is the same).
         """
-        if self._breaker is not None:
-            self._breaker.withdraw(self)
-            self._fleet.leave(self._breaker)
-        self._breaker = self._fleet.join(spec)
+        old, new = self._breaker, self._fleet.join(spec)
+        waiting = self._waiting
+        moved = old is not new and waiting is not None
+        if moved:
+            self.withdraw()
+        if old is not None:
+            self._fleet.leave(old)
+        self._breaker = new
+        if moved:
+            assert waiting is not None
+            self.request(waiting)
 
     def request(self, cause: Cause) -> None:
         """
         Ask for an attempt; the answer comes as the connection's inputs.
         """
+        self._waiting = cause
         if self._breaker is not None and not self._breaker.admit(self):
             self._admissions.held("breaker")
             return
@@ -151,6 +162,7 @@ class Gate:
         """
         The budget's token is this attempt's (Grantee).
         """
+        self._waiting = None
         self._admissions.admitted(cause)
 
     def withdraw(self) -> None:
@@ -187,6 +199,7 @@ class Gate:
 
     def _budget(self, cause: Cause) -> None:
         if self._fleet.budget.take(self, cause):
+            self._waiting = None
             self._admissions.admitted(cause)
         else:
             self._admissions.held("budget")

@@ -49,6 +49,7 @@ class PluginRejection(Exception):
 
     message: str
     permanent: bool = True
+    overloaded: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -82,7 +83,7 @@ def classify(failure: Failure) -> Classification:
     if exc is None:
         return Classification("other")
     if isinstance(exc, PluginRejection):
-        return Classification("handshake", exc.permanent)
+        return Classification("handshake", exc.permanent, exc.overloaded)
     if isinstance(exc, _REFUSED):
         return Classification("refused")
     if isinstance(exc, _TIMEOUTS):

@@ -243,6 +243,15 @@ class ConnectionSpec:
     options: Pairs = attrs.field(default=(), converter=_pairs)
     labels: Pairs = attrs.field(default=(), converter=_pairs)
 
+    TUNABLE: ClassVar[tuple[str, ...]] = ("breaker", "flap")
+    """The fields a running connection takes on in place, without reconnecting."""
+
+    def sameConnectionAs(self, other: ConnectionSpec) -> bool:
+        """
+        Whether C{self} and C{other} differ at most in L{TUNABLE} fields.
+        """
+        return attrs.evolve(other, breaker=self.breaker, flap=self.flap) == self
+
     @property
     def group(self) -> str:
         """
