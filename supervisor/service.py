@@ -18,9 +18,9 @@ from twisted.logger import Logger
 
 from supervisor.config import Config
 from supervisor.connection import SupervisedConnection
+from supervisor.fleet import Fleet
 from supervisor.interfaces import IProtocolPlugin
 from supervisor.plugin import findPlugin
-from supervisor.fleet import Fleet
 from supervisor.scheduler import Scheduler
 from supervisor.shard import Shard
 from supervisor.spec import ConnectionSpec
