@@ -145,14 +145,17 @@ class PluginProtocol(Protocol):
         self.secrets: list[bytes] = []
         self.rejected = False
 
-    def reject(self, message: str, permanent: bool) -> None:
+    def reject(self, message: str, permanent: bool, overloaded: bool = False) -> None:
         """
         Reject the connection, once: later calls do nothing.
+
+        @param overloaded: the peer said it is overloaded (see
+            L{supervisor.interfaces.IConnectionHandle.reject}).
         """
         if not self.rejected:
             self.rejected = True
             text = redact(message.encode("utf-8", "surrogateescape"), self.secrets)
-            self.handle.reject(text, permanent)
+            self.handle.reject(text, permanent, overloaded)
 
     def secretFrom(self, key: str, path: str) -> bytes | None:
         """

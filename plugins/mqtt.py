@@ -66,6 +66,9 @@ CONNACK_CODES: dict[int, tuple[str, bool]] = {
 }
 """CONNACK return code: (meaning, permanent)."""
 
+OVERLOADED_CODES = frozenset({3})
+"""CONNACK return codes by which the broker pushes back (server unavailable)."""
+
 
 class Incomplete(Exception):
     """
@@ -261,7 +264,7 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
                 self.handle.ready()
                 return
             meaning, permanent = CONNACK_CODES.get(code, ("unknown return code", False))
-            self.reject(f"CONNACK refused: {code} ({meaning})", permanent)
+            self.reject(f"CONNACK refused: {code} ({meaning})", permanent, code in OVERLOADED_CODES)
         elif kind == PINGRESP:
             token = self.pings.answered()
             if token is not None:

@@ -45,6 +45,9 @@ PERMANENT_ERRORS = (
 )
 """C{-ERR} texts (lower case) that no retry will cure."""
 
+OVERLOADED_ERRORS = ("maximum connections exceeded", "maximum subscriptions exceeded")
+"""C{-ERR} texts (lower case) by which the server pushes back: too many clients."""
+
 IGNORED_ERRORS = ("permissions violation",)
 """C{-ERR} texts after which the server keeps the connection open."""
 
@@ -185,7 +188,8 @@ class NatsProtocol(RequestingProtocol[bytes]):
         if lowered.startswith(IGNORED_ERRORS):
             return
         permanent = lowered.startswith(PERMANENT_ERRORS)
-        self.reject(f"server error: {text}", permanent)
+        overloaded = lowered.startswith(OVERLOADED_ERRORS)
+        self.reject(f"server error: {text}", permanent, overloaded)
 
 
 natsPlugin = BundledPlugin("nats", Options, NatsProtocol)

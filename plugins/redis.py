@@ -41,6 +41,10 @@ from supervisor.interfaces import IConnectionHandle, OptionError
 from supervisor.options import Integer, Text, describe, setting
 
 PERMANENT_ERRORS = (b"WRONGPASS", b"NOAUTH", b"NOPERM")
+
+OVERLOADED_ERRORS = (b"ERR max number of clients reached", b"LOADING", b"BUSY")
+"""Error replies by which the server pushes back: too many clients, loading
+its dataset, or busy running a script."""
 """Error prefixes that no retry will cure."""
 
 MAX_DEPTH = 32
@@ -312,8 +316,9 @@ class RedisProtocol(RequestingProtocol[Reply | None]):
         else:
             message = reply.text.decode("utf-8", "replace")
             permanent = reply.text.startswith(PERMANENT_ERRORS)
+            overloaded = reply.text.startswith(OVERLOADED_ERRORS)
             verb = detail.decode("ascii", "replace") if what == "handshake" else "PING"
-            self.reject(f"{verb} failed: {message}", permanent)
+            self.reject(f"{verb} failed: {message}", permanent, overloaded)
 
 
 redisPlugin = BundledPlugin("redis", Options, RedisProtocol)

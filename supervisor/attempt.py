@@ -229,8 +229,8 @@ class Attempt:
         if self.current:
             self._events.activity()
 
-    def reject(self, message: str, permanent: bool = True) -> None:
-        self._report(failureOf(PluginRejection(message, permanent)))
+    def reject(self, message: str, permanent: bool = True, overloaded: bool = False) -> None:
+        self._report(failureOf(PluginRejection(message, permanent, overloaded)))
 
     # Internals.
 

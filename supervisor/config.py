@@ -29,7 +29,7 @@ import math
 import re
 import tomllib
 from collections.abc import Collection, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import attrs
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -57,8 +57,8 @@ from supervisor.options import (
     structure,
     unknownKey,
 )
-from supervisor.shard import Shard, ShardError
-from supervisor.spec import ConnectionSpec
+from supervisor.shard import Shard
+from supervisor.spec import ConnectionSpec, SupervisorSpec
 
 __all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
 
@@ -83,39 +83,6 @@ class AdminSpec:
     token_file: str = setting("", Text("a string (a file path, or empty)"))
     ready_share: float = setting(0.0, Number(0, high=1))
     max_clients: int = setting(64, Integer(1))
-
-
-@attrs.frozen
-class _ShardCheck:
-    """
-    C{I/N}: shard I (0-based) of N.
-    """
-
-    text: ClassVar[Text] = Text('a string I/N (like "0/4")')
-
-    def expected(self) -> str:
-        return self.text.expected()
-
-    def check(self, value: object, key: str) -> Shard | None:
-        if value is None or isinstance(value, Shard):
-            return value
-        try:
-            return Shard.fromString(self.text.check(value, key))
-        except ShardError as e:
-            raise OptionError(key, str(e)) from None
-
-
-@attrs.frozen
-class SupervisorSpec:
-    """
-    The process as a whole (C{[supervisor]}).
-
-    @ivar shard: the share of the connections this process keeps, if set.
-        C{twistd netsupervisor} applies it (its C{--shard} wins); a library
-        passes it to L{Supervisor}.
-    """
-
-    shard: Shard | None = setting(None, _ShardCheck())
 
 
 @attrs.frozen

@@ -10,13 +10,14 @@ import random
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
+from supervisor.fleet import Fleet
 from supervisor.interfaces import IConfigurable, IProtocolPlugin, ISupervisedProtocol
 from supervisor.policy import ReconnectPolicy
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.core import NOT_STARTED, Core, HeartbeatObserver, Inputs, Observer
 from supervisor.states.machine import ConnectionMachine
-from supervisor.states.records import Cause, CloseReason, State, Transition
+from supervisor.states.records import BreakerState, Cause, CloseReason, Held, State, Transition
 
 
 def pluginOptions(plugin: IProtocolPlugin, spec: ConnectionSpec) -> object:
@@ -52,6 +53,7 @@ class SupervisedConnection:
         clock: IReactorTime,
         scheduler: Scheduler | None = None,
         rng: random.Random | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         """
         @param spec: what to supervise and how.
@@ -61,6 +63,9 @@ class SupervisedConnection:
         @param scheduler: a scheduler on C{clock} shared with other
             connections; by default, one of its own.
         @param rng: the source of jitter; by default, a new L{random.Random}.
+        @param fleet: the circuit breakers and connect budget shared with
+            other connections; by default, a fleet of its own (a breaker for
+            its own target, no budget).
         """
         if scheduler is None:
             scheduler = Scheduler(clock)
@@ -72,11 +77,16 @@ class SupervisedConnection:
             plugin=plugin,
             scheduler=scheduler,
             rng=rng,
-            policy=ReconnectPolicy(spec.backoff, spec.max_retries, rng),
+            policy=ReconnectPolicy(
+                spec.backoff, spec.max_retries, rng, needsAnswer=spec.heartbeat.enabled
+            ),
             since=scheduler.now(),
             options=pluginOptions(plugin, spec),
         )
         self._inputs: Inputs = ConnectionMachine(self._core)
+        if fleet is None:
+            fleet = Fleet(scheduler, rng)
+        self._core.gate = fleet.gate(spec, self._inputs)
 
     @property
     def spec(self) -> ConnectionSpec:
@@ -142,6 +152,28 @@ class SupervisedConnection:
         return self._core.lastRtt
 
     @property
+    def held(self) -> Held | None:
+        """
+        What keeps this IDLE connection from attempting: C{"backoff"},
+        C{"breaker"}, C{"budget"}, C{"flapping"}, or L{None}.
+        """
+        return self._core.current.held
+
+    @property
+    def breaker(self) -> BreakerState | None:
+        """
+        The state of its target's circuit breaker (L{None}: it has none).
+        """
+        return self._core.gate.breakerState
+
+    @property
+    def flapHolds(self) -> int:
+        """
+        How many times the flap guard held this connection.
+        """
+        return self._core.flapHolds
+
+    @property
     def backoffDelay(self) -> float:
         """
         The delay of the retry now scheduled, or 0 if none is.
@@ -183,6 +215,16 @@ class SupervisedConnection:
         C{observer(name, None)} for every miss.
         """
         self._core.heartbeatObservers += (observer,)
+
+    def retune(self, spec: ConnectionSpec) -> None:
+        """
+        Take on C{spec}, which differs from the current one only in its
+        recovery settings (L{ConnectionSpec.TUNABLE}): from now on, with no
+        reconnection.
+        """
+        assert spec.sameConnectionAs(self._core.spec), "only recovery settings change in place"
+        self._core.spec = spec
+        self._core.gate.retune(spec)
 
     def start(self) -> None:
         """

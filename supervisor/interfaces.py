@@ -34,10 +34,14 @@ class Classification:
 
     @ivar reason: the C{reason} label of C{connect_failures_total}.
     @ivar permanent: retrying will not help; the connection goes to CLOSED.
+    @ivar overloaded: the peer said itself that it is overloaded (too many
+        clients, server busy): the target's circuit breaker opens at once,
+        whatever its count of failures.
     """
 
     reason: ConnectFailureReason
     permanent: bool = False
+    overloaded: bool = False
 
 
 class OptionError(ValueError):
@@ -89,12 +93,16 @@ class IConnectionHandle(Interface):
         alive.
         """
 
-    def reject(message: str, permanent: bool = True) -> None:
+    def reject(message: str, permanent: bool = True, overloaded: bool = False) -> None:
         """
         The plugin refuses this connection (bad credentials, a protocol
         error). During the handshake this fails the attempt, and a permanent
         rejection closes the connection for good; once ESTABLISHED it drops
         the connection, which is then retried. The transport is aborted.
+
+        @param overloaded: the peer said itself that it is overloaded (too
+            many clients, server busy): the target's circuit breaker opens
+            at once, so that the fleet stops pushing.
         """
 
 

@@ -49,6 +49,7 @@ class PluginRejection(Exception):
 
     message: str
     permanent: bool = True
+    overloaded: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -82,7 +83,7 @@ def classify(failure: Failure) -> Classification:
     if exc is None:
         return Classification("other")
     if isinstance(exc, PluginRejection):
-        return Classification("handshake", exc.permanent)
+        return Classification("handshake", exc.permanent, exc.overloaded)
     if isinstance(exc, _REFUSED):
         return Classification("refused")
     if isinstance(exc, _TIMEOUTS):
@@ -147,20 +148,38 @@ class ReconnectPolicy:
     """
     The per-connection memory of the reconnect loop.
 
-    The backoff starts over only when a connection had stayed ESTABLISHED
-    for at least C{reset_after} seconds, so a peer that accepts and drops at
-    once backs off like one that refuses. The count of consecutive failed
+    The backoff starts over only when a connection proved healthy: it stayed
+    ESTABLISHED for at least C{reset_after} seconds and, when heartbeats are
+    on, had at least one heartbeat answered in that time. So a peer that
+    accepts and drops at once backs off like one that refuses, and so does a
+    peer that accepts and then says nothing. The count of consecutive failed
     attempts (for C{max_retries}) starts over at every successful attempt.
     """
 
-    __slots__ = ("_establishedAt", "backoff", "consecutiveFailures", "maxRetries", "resetAfter")
+    __slots__ = (
+        "_answered",
+        "_establishedAt",
+        "backoff",
+        "consecutiveFailures",
+        "maxRetries",
+        "needsAnswer",
+        "resetAfter",
+    )
 
-    def __init__(self, spec: BackoffSpec, maxRetries: int, rng: random.Random) -> None:
+    def __init__(
+        self, spec: BackoffSpec, maxRetries: int, rng: random.Random, needsAnswer: bool = False
+    ) -> None:
+        """
+        @param needsAnswer: an answered heartbeat is part of the proof of
+            health (heartbeats are on).
+        """
         self.backoff = Backoff(spec, rng)
         self.resetAfter = spec.reset_after
         self.maxRetries = maxRetries
+        self.needsAnswer = needsAnswer
         self.consecutiveFailures = 0
         self._establishedAt: float | None = None
+        self._answered = False
 
     def established(self, now: float) -> None:
         """
@@ -168,6 +187,13 @@ class ReconnectPolicy:
         """
         self.consecutiveFailures = 0
         self._establishedAt = now
+        self._answered = False
+
+    def answered(self) -> None:
+        """
+        A heartbeat of the current connection was answered.
+        """
+        self._answered = True
 
     def failed(self) -> bool:
         """
@@ -182,7 +208,10 @@ class ReconnectPolicy:
         idle at C{now}.
         """
         if self._establishedAt is not None:
-            if now - self._establishedAt >= self.resetAfter:
+            healthy = now - self._establishedAt >= self.resetAfter and (
+                self._answered or not self.needsAnswer
+            )
+            if healthy:
                 self.backoff.reset()
             self._establishedAt = None
         return self.backoff.next()

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from supervisor.config import Config
 from supervisor.connection import SupervisedConnection
+from supervisor.fleet import Fleet
 from supervisor.interfaces import IProtocolPlugin
 from supervisor.plugin import findPlugin
 from supervisor.scheduler import Scheduler
@@ -35,12 +36,16 @@ EndpointFactory = Callable[[ConnectionSpec], IStreamClientEndpoint]
 class ReloadReport:
     """
     What a reload did, by connection name.
+
+    @ivar retuned: connections whose recovery settings (breaker, flap guard)
+        changed and nothing else: applied in place, with no reconnection.
     """
 
     added: tuple[str, ...]
     removed: tuple[str, ...]
     changed: tuple[str, ...]
     unchanged: tuple[str, ...]
+    retuned: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -106,6 +111,7 @@ class Supervisor(MultiService):
         self._endpoints: EndpointFactory = endpoints or self._endpointFromString
         self._rng = rng if rng is not None else random.Random()
         self.scheduler = Scheduler(reactor)
+        self.fleet = Fleet(self.scheduler, self._rng, config.supervisor)
         self.draining = False
         self.reloads = {"success": 0, "failure": 0}
         self._connections: dict[str, SupervisedConnection] = {}
@@ -216,6 +222,7 @@ class Supervisor(MultiService):
             self._reactor,
             self.scheduler,
             self._rng,
+            self.fleet,
         )
         connection.addObserver(self._relayTransition)
         connection.addHeartbeatObserver(self._relayHeartbeat)
@@ -319,9 +326,18 @@ class Supervisor(MultiService):
         new = config.byName()
         added = tuple(n for n in new if n not in old)
         removed = tuple(n for n in old if n not in new)
-        changed = tuple(n for n in new if n in old and new[n] != old[n])
+        different = tuple(n for n in new if n in old and new[n] != old[n])
+        # Recovery settings (breaker, flap guard) apply in place: the same
+        # transport goes on. A name being replaced gets its new spec anyway.
+        retuned = tuple(
+            n for n in different if n not in self._replacements and new[n].sameConnectionAs(old[n])
+        )
+        changed = tuple(n for n in different if n not in retuned)
         unchanged = tuple(n for n in new if n in old and new[n] == old[n])
         self.config = config
+        self.fleet.budget.retune(config.supervisor)
+        for name in retuned:
+            self._connections[name].retune(new[name])
         for name in removed:
             connection = self._connections.pop(name)
             self._retiring.add(connection)
@@ -344,14 +360,15 @@ class Supervisor(MultiService):
         self.reloads["success"] += 1
         log.info(
             "reloaded {path}: {added} added, {removed} removed, {changed} changed, "
-            "{unchanged} unchanged",
+            "{retuned} retuned, {unchanged} unchanged",
             path=config.path,
             added=len(added),
             removed=len(removed),
             changed=len(changed),
+            retuned=len(retuned),
             unchanged=len(unchanged),
         )
-        return ReloadReport(added, removed, changed, unchanged)
+        return ReloadReport(added, removed, changed, unchanged, retuned)
 
     def reloadFailed(self) -> None:
         """

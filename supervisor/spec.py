@@ -16,6 +16,7 @@ from typing import ClassVar, Final, Literal, get_args
 
 import attrs
 
+from supervisor.interfaces import OptionError
 from supervisor.options import (
     Choice,
     Conflict,
@@ -29,6 +30,7 @@ from supervisor.options import (
     renderNumber,
     setting,
 )
+from supervisor.shard import Shard, ShardError
 
 Jitter = Literal["none", "full", "equal", "decorrelated"]
 JITTERS: Final[tuple[Jitter, ...]] = get_args(Jitter)
@@ -126,6 +128,76 @@ class HeartbeatSpec:
         return self.interval + self.timeout * self.misses
 
 
+BreakerScope = Literal["endpoint", "connection", "off"]
+BREAKER_SCOPES: Final[tuple[BreakerScope, ...]] = get_args(BreakerScope)
+
+
+@attrs.frozen
+class BreakerSpec:
+    """
+    The circuit breaker of a connection's target.
+
+    @ivar scope: C{endpoint}: connections whose endpoints are the same
+        target share one breaker; C{connection}: each has its own; C{off}.
+    @ivar failures: consecutive failed attempts against the target, with no
+        success between them, that open the breaker.
+    @ivar probe_interval: seconds from opening to the first probe; the
+        delay between probes backs off (doubling, jittered) up to
+        C{probe_max}.
+    @ivar probe_max: the longest delay between probes, in seconds.
+    @ivar release_rate: the most held attempts a half-open breaker
+        releases per second.
+    """
+
+    scope: BreakerScope = setting("endpoint", Choice(BREAKER_SCOPES))
+    failures: int = setting(5, Integer(1))
+    probe_interval: float = setting(0.5, Number(0, strict=True))
+    probe_max: float = setting(2.0, Number(0, strict=True))
+    release_rate: float = setting(3000.0, Number(0, strict=True))
+
+    def __attrs_post_init__(self) -> None:
+        if self.probe_max < self.probe_interval:
+            low, high = renderNumber(self.probe_interval), renderNumber(self.probe_max)
+            raise Conflict(
+                {
+                    "probe_max": f"expected a number >= breaker.probe_interval ({low}), got {high}",
+                    "probe_interval": (
+                        f"expected a number <= breaker.probe_max ({high}), got {low}"
+                    ),
+                }
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether there is a breaker at all.
+        """
+        return self.scope != "off"
+
+
+@attrs.frozen
+class FlapSpec:
+    """
+    The flap guard (Erlang/OTP's restart intensity).
+
+    @ivar max: more than this many losses from ESTABLISHED within C{within}
+        seconds hold the connection; 0 turns the guard off.
+    @ivar within: the window, in seconds.
+    @ivar hold: how long the connection is held IDLE; 0 closes it instead.
+    """
+
+    max: int = setting(10, Integer(0))
+    within: float = setting(60.0, Number(0, strict=True))
+    hold: float = setting(60.0, Number(0))
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether the guard counts losses at all.
+        """
+        return self.max > 0
+
+
 Pairs = tuple[tuple[str, object], ...]
 
 
@@ -152,6 +224,8 @@ class ConnectionSpec:
         transport is aborted.
     @ivar max_retries: 0 retries forever; N closes the connection for good
         after N consecutive failed attempts.
+    @ivar breaker: the circuit breaker of its target.
+    @ivar flap: the flap guard.
     @ivar options: protocol-specific options for the plugin.
     @ivar labels: extra labels; C{group} is used by aggregate metrics.
     """
@@ -164,8 +238,19 @@ class ConnectionSpec:
     backoff: BackoffSpec = setting(BackoffSpec(), Table(BackoffSpec))
     heartbeat: HeartbeatSpec = setting(HeartbeatSpec(), Table(HeartbeatSpec))
     max_retries: int = setting(0, Integer(0))
+    breaker: BreakerSpec = setting(BreakerSpec(), Table(BreakerSpec))
+    flap: FlapSpec = setting(FlapSpec(), Table(FlapSpec))
     options: Pairs = attrs.field(default=(), converter=_pairs)
     labels: Pairs = attrs.field(default=(), converter=_pairs)
+
+    TUNABLE: ClassVar[tuple[str, ...]] = ("breaker", "flap")
+    """The fields a running connection takes on in place, without reconnecting."""
+
+    def sameConnectionAs(self, other: ConnectionSpec) -> bool:
+        """
+        Whether C{self} and C{other} differ at most in L{TUNABLE} fields.
+        """
+        return attrs.evolve(other, breaker=self.breaker, flap=self.flap) == self
 
     @property
     def group(self) -> str:
@@ -173,3 +258,49 @@ class ConnectionSpec:
         The C{group} label, or C{""}.
         """
         return str(dict(self.labels).get("group", ""))
+
+
+@attrs.frozen
+class _ShardCheck:
+    """
+    C{I/N}: shard I (0-based) of N.
+    """
+
+    text: ClassVar[Text] = Text('a string I/N (like "0/4")')
+
+    def expected(self) -> str:
+        return self.text.expected()
+
+    def check(self, value: object, key: str) -> Shard | None:
+        if value is None or isinstance(value, Shard):
+            return value
+        try:
+            return Shard.fromString(self.text.check(value, key))
+        except ShardError as e:
+            raise OptionError(key, str(e)) from None
+
+
+@attrs.frozen
+class SupervisorSpec:
+    """
+    The process as a whole (C{[supervisor]}).
+
+    @ivar shard: the share of the connections this process keeps, if set.
+        C{twistd netsupervisor} applies it (its C{--shard} wins); a library
+        passes it to L{Supervisor}.
+    @ivar connect_rate: the global connect budget: attempts per second
+        across all connections (a token bucket every attempt takes a token
+        from, the first ones included); 0 turns it off.
+    @ivar connect_burst: the bucket's size: attempts that may start at once.
+    """
+
+    shard: Shard | None = setting(None, _ShardCheck())
+    connect_rate: float = setting(0.0, Number(0))
+    connect_burst: int = setting(100, Integer(1))
+
+    @property
+    def budgeted(self) -> bool:
+        """
+        Whether attempts are budgeted at all.
+        """
+        return self.connect_rate > 0

@@ -146,7 +146,8 @@ def test_aReloadOfTheFileCanChangeTheShard(tmp_path: Path) -> None:
         (
             "[supervisor]\nshards = 3\n",
             "supervisor.shards",
-            'expected one of shard, got an unknown key (did you mean "shard"?)',
+            "expected one of shard, connect_rate, connect_burst, got an unknown key "
+            '(did you mean "shard"?)',
         ),
         ("supervisor = 1\n", "supervisor", "expected a table, got the integer 1"),
     ],

@@ -78,7 +78,7 @@ def test_everyStateAppears() -> None:
     text = dot()
     states = {state.name for state in ConnectionMachine.__automat_automaton__.states()}
     assert states == internalStates()
-    assert len(states) == 11
+    assert len(states) == 13
     for name in states:
         assert re.search(rf'^\s+"{name}"( \[.*\])?;$', text, re.MULTILINE), name
 
@@ -125,6 +125,8 @@ def test_mapping() -> None:
         "IDLE": "IDLE",
         "INIT": "IDLE",
         "RESTARTING": "IDLE",
+        "FLAPPING": "IDLE",
+        "ADMITTING": "IDLE",
         "SECURING": "CONNECTING",
         "SECURING_READY": "CONNECTING",
         "HANDSHAKING": "CONNECTING",

@@ -69,7 +69,7 @@ class Handle:
     def activity(self) -> None:
         self.activities += 1
 
-    def reject(self, message: str, permanent: bool = True) -> None:
+    def reject(self, message: str, permanent: bool = True, overloaded: bool = False) -> None:
         self.rejections.append((message, permanent))
 
 

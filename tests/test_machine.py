@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
-from supervisor.spec import BackoffSpec, HeartbeatSpec
+from supervisor.spec import BackoffSpec, BreakerSpec, HeartbeatSpec
 from tests.harness import ADDRESS, ScriptedPlugin, World
 
 NO_JITTER = BackoffSpec(initial=1.0, multiplier=2.0, max=60.0, jitter="none", reset_after=10.0)
@@ -388,7 +388,10 @@ def test_reconnectWhileIdleRetriesNow() -> None:
 
 
 def test_historyIsBoundedAndOrdered() -> None:
-    world = World(backoff=BackoffSpec(initial=0.1, max=0.1, jitter="none"))
+    world = World(
+        backoff=BackoffSpec(initial=0.1, max=0.1, jitter="none"),
+        breaker=BreakerSpec(scope="off"),
+    )
     world.connection.start()
     for _ in range(40):
         world.refuse()

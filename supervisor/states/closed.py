@@ -26,5 +26,6 @@ def close(inputs: Inputs, core: Core, cause: Cause) -> Closed:
     Enter CLOSED.
     """
     data = Closed(cause)
+    core.gate.close()
     core.enter(data)
     return data

@@ -21,6 +21,7 @@ from supervisor.attempt import Attempt
 from supervisor.policy import ConnectTimeout, failureOf
 from supervisor.scheduler import Timer
 from supervisor.states.core import Core, Inputs, StateData
+from supervisor.states.records import Cause
 
 
 class Attempting(StateData):
@@ -55,7 +56,7 @@ class Handshaking(Attempting):
     internal = "HANDSHAKING"
 
 
-def attempt(inputs: Inputs, core: Core) -> Attempting:
+def attempt(inputs: Inputs, core: Core, cause: Cause) -> Attempting:
     """
     Enter CONNECTING: start an attempt and its deadline.
     """

@@ -7,9 +7,10 @@ failed attempt.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -17,11 +18,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.attempt import Attempt
+from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
 from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
-from supervisor.states.records import Cause, State, Transition
+from supervisor.states.records import Cause, Held, State, Transition
 
 HISTORY_LENGTH = 50
 
@@ -64,6 +66,14 @@ class Inputs(Protocol):
     def retry(self) -> None:
         "The delay before the next attempt is over."
 
+    # The gate: the target's circuit breaker and the connect budget.
+
+    def held(self, kind: Held) -> None:
+        "The attempt waits for the circuit breaker or the connect budget."
+
+    def admitted(self, cause: Cause) -> None:
+        "The attempt may go (C{cause}: start, retry, probe or release)."
+
     def drained(self) -> None:
         "The plugin finished draining: the transport may close."
 
@@ -97,7 +107,10 @@ class Inputs(Protocol):
         "The failure is transient: wait, then try again."
 
     def giveUp(self, cause: Cause) -> None:
-        "The failure is permanent, or it was the last attempt allowed."
+        "The failure is permanent, it was the last attempt allowed, or the flap guard closes."
+
+    def hold(self, cause: Cause) -> None:
+        "The connection flaps: hold it for C{flap.hold} before its next attempt."
 
     def ended(self, cause: Cause) -> None:
         "A graceful close finished (C{closed}) or was cut short (C{deadline})."
@@ -116,6 +129,13 @@ class StateData:
     state: ClassVar[State]
     internal: ClassVar[str]
     keepsAttempt: ClassVar[bool] = False
+
+    @property
+    def held(self) -> Held | None:
+        """
+        What keeps an IDLE connection from attempting, if anything.
+        """
+        return None
 
     def leave(self) -> None:
         """
@@ -152,14 +172,21 @@ def lossCause(failure: Failure) -> Cause:
     return Cause("lost", failure.getErrorMessage())
 
 
+LossVerdict = Literal["retry", "hold", "close"]
+"""What becomes of a connection lost from ESTABLISHED."""
+
+
 @dataclass(slots=True, eq=False)
 class Core:
     """
     The state every internal state of one connection shares.
 
     @ivar options: what the plugin's C{buildProtocol} is given.
+    @ivar gate: the way through the target's breaker and the budget.
     @ivar attempt: the current attempt, from CONNECTING until the machine
         leaves the states that keep it.
+    @ivar losses: when it was lost from ESTABLISHED lately (flap guard).
+    @ivar flapHolds: how many times the flap guard held it.
     """
 
     spec: ConnectionSpec
@@ -176,12 +203,15 @@ class Core:
     attempts: int = 0
     lastError: str | None = None
     lastRtt: float | None = None
+    losses: deque[float] | None = None
+    flapHolds: int = 0
     history: list[Transition] = field(default_factory=list)
     # Tuples, and no list for waiters until one is needed: ten thousand
     # connections should not carry three empty lists each.
     observers: tuple[Observer, ...] = ()
     heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
     waiters: list[Deferred[None]] | None = None
+    gate: Gate = field(init=False)
 
     def now(self) -> float:
         """
@@ -212,15 +242,41 @@ class Core:
     def judge(self, failure: Failure) -> tuple[bool, Cause]:
         """
         Judge a failed attempt: whether it was the last (a permanent failure,
-        or the last retry C{max_retries} allows), and why.
+        or the last retry C{max_retries} allows), and why. The target's
+        breaker hears of it.
         """
         c = self.classify(failure)
+        self.gate.failed(c.overloaded)
         detail = failure.getErrorMessage()
         if c.permanent:
             return True, Cause(c.reason, detail, permanent=True)
         if self.policy.failed():
             return True, Cause(c.reason, f"{detail} (retries exhausted)")
         return False, Cause(c.reason, detail)
+
+    def judgeLoss(self, failure: Failure) -> tuple[LossVerdict, Cause]:
+        """
+        Judge the loss of an ESTABLISHED connection: retry after the
+        backoff, or, when it was lost more than C{flap.max} times within
+        C{flap.within} seconds, hold it (or close it, with C{flap.hold = 0}).
+        """
+        cause = lossCause(failure)
+        flap = self.spec.flap
+        if not flap.enabled:
+            return "retry", cause
+        now = self.now()
+        losses = self.losses
+        if losses is None:
+            losses = self.losses = deque()
+        losses.append(now)
+        while losses[0] <= now - flap.within:
+            losses.popleft()
+        if len(losses) <= flap.max:
+            return "retry", cause
+        losses.clear()
+        self.flapHolds += 1
+        detail = f"{cause.detail}; flapping: more than {flap.max} losses within {flap.within:g}s"
+        return ("hold" if flap.hold > 0 else "close"), Cause(cause.reason, detail)
 
     def settle(self, cause: Cause) -> None:
         """

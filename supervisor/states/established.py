@@ -36,6 +36,8 @@ class Established(StateData):
             self.heartbeat.pong(token)
 
     def activity(self) -> None:
+        # Traffic that proves the peer alive counts as an answered heartbeat.
+        self._core.policy.answered()
         if self.heartbeat is not None:
             self.heartbeat.activity()
 
@@ -45,6 +47,8 @@ class Established(StateData):
         self._attempt.sendPing(token)
 
     def heartbeatObserved(self, rtt: float | None) -> None:
+        if rtt is not None:
+            self._core.policy.answered()
         self._core.heartbeat(rtt)
 
     def heartbeatDead(self, misses: int) -> None:
@@ -56,6 +60,7 @@ def establish(inputs: Inputs, core: Core) -> Established:
     Enter ESTABLISHED: note the success and start heartbeats.
     """
     core.policy.established(core.now())
+    core.gate.succeeded()
     attempt = core.attempt
     assert attempt is not None, "ESTABLISHED is entered only from an attempt"
     data = Established(inputs, core, attempt)

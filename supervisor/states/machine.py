@@ -6,6 +6,8 @@ Internal states and the user-visible state each maps to::
     INIT            -> IDLE         (before start)
     IDLE            -> IDLE         (next attempt after the backoff delay)
     RESTARTING      -> IDLE         (next attempt at once: a rotation ended)
+    FLAPPING        -> IDLE         (held by the flap guard)
+    ADMITTING       -> IDLE         (waiting for the circuit breaker and the budget)
     CONNECTING      -> CONNECTING   (connect in flight, or the plugin's handshake)
     SECURING        -> CONNECTING   (TLS handshake under way)
     SECURING_READY  -> CONNECTING   (plugin ready, TLS handshake under way)
@@ -34,8 +36,8 @@ from automat import TypeMachine, TypeMachineBuilder
 from twisted.python.failure import Failure
 
 from supervisor.states import closed, closing, connecting, established, idle
-from supervisor.states.core import Core, Inputs, StateData, lossCause
-from supervisor.states.records import Cause, Reason
+from supervisor.states.core import Core, Inputs, StateData
+from supervisor.states.records import Cause, Held, Reason
 
 # Behaviours: what a transition does besides entering its target (whose data
 # factory has already run).
@@ -58,8 +60,13 @@ def _handOver(inputs: Inputs, core: Core, data: StateData) -> None:
     "The next state took over this one's data: nothing to cancel, nothing to record."
 
 
-def _begin(inputs: Inputs, core: Core) -> None:
-    core.settle(Cause("start"))
+def _admitted(inputs: Inputs, core: Core, data: StateData, cause: Cause) -> None:
+    # Through the gate: nothing to withdraw from.
+    core.settle(cause)
+
+
+def _held(inputs: Inputs, core: Core, data: idle.Admitting, kind: Held) -> None:
+    data.hold(kind)
 
 
 def _closeUnstarted(inputs: Inputs, core: Core, cause: Cause) -> bool:
@@ -77,8 +84,12 @@ def _closeDuringRotation(inputs: Inputs, core: Core, data: StateData, cause: Cau
     return True
 
 
+def _due(inputs: Inputs, core: Core, data: StateData) -> None:
+    data.leave()
+
+
 def _retryNow(inputs: Inputs, core: Core, data: StateData) -> bool:
-    _leave(inputs, core, data, Cause("retry"))
+    data.leave()
     return True
 
 
@@ -96,7 +107,13 @@ def _judgeAttempt(inputs: Inputs, core: Core, data: StateData, failure: Failure)
 
 
 def _judgeLoss(inputs: Inputs, core: Core, data: StateData, failure: Failure) -> None:
-    inputs.retryLater(lossCause(failure))
+    verdict, cause = core.judgeLoss(failure)
+    if verdict == "retry":
+        inputs.retryLater(cause)
+    elif verdict == "hold":
+        inputs.hold(cause)
+    else:
+        inputs.giveUp(cause)
 
 
 def _closeEnded(inputs: Inputs, core: Core, data: StateData, failure: Failure) -> None:
@@ -124,6 +141,8 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     INIT = b.state("INIT")
     IDLE = b.state("IDLE", idle.waitToRetry)
     RESTARTING = b.state("RESTARTING", idle.restartNow)
+    FLAPPING = b.state("FLAPPING", idle.holdFlapping)
+    ADMITTING = b.state("ADMITTING", idle.admit)
     CONNECTING = b.state("CONNECTING", connecting.attempt)
     SECURING = b.state("SECURING", connecting.secure)
     SECURING_READY = b.state("SECURING_READY", connecting.readyWhenSecure)
@@ -133,15 +152,22 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     ROTATING = b.state("ROTATING", closing.drainToRotate)
     CLOSED = b.state("CLOSED", closed.close)
 
-    INIT.upon(Inputs.start).to(CONNECTING)(_begin)
+    INIT.upon(Inputs.start).to(ADMITTING).returns(None)
     INIT.upon(Inputs.close).to(CLOSED)(_closeUnstarted)
     INIT.upon(Inputs.rotate).loop().returns(False)
 
-    for waiting in (IDLE, RESTARTING):
-        waiting.upon(Inputs.retry).to(CONNECTING)(_leaveBecause("retry"))
-        waiting.upon(Inputs.rotate).to(CONNECTING)(_retryNow)
+    # Waiting for the next attempt; when it is due, the gate (the target's
+    # circuit breaker, then the connect budget) admits it, now or later.
+    for waiting in (IDLE, RESTARTING, FLAPPING):
+        waiting.upon(Inputs.retry).to(ADMITTING)(_due)
+        waiting.upon(Inputs.rotate).to(ADMITTING)(_retryNow)
         waiting.upon(Inputs.close).to(CLOSED)(_closeNow)
         waiting.upon(Inputs.start, nodata=True).loop().returns(None)
+    ADMITTING.upon(Inputs.admitted).to(CONNECTING)(_admitted)
+    ADMITTING.upon(Inputs.held).loop()(_held)
+    ADMITTING.upon(Inputs.close).to(CLOSED)(_closeNow)
+    ADMITTING.upon(Inputs.rotate, nodata=True).loop().returns(True)
+    ADMITTING.upon(Inputs.start, nodata=True).loop().returns(None)
 
     # One attempt, from the connect to the plugin's ready (and TLS's).
     CONNECTING.upon(Inputs.securing).to(SECURING)(_handOver)
@@ -165,6 +191,8 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     ESTABLISHED.upon(Inputs.activity).loop()(_activity)
     ESTABLISHED.upon(Inputs.failed).loop()(_judgeLoss)
     ESTABLISHED.upon(Inputs.retryLater).to(IDLE)(_leave)
+    ESTABLISHED.upon(Inputs.hold).to(FLAPPING)(_leave)
+    ESTABLISHED.upon(Inputs.giveUp).to(CLOSED)(_leave)
     ESTABLISHED.upon(Inputs.close).to(CLOSING)(_closeNow)
     ESTABLISHED.upon(Inputs.rotate).to(ROTATING)(_rotate)
     ESTABLISHED.upon(Inputs.ready, nodata=True).loop().returns(None)

@@ -24,10 +24,20 @@ DisconnectReason = Literal["lost", "heartbeat", "idle", "drain", "rotation", "re
 CloseReason = Literal["drain", "removed", "stopped"]
 """Why a connection was asked to close for good."""
 
-LifecycleReason = Literal["start", "retry", "ready", "closed", "deadline"]
-"""The remaining reasons: an attempt began, the plugin declared the
-connection ready, or a graceful close finished (C{closed}) or was cut short
-at C{drain_timeout} (C{deadline})."""
+LifecycleReason = Literal["start", "retry", "probe", "release", "ready", "closed", "deadline"]
+"""The remaining reasons: an attempt began (the first, a retry, a circuit
+breaker's probe, or an attempt a half-open breaker released), the plugin
+declared the connection ready, or a graceful close finished (C{closed}) or
+was cut short at C{drain_timeout} (C{deadline})."""
+
+Held = Literal["backoff", "breaker", "budget", "flapping"]
+"""What keeps an IDLE connection from attempting: its backoff delay, its
+target's circuit breaker, the global connect budget, or the flap guard."""
+
+BreakerState = Literal["closed", "open", "half_open"]
+"""The state of a circuit breaker, as C{/connections} and metrics show it."""
+
+BREAKER_STATES: Final[tuple[BreakerState, ...]] = get_args(BreakerState)
 
 Reason = Literal[ConnectFailureReason, DisconnectReason, LifecycleReason]
 
