@@ -17,17 +17,19 @@ from supervisor.interfaces import (
 )
 from supervisor.plugin import findPlugin
 from supervisor.service import Supervisor
-from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
+from supervisor.spec import BackoffSpec, BreakerSpec, ConnectionSpec, FlapSpec, HeartbeatSpec
 from supervisor.states import STATES, State, Transition
 
 __all__ = [
     "STATES",
     "AdminSpec",
     "BackoffSpec",
+    "BreakerSpec",
     "Classification",
     "Config",
     "ConfigError",
     "ConnectionSpec",
+    "FlapSpec",
     "HeartbeatSpec",
     "IConfigurable",
     "IConnectionHandle",

@@ -143,9 +143,11 @@ def _soakRows(soak: dict[str, Any]) -> list[str]:
 
 def _tracemallocRows(soak: dict[str, Any]) -> list[str]:
     out = ["| where | size Δ (KiB) | objects Δ |", "| --- | ---: | ---: |"]
-    root = str(Path(__file__).resolve().parents[2]) + "/"
     for d in soak.get("traced", {}).get("tracemalloc", []):
-        where = re.sub(r".*/site-packages/", "", d["where"].replace(root, ""))
+        # Paths as the project and its dependencies name them, wherever the
+        # run's checkout or virtual environment was.
+        where = re.sub(r".*/site-packages/", "", d["where"])
+        where = re.sub(r"^/.*?/(?=(supervisor|plugins|tests|benchmarks)/)", "", where)
         out.append(f"| `{where}` | {d['size_diff'] / 1024:,.1f} | {d['count_diff']:,} |")
     return out
 

@@ -58,7 +58,16 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         textFileLogObserver,
     )
 
-    from supervisor import AdminSpec, BackoffSpec, Config, ConnectionSpec, HeartbeatSpec, Supervisor
+    from supervisor import (
+        AdminSpec,
+        BackoffSpec,
+        BreakerSpec,
+        Config,
+        ConnectionSpec,
+        FlapSpec,
+        HeartbeatSpec,
+        Supervisor,
+    )
     from supervisor.metrics import SupervisorMetrics, exposition
     from supervisor.states.core import HISTORY_LENGTH
     from supervisor.states.records import Transition
@@ -84,6 +93,11 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             drain_timeout=1.0,
             backoff=BackoffSpec(initial=0.05, multiplier=1.6, max=1.0, reset_after=10.0),
             heartbeat=HeartbeatSpec(interval=1.0, timeout=1.0, misses=2),
+            # The soak measures what ten thousand flaps leave behind: the
+            # recovery mechanisms that would hold the flapping connections
+            # back (the flap guard, the peer's circuit breaker) are off.
+            breaker=BreakerSpec(scope="off"),
+            flap=FlapSpec(max=0),
         )
         for i in range(arguments.connections)
     )

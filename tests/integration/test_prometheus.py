@@ -198,7 +198,10 @@ def configText(steady: int, down: int, flap: int, slow: int, broken: bool = Fals
     return (
         '[defaults]\nprotocol = "line"\nconnect_timeout = 2.0\ndrain_timeout = 1.0\n'
         'backoff = { initial = 0.2, max = 1.0, jitter = "full", reset_after = 1.0 }\n'
-        "heartbeat = { interval = 1.0, timeout = 1.0, misses = 2 }\n\n"
+        "heartbeat = { interval = 1.0, timeout = 1.0, misses = 2 }\n"
+        # The flapper's connection must keep flapping for the alert to see it
+        # (the flap guard would hold it after its first ten losses).
+        "flap = { max = 0 }\n\n"
         + connection("steady-1", steady, "steady")
         + connection("steady-2", steady, "steady")
         + connection("plain", steady, None)
