@@ -296,26 +296,28 @@ def _recover(inputs: BreakerInputs, core: BreakerCore, data: _Open, ticket: Tick
 
 def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
     data.pacer = None
+    if core.held:
+        now = core.scheduler.now()
+        rate = core.spec.release_rate
+        data.credit = min(_burst(core), data.credit + (now - data.lastTick) * rate)
+        data.lastTick = now
+        while core.held and data.credit >= 1 and len(data.inflight) < data.window:
+            ticket = next(iter(core.held))
+            del core.held[ticket]
+            data.inflight.add(ticket)
+            data.credit -= 1
+            ticket.release(Cause("release"))
+        if core.held and len(data.inflight) < data.window:
+            # Out of pace: wake when the next release is due. (A full window
+            # waits for a success instead.)
+            data.pacer = core.scheduler.callLater((1 - data.credit) / rate, inputs.releaseDue)
     if not core.held:
+        # Nobody left to release (the last one may have just gone): close
+        # now, or after probe_max unless a released attempt fails first.
         if not data.inflight:
             inputs.settled()
         elif data.settler is None:
             data.settler = core.scheduler.callLater(core.spec.probe_max, inputs.settleDue)
-        return
-    now = core.scheduler.now()
-    rate = core.spec.release_rate
-    data.credit = min(_burst(core), data.credit + (now - data.lastTick) * rate)
-    data.lastTick = now
-    while core.held and data.credit >= 1 and len(data.inflight) < data.window:
-        ticket = next(iter(core.held))
-        del core.held[ticket]
-        data.inflight.add(ticket)
-        data.credit -= 1
-        ticket.release(Cause("release"))
-    if core.held and len(data.inflight) < data.window:
-        # Out of pace: wake when the next release is due. (A full window
-        # waits for a success instead.)
-        data.pacer = core.scheduler.callLater((1 - data.credit) / rate, inputs.releaseDue)
 
 
 def _releasedSucceeded(
