@@ -94,6 +94,7 @@ class BreakerCore:
     @ivar held: the members waiting, in the order they asked (a dict for
         O(1) withdrawal).
     @ivar observers: called with (old, new) on every change of state.
+    @ivar openings: how many times it opened.
     """
 
     key: str
@@ -102,6 +103,7 @@ class BreakerCore:
     rng: random.Random
     state: BreakerState = "closed"
     failures: int = 0
+    openings: int = 0
     held: dict[Ticket, None] = field(default_factory=dict)
     observers: list[Callable[[BreakerState, BreakerState], object]] = field(default_factory=list)
 
@@ -193,6 +195,7 @@ def _enterClosed(inputs: BreakerInputs, core: BreakerCore) -> _Closed:
 
 
 def _enterOpen(inputs: BreakerInputs, core: BreakerCore) -> _Open:
+    core.openings += 1
     core.enter("open")
     data = _Open(core.spec.probe_interval)
     data.timer = core.scheduler.callLater(core.jittered(data.delay), inputs.probeDue)
@@ -433,6 +436,14 @@ class Breaker:
         Members waiting for this breaker to let them attempt.
         """
         return len(self._core.held)
+
+    @property
+    def openings(self) -> int:
+        """
+        How many times it opened: an attempt it let through before its
+        latest opening was let through by a judgement now void.
+        """
+        return self._core.openings
 
     def addObserver(self, observer: Callable[[BreakerState, BreakerState], object]) -> None:
         """
