@@ -29,6 +29,7 @@ from typing import Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
 
+from supervisor.budget import WHOLE
 from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import BreakerSpec
 from supervisor.states.records import BreakerState, Cause
@@ -304,7 +305,7 @@ def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
         rate = core.spec.release_rate
         data.credit = min(_burst(core), data.credit + (now - data.lastTick) * rate)
         data.lastTick = now
-        while core.held and data.credit >= 1 and len(data.inflight) < data.window:
+        while core.held and data.credit >= WHOLE and len(data.inflight) < data.window:
             ticket = next(iter(core.held))
             del core.held[ticket]
             data.inflight.add(ticket)

@@ -13,6 +13,10 @@ from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import SupervisorSpec
 from supervisor.states.records import Cause
 
+WHOLE = 1 - 1e-9
+"""A whole token, give or take the rounding of C{elapsed * rate}: a token
+due at a time is there at that time, not one scheduler wake-up later."""
+
 
 class Grantee(Protocol):
     """
@@ -65,7 +69,7 @@ class ConnectBudget:
         if not self._spec.budgeted:
             return True
         self._refill()
-        if not self.waiting and self._tokens >= 1:
+        if not self.waiting and self._tokens >= WHOLE:
             self._tokens -= 1
             return True
         self.waiting[grantee] = cause
@@ -102,7 +106,7 @@ class ConnectBudget:
     def _serve(self) -> None:
         self._refill()
         enabled = self._spec.budgeted
-        while self.waiting and (not enabled or self._tokens >= 1):
+        while self.waiting and (not enabled or self._tokens >= WHOLE):
             grantee = next(iter(self.waiting))
             cause = self.waiting.pop(grantee)
             if enabled:
