@@ -184,9 +184,8 @@ class FleetWorld:
         """
         The transport of C{name} goes away.
         """
-        protocol, transport = self.live.pop(name)
-        if not transport.disconnecting:
-            protocol.connectionLost(Failure(ConnectionLost()))
+        protocol, _ = self.live.pop(name)
+        protocol.connectionLost(Failure(ConnectionLost()))
 
     def protocolOf(self, name: str) -> ScriptedProtocol:
         """
