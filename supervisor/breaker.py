@@ -203,14 +203,23 @@ def _enterOpen(inputs: BreakerInputs, core: BreakerCore) -> _Open:
     return data
 
 
-def _burst(core: BreakerCore) -> float:
-    # What may be released in one wake-up of the shared scheduler.
-    return max(1.0, core.spec.release_rate * core.scheduler.resolution)
+CATCH_UP = 0.1
+"""The most a late wake-up makes up for, in seconds: a busy reactor may wake
+the shared scheduler seldom; each wake-up then releases what the rate
+allowed since the last, up to this much time's worth."""
+
+
+def _burst(core: BreakerCore, elapsed: float) -> float:
+    # What may be released in one wake-up: one scheduler resolution's worth,
+    # or, when it came late, what the rate allowed meanwhile (bounded), so
+    # that the pace follows the clock rather than the number of wake-ups.
+    span = min(CATCH_UP, max(core.scheduler.resolution, elapsed))
+    return max(1.0, core.spec.release_rate * span)
 
 
 def _enterHalfOpen(inputs: BreakerInputs, core: BreakerCore) -> _HalfOpen:
     core.enter("half_open")
-    data = _HalfOpen(_burst(core), core.scheduler.now())
+    data = _HalfOpen(_burst(core, 0.0), core.scheduler.now())
     data.wake(inputs, core)
     return data
 
@@ -303,7 +312,8 @@ def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
     if core.held:
         now = core.scheduler.now()
         rate = core.spec.release_rate
-        data.credit = min(_burst(core), data.credit + (now - data.lastTick) * rate)
+        elapsed = now - data.lastTick
+        data.credit = min(_burst(core, elapsed), data.credit + elapsed * rate)
         data.lastTick = now
         while core.held and data.credit >= WHOLE and len(data.inflight) < data.window:
             ticket = next(iter(core.held))

@@ -159,7 +159,10 @@ def test_theFirstProbeIsDueAfterAJitteredProbeInterval() -> None:
     for seed in range(30):
         clock = Clock()
         breaker = Breaker(
-            "k", BreakerSpec(failures=1, probe_interval=2.0), Scheduler(clock), random.Random(seed)
+            "k",
+            BreakerSpec(failures=1, probe_interval=2.0, probe_max=4.0),
+            Scheduler(clock),
+            random.Random(seed),
         )
         log: list[tuple[float, str, str]] = []
         member = Member("m", log, clock)
@@ -330,6 +333,31 @@ def test_releasesNeverExceedReleaseRate() -> None:
         assert t >= (i + 1 - burst) / rate - 1e-9, (i, t)
     # Each release when it is due, not a scheduler wake-up later.
     assert times[-1] - times[0] == pytest.approx(299 / rate, abs=1e-6)
+
+
+def test_aLateSchedulerDoesNotSlowTheReleasesDown() -> None:
+    """
+    When the reactor is busy and the scheduler wakes up only every 100 ms,
+    each wake-up releases what the rate allowed meanwhile: the pace is the
+    clock's, not the number of wake-ups' (at most 100 ms' worth at once).
+    """
+    rate = 1000.0
+    bench = Bench(failures=1, probe_interval=0.1, probe_max=1.0, release_rate=rate)
+    held = halfOpen(bench, 501)
+    names = {m.name: m for m in held}
+    start = bench.clock.seconds()
+    batches = []
+    while bench.breaker.held:
+        before = len(bench.log)
+        bench.clock.advance(0.1)  # a wake-up every 100 ms, however due the timers
+        batches.append(len(bench.log) - before)
+        for _, name, _ in bench.log[before:]:
+            bench.breaker.succeeded(names[name])
+    took = bench.clock.seconds() - start
+    # The slow start's window (4, then growing by one per success) is the
+    # limit in the first rounds; after that the rate is: 500 in about 0.5 s.
+    assert took <= 500 / rate + 0.5, (took, batches)
+    assert max(batches) <= rate * 0.1 + 1
 
 
 def test_aReleasedFailureReopens() -> None:
