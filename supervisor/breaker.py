@@ -23,6 +23,7 @@ with the reason C{probe} or C{release} when its attempt may go.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -162,11 +163,13 @@ class _HalfOpen(_Data):
     release pacing and the settle timer.
     """
 
-    __slots__ = ("credit", "inflight", "lastTick", "pacer", "settler", "window")
+    __slots__ = ("credit", "inflight", "lastTick", "pacer", "recent", "settler", "window")
 
     def __init__(self, burst: float, now: float) -> None:
         self.window = INITIAL_WINDOW
         self.inflight: set[Ticket] = set()
+        # When the releases of the last SPAN seconds went.
+        self.recent: deque[float] = deque()
         self.pacer: Timer | None = None
         self.settler: Timer | None = None
         self.credit = burst
@@ -203,18 +206,28 @@ def _enterOpen(inputs: BreakerInputs, core: BreakerCore) -> _Open:
     return data
 
 
-CATCH_UP = 0.1
-"""The most a late wake-up makes up for, in seconds: a busy reactor may wake
-the shared scheduler seldom; each wake-up then releases what the rate
-allowed since the last, up to this much time's worth."""
+SPAN = 0.1
+"""In any SPAN seconds, at most C{release_rate * SPAN} releases; and the most
+a late wake-up makes up for: a busy reactor may wake the shared scheduler
+seldom, and each wake-up then releases what the rate allowed since the last,
+up to this much time's worth."""
 
 
 def _burst(core: BreakerCore, elapsed: float) -> float:
     # What may be released in one wake-up: one scheduler resolution's worth,
     # or, when it came late, what the rate allowed meanwhile (bounded), so
     # that the pace follows the clock rather than the number of wake-ups.
-    span = min(CATCH_UP, max(core.scheduler.resolution, elapsed))
+    span = min(SPAN, max(core.scheduler.resolution, elapsed))
     return max(1.0, core.spec.release_rate * span)
+
+
+def _room(core: BreakerCore, data: _HalfOpen, now: float) -> float:
+    # How many more may go now without more than release_rate x SPAN in
+    # the last SPAN seconds.
+    recent = data.recent
+    while recent and recent[0] <= now - SPAN + 1e-9:
+        recent.popleft()
+    return max(1.0, core.spec.release_rate * SPAN) - len(recent)
 
 
 def _enterHalfOpen(inputs: BreakerInputs, core: BreakerCore) -> _HalfOpen:
@@ -315,16 +328,28 @@ def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
         elapsed = now - data.lastTick
         data.credit = min(_burst(core, elapsed), data.credit + elapsed * rate)
         data.lastTick = now
-        while core.held and data.credit >= WHOLE and len(data.inflight) < data.window:
+        room = _room(core, data, now)
+        while (
+            core.held
+            and data.credit >= WHOLE
+            and room >= WHOLE
+            and len(data.inflight) < data.window
+        ):
             ticket = next(iter(core.held))
             del core.held[ticket]
             data.inflight.add(ticket)
             data.credit -= 1
+            room -= 1
+            data.recent.append(now)
             ticket.release(Cause("release"))
         if core.held and len(data.inflight) < data.window:
-            # Out of pace: wake when the next release is due. (A full window
-            # waits for a success instead.)
-            data.pacer = core.scheduler.callLater((1 - data.credit) / rate, inputs.releaseDue)
+            # Out of pace: wake when the next release is due, by the rate
+            # and by the last SPAN's releases. (A full window waits for a
+            # success instead.)
+            delay = (1 - data.credit) / rate
+            if room < WHOLE:
+                delay = max(delay, data.recent[0] + SPAN - now)
+            data.pacer = core.scheduler.callLater(delay, inputs.releaseDue)
     if not core.held:
         # Nobody left to release (the last one may have just gone): close
         # now, or after probe_max unless a released attempt fails first.

@@ -360,6 +360,34 @@ def test_aLateSchedulerDoesNotSlowTheReleasesDown() -> None:
     assert max(batches) <= rate * 0.1 + 1
 
 
+def test_noHundredMillisecondsReleaseMoreThanATenthOfTheRate() -> None:
+    """
+    A late wake-up makes up for lost time, but never so that any 100 ms
+    sees more than release_rate / 10 releases: here the reactor alternates
+    100 ms stalls with 100 ms of on-time wake-ups.
+    """
+    rate = 1000.0
+    bench = Bench(failures=1, probe_interval=0.1, probe_max=5.0, release_rate=rate)
+    held = halfOpen(bench, 2001)
+    names = {m.name: m for m in held}
+    while bench.breaker.held:
+        steps = [0.1] if int(bench.clock.seconds() * 10) % 2 else [0.001] * 100
+        for step in steps:
+            before = len(bench.log)
+            bench.clock.advance(step)
+            for _, name, _ in bench.log[before:]:
+                bench.breaker.succeeded(names[name])
+    times = [t for t, _, _ in bench.log]
+    j = 0
+    for i, start in enumerate(times):
+        while j < len(times) and times[j] < start + 0.1 - 1e-9:
+            j += 1
+        assert j - i <= rate * 0.1, (start, j - i)
+    # Releases due during a stall go when it ends, as many as the last
+    # 100 ms allow: half the time stalled, half the rate at worst.
+    assert times[-1] - times[0] <= 2000 / (rate / 2) + 0.5
+
+
 def test_aReleasedFailureReopens() -> None:
     bench = Bench(failures=3, probe_interval=0.4, probe_max=2.0)
     held = halfOpen(bench, 20)
