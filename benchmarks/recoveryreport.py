@@ -267,7 +267,7 @@ def stormSVG(rec: Recovery) -> str:
     For each size (first round): attempts per 100 ms of each side, one bar
     panel each, on the same scales within a size; time 0 is the kill.
     """
-    width, panel, left, gap = 900, 110, 60, 26
+    width, panel, left, gap = 900, 110, 60, 36
     blocks = []
     for n in rec.sizes:
         runs = [
@@ -303,19 +303,23 @@ def stormSVG(rec: Recovery) -> str:
             label = name
             if name.endswith("connect_rate"):
                 label = f"{name} = {rec.rate:g}"
-            parts.append(f'<text x="{left}" y="{y + 10}">{label}</text>')
             parts.append(
                 f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="black"/>'
             )
             parts.append(f'<text x="{left - 5}" y="{top + 10}" text-anchor="end">{peak}</text>')
             parts.append(f'<text x="{left - 5}" y="{base}" text-anchor="end">0</text>')
-            for i, count in enumerate(storm.get("histogram", [])[:length]):
+            histogram = storm.get("histogram", [])
+            if len(histogram) > length:
+                label += " (cut where the other two end)"
+            for i, count in enumerate(histogram[:length]):
                 if count:
-                    h = count / peak * panel
+                    # At least 2 px: a single probe shows.
+                    h = max(2.0, count / peak * panel)
                     parts.append(
                         f'<rect x="{left + i * barWidth:.2f}" y="{base - h:.2f}"'
                         f' width="{max(barWidth, 0.6):.2f}" height="{h:.2f}" fill="{colour}"/>'
                     )
+            parts.append(f'<text x="{left}" y="{y + 10}">{label}</text>')
             restart = storm.get("restart_bin")
             if restart is not None:
                 x = left + restart * barWidth
@@ -437,9 +441,49 @@ def section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-NOTES = """### Defaults, and what they trade
+NOTES = """### Reading the figures (recovery suite)
 
-(To be written from the measured runs.)
+What was learnt from this run and three earlier ones on the same 2-vCPU machine (2026-11-30),
+shared with other work: the "others" figure of each run says how much of the machine other
+processes took; runs above 10% are marked, and some took more than half of it.
+
+- **The attempts before the breaker opens** decide two targets. The breaker opens on failed
+  attempts, and a connection lost from ESTABLISHED is not one. When N connections lose their
+  peer at once, their first retries (full jitter below `backoff.initial`, 1 s) come due while
+  the process is still handling N losses, and the ones due before the first refusals are back
+  all go out: 1,056-1,293 at 5,000 (a fifth to a quarter of N) and 2,958-6,486 at 10,000, in
+  a few scheduler wake-ups within the first one or two seconds. That burst is the peak of every
+  netsupervisor storm above, and it is what takes attempts per connection past 1.2. After it,
+  while the peer is down, only probes go out (3-8 in 5 s), and when it is back the release band
+  stays at or under 200 per 100 ms (203-219 measured): a third to a tenth of stock's peaks.
+- **Counting a loss against the target** closes that gap. With one line more in
+  `Core.judgeLoss` (`self.gate.failed(False)`: a loss from ESTABLISHED counts as a failed
+  attempt, so the breaker opens on the fifth loss, before any retry is due) an experimental run
+  here, heavily disturbed (others 60-76%), made 1.00 attempts per connection at both sizes
+  (probes 7-8, and the releases), with peaks of 220 against stock's 612 at 5,000 and 201
+  against 1,581 at 10,000. Not part of this code: `supervisor/states` is the core's.
+- **Time until everyone is back** is the wait for the next probe (up to `probe_max`, 1 s) plus
+  N / `release_rate` (2.5 s at 5,000, 5 s at 10,000) plus pauses in the band (0.2-0.3 s gaps,
+  the process busy with the connections it just made). At 5,000 that is about 4 s, a tenth
+  faster than stock; at 10,000, 7-8 s against stock's 4.4-4.8 s, because stock sends 1,750-2,300
+  attempts per 100 ms at the returning peer and this machine keeps up with it. Matching stock
+  at 10,000 would take a `release_rate` near 4,000, a band of 400 per 100 ms: a half to a
+  third of stock's peak at 5,000 instead of a third or less. The default keeps the band low;
+  netsupervisor's own cost per new connection (it establishes 10,000 at start in 6-7 s here,
+  where stock takes 1.5-2 s) also caps how fast it can take 10,000 back.
+- **The connect budget** holds its targets in every run: at most 159-186 attempts per 100 ms
+  for `connect_rate = 1000`, `connect_burst = 100`, and everyone back in 5.2 s at 5,000 and
+  11.0-11.4 s at 10,000 (N / 1,000 plus the wait for the probe). The few attempts before the
+  breaker opened (115-205) went through the budget too.
+- **The flapping peer**: 1.00 attempt per connection in 60 s with the flap guard (each
+  connection retried once after its first loss, then held at the second), against 8.30-8.33
+  with the backoff alone (its delays grow because a 1-2 s session never proves healthy), and
+  16.8 for stock `ClientService` (its delay starts over at every successful connect): 0.12x.
+  The guard needs `max = 1` for that: with `max = 2` each connection retries twice (0.24x);
+  and `hold` at least the length of the measurement.
+- **Disturbed runs** agree with the quiet ones where it matters: the first burst, the probes
+  and the band do not depend on the load; the recovery times grow with it (stock's too).
+
 """
 
 METHOD = """## Method (recovery suite)
