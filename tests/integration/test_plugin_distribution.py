@@ -145,14 +145,16 @@ def test_theInstalledPluginIsFoundByItsEntryPoint(venv: Path, tmp_path: Path) ->
     """
     In the new environment, from a directory with no drop-in folder and
     with no C{PYTHONPATH}, the plugin comes from the distribution's entry
-    point; this test's own environment has no such plugin.
+    point, and it and netsupervisor are the copies installed there.
     """
     found = subprocess.run(
         [
             str(venv / "bin" / "python"),
             "-c",
-            "from supervisor.plugin import availablePlugins; p = availablePlugins();"
-            " print(sorted(p)); print(p.origins['memcached'])",
+            "import supervisor, netsupervisor_memcached;"
+            " from supervisor.plugin import availablePlugins; p = availablePlugins();"
+            " print(sorted(p)); print(p.origins['memcached']);"
+            " print(supervisor.__file__); print(netsupervisor_memcached.__file__)",
         ],
         cwd=tmp_path,
         env=cleanEnvironment(),
@@ -161,15 +163,14 @@ def test_theInstalledPluginIsFoundByItsEntryPoint(venv: Path, tmp_path: Path) ->
         timeout=60,
     )
     assert found.returncode == 0, found.stderr
-    names, origin = found.stdout.splitlines()
+    names, origin, *files = found.stdout.splitlines()
     assert names == str(["http", "int32", "line", "memcached", "mqtt", "nats", "redis"])
     assert origin == (
         "the entry point memcached = netsupervisor_memcached:memcachedPlugin"
         " of the distribution netsupervisor-memcached 0.1.0"
     )
-    from supervisor.plugin import availablePlugins
-
-    assert "memcached" not in availablePlugins()
+    for file in files:
+        assert Path(file).is_relative_to(venv / "lib"), file
 
 
 @pytest_twisted.inlineCallbacks
