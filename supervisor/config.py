@@ -57,6 +57,7 @@ from supervisor.options import (
     structure,
     unknownKey,
 )
+from supervisor.plugin import Plugins
 from supervisor.shard import Shard
 from supervisor.spec import ConnectionSpec, SupervisorSpec
 
@@ -247,6 +248,8 @@ class _Protocol:
     """
 
     names: frozenset[str]
+    unusable: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+    """Installed plugins that cannot be used, by name, with why."""
 
     def expected(self) -> str:
         return f"one of the known protocols ({', '.join(sorted(self.names)) or 'none installed'})"
@@ -254,6 +257,9 @@ class _Protocol:
     def check(self, value: object, key: str) -> str:
         if not isinstance(value, str):
             raise refuse(key, self.expected(), describe(value))
+        if value in self.unusable:
+            found = f"{quote(value)}, whose plugin cannot be used: {self.unusable[value]}"
+            raise refuse(key, self.expected(), found)
         if value not in self.names:
             raise refuse(key, self.expected(), quote(value))
         return value
@@ -345,7 +351,9 @@ class _Checker:
         self.plugins: Mapping[str, IProtocolPlugin] = (
             protocols if isinstance(protocols, Mapping) else {}
         )
-        self.protocol = _Protocol(frozenset(protocols))
+        self.protocol = _Protocol(
+            frozenset(protocols), protocols.unusable if isinstance(protocols, Plugins) else {}
+        )
         self.connectionChecks = _checksOf(ConnectionSpec, protocol=self.protocol)
         self.defaultsChecks = {
             key: check
@@ -475,6 +483,8 @@ def parseConfig(text: str, path: str, *, protocols: Protocols | None = None) -> 
         L{IConfigurable}. Only their names will do, without that check. By
         default the installed plugins (L{supervisor.plugin.availablePlugins}).
     @raise ConfigError: for any problem in C{text}.
+    @raise supervisor.plugin.PluginError: by default, when the installed
+        plugins cannot be used together (whatever the file says).
     """
     try:
         document = tomllib.loads(text)
@@ -513,6 +523,7 @@ def loadConfig(path: str, *, protocols: Protocols | None = None) -> Config:
     @param path: the file.
     @param protocols: as for L{parseConfig}.
     @raise ConfigError: if the file cannot be read or has any problem.
+    @raise supervisor.plugin.PluginError: as for L{parseConfig}.
     """
     try:
         with open(path, "rb") as f:

@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from supervisor.admin.auth import tokenFileProblem
 from supervisor.config import Config, ConfigError, loadConfig
+from supervisor.plugin import PluginError
 from supervisor.service import Supervisor
 from supervisor.shard import Shard, ShardError
 
@@ -92,6 +93,7 @@ class Daemon:
 
         @raise ConfigError: for a bad file, and for an C{admin.token_file}
             that users other than its owner may read or write.
+        @raise PluginError: the installed plugins cannot be used together.
         """
         config = loadConfig(self.path)
         if self.adminOverride:
@@ -119,7 +121,7 @@ class Daemon:
 
         try:
             config = self.load()
-        except ConfigError as e:
+        except (ConfigError, PluginError) as e:
             _fail(str(e))
             raise  # not reached
         try:
@@ -143,7 +145,7 @@ class Daemon:
         """
         try:
             config = self.load()
-        except ConfigError as e:
+        except (ConfigError, PluginError) as e:
             self.supervisor.reloadFailed()
             log.error("reload refused, keeping the running config: {error}", error=str(e))
             return

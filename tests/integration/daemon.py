@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,18 @@ class Process:
     A started process, its output in a file, stopped by PID.
     """
 
-    def __init__(self, argv: list[str], cwd: Path, logPath: Path) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, logPath: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.logPath = logPath
         self._log = logPath.open("wb")
         self.popen = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.pid = self.popen.pid
 
@@ -107,15 +114,22 @@ class Daemon(Process):
     """
 
     def __init__(
-        self, config: Path, directory: Path, *extra: str, options: tuple[str, ...] = ()
+        self,
+        config: Path,
+        directory: Path,
+        *extra: str,
+        options: tuple[str, ...] = (),
+        twistd: Path = BIN / "twistd",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """
         @param extra: twistd's own options (before the subcommand).
         @param options: more options of the subcommand (after it).
+        @param twistd: the program (by default this environment's).
+        @param env: its environment (by default this process's).
         """
         self.admin = freePort()
         self.config = config
-        twistd = BIN / "twistd"
         super().__init__(
             [
                 str(twistd),
@@ -131,6 +145,7 @@ class Daemon(Process):
             ],
             directory,
             directory / "twistd.log",
+            env,
         )
         poll(self._healthy, 20, "the admin port to answer /healthz")
 

@@ -1,6 +1,6 @@
 """
-Real servers from Debian's packages (redis-server, nats-server, mosquitto)
-for integration tests: each on a free 127.0.0.1 port below the kernel's
+Real servers from Debian's packages (redis-server, nats-server, mosquitto,
+memcached) for integration tests: each on a free 127.0.0.1 port below the kernel's
 ephemeral range (so that it can be killed and restarted on the same port),
 with its own configuration and log files in the test's tmp directory, and
 killed by PID at teardown whatever the test did.
@@ -270,6 +270,22 @@ class ServerLauncher:
             return [program, "-c", str(config)]
 
         return self._launch("mosquitto", argv)
+
+    def memcached(self) -> Deferred[ServerProcess]:
+        """
+        A memcached on the loopback address only (no UDP), one thread,
+        logging errors to its output.
+        """
+        program = findProgram("memcached")
+
+        def argv(port: int, directory: Path) -> list[str]:
+            return [
+                program,
+                *("-l", HOST, "-p", str(port), "-U", "0"),
+                *("-t", "1", "-m", "8", "-u", getpass.getuser(), "-v"),
+            ]
+
+        return self._launch("memcached", argv)
 
     def reapAll(self) -> None:
         errors: list[BaseException] = []

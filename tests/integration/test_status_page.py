@@ -122,6 +122,70 @@ return {
 """
 
 
+LAPTOP = (1280, 800)
+
+# Thirty rows with everything long that can be: names, endpoints, errors,
+# labels, and five transitions with the longest reasons and ages.
+WIDE_FLEET = """
+const now = 1000000;
+const states = ["IDLE", "CONNECTING", "CLOSING", "CLOSED", "ESTABLISHED"];
+const fleet = Array.from({ length: 30 }, (_, i) => ({
+  name: "payments-cache-primary-" + i + ".eu-west-1.example",
+  endpoint: "tcp:host=payments-cache-primary-" + i + ".eu-west-1.internal.example.com:port=6379",
+  protocol: "redis", state: states[i % 5], since: now - 90061, attempts: 123456,
+  consecutive_failures: 12345, rtt_seconds: 1.234, backoff_delay_seconds: 119.9,
+  last_error: "handshake: CLIENT failed: ERR " + "x".repeat(300),
+  labels: {
+    group: "payments-cache-primary", region: "eu-west-1", tier: "primary-" + "y".repeat(60),
+  },
+  transitions: [
+    { time: now - 90061, from: "IDLE", to: "CONNECTING", reason: "release" },
+    { time: now - 86400, from: "CONNECTING", to: "ESTABLISHED", reason: "ready" },
+    { time: now - 7200, from: "ESTABLISHED", to: "CLOSING", reason: "rotation" },
+    { time: now - 3600, from: "CLOSING", to: "IDLE", reason: "rotation" },
+    { time: now - 65, from: "CONNECTING", to: "IDLE", reason: "handshake" },
+  ],
+}));
+const body = JSON.stringify(fleet);
+window.fetch = async () => new Response(body, {
+  headers: { "Content-Type": "application/json", "Netsupervisor-Time": String(now) },
+});
+"""
+
+FIT = """
+const page = document.documentElement;
+const shown = (element) => {
+  const box = element.getBoundingClientRect();
+  const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  return box.width > 0 && box.left >= 0 && box.right <= window.innerWidth &&
+    box.top >= 0 && box.bottom <= window.innerHeight && hit !== null && element.contains(hit);
+};
+const rows = Array.from(document.querySelectorAll("#rows tr"));
+const newest = rows.map((tr) => Array.from(tr.querySelectorAll(".timeline .chip")).pop());
+window.scrollTo(10000, 0);
+const scrolledX = window.scrollX;
+window.scrollTo(0, 0);
+return {
+  viewport: [window.innerWidth, window.innerHeight],
+  pageWidth: page.scrollWidth,
+  scrolledX: scrolledX,
+  rightmost: Math.max(...rows.map((tr) => tr.getBoundingClientRect().right)),
+  newestOfFirstRow: newest[0].textContent,
+  newestOfFirstRowShown: shown(newest[0]),
+  newestWithinWidth: newest.every(
+    (chip) => chip.getBoundingClientRect().right <= window.innerWidth),
+};
+"""
+
+STICKY_HEAD = """
+window.scrollTo(0, 600);
+const top = document.querySelector("#connections thead").getBoundingClientRect().top;
+const scrolled = window.scrollY;
+window.scrollTo(0, 0);
+return [scrolled, top];
+"""
+
+
 def toml(value: str) -> str:
     """
     C{value} as a TOML basic string (JSON's escapes are TOML's).
@@ -336,3 +400,65 @@ def test_theStatusPageFollowsTheConnections(world: World) -> None:
     browser.stop()
     assert browser.popen.returncode is not None
     assert browser.processes() == []
+
+
+def assertFits(browser: Browser) -> dict[str, object]:
+    """
+    At a laptop's 1280 x 800, the page does not scroll sideways, every row
+    ends within the viewport, and the newest transition of every row is
+    within its width; the first row's is on screen, not covered.
+    """
+    fit: dict[str, object] = browser.run(FIT)
+    assert fit["viewport"] == list(LAPTOP)
+    assert fit["pageWidth"] == LAPTOP[0], fit
+    assert fit["scrolledX"] == 0, fit
+    assert fit["rightmost"] <= LAPTOP[0], fit  # type: ignore[operator]
+    assert fit["newestOfFirstRowShown"] is True, fit
+    assert fit["newestWithinWidth"] is True, fit
+    return fit
+
+
+def test_theStatusPageFitsALaptopScreen(world: World) -> None:
+    """
+    At 1280 x 800 every column is shown without scrolling sideways, and the
+    newest transition of each row is visible: with the daemon's own data
+    after a lost peer, and with every value as long as it gets.
+    """
+    peer = world.peer()
+    lines = {"web-1": peer.port, "web-2": peer.port, "db-1": peer.port}
+    _, errorPort = world.errorPeer()
+    daemon = world.daemon(configText(lines, errorPort))
+    poll(
+        lambda: all(daemon.connections()[n]["state"] == "ESTABLISHED" for n in lines),
+        15,
+        "the line connections ESTABLISHED",
+    )
+    peer.stop()  # SIGKILL, by PID: each line connection gets a few transitions
+    poll(
+        lambda: all(len(daemon.json(f"/connections/{n}")["transitions"]) >= 3 for n in lines),
+        15,
+        "three transitions for each line connection",
+    )
+
+    browser = world.open()
+    browser.viewport(*LAPTOP)
+    browser.open(f"http://{HOST}:{daemon.admin}/")
+    poll(lambda: len(statesShown(browser)) == 4, 15, "the table to be drawn")
+    fit = assertFits(browser)
+    first = browser.run(ROWS)[0][0]
+    newest = daemon.json(f"/connections/{first}")["transitions"][-1]
+    assert str(fit["newestOfFirstRow"]).startswith(newest["to"] + newest["reason"])
+
+    browser.run(WIDE_FLEET)
+    poll(
+        lambda: len(statesShown(browser)) == 30 and browser.run(PAGE_STATUS)["banner"] is None,
+        10,
+        "the wide fleet to be drawn",
+    )
+    fit = assertFits(browser)
+    assert fit["newestOfFirstRow"] == "IDLEhandshake1m 05s ago"
+    # The head stays in view as the table scrolls.
+    scrolled, top = browser.run(STICKY_HEAD)
+    assert scrolled == 600
+    assert top == 0
+    assert browser.consoleErrors() == []
