@@ -15,6 +15,7 @@ Twisted's C{ClientService} wraps its protocols the same way
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -23,6 +24,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IProtocol,
     IProtocolFactory,
+    IPushProducer,
     ISSLTransport,
     IStreamClientEndpoint,
     ITransport,
@@ -87,7 +89,7 @@ class _AttemptFactory:
         pass
 
 
-@implementer(IConnectionHandle, IProtocol, IHandshakeListener)
+@implementer(IConnectionHandle, IProtocol, IHandshakeListener, IPushProducer)
 class Attempt:
     """
     The transport and the plugin's protocol of one attempt.
@@ -97,21 +99,34 @@ class Attempt:
     own handshake early); the machine holds a C{ready} back until the
     handshake completes.
 
+    The attempt is the transport's producer: when what is written to the
+    peer and not yet sent passes the transport's buffer size, it stops
+    reading from the peer until that is sent. A peer that does not read
+    cannot make the connection write (answer pings, say) without bound: it
+    gets nothing read, so its pongs are not read either, and heartbeats drop
+    it within their bound. (Plugins must not register a producer of their
+    own on the transport.)
+
     @ivar current: the machine still listens to this attempt.
     @ivar protocol: the plugin's protocol, once the transport is being made.
     @ivar transport: the transport, from C{makeConnection} until it is lost.
+    @ivar lastInbound: when bytes last arrived, on the connection's clock.
+    @ivar writeBlocked: what is written waits for the peer to read it.
     """
 
     __slots__ = (
+        "_clock",
         "_connecting",
         "_events",
         "_options",
         "_plugin",
         "current",
         "heartbeatSpec",
+        "lastInbound",
         "name",
         "protocol",
         "transport",
+        "writeBlocked",
     )
 
     def __init__(
@@ -121,8 +136,15 @@ class Attempt:
         heartbeatSpec: HeartbeatSpec,
         plugin: IProtocolPlugin,
         options: object,
+        clock: Callable[[], float],
     ) -> None:
+        """
+        @param clock: the connection's time (for L{lastInbound}).
+        """
         self._events = events
+        self._clock = clock
+        self.lastInbound = clock()
+        self.writeBlocked = False
         self._plugin = plugin
         self._options = options
         self.name = name
@@ -189,6 +211,8 @@ class Attempt:
 
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
+        self.lastInbound = self._clock()
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
         if self.current and ISSLTransport.providedBy(transport):
             self._events.securing()
         assert self.protocol is not None
@@ -200,6 +224,7 @@ class Attempt:
         """
 
     def dataReceived(self, data: bytes) -> None:
+        self.lastInbound = self._clock()
         assert self.protocol is not None
         self.protocol.dataReceived(data)
 
@@ -214,6 +239,30 @@ class Attempt:
             self.protocol.connectionLost(reason)
         finally:
             self._report(reason)
+
+    # IPushProducer, as the transport sees it.
+
+    def pauseProducing(self) -> None:
+        """
+        Unsent bytes passed the transport's buffer size: read nothing more
+        from the peer until they are sent.
+        """
+        self.writeBlocked = True
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        """
+        The peer read what was owed: read again.
+        """
+        self.writeBlocked = False
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        """
+        The transport is going away; C{connectionLost} follows.
+        """
 
     # IConnectionHandle, as the plugin sees it.
 

@@ -167,6 +167,24 @@ class SupervisedConnection:
         return self._core.gate.breakerState
 
     @property
+    def lifetimeLeft(self) -> float | None:
+        """
+        Seconds until an ESTABLISHED connection rotates (its C{max_lifetime}
+        drawn with jitter), or L{None}.
+        """
+        rotatesAt = self._core.current.rotatesAt
+        return None if rotatesAt is None else max(0.0, rotatesAt - self._core.now())
+
+    @property
+    def writeBlocked(self) -> bool:
+        """
+        Whether what the connection wrote waits for the peer to read it (its
+        transport's buffer is past its size; nothing is read meanwhile).
+        """
+        attempt = self._core.attempt
+        return attempt is not None and attempt.writeBlocked
+
+    @property
     def flapHolds(self) -> int:
         """
         How many times the flap guard held this connection.

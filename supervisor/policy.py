@@ -30,6 +30,15 @@ class ConnectTimeout(Exception):
     """
 
 
+class IdleTimeout(Exception):
+    """
+    An ESTABLISHED connection received nothing for C{idle_timeout} seconds.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"nothing received for {seconds:g}s")
+
+
 class HeartbeatTimeout(Exception):
     """
     An ESTABLISHED connection left C{misses} heartbeats in a row unanswered.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from random import Random
 from typing import ClassVar, Final, Literal, get_args
 
 import attrs
@@ -226,6 +227,13 @@ class ConnectionSpec:
         after N consecutive failed attempts.
     @ivar breaker: the circuit breaker of its target.
     @ivar flap: the flap guard.
+    @ivar max_lifetime: seconds an ESTABLISHED connection lives before it
+        rotates (a graceful close, then a new attempt at once); 0 for ever.
+    @ivar lifetime_jitter: each connection's lifetime is drawn from
+        C{[max_lifetime * (1 - lifetime_jitter), max_lifetime]}, so that a
+        fleet does not rotate at once.
+    @ivar idle_timeout: seconds with no inbound byte while ESTABLISHED after
+        which the connection is dropped (reason C{idle}); 0 turns it off.
     @ivar options: protocol-specific options for the plugin.
     @ivar labels: extra labels; C{group} is used by aggregate metrics.
     """
@@ -240,17 +248,38 @@ class ConnectionSpec:
     max_retries: int = setting(0, Integer(0))
     breaker: BreakerSpec = setting(BreakerSpec(), Table(BreakerSpec))
     flap: FlapSpec = setting(FlapSpec(), Table(FlapSpec))
+    max_lifetime: float = setting(0.0, Number(0))
+    lifetime_jitter: float = setting(0.1, Number(0, high=1))
+    idle_timeout: float = setting(0.0, Number(0))
     options: Pairs = attrs.field(default=(), converter=_pairs)
     labels: Pairs = attrs.field(default=(), converter=_pairs)
 
-    TUNABLE: ClassVar[tuple[str, ...]] = ("breaker", "flap")
-    """The fields a running connection takes on in place, without reconnecting."""
+    TUNABLE: ClassVar[tuple[str, ...]] = (
+        "breaker",
+        "flap",
+        "max_lifetime",
+        "lifetime_jitter",
+        "idle_timeout",
+    )
+    """The fields a running connection takes on in place, without reconnecting
+    (a lifetime from its next connection on)."""
 
     def sameConnectionAs(self, other: ConnectionSpec) -> bool:
         """
         Whether C{self} and C{other} differ at most in L{TUNABLE} fields.
         """
-        return attrs.evolve(other, breaker=self.breaker, flap=self.flap) == self
+        mine = {name: getattr(self, name) for name in self.TUNABLE}
+        return attrs.evolve(other, **mine) == self
+
+    def drawLifetime(self, rng: Random) -> float | None:
+        """
+        A connection's lifetime, drawn from
+        C{[max_lifetime * (1 - lifetime_jitter), max_lifetime]}; L{None}
+        when connections live for ever.
+        """
+        if self.max_lifetime <= 0:
+            return None
+        return rng.uniform(self.max_lifetime * (1 - self.lifetime_jitter), self.max_lifetime)
 
     @property
     def group(self) -> str:

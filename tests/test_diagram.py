@@ -148,14 +148,15 @@ def test_requiredTransition(old: str, new: str) -> None:
 
 def test_closingToIdleOnlyForRotation() -> None:
     """
-    CLOSING -> IDLE happens only from ROTATING, which only C{rotate} enters.
+    CLOSING -> IDLE happens only from ROTATING, which only C{rotate} (an
+    operator's reconnect) and C{expired} (the end of a lifetime) enter.
     """
     visible = visibleStates()
     _, edges = automaton()
     sources = {old for old, _, new in edges if visible[old] == "CLOSING" and visible[new] == "IDLE"}
     assert sources == {"ROTATING"}
     entries = {name for old, name, new in edges if new == "ROTATING" and old != "ROTATING"}
-    assert entries == {"rotate"}
+    assert entries == {"rotate", "expired"}
 
 
 def test_closedIsTerminal() -> None:

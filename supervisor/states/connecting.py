@@ -62,7 +62,9 @@ def attempt(inputs: Inputs, core: Core, cause: Cause) -> Attempting:
     """
     core.attempts += 1
     spec = core.spec
-    attempt = core.attempt = Attempt(inputs, spec.name, spec.heartbeat, core.plugin, core.options)
+    attempt = core.attempt = Attempt(
+        inputs, spec.name, spec.heartbeat, core.plugin, core.options, core.scheduler.now
+    )
     timeout = spec.connect_timeout
 
     def expire() -> None:

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from supervisor.attempt import Attempt
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
-from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify
+from supervisor.policy import HeartbeatTimeout, IdleTimeout, ReconnectPolicy, classify
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.records import Cause, Held, State, Transition
@@ -112,6 +112,9 @@ class Inputs(Protocol):
     def hold(self, cause: Cause) -> None:
         "The connection flaps: hold it for C{flap.hold} before its next attempt."
 
+    def expired(self) -> None:
+        "The ESTABLISHED connection's lifetime is over: rotate it."
+
     def ended(self, cause: Cause) -> None:
         "A graceful close finished (C{closed}) or was cut short (C{deadline})."
 
@@ -149,6 +152,13 @@ class StateData:
         """
         return 0.0
 
+    @property
+    def rotatesAt(self) -> float | None:
+        """
+        When an ESTABLISHED connection's lifetime ends, if it has one.
+        """
+        return None
+
 
 class NotStarted(StateData):
     """
@@ -169,6 +179,8 @@ def lossCause(failure: Failure) -> Cause:
     """
     if isinstance(failure.value, HeartbeatTimeout):
         return Cause("heartbeat", failure.getErrorMessage())
+    if isinstance(failure.value, IdleTimeout):
+        return Cause("idle", failure.getErrorMessage())
     return Cause("lost", failure.getErrorMessage())
 
 

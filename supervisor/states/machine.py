@@ -195,6 +195,7 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     ESTABLISHED.upon(Inputs.giveUp).to(CLOSED)(_leave)
     ESTABLISHED.upon(Inputs.close).to(CLOSING)(_closeNow)
     ESTABLISHED.upon(Inputs.rotate).to(ROTATING)(_rotate)
+    ESTABLISHED.upon(Inputs.expired).to(ROTATING)(_leaveBecause("rotation"))
     ESTABLISHED.upon(Inputs.ready, nodata=True).loop().returns(None)
     ESTABLISHED.upon(Inputs.start, nodata=True).loop().returns(None)
 
