@@ -35,12 +35,13 @@ REQUIRED = [
 
 def inputNames() -> set[str]:
     """
-    The inputs, read from the Inputs protocol rather than from the machine.
+    The inputs, read from the Inputs protocol (and the attempt's events it
+    takes on) rather than from the machine.
     """
     return {
         name
-        for name, member in vars(Inputs).items()
-        if inspect.isfunction(member) and not name.startswith("_")
+        for name, member in inspect.getmembers(Inputs, inspect.isfunction)
+        if not name.startswith("_")
     }
 
 

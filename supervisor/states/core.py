@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from supervisor.attempt import Attempt
+from supervisor.attempt import Attempt, AttemptEvents
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
 from supervisor.policy import HeartbeatTimeout, IdleTimeout, ReconnectPolicy, classify
@@ -39,9 +39,10 @@ HeartbeatObserver = Callable[[str, "float | None"], object]
 L{None} for a missed heartbeat."""
 
 
-class Inputs(Protocol):
+class Inputs(AttemptEvents, Protocol):
     """
-    Everything that can happen to a connection.
+    Everything that can happen to a connection: what its attempt reports
+    (L{AttemptEvents}), and the inputs below.
 
     Inputs that return L{None} may be given while another is being handled
     (from a behaviour, an observer or a synchronous callback): they are
@@ -77,29 +78,8 @@ class Inputs(Protocol):
     def drained(self) -> None:
         "The plugin finished draining: the transport may close."
 
-    # The attempt (see L{supervisor.attempt.AttemptEvents}).
-
-    def securing(self) -> None:
-        "The transport is up and is a TLS transport whose handshake is under way."
-
-    def ready(self) -> None:
-        "The plugin declared the connection ready."
-
-    def handshakeCompleted(self) -> None:
-        "The TLS handshake completed."
-
-    def failed(self, failure: Failure) -> None:
-        """
-        Something went wrong with the current attempt: the connect failed,
-        the transport went away, the plugin rejected it, C{connect_timeout}
-        passed, or heartbeats went unanswered.
-        """
-
-    def pong(self, token: bytes) -> None:
-        "The answer to the ping carrying C{token}."
-
-    def activity(self) -> None:
-        "A frame that proves the peer alive."
+    # The attempt's inputs are those of L{AttemptEvents}: securing, ready,
+    # handshakeCompleted, failed, pong, activity.
 
     # What the machine decided about a failure or a close.
 

@@ -337,6 +337,7 @@ class PluginHarness:
         name: str = "plugin-under-test",
         seed: int = 0,
         greeting: bytes = b"",
+        **spec: Any,
     ) -> None:
         """
         @param plugin: the plugin under test.
@@ -348,6 +349,9 @@ class PluginHarness:
         @param greeting: what every peer that L{accept}s sends first, as soon
             as the connection is made, for protocols where the server speaks
             first (a banner, NATS's C{INFO}); by default nothing.
+        @param spec: any other field of the connection's
+            L{ConnectionSpec} (C{breaker}, C{flap}, C{max_lifetime},
+            C{idle_timeout}, ...).
         """
         self.greeting = greeting
         self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
@@ -362,6 +366,7 @@ class PluginHarness:
             heartbeat=heartbeat if heartbeat is not None else HeartbeatSpec(),
             max_retries=max_retries,
             options=dict(options or {}),
+            **spec,
         )
         self.connection = SupervisedConnection(
             self.spec,
