@@ -29,6 +29,7 @@ from typing import Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
 
+from supervisor.automaton import indexed
 from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import BreakerSpec
 from supervisor.states.records import BreakerState, Cause
@@ -394,7 +395,7 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     return b.build()
 
 
-BreakerMachine = makeBreakerMachine()
+BreakerMachine = indexed(makeBreakerMachine())
 
 
 class Breaker:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.python.failure import Failure
 
+from supervisor.automaton import indexed
 from supervisor.states import closed, closing, connecting, established, idle
 from supervisor.states.core import Core, Inputs, StateData
 from supervisor.states.records import Cause, Held, Reason
@@ -222,4 +223,4 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     return b.build()
 
 
-ConnectionMachine = makeMachine()
+ConnectionMachine = indexed(makeMachine())
