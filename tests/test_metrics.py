@@ -28,7 +28,7 @@ from supervisor.config import AdminSpec, Config
 from supervisor.metrics import FAMILIES, RTT_BUCKETS, SupervisorMetrics, exposition
 from supervisor.service import Supervisor
 from supervisor.shard import Shard
-from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
+from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisorSpec
 from tests.harness import ADDRESS, ScriptedPlugin, ScriptedProtocol
 from tests.programs import requireProgram
 
@@ -50,8 +50,17 @@ def spec(name: str, group: str | None = None, **kw: Any) -> ConnectionSpec:
     return ConnectionSpec(name=name, labels=labels, **kw)
 
 
-def config(*specs: ConnectionSpec, **admin: Any) -> Config:
-    return Config(path="test.toml", admin=AdminSpec(**admin), connections=specs)
+def config(*specs: ConnectionSpec, recovery: SupervisorSpec | None = None, **admin: Any) -> Config:
+    """
+    A configuration of C{specs}; C{recovery}: its C{[supervisor]} table
+    (the connect budget).
+    """
+    return Config(
+        path="test.toml",
+        admin=AdminSpec(**admin),
+        supervisor=recovery or SupervisorSpec(),
+        connections=specs,
+    )
 
 
 class Fleet:
@@ -65,6 +74,7 @@ class Fleet:
         *specs: ConnectionSpec,
         plugin: ScriptedPlugin | None = None,
         shard: Shard | None = None,
+        recovery: SupervisorSpec | None = None,
         **admin: Any,
     ):
         self.reactor = MemoryReactorClock()
@@ -72,7 +82,7 @@ class Fleet:
         self.ports: dict[str, int] = {}
         self._resolved: set[int] = set()
         self.supervisor = Supervisor(
-            config(*specs, **admin),
+            config(*specs, recovery=recovery, **admin),
             self.reactor,
             plugins=self._plugin,
             endpoints=self._endpoint,
