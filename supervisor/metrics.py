@@ -16,10 +16,11 @@ family is one row; a family labelled by C{connection}
 (L{Family.perConnection}) has a series per connection, the others are
 aggregates.
 
-Two families go beyond the list of the specification (C{SPEC.md}), for
-per-connection dashboards: C{connection_info} (the connection's protocol and
-group, to filter per-connection series by group with a join) and
-C{connection_transitions_total} (to find flapping connections). The metric
+Three families go beyond the list of the specification (C{SPEC.md}), for
+dashboards: C{connection_info} (the connection's protocol and group, to
+filter per-connection series by group with a join),
+C{connection_transitions_total} (to find flapping connections) and
+C{connections_held} (IDLE connections by what holds them back). The metric
 names, labels and meanings are in C{docs/metrics.md}.
 """
 
@@ -29,8 +30,8 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, compress, repeat
-from operator import add, attrgetter, is_not, itemgetter
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from operator import add, attrgetter, eq, is_not, itemgetter
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import attrs
 from prometheus_client.metrics_core import (
@@ -43,9 +44,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from supervisor.states.records import (
+    BREAKER_STATES,
     CONNECT_FAILURE_REASONS,
     DISCONNECT_REASONS,
     STATES,
+    BreakerState,
+    Held,
     State,
     Transition,
 )
@@ -83,6 +87,7 @@ _PREFIX: Final = "netsupervisor_"
 _CONNECT_FAILURES: Final = frozenset(CONNECT_FAILURE_REASONS)
 _DISCONNECTS: Final = frozenset(DISCONNECT_REASONS)
 _RELOAD_RESULTS: Final = ("success", "failure")
+_HELD: Final[tuple[Held, ...]] = get_args(Held)
 
 # Floats as Go writes them (prometheus_client's own function, untyped there).
 _goFloat: Final[Callable[[float], str]] = floatToGoString
@@ -93,6 +98,8 @@ _LE: Final = (*(_goFloat(b) for b in RTT_BUCKETS), "+Inf")
 _state: Final[Callable[[SupervisedConnection], State]] = attrgetter("state")
 _rtt: Final[Callable[[SupervisedConnection], float | None]] = attrgetter("rtt")
 _backoffDelay: Final[Callable[[SupervisedConnection], float]] = attrgetter("backoffDelay")
+_breaker: Final[Callable[[SupervisedConnection], BreakerState | None]] = attrgetter("breaker")
+_OPEN: Final[dict[BreakerState | None, int]] = {None: 0, "closed": 0, "open": 1, "half_open": 1}
 
 
 class _Histogram:
@@ -166,10 +173,13 @@ class _Scrape:
     """
 
     __slots__ = (
+        "breakerStates",
+        "budgetWaiting",
         "byState",
         "delays",
         "draining",
         "groups",
+        "held",
         "live",
         "metrics",
         "names",
@@ -189,6 +199,9 @@ class _Scrape:
     protocols: list[str]
     groups: list[str]
     byState: dict[State, int]
+    held: dict[Held, int]
+    breakerStates: dict[BreakerState, int]
+    budgetWaiting: int
     draining: bool
     reloads: list[tuple[str, int]]
     shard: Shard
@@ -216,6 +229,17 @@ class _Scrape:
         self.groups = list(map(itemgetter(1), labels))
         counts = Counter(states)
         self.byState = {state: counts[state] for state in STATES}
+        self.held = held = dict.fromkeys(_HELD, 0)
+        if counts["IDLE"]:
+            for c in compress(everyone, map(eq, states, repeat("IDLE"))):
+                kind = c.held
+                if kind is not None:
+                    held[kind] += 1
+        fleet = supervisor.fleet
+        self.breakerStates = breakerStates = dict.fromkeys(BREAKER_STATES, 0)
+        for breaker in fleet.breakers:
+            breakerStates[breaker.state] += 1
+        self.budgetWaiting = len(fleet.budget.waiting)
         self.draining = bool(supervisor.draining)
         self.reloads = [(r, supervisor.reloads.get(r, 0)) for r in _RELOAD_RESULTS]
         self.shard = supervisor.shard
@@ -239,6 +263,16 @@ class _Scrape:
             return _Column(names, values)
         others = [name for name in counts if name in replaced]
         return _Column(chain(names, others), chain(values, map(counts.__getitem__, others)))
+
+    def breakerOpen(self) -> _Column:
+        """
+        Per live connection: 1 if its target's circuit breaker is open or
+        half-open, else 0 (closed, or no breaker). Read from the connections
+        only when some breaker is not closed.
+        """
+        if self.breakerStates["open"] == self.breakerStates["half_open"] == 0:
+            return self.each(repeat(0, len(self.names)))
+        return self.each(map(_OPEN.__getitem__, map(_breaker, self.live.values())))
 
     def answered(self) -> _Column:
         """
@@ -405,6 +439,41 @@ FAMILIES: Final[tuple[Family, ...]] = (
         lambda s: s.each(s.delays),
     ),
     Family(
+        "connections_held",
+        "gauge",
+        "IDLE connections held back from their next attempt, by what holds them.",
+        ("held",),
+        lambda s: (((kind,), n) for kind, n in s.held.items()),
+    ),
+    Family(
+        "breakers",
+        "gauge",
+        "Circuit breakers in each state.",
+        ("state",),
+        lambda s: (((state,), n) for state, n in s.breakerStates.items()),
+    ),
+    Family(
+        "breaker_open",
+        "gauge",
+        "1 while the circuit breaker of the connection's target is open or half-open, else 0.",
+        ("connection",),
+        lambda s: s.breakerOpen(),
+    ),
+    Family(
+        "connect_budget_waiting",
+        "gauge",
+        "Attempts waiting for a token of the global connect budget.",
+        (),
+        lambda s: [((), s.budgetWaiting)],
+    ),
+    Family(
+        "flap_holds",
+        "counter",
+        "Times the flap guard held the connection (or closed it, with flap.hold = 0).",
+        ("connection",),
+        lambda s: s.counted(s.metrics._flapHolds),
+    ),
+    Family(
         "draining",
         "gauge",
         "1 once the graceful drain of the process has begun, else 0.",
@@ -456,6 +525,7 @@ class SupervisorMetrics(Collector):
         self._transitions: dict[tuple[str, str], int] = {}
         self._connectionTransitions: dict[str, int] = {}
         self._misses: dict[str, int] = {}
+        self._flapHolds: dict[str, int] = {}
         self._histograms: dict[str, _Histogram] = {}
         self._connectionPairs = _Pairs("connection")
         self._groupsOf: Config | None = None
@@ -482,6 +552,22 @@ class SupervisorMetrics(Collector):
                 _bump(self._failures, name, reason)
         elif old == "ESTABLISHED" and reason in _DISCONNECTS:
             _bump(self._disconnects, name, reason)
+            if new != "CLOSING" and self._heldForFlapping(name, new):
+                self._flapHolds[name] = self._flapHolds.get(name, 0) + 1
+
+    def _heldForFlapping(self, name: str, new: State) -> bool:
+        """
+        Whether the loss of C{name} just recorded (ESTABLISHED to C{new})
+        was judged by the flap guard: it holds the connection IDLE (C{held}
+        is C{flapping}), or, with C{flap.hold = 0}, closes it (the only way
+        from ESTABLISHED to CLOSED; C{docs/states.md}). This counts what
+        C{SupervisedConnection.flapHolds} counts, under the name, so that
+        the count goes on across a replacement.
+        """
+        if new == "CLOSED":
+            return True
+        connection = self.supervisor.connection(name)
+        return connection is not None and connection.held == "flapping"
 
     def _heartbeat(self, name: str, rtt: float | None) -> None:
         if rtt is None:
@@ -513,6 +599,7 @@ class SupervisorMetrics(Collector):
         for counter in (
             self._attempts,
             self._misses,
+            self._flapHolds,
             self._connectionTransitions,
             self._failures,
             self._disconnects,

@@ -28,7 +28,14 @@ from supervisor.config import AdminSpec, Config
 from supervisor.metrics import FAMILIES, RTT_BUCKETS, SupervisorMetrics, exposition
 from supervisor.service import Supervisor
 from supervisor.shard import Shard
-from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisorSpec
+from supervisor.spec import (
+    BackoffSpec,
+    BreakerSpec,
+    ConnectionSpec,
+    FlapSpec,
+    HeartbeatSpec,
+    SupervisorSpec,
+)
 from tests.harness import ADDRESS, ScriptedPlugin, ScriptedProtocol
 from tests.programs import requireProgram
 
@@ -230,11 +237,16 @@ EXPECTED = {
     "netsupervisor_draining": ("gauge", set()),
     "netsupervisor_config_reloads": ("counter", {"result"}),
     "netsupervisor_shard_info": ("gauge", {"shard", "shards"}),
+    "netsupervisor_breakers": ("gauge", {"state"}),
+    "netsupervisor_breaker_open": ("gauge", {"connection"}),
+    "netsupervisor_connect_budget_waiting": ("gauge", set()),
+    "netsupervisor_flap_holds": ("counter", {"connection"}),
 }
 # Beyond the SPEC's list (docs/metrics.md says so), for per-connection panels.
 ADDITIONS = {
     "netsupervisor_connection_info": ("gauge", {"connection", "protocol", "group"}),
     "netsupervisor_connection_transitions": ("counter", {"connection"}),
+    "netsupervisor_connections_held": ("gauge", {"held"}),
 }
 STATES = ("IDLE", "CONNECTING", "ESTABLISHED", "CLOSING", "CLOSED")
 
@@ -611,6 +623,138 @@ def test_aReplacedConnectionKeepsItsCountersWhileItCloses() -> None:
     s = scrape(fleet)
     assert s.value("netsupervisor_connect_attempts_total", connection="a") == 2
     assert stateOf(s, "a") == "CONNECTING"
+    fleet.stop()
+
+
+def byLabel(s: Scrape, name: str, label: str) -> dict[str, float]:
+    return {dict(k)[label]: v for k, v in s.series(name).items()}
+
+
+def test_breakersHeldConnectionsAndTheBudget() -> None:
+    """
+    C{breakers} counts the breakers by state (all three always shown),
+    C{breaker_open} says which connections have an open or half-open
+    breaker, C{connections_held} counts the IDLE connections by what holds
+    them, C{connect_budget_waiting} the attempts waiting for a token: as
+    C{/connections} and the fleet say.
+    """
+    shared = "tcp:host=10.0.0.9:port=6379"
+    once = BreakerSpec(failures=1, probe_interval=0.5, probe_max=0.5)
+    fleet = Fleet(
+        spec("a1", endpoint=shared, breaker=once),
+        spec("a2", endpoint=shared, breaker=once),
+        spec("a3", endpoint=shared, breaker=once),
+        spec("b"),
+        spec("off", breaker=BreakerSpec(scope="off")),
+        recovery=SupervisorSpec(connect_rate=1.0, connect_burst=4),
+    ).start()
+    s = scrape(fleet)
+    assert byLabel(s, "netsupervisor_breakers", "state") == {
+        "closed": 2,
+        "open": 0,
+        "half_open": 0,
+    }
+    assert set(byLabel(s, "netsupervisor_breaker_open", "connection").values()) == {0}
+    # Four tokens: the fifth first attempt waits for the budget.
+    assert s.value("netsupervisor_connect_budget_waiting") == 1
+    assert byLabel(s, "netsupervisor_connections_held", "held") == {
+        "backoff": 0,
+        "breaker": 0,
+        "budget": 1,
+        "flapping": 0,
+    }
+    fleet.refuse("a1")  # the shared breaker opens
+    fleet.refuse("a2")
+    fleet.refuse("a3")
+    fleet.reactor.advance(1.0)  # the budget's token: off's first attempt; then the retries
+    s = scrape(fleet)
+    assert byLabel(s, "netsupervisor_breakers", "state") == {
+        "closed": 1,
+        "open": 1,
+        "half_open": 0,
+    }
+    assert byLabel(s, "netsupervisor_breaker_open", "connection") == {
+        "a1": 1,
+        "a2": 1,
+        "a3": 1,
+        "b": 0,
+        "off": 0,
+    }
+    held = {c.name: c.held for c in fleet.supervisor.connections.values()}
+    counted = byLabel(s, "netsupervisor_connections_held", "held")
+    assert counted == {kind: list(held.values()).count(kind) for kind in counted}
+    assert counted["breaker"] + counted["budget"] >= 2, held
+    assert s.value("netsupervisor_connect_budget_waiting") == len(
+        fleet.supervisor.fleet.budget.waiting
+    )
+    fleet.stop()
+    s = scrape(fleet)
+    assert byLabel(s, "netsupervisor_breakers", "state") == {
+        "closed": 0,
+        "open": 0,
+        "half_open": 0,
+    }
+    assert set(byLabel(s, "netsupervisor_breaker_open", "connection").values()) == {0}
+    assert s.value("netsupervisor_connect_budget_waiting") == 0
+
+
+def test_flapHoldsCountWhatTheFlapGuardDid() -> None:
+    """
+    C{flap_holds_total} counts the flap guard's holds (and its closes, with
+    C{flap.hold = 0}), as C{SupervisedConnection.flapHolds} does; a
+    connection replaced by a reload goes on counting from there, a removed
+    one is forgotten.
+    """
+    guard = FlapSpec(max=1, within=60.0, hold=5.0)
+    fleet = Fleet(
+        spec("held", flap=guard),
+        spec("closed", flap=FlapSpec(max=1, within=60.0, hold=0.0)),
+        spec("fine", flap=guard),
+    ).start()
+
+    def flap(name: str) -> None:
+        fleet.lose(fleet.accept(name))
+        while fleet.state(name) != "CONNECTING":
+            fleet.reactor.advance(0.5)
+
+    def holds(s: Scrape) -> dict[str, float]:
+        return byLabel(s, "netsupervisor_flap_holds_total", "connection")
+
+    def connection(name: str) -> Any:
+        found = fleet.supervisor.connection(name)
+        assert found is not None
+        return found
+
+    assert holds(scrape(fleet)) == {"held": 0, "closed": 0, "fine": 0}
+    flap("held")
+    fleet.lose(fleet.accept("held"))  # the second loss within a minute: held
+    assert connection("held").held == "flapping"
+    flap("fine")  # one loss: not held
+    flap("closed")
+    fleet.lose(fleet.accept("closed"))  # flap.hold = 0: closed for good
+    assert fleet.state("closed") == "CLOSED"
+    s = scrape(fleet)
+    assert holds(s) == {"held": 1, "closed": 1, "fine": 0}
+    assert holds(s) == {n: connection(n).flapHolds for n in ("held", "closed", "fine")}
+    fleet.advance(5.0)  # the hold is over
+    assert fleet.state("held") == "CONNECTING"
+    flap("held")
+    fleet.lose(fleet.accept("held"))
+    assert holds(scrape(fleet))["held"] == 2
+    # held changes (replaced: its count goes on), closed is removed.
+    fleet.supervisor.reload(
+        config(spec("held", flap=guard, connect_timeout=7.0), connection("fine").spec)
+    )
+    fleet.reactor.advance(0.01)
+    replacement = connection("held")
+    assert replacement.flapHolds == 0 and replacement.state == "CONNECTING"
+    s = scrape(fleet)
+    assert holds(s) == {"held": 2, "fine": 0}
+    fleet.lose(fleet.accept("held"))
+    fleet.advance(1.0)
+    fleet.lose(fleet.accept("held"))
+    assert replacement.held == "flapping"
+    assert holds(scrape(fleet)) == {"held": 3, "fine": 0}
     fleet.stop()
 
 
