@@ -185,8 +185,10 @@ def test_theScriptWritesTextOnly() -> None:
     script = packageFile("status.js").decode()
     assert '"use strict";' in script
     assert "textContent" in script and "createElement" in script
-    # The data comes from /connections with a timeline, relative to the page.
+    # The data comes from /connections with a timeline and from /breakers,
+    # relative to the page.
     assert 'const SOURCE = "connections?transitions=" + TIMELINE;' in script
+    assert 'const BREAKERS = "breakers";' in script
 
 
 # GET /connections?transitions=K ------------------------------------------------

@@ -168,6 +168,7 @@ PATHS = (
     "/connections/NAME",
     "/connections/NAME/reconnect",
     "/connections/NAME/drain",
+    "/breakers",
 )
 
 
@@ -276,6 +277,20 @@ class Ready(_Endpoint):
     def GET(self, request: Request) -> bytes:
         answer = self._supervisor.readiness()
         return _json(request, 200 if answer.ready else 503, views.readiness(answer))
+
+
+class Breakers(_Endpoint):
+    """
+    C{/breakers}: the circuit breakers, counted by state, and those open
+    or half-open.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+
+    def GET(self, request: Request) -> bytes:
+        return _json(request, 200, views.breakers(self._supervisor.fleet.breakers))
 
 
 def _unknown(name: str) -> str:
@@ -425,6 +440,7 @@ class AdminRoot(Resource):
         self.putChild(b"healthz", Health())
         self.putChild(b"readyz", Ready(supervisor))
         self.putChild(b"connections", Connections(supervisor))
+        self.putChild(b"breakers", Breakers(supervisor))
         self.putChild(b"status.js", Asset("status.js", JAVASCRIPT))
         self.putChild(b"status.css", Asset("status.css", CSS))
         self._index = Index()

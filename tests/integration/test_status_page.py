@@ -1,8 +1,9 @@
 """
 The status page at C{/} in a real headless Chromium, on a real
 C{twistd -n netsupervisor} with real peers: it shows the right states, follows
-a killed peer without a reload, shows markup from a label and from a peer's
-error text as text, and says when the admin API stops answering.
+a killed peer without a reload, shows the circuit breaker that a failing peer
+opens and what holds its connection, shows markup from a label and from a
+peer's error text as text, and says when the admin API stops answering.
 
 A screenshot is kept in C{test-artifacts/status-page.png}.
 """
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +54,27 @@ while True:
 
 ROWS = """
 return Array.from(document.querySelectorAll("#rows tr")).map(
-  (tr) => [tr.querySelector(".conn-name").textContent, tr.querySelector(".state").textContent]);
+  (tr) => [tr.querySelector(".conn-name").textContent,
+           tr.querySelector(".state .badge").textContent]);
+"""
+
+HELD = """
+return Object.fromEntries(Array.from(document.querySelectorAll("#rows tr")).map(
+  (tr) => [tr.querySelector(".conn-name").textContent,
+           tr.querySelector(".state .held")?.textContent ?? null]));
+"""
+
+BREAKERS = """
+return {
+  counts: Array.from(document.querySelectorAll("#breakers .legend-item")).map(
+    (li) => li.textContent),
+  targets: Array.from(document.querySelectorAll("#breakers .target")).map((li) => ({
+    state: li.querySelector(".badge").textContent,
+    target: li.querySelector(".target-name").textContent,
+    held: li.querySelector(".target-held").textContent,
+  })),
+  total: document.querySelector("#breakers .total").textContent,
+};
 """
 
 ROW_TEXT = """
@@ -96,11 +118,16 @@ const states = ["ESTABLISHED", "ESTABLISHED", "IDLE", "CONNECTING", "CLOSING", "
 const fleet = Array.from({ length: 600 }, (_, i) => ({
   name: "n-" + i, endpoint: "tcp:host=10.0.0.1:port=" + i, protocol: "line",
   state: states[i % 6], since: 999935, attempts: 1, consecutive_failures: 0,
-  last_error: null, rtt_seconds: 0.001, backoff_delay_seconds: 0, labels: {},
+  last_error: null, rtt_seconds: 0.001, backoff_delay_seconds: 0,
+  held: states[i % 6] === "IDLE" ? "breaker" : null, breaker: "open", labels: {},
   transitions: [{ time: 999935, from: "IDLE", to: states[i % 6], reason: "ready" }],
 }));
+const open = Array.from({ length: 30 }, (_, i) => ({
+  target: "n-" + i, scope: "connection", state: "open", members: 1, held: 1,
+}));
 const body = JSON.stringify(fleet);
-window.fetch = async () => new Response(body, {
+const breakers = JSON.stringify({ closed: 570, open: 30, half_open: 0, not_closed: open });
+window.fetch = async (url) => new Response(String(url).startsWith("breakers") ? breakers : body, {
   headers: { "Content-Type": "application/json", "Netsupervisor-Time": "1000000" },
 });
 """
@@ -303,6 +330,30 @@ def test_theStatusPageFollowsTheConnections(world: World) -> None:
     assert statesShown(browser)["cache-1"] in ("IDLE", "CONNECTING")
     browser.run("window.__notReloaded = true;")
 
+    # cache-1's peer fails every handshake: after breaker.failures (5) of
+    # them its breaker opens, and the page says so, with the target and how
+    # many of its members are held; cache-1 waits IDLE, held by it.
+    cacheTarget = f"tcp:host={HOST}:port={errorPort}"
+
+    def cacheBreaker() -> dict[str, Any] | None:
+        shown = browser.run(BREAKERS)
+        targets = [t for t in shown["targets"] if t["target"] == cacheTarget]
+        return shown if targets else None
+
+    breakers = poll(cacheBreaker, 15, "the page to show cache-1's breaker open")
+    [target] = [t for t in breakers["targets"] if t["target"] == cacheTarget]
+    assert target["state"] in ("open", "half-open")
+    assert target["held"] in ("0 of 1 held", "1 of 1 held")
+    assert breakers["total"] == "4breakers", breakers  # one per peer
+    assert len(breakers["counts"]) == 3 and breakers["counts"][0].endswith("closed")
+    poll(
+        lambda: browser.run(HELD)["cache-1"] == "breaker",
+        15,
+        "the page to show cache-1 held by its breaker",
+    )
+    assert daemon.connections()["cache-1"]["breaker"] in ("open", "half_open")
+    assert {browser.run(HELD)[n] for n in peers} == {None}
+
     # Markup in a label value and in an error text shows as text.
     db = browser.run(ROW_TEXT, "db-1")
     assert "note=" + MARKUP_LABEL in db["labels"]
@@ -386,6 +437,11 @@ def test_theStatusPageFollowsTheConnections(world: World) -> None:
     ]
     assert rows[:2] == [["n-2", "IDLE"], ["n-8", "IDLE"]]
     assert browser.run(FIRST_AGE) in ("1m 05s", "1m 06s", "1m 07s")
+    assert browser.run(HELD)["n-2"] == "breaker"
+    breakers = browser.run(BREAKERS)
+    assert breakers["total"] == "600breakers"
+    assert breakers["counts"] == ["570closed", "30open", "0half-open"]
+    assert len(breakers["targets"]) == 20  # the first twenty; /breakers has the rest
     assert browser.run(INJECTED)["marker"] is True
 
     # Every Chromium process is in chromedriver's process group, and none
