@@ -208,6 +208,7 @@ SUMMARY_KEYS = {
     "backoff_delay_seconds",
     "held",
     "breaker",
+    "lifetime_left",
     "labels",
 }
 
@@ -726,3 +727,15 @@ def test_noGlobalReactorAtImport() -> None:
         "assert 'twisted.internet.reactor' not in sys.modules, 'the reactor was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_lifetimeLeftCountsDownWhileEstablished() -> None:
+    fleet = Fleet(spec("a", max_lifetime=100.0, lifetime_jitter=0.0), spec("b")).start()
+    fleet.accept("a")
+    fleet.accept("b")
+    client = Client(fleet)
+    fleet.reactor.advance(30)
+    shown = {c["name"]: c["lifetime_left"] for c in client.get("/connections").json()}
+    assert shown == {"a": 70.0, "b": None}
+    assert client.get("/connections/a").json()["lifetime_left"] == 70.0
+    fleet.stop()

@@ -73,6 +73,7 @@ def connectionSummary(
         "backoff_delay_seconds": connection.backoffDelay,
         "held": connection.held,
         "breaker": connection.breaker,
+        "lifetime_left": connection.lifetimeLeft,
         "labels": dict(spec.labels),
     }
     if transitions is not None:
