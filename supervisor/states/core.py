@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from supervisor.attempt import Attempt
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
-from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify
+from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify, isCertificateRefusal
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.records import Cause, Held, State, Transition
@@ -259,7 +259,13 @@ class Core:
         Judge the loss of an ESTABLISHED connection: retry after the
         backoff, or, when it was lost more than C{flap.max} times within
         C{flap.within} seconds, hold it (or close it, with C{flap.hold = 0}).
+
+        A server that refuses the client's certificate under TLS 1.3 says so
+        after the client's handshake completed (and a plugin ready at once
+        made it ESTABLISHED): that is the permanent failure C{tls} too.
         """
+        if isCertificateRefusal(failure):
+            return "close", Cause("tls", failure.getErrorMessage(), permanent=True)
         cause = lossCause(failure)
         flap = self.spec.flap
         if not flap.enabled:
