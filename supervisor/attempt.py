@@ -37,7 +37,8 @@ from supervisor.interfaces import (
     ISupervisedProtocol,
 )
 from supervisor.policy import PluginRejection, failureOf
-from supervisor.spec import HeartbeatSpec
+from supervisor.spec import HeartbeatSpec, KeepaliveSpec
+from supervisor.transport import setKeepalive
 
 
 class AttemptEvents(Protocol):
@@ -105,6 +106,7 @@ class Attempt:
     __slots__ = (
         "_connecting",
         "_events",
+        "_keepalive",
         "_options",
         "_plugin",
         "current",
@@ -121,8 +123,13 @@ class Attempt:
         heartbeatSpec: HeartbeatSpec,
         plugin: IProtocolPlugin,
         options: object,
+        keepalive: KeepaliveSpec | None = None,
     ) -> None:
+        """
+        @param keepalive: TCP keepalive to set on the transport's socket.
+        """
         self._events = events
+        self._keepalive = keepalive
         self._plugin = plugin
         self._options = options
         self.name = name
@@ -189,6 +196,8 @@ class Attempt:
 
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
+        if self._keepalive is not None:
+            setKeepalive(transport, self._keepalive, self.name)
         if self.current and ISSLTransport.providedBy(transport):
             self._events.securing()
         assert self.protocol is not None

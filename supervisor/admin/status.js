@@ -81,7 +81,8 @@
   }
 
   function haystack(c) {
-    return [c.name, c.state, c.endpoint, c.protocol, c.last_error || "", labelText(c.labels)]
+    const endpoints = (c.endpoints || [c.endpoint]).join("\n");
+    return [c.name, c.state, endpoints, c.protocol, c.last_error || "", labelText(c.labels)]
       .join("\n")
       .toLowerCase();
   }
@@ -136,8 +137,13 @@
 
     const name = el("td", "name");
     name.append(el("div", "conn-name", c.name));
-    const endpoint = el("div", "endpoint", c.protocol + " · " + c.endpoint);
-    endpoint.title = c.endpoint;
+    // With several endpoints: the one in use, which of them it is, and all in the tooltip.
+    const endpoints = c.endpoints || [c.endpoint];
+    const which = endpoints.length > 1
+      ? " (" + (endpoints.indexOf(c.endpoint) + 1) + " of " + endpoints.length + ")"
+      : "";
+    const endpoint = el("div", "endpoint", c.protocol + " · " + c.endpoint + which);
+    endpoint.title = endpoints.join("\n");
     name.append(endpoint);
     tr.append(name);
 

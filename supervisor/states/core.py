@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.attempt import Attempt
+from supervisor.endpoints import Endpoints
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
 from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify, isCertificateRefusal
@@ -181,6 +181,7 @@ class Core:
     """
     The state every internal state of one connection shares.
 
+    @ivar endpoints: where each attempt connects, and how each endpoint fared.
     @ivar options: what the plugin's C{buildProtocol} is given.
     @ivar gate: the way through the target's breaker and the budget.
     @ivar attempt: the current attempt, from CONNECTING until the machine
@@ -190,7 +191,7 @@ class Core:
     """
 
     spec: ConnectionSpec
-    endpoint: IStreamClientEndpoint
+    endpoints: Endpoints
     plugin: IProtocolPlugin
     options: object
     scheduler: Scheduler
@@ -243,10 +244,11 @@ class Core:
         """
         Judge a failed attempt: whether it was the last (a permanent failure,
         or the last retry C{max_retries} allows), and why. The target's
-        breaker hears of it.
+        breaker and the endpoints hear of it.
         """
         c = self.classify(failure)
         self.gate.failed(c.overloaded)
+        self.endpoints.failed()
         detail = failure.getErrorMessage()
         if c.permanent:
             return True, Cause(c.reason, detail, permanent=True)
