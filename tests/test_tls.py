@@ -236,7 +236,8 @@ def test_noKeyMaterialInAnyRefusal(client: Issued, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "kind"), [("tls:host=a:port=1", "tls"), ("unix:path=/tmp/s", "unix")]
+    ("endpoint", "kind"),
+    [("tls:host=a:port=1", "tls"), ("ssl:host=a:port=1", "ssl"), ("unix:path=/tmp/s", "unix")],
 )
 def test_tlsSettingsAndAnEndpointOfItsOwnAreRefused(endpoint: str, kind: str) -> None:
     error = refusal(
