@@ -377,3 +377,47 @@ def test_endpointsWithTheSameFilesAndServerShareTheirTLSSettings(
     del first
     gc.collect()
     assert key not in creators._made
+
+
+@pytest.mark.parametrize(
+    ("text", "keyPath", "problem"),
+    [
+        ("keepalive.idle = -1", "keepalive.idle", "expected a number from 0 to 32767, got -1"),
+        (
+            "keepalive.idle = 1e9",
+            "keepalive.idle",
+            "expected a number from 0 to 32767, got 1000000000.0",
+        ),
+        (
+            "keepalive.interval = inf",
+            "keepalive.interval",
+            "expected a number from 0 to 32767, got inf",
+        ),
+        ("keepalive.count = 128", "keepalive.count", "expected an integer from 0 to 127, got 128"),
+        (
+            "keepalive.count = 2.0",
+            "keepalive.count",
+            "expected an integer from 0 to 127, got the float 2.0",
+        ),
+        ("tls.enabled = 1", "tls.enabled", "expected a boolean (true or false), got the integer 1"),
+        (
+            "tls.verify = 'no'",
+            "tls.verify",
+            'expected a boolean (true or false), got the string "no"',
+        ),
+        (
+            f"tls.server_name = '{'a' * 254}'",
+            "tls.server_name",
+            "expected a string (a host name, or empty) of at most 253 characters, got "
+            f'"{"a" * 60}..."',
+        ),
+        ("tls.ca = 7", "tls.ca", "expected a string (a file path, or empty), got the integer 7"),
+    ],
+)
+def test_keepaliveAndTlsValuesAreChecked(text: str, keyPath: str, problem: str) -> None:
+    for where, prefix in (
+        ("[defaults]\n", "defaults"),
+        (CONN.format(name="a", port=1), "connection[0]"),
+    ):
+        error = refusal(where + text + "\n")
+        assert (error.keyPath, error.problem) == (f"{prefix}.{keyPath}", problem)

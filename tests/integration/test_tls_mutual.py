@@ -242,3 +242,33 @@ def test_noKeyContentsInTheSpecOrItsRepr(pki: PKI) -> None:
     text = pki.client.keyPath.read_text()
     body = "".join(text.splitlines()[1:-1])
     assert body[:32] not in repr(c.spec)
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["system-store", "CA-in-system-store"])
+@pytest_twisted.inlineCallbacks
+def test_withoutCaTheSystemTrustStoreDecides(
+    pki: PKI, serve: Any, trusted: bool, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    C{ca = ""} verifies against the system's trust store (OpenSSL's default
+    paths, which C{SSL_CERT_FILE} names): it does not know the suite's CA,
+    so verification, on by default, fails; once the store holds that CA,
+    the same settings establish.
+    """
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.trusted.path))
+        monkeypatch.setenv("SSL_CERT_DIR", str(pki.trusted.path.parent / "no-such-dir"))
+    server = serve()
+    table = f'{{ enabled = true, cert = "{pki.client.certPath}", key = "{pki.client.keyPath}" }}'
+    c = connection(server.port, table)
+    seen = Recorder(c)
+    if not trusted:
+        path = yield closedWithTls(c, seen)
+        assert path == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
+        assert "certificate verify failed" in (c.lastError or "")
+        return
+    c.start()
+    try:
+        yield waitFor(lambda: c.rtt is not None, 10, f"ESTABLISHED with a heartbeat\n{seen}")
+    finally:
+        yield stopAtLast(c)
