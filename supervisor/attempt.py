@@ -39,7 +39,8 @@ from supervisor.interfaces import (
     ISupervisedProtocol,
 )
 from supervisor.policy import PluginRejection, failureOf
-from supervisor.spec import HeartbeatSpec
+from supervisor.spec import HeartbeatSpec, KeepaliveSpec
+from supervisor.transport import setKeepalive
 
 
 class AttemptEvents(Protocol):
@@ -118,6 +119,7 @@ class Attempt:
         "_clock",
         "_connecting",
         "_events",
+        "_keepalive",
         "_options",
         "_plugin",
         "current",
@@ -137,12 +139,15 @@ class Attempt:
         plugin: IProtocolPlugin,
         options: object,
         clock: Callable[[], float],
+        keepalive: KeepaliveSpec | None = None,
     ) -> None:
         """
         @param clock: the connection's time (for L{lastInbound}).
+        @param keepalive: TCP keepalive to set on the transport's socket.
         """
         self._events = events
         self._clock = clock
+        self._keepalive = keepalive
         self.lastInbound = clock()
         self.writeBlocked = False
         self._plugin = plugin
@@ -213,6 +218,8 @@ class Attempt:
         self.transport = transport
         self.lastInbound = self._clock()
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        if self._keepalive is not None:
+            setKeepalive(transport, self._keepalive, self.name)
         if self.current and ISSLTransport.providedBy(transport):
             self._events.securing()
         assert self.protocol is not None

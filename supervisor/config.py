@@ -59,7 +59,8 @@ from supervisor.options import (
 )
 from supervisor.plugin import Plugins
 from supervisor.shard import Shard
-from supervisor.spec import ConnectionSpec, SupervisorSpec
+from supervisor.spec import MAX_ENDPOINTS, ConnectionSpec, SupervisorSpec
+from supervisor.tls import MaterialError, TLSMaterial, readMaterial
 
 __all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
 
@@ -242,6 +243,37 @@ class _Endpoint:
 
 
 @attrs.frozen
+class _EndpointList:
+    """
+    An array of distinct client endpoint strings, each as L{_Endpoint}
+    checks it, at least one and at most L{MAX_ENDPOINTS}.
+    """
+
+    each: _Endpoint
+
+    def expected(self) -> str:
+        return f"an array of 1 to {MAX_ENDPOINTS} distinct Twisted client endpoint strings"
+
+    def check(self, value: object, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            raise refuse(key, self.expected(), describe(value))
+        if not 1 <= len(value) <= MAX_ENDPOINTS:
+            raise refuse(key, self.expected(), f"an array of {len(value)}")
+        seen: dict[str, int] = {}
+        for index, item in enumerate(value):
+            at = f"{key}[{index}]"
+            description = self.each.check(item, at)
+            if description in seen:
+                raise OptionError(
+                    at,
+                    f"expected a distinct endpoint string, got the one {key}[{seen[description]}] "
+                    "already is",
+                )
+            seen[description] = index
+        return tuple(value)
+
+
+@attrs.frozen
 class _Protocol:
     """
     The name of an installed protocol plugin.
@@ -285,10 +317,12 @@ class _OptionValue:
 
 # What the loader checks itself, by class and field: the fields the spec
 # classes leave to it.
+_CLIENT_ENDPOINT = _Endpoint("client", "a Twisted client endpoint string (tcp:, tls:, unix:)")
 _OWN_CHECKS: dict[type, dict[str, Check[Any]]] = {
     AdminSpec: {"listen": _Endpoint("server", _LISTEN_EXPECTED)},
     ConnectionSpec: {
-        "endpoint": _Endpoint("client", "a Twisted client endpoint string (tcp:, tls:, unix:)"),
+        "endpoint": _CLIENT_ENDPOINT,
+        "endpoints": _EndpointList(_CLIENT_ENDPOINT),
         "options": Entries(_OptionValue()),
         "labels": Entries(
             Text(),
@@ -321,7 +355,7 @@ _TABLES: dict[str, Table[Any]] = {
 }
 _TOP_KEYS = (*_TABLES, "defaults", "connection")
 # What [defaults] cannot set: it names one connection.
-_PER_CONNECTION_KEYS = ("name", "endpoint", "labels")
+_PER_CONNECTION_KEYS = ("name", "endpoint", "endpoints", "labels")
 
 
 def _unknownKey(path: str, key: str, allowed: Collection[str]) -> OptionError:
@@ -363,6 +397,9 @@ class _Checker:
         # The options each plugin accepted during this load, with their types
         # (1, 1.0 and true are equal keys of a dict, not equal options).
         self.acceptedOptions: set[tuple[str, tuple[tuple[str, type, object], ...]]] = set()
+        # The TLS files read during this load (each set once, however many
+        # connections share it), or why they were refused.
+        self.materials: dict[tuple[str, str, str], TLSMaterial | MaterialError] = {}
 
     def document(self, document: Mapping[str, object]) -> Config:
         """
@@ -433,7 +470,29 @@ class _Checker:
                 f"and the built-in default {quote(spec.protocol)} is not installed",
             )
         self.pluginOptions(spec, at)
+        if spec.tls.enabled:
+            spec = self.tlsMaterial(spec, own, at)
         return spec
+
+    def tlsMaterial(self, spec: ConnectionSpec, own: Mapping[str, Any], at: str) -> ConnectionSpec:
+        """
+        C{spec} with what its TLS files hold, read now; a file that cannot
+        be used is refused at the key that names it, in the connection or in
+        C{[defaults]}, whichever set it.
+        """
+        tls = spec.tls
+        files = (tls.ca, tls.cert, tls.key)
+        material = self.materials.get(files)
+        if material is None:
+            try:
+                material = readMaterial(*files)
+            except MaterialError as e:
+                material = e
+            self.materials[files] = material
+        if isinstance(material, MaterialError):
+            table = child(at, "tls") if material.key in own.get("tls", {}) else "defaults.tls"
+            raise OptionError(child(table, material.key), material.problem)
+        return attrs.evolve(spec, tls=attrs.evolve(tls, material=material))
 
     def pluginOptions(self, spec: ConnectionSpec, at: str) -> None:
         """

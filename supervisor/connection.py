@@ -6,10 +6,12 @@ L{supervisor.states}, with its reconnect policy, heartbeat and plugin.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
+from supervisor.endpoints import EndpointRecord, Endpoints
 from supervisor.fleet import Fleet
 from supervisor.interfaces import IConfigurable, IProtocolPlugin, ISupervisedProtocol
 from supervisor.policy import ReconnectPolicy
@@ -48,7 +50,7 @@ class SupervisedConnection:
     def __init__(
         self,
         spec: ConnectionSpec,
-        endpoint: IStreamClientEndpoint,
+        endpoint: IStreamClientEndpoint | Sequence[IStreamClientEndpoint],
         plugin: IProtocolPlugin,
         clock: IReactorTime,
         scheduler: Scheduler | None = None,
@@ -57,7 +59,10 @@ class SupervisedConnection:
     ) -> None:
         """
         @param spec: what to supervise and how.
-        @param endpoint: where to connect, usually C{clientFromString(reactor, spec.endpoint)}.
+        @param endpoint: where to connect: one endpoint for each of
+            C{spec.targets}, in order (usually
+            L{supervisor.transport.clientEndpoints}); for a spec with one
+            endpoint string, that endpoint alone will do.
         @param plugin: the protocol plugin named by C{spec.protocol}.
         @param clock: the time source for every timer of this connection.
         @param scheduler: a scheduler on C{clock} shared with other
@@ -71,9 +76,13 @@ class SupervisedConnection:
             scheduler = Scheduler(clock)
         if rng is None:
             rng = random.Random()
+        endpoints = tuple(endpoint) if isinstance(endpoint, Sequence) else (endpoint,)
+        targets = spec.targets
+        # Round-robin connections sharing a list do not all start on its first.
+        start = rng.randrange(len(targets)) if spec.failover == "round_robin" else 0
         self._core = Core(
             spec=spec,
-            endpoint=endpoint,
+            endpoints=Endpoints(targets, endpoints, spec.failover, start),
             plugin=plugin,
             scheduler=scheduler,
             rng=rng,
@@ -204,6 +213,21 @@ class SupervisedConnection:
         The last 50 transitions, oldest first.
         """
         return tuple(self._core.history)
+
+    @property
+    def endpoint(self) -> str:
+        """
+        The endpoint string of the attempt in flight or the connection up,
+        else of the last attempt (before any, of the first one).
+        """
+        return self._core.endpoints.inUse
+
+    @property
+    def endpointRecords(self) -> tuple[EndpointRecord, ...]:
+        """
+        How each of the connection's endpoints fared, in the spec's order.
+        """
+        return self._core.endpoints.records()
 
     @property
     def protocol(self) -> ISupervisedProtocol | None:

@@ -547,7 +547,8 @@ class SupervisorMetrics(Collector):
         self._connectionTransitions[name] = self._connectionTransitions.get(name, 0) + 1
         if new == "CONNECTING":
             self._attempts[name] = self._attempts.get(name, 0) + 1
-        elif old == "CONNECTING":
+        elif old == "CONNECTING" or reason == "tls":
+            # A client certificate refused under TLS 1.3 can end ESTABLISHED.
             if reason in _CONNECT_FAILURES:
                 _bump(self._failures, name, reason)
         elif old == "ESTABLISHED" and reason in _DISCONNECTS:

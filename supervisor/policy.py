@@ -70,23 +70,53 @@ _DNS = (error.DNSLookupError, error.UnknownHostError)
 _LOST = (error.ConnectionLost, error.ConnectionDone, error.ConnectionClosed)
 
 
+_TLS_MODULES = ("OpenSSL", "ssl", "service_identity")
+
+# What OpenSSL says when a certificate was refused: ours of the server's, or
+# the server's of ours (or of the lack of one), told by its alert (RFC 8446
+# section 6.2). A handshake failure alert is a mismatch of settings that no
+# retry mends either.
+_CERTIFICATE_REFUSALS = (
+    "certificate verify failed",
+    "alert bad certificate",
+    "alert unsupported certificate",
+    "alert certificate revoked",
+    "alert certificate expired",
+    "alert certificate unknown",
+    "alert unknown ca",
+    "alert access denied",
+    "alert certificate required",
+    "alert handshake failure",
+)
+
+
 def _isTLS(exc: BaseException) -> bool:
-    # pyOpenSSL is optional (twisted[tls]); recognise its errors by module so
-    # that classifying never imports it.
-    return type(exc).__module__.startswith(("OpenSSL", "ssl")) or "SSL" in type(exc).__name__
+    # Recognised by module, so that classifying imports no TLS library.
+    return type(exc).__module__.startswith(_TLS_MODULES) or "SSL" in type(exc).__name__
 
 
-def _isCertificateRejection(exc: BaseException) -> bool:
+def isCertificateRefusal(failure: Failure) -> bool:
+    """
+    Whether C{failure} is a TLS verification failure: the server's
+    certificate was not trusted or does not carry the expected name
+    (service_identity's C{VerificationError}), or the server refused the
+    client's certificate or its absence.
+    """
+    exc = failure.value
+    if exc is None or not _isTLS(exc):
+        return False
+    if type(exc).__module__.startswith("service_identity"):
+        return True
     text = str(exc).lower()
-    return "certificate verify failed" in text or "verification" in text
+    return any(refusal in text for refusal in _CERTIFICATE_REFUSALS)
 
 
 def classify(failure: Failure) -> Classification:
     """
     The default classification: refused, timeouts, DNS errors and lost
-    connections are transient; a TLS certificate that fails verification and
-    a plugin's permanent rejection are permanent; anything else is a
-    transient C{other}.
+    connections are transient; a TLS verification failure
+    (L{isCertificateRefusal}) and a plugin's permanent rejection are
+    permanent; anything else is a transient C{other}.
     """
     exc = failure.value
     if exc is None:
@@ -100,7 +130,7 @@ def classify(failure: Failure) -> Classification:
     if isinstance(exc, _DNS):
         return Classification("dns")
     if _isTLS(exc):
-        return Classification("tls", _isCertificateRejection(exc))
+        return Classification("tls", isCertificateRefusal(failure))
     if isinstance(exc, _LOST):
         # The transport came up and went away before the plugin was ready.
         return Classification("handshake")

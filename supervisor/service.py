@@ -6,13 +6,11 @@ Twisted service. Usable on its own (a library) or from C{twistd}.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
@@ -26,10 +24,16 @@ from supervisor.shard import Shard
 from supervisor.spec import ConnectionSpec
 from supervisor.states.core import HeartbeatObserver, Observer
 from supervisor.states.records import Transition
+from supervisor.tls import ClientCreators
+from supervisor.transport import clientEndpoints
 
 log = Logger(namespace="netsupervisor.service")
 
-EndpointFactory = Callable[[ConnectionSpec], IStreamClientEndpoint]
+EndpointFactory = Callable[
+    [ConnectionSpec], IStreamClientEndpoint | Sequence[IStreamClientEndpoint]
+]
+"""Builds the endpoints of a spec: one per C{spec.targets} entry (a spec with
+one endpoint string may have its endpoint alone)."""
 
 
 @attrs.frozen
@@ -99,8 +103,8 @@ class Supervisor(MultiService):
         @param shard: keep only the connections this shard owns
             (L{supervisor.shard}); by default, every connection.
         @param plugins: finds the plugin for a protocol name.
-        @param endpoints: builds the endpoint of a spec; by default
-            C{clientFromString(reactor, spec.endpoint)}.
+        @param endpoints: builds the endpoints of a spec; by default
+            L{supervisor.transport.clientEndpoints} on C{reactor}.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.shard = shard if shard is not None else Shard()
@@ -109,6 +113,8 @@ class Supervisor(MultiService):
         self._reactor = reactor
         self._plugins = plugins
         self._endpoints: EndpointFactory = endpoints or self._endpointFromString
+        # TLS settings shared by the connections with the same files and server.
+        self._tlsCreators = ClientCreators()
         self._rng = rng if rng is not None else random.Random()
         self.scheduler = Scheduler(reactor)
         self.fleet = Fleet(self.scheduler, self._rng, config.supervisor)
@@ -138,12 +144,8 @@ class Supervisor(MultiService):
         owned = tuple(spec for spec in config.connections if self.shard.owns(spec.name))
         return attrs.evolve(config, connections=owned)
 
-    def _endpointFromString(self, spec: ConnectionSpec) -> IStreamClientEndpoint:
-        reactor: Any = self._reactor
-        endpoint: IStreamClientEndpoint = clientFromString(  # type: ignore[no-untyped-call]
-            reactor, spec.endpoint
-        )
-        return endpoint
+    def _endpointFromString(self, spec: ConnectionSpec) -> Sequence[IStreamClientEndpoint]:
+        return clientEndpoints(self._reactor, spec, self._tlsCreators)
 
     # Reading.
 

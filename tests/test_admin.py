@@ -198,6 +198,7 @@ def test_readyzWithNoShareNeedsOnlyAStart() -> None:
 SUMMARY_KEYS = {
     "name",
     "endpoint",
+    "endpoints",
     "protocol",
     "state",
     "since",
@@ -233,6 +234,7 @@ def test_connectionsList() -> None:
         assert set(c) == SUMMARY_KEYS
     a, b = body
     assert a["endpoint"] == "tcp:host=10.0.0.1:port=6379"
+    assert a["endpoints"] == ["tcp:host=10.0.0.1:port=6379"]
     assert a["protocol"] == "scripted"
     assert a["state"] == "ESTABLISHED"
     assert a["since"] == 0.0
@@ -268,8 +270,11 @@ def test_oneConnectionWithItsTransitions() -> None:
     answer = client.get("/connections/a")
     assert answer.code == 200
     body = answer.json()
-    assert set(body) == SUMMARY_KEYS | {"transitions"}
+    assert set(body) == SUMMARY_KEYS | {"endpoint_attempts", "transitions"}
     assert body["name"] == "a" and body["state"] == "IDLE"
+    assert body["endpoint_attempts"] == [
+        {"endpoint": body["endpoint"], "attempts": 2, "failures": 1}
+    ]
     assert body["transitions"] == [
         {"time": 0.0, "from": "IDLE", "to": "CONNECTING", "reason": "start"},
         {"time": 0.0, "from": "CONNECTING", "to": "IDLE", "reason": "refused"},

@@ -783,7 +783,7 @@ def test_theKeysOfEveryTableAreTheFieldsOfItsSpecClass() -> None:
     The loader derives its keys from the spec classes: a field added to one
     of them is a key of the file, in the place of its field.
     """
-    per = ("name", "endpoint", "labels")
+    per = ("name", "endpoint", "endpoints", "labels")
     connectionKeys = [f.name for f in attrs.fields(ConnectionSpec)]
     defaultsKeys = [k for k in connectionKeys if k not in per]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
+from OpenSSL import SSL
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -1059,4 +1060,15 @@ def test_theNamesKeptBetweenScrapesAreBounded() -> None:
         assert stateOf(s, f"r{round}-7") == "CONNECTING"
         assert len(fleet.metrics._connectionPairs) <= 3 * 50 + 100
     assert not any(name.startswith("a") for name in fleet.metrics._connectionPairs)
+
+
+def test_itCountsAsAFailedAttemptWithTheReasonTls() -> None:
+    fleet = Fleet(spec("a")).start()
+    protocol = fleet.accept("a")
+    alert = SSL.Error([("SSL routines", "", "tlsv1 alert unknown ca")])
+    protocol.handle.connectionLost(Failure(alert))  # type: ignore[attr-defined]
+    assert fleet.state("a") == "CLOSED"
+    metrics = scrape(fleet)
+    assert metrics.value("netsupervisor_connect_failures_total", connection="a", reason="tls") == 1
+    assert not metrics.has("netsupervisor_disconnects_total", connection="a", reason="lost")
     fleet.stop()

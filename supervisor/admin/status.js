@@ -101,7 +101,8 @@
   }
 
   function haystack(c) {
-    return [c.name, c.state, c.held || "", c.endpoint, c.protocol, c.last_error || "",
+    const endpoints = (c.endpoints || [c.endpoint]).join("\n");
+    return [c.name, c.state, c.held || "", endpoints, c.protocol, c.last_error || "",
       labelText(c.labels)]
       .join("\n")
       .toLowerCase();
@@ -192,8 +193,13 @@
 
     const name = el("td", "name");
     name.append(el("div", "conn-name", c.name));
-    const endpoint = el("div", "endpoint", c.protocol + " · " + c.endpoint);
-    endpoint.title = c.endpoint;
+    // With several endpoints: the one in use, which of them it is, and all in the tooltip.
+    const endpoints = c.endpoints || [c.endpoint];
+    const which = endpoints.length > 1
+      ? " (" + (endpoints.indexOf(c.endpoint) + 1) + " of " + endpoints.length + ")"
+      : "";
+    const endpoint = el("div", "endpoint", c.protocol + " · " + c.endpoint + which);
+    endpoint.title = endpoints.join("\n");
     name.append(endpoint);
     tr.append(name);
 

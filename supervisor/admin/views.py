@@ -62,7 +62,8 @@ def connectionSummary(
     lastError = connection.lastError
     summary: dict[str, Any] = {
         "name": spec.name,
-        "endpoint": redact(spec.endpoint),
+        "endpoint": redact(connection.endpoint),
+        "endpoints": [redact(e) for e in spec.targets],
         "protocol": spec.protocol,
         "state": connection.state,
         "since": connection.since,
@@ -85,10 +86,16 @@ def connectionSummary(
 
 def connectionDetail(connection: SupervisedConnection) -> dict[str, Any]:
     """
-    The answer of C{GET /connections/NAME}: the summary plus the last 50
-    transitions, oldest first.
+    The answer of C{GET /connections/NAME}: the summary plus how each
+    endpoint fared and the last 50 transitions, oldest first.
     """
-    return connectionSummary(connection, len(connection.history))
+    detail = connectionSummary(connection)
+    detail["endpoint_attempts"] = [
+        {"endpoint": redact(r.endpoint), "attempts": r.attempts, "failures": r.failures}
+        for r in connection.endpointRecords
+    ]
+    detail["transitions"] = [t.asJSON() for t in connection.history]
+    return detail
 
 
 def readiness(answer: Readiness) -> dict[str, Any]:

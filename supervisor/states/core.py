@@ -13,14 +13,20 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from supervisor.attempt import Attempt, AttemptEvents
+from supervisor.endpoints import Endpoints
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
-from supervisor.policy import HeartbeatTimeout, IdleTimeout, ReconnectPolicy, classify
+from supervisor.policy import (
+    HeartbeatTimeout,
+    IdleTimeout,
+    ReconnectPolicy,
+    classify,
+    isCertificateRefusal,
+)
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.records import Cause, Held, State, Transition
@@ -173,6 +179,7 @@ class Core:
     """
     The state every internal state of one connection shares.
 
+    @ivar endpoints: where each attempt connects, and how each endpoint fared.
     @ivar options: what the plugin's C{buildProtocol} is given.
     @ivar gate: the way through the target's breaker and the budget.
     @ivar attempt: the current attempt, from CONNECTING until the machine
@@ -182,7 +189,7 @@ class Core:
     """
 
     spec: ConnectionSpec
-    endpoint: IStreamClientEndpoint
+    endpoints: Endpoints
     plugin: IProtocolPlugin
     options: object
     scheduler: Scheduler
@@ -235,10 +242,11 @@ class Core:
         """
         Judge a failed attempt: whether it was the last (a permanent failure,
         or the last retry C{max_retries} allows), and why. The target's
-        breaker hears of it.
+        breaker and the endpoints hear of it.
         """
         c = self.classify(failure)
         self.gate.failed(c.overloaded)
+        self.endpoints.failed()
         detail = failure.getErrorMessage()
         if c.permanent:
             return True, Cause(c.reason, detail, permanent=True)
@@ -251,7 +259,13 @@ class Core:
         Judge the loss of an ESTABLISHED connection: retry after the
         backoff, or, when it was lost more than C{flap.max} times within
         C{flap.within} seconds, hold it (or close it, with C{flap.hold = 0}).
+
+        A server that refuses the client's certificate under TLS 1.3 says so
+        after the client's handshake completed (and a plugin ready at once
+        made it ESTABLISHED): that is the permanent failure C{tls} too.
         """
+        if isCertificateRefusal(failure):
+            return "close", Cause("tls", failure.getErrorMessage(), permanent=True)
         cause = lossCause(failure)
         flap = self.spec.flap
         if not flap.enabled:
