@@ -122,6 +122,7 @@ class Attempt:
         "_keepalive",
         "_options",
         "_plugin",
+        "_producing",
         "current",
         "heartbeatSpec",
         "lastInbound",
@@ -150,6 +151,7 @@ class Attempt:
         self._keepalive = keepalive
         self.lastInbound = clock()
         self.writeBlocked = False
+        self._producing = False
         self._plugin = plugin
         self._options = options
         self.name = name
@@ -195,6 +197,10 @@ class Attempt:
         Close the transport once what is written has been sent.
         """
         if self.transport is not None:
+            if self._producing:
+                # Twisted's TLS shuts down only once no producer is registered.
+                self._producing = False
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
 
     def detach(self) -> None:
@@ -217,11 +223,15 @@ class Attempt:
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
         self.lastInbound = self._clock()
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
         if self._keepalive is not None:
             setKeepalive(transport, self._keepalive, self.name)
-        if self.current and ISSLTransport.providedBy(transport):
-            self._events.securing()
+        if ISSLTransport.providedBy(transport):
+            # Twisted's TLS pauses a producer until its handshake is done:
+            # the attempt becomes the producer once TLS is up.
+            if self.current:
+                self._events.securing()
+        else:
+            self._produceFor()
         assert self.protocol is not None
         self.protocol.makeConnection(transport)
 
@@ -237,6 +247,7 @@ class Attempt:
 
     def handshakeCompleted(self) -> None:
         if self.current:
+            self._produceFor()
             self._events.handshakeCompleted()
 
     def connectionLost(self, reason: Failure) -> None:
@@ -248,6 +259,11 @@ class Attempt:
             self._report(reason)
 
     # IPushProducer, as the transport sees it.
+
+    def _produceFor(self) -> None:
+        if self.transport is not None and not self._producing:
+            self._producing = True
+            self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
 
     def pauseProducing(self) -> None:
         """

@@ -163,3 +163,23 @@ def test_aPeerThatDoesNotReadIsNotReadFrom() -> None:
     assert not world.connection.writeBlocked
     assert transport.producerState == "producing"
     world.stop()
+
+
+def test_overTLSTheAttemptProducesOnceTheHandshakeIsDone() -> None:
+    """
+    Twisted's TLS pauses a producer until its handshake completes (and would
+    stop reading, so the handshake could not complete), and shuts down only
+    once no producer is registered: the attempt becomes the producer after
+    the handshake and stops being it before it closes the transport.
+    """
+    world = World(heartbeat=QUIET)
+    world.connection.start()
+    protocol, transport = world.accept(tls=True)
+    assert transport.producer is None
+    protocol.handle.handshakeCompleted()  # type: ignore[attr-defined]
+    assert transport.producer is not None
+    assert world.state == "ESTABLISHED"
+    world.stop()  # the scripted plugin drains at once: the transport closes
+    assert transport.producer is None and transport.disconnecting
+    world.lose(protocol)
+    world.assertQuiet()
