@@ -112,6 +112,8 @@ class Attempt:
     @ivar transport: the transport, from C{makeConnection} until it is lost.
     @ivar lastInbound: when bytes last arrived, on the connection's clock.
     @ivar writeBlocked: what is written waits for the peer to read it.
+    @ivar writable: called when what was written has been sent after
+        L{writeBlocked} was set (the connection's operations go on).
     """
 
     __slots__ = (
@@ -126,6 +128,7 @@ class Attempt:
         "name",
         "protocol",
         "transport",
+        "writable",
         "writeBlocked",
     )
 
@@ -145,6 +148,7 @@ class Attempt:
         self._clock = clock
         self.lastInbound = clock()
         self.writeBlocked = False
+        self.writable: Callable[[], object] | None = None
         self._plugin = plugin
         self._options = options
         self.name = name
@@ -258,6 +262,8 @@ class Attempt:
         self.writeBlocked = False
         if self.transport is not None:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if self.writable is not None:
+            self.writable()
 
     def stopProducing(self) -> None:
         """

@@ -51,6 +51,7 @@ from supervisor.states.records import (
 if TYPE_CHECKING:
     from supervisor.config import Config
     from supervisor.connection import SupervisedConnection
+    from supervisor.pool import Pool
     from supervisor.service import Supervisor
     from supervisor.shard import Shard
 
@@ -134,12 +135,14 @@ class _Scrape:
     __slots__ = (
         "byState",
         "delays",
+        "depths",
         "draining",
         "groups",
         "keys",
         "live",
         "metrics",
         "names",
+        "pools",
         "protocols",
         "reloads",
         "rtts",
@@ -154,6 +157,8 @@ class _Scrape:
     states: list[State]
     rtts: list[float | None]
     delays: list[float]
+    depths: list[float]
+    pools: list[Pool]
     protocols: list[str]
     groups: list[str]
     byState: dict[State, int]
@@ -173,12 +178,14 @@ class _Scrape:
         self.states = states = []
         self.rtts = rtts = []
         self.delays = delays = []
+        self.depths = depths = []
         self.protocols = protocols = []
         self.groups = groups = []
         for name, c in connections.items():
             states.append(c.state)
             rtts.append(c.rtt)
             delays.append(c.backoffDelay)
+            depths.append(c.queueDepth)
             labels = info.get(name)
             if labels is None:  # not (or no longer) in the configuration
                 labels = (c.spec.protocol, c.spec.group)
@@ -190,6 +197,7 @@ class _Scrape:
         self.draining = bool(supervisor.draining)
         self.reloads = [(r, supervisor.reloads.get(r, 0)) for r in _RELOAD_RESULTS]
         self.shard = supervisor.shard
+        self.pools = list(supervisor.pools.values())
 
     def each(self, values: Iterable[float | str]) -> Iterator[Sample]:
         """
@@ -209,6 +217,17 @@ class _Scrape:
             self.each(map(counts.get, self.names, repeat(0))),
             (((name,), n) for name, n in counts.items() if name not in live),
         )
+
+    def operations(self) -> Iterator[Sample]:
+        """
+        Operations ended, by connection (and pool) and result: only what
+        has counted.
+        """
+        counts = self.metrics.supervisor.operationCounts
+        for name in chain(self.names, (pool.name for pool in self.pools)):
+            byResult = counts.get(name)
+            if byResult is not None and any(byResult.values()):
+                yield from (((name, r), n) for r, n in byResult.items() if n)
 
     @staticmethod
     def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:
@@ -355,6 +374,20 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "Delay of the retry now scheduled, 0 if none is.",
         ("connection",),
         lambda s: s.each(s.delays),
+    ),
+    Family(
+        "queue_depth",
+        "gauge",
+        "Operations waiting for the connection (for a pool's own queue, the pool's name).",
+        ("connection",),
+        lambda s: chain(s.each(s.depths), (((p.name,), p.depth) for p in s.pools)),
+    ),
+    Family(
+        "operations",
+        "counter",
+        "Operations submitted, by how they ended: ok, error, full, timeout, closed, lost.",
+        ("connection", "result"),
+        lambda s: s.operations(),
     ),
     Family(
         "draining",

@@ -206,6 +206,8 @@ SUMMARY_KEYS = {
     "rtt_seconds",
     "backoff_delay_seconds",
     "labels",
+    "queue_depth",
+    "operations_in_flight",
 }
 
 

@@ -158,6 +158,7 @@ class Fleet:
                 if transport is not None and getattr(transport, "disconnecting", False):
                     self.lose(protocol)
         assert d.called
+        self.reactor.advance(0)  # the endings of operations the stop caused
         assert self.reactor.getDelayedCalls() == []
 
 
@@ -219,6 +220,8 @@ EXPECTED = {
     "netsupervisor_draining": ("gauge", set()),
     "netsupervisor_config_reloads": ("counter", {"result"}),
     "netsupervisor_shard_info": ("gauge", {"shard", "shards"}),
+    "netsupervisor_queue_depth": ("gauge", {"connection"}),
+    "netsupervisor_operations": ("counter", {"connection", "result"}),
 }
 # Beyond the SPEC's list (docs/metrics.md says so), for per-connection panels.
 ADDITIONS = {
@@ -247,8 +250,14 @@ def test_everyFamilyOfTheSpecWithItsTypeAndLabels() -> None:
     fleet.refuse("b")
     fleet.reactor.advance(10)
     protocol.answer()
+    fleet.supervisor.connection("a").submit(lambda p: None)
+    waiting = fleet.supervisor.connection("b").submit(lambda p: None)
+    waiting.addErrback(lambda f: None)
     fleet.lose(protocol)
     s = scrape(fleet)
+    assert s.value("netsupervisor_operations_total", connection="a", result="ok") == 1
+    assert s.value("netsupervisor_queue_depth", connection="b") == 1
+    assert s.value("netsupervisor_queue_depth", connection="a") == 0
     families = EXPECTED | ADDITIONS
     assert {n: t for n, t in s.types.items()} == {n: t for n, (t, _) in families.items()}
     for name, (kind, labels) in families.items():
@@ -264,6 +273,7 @@ def test_everyFamilyOfTheSpecWithItsTypeAndLabels() -> None:
     assert "# TYPE netsupervisor_connect_attempts_total counter" in s.text
     assert "# TYPE netsupervisor_config_reloads_total counter" in s.text
     fleet.stop()
+    assert waiting.called
 
 
 def test_aNewSupervisorShowsEveryConnectionIdleAndZeroCounters() -> None:
@@ -728,6 +738,8 @@ def test_onlyPerConnectionFamiliesGrowWithTheConnections() -> None:
         names = [f"c{i}" for i in range(count)]
         fleet = Fleet(*(spec(name, f"g{i % 2}") for i, name in enumerate(names))).start()
         protocols = [fleet.accept(name) for name in names]
+        for name in names:
+            fleet.supervisor.connection(name).submit(lambda p: None)
         fleet.reactor.advance(10.0)
         for protocol in protocols:
             protocol.answer()

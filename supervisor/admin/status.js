@@ -143,6 +143,11 @@
 
     const state = el("td", "state");
     state.append(el("span", "badge " + stateClass(c.state), c.state));
+    if (c.queue_depth > 0) {
+      const queued = el("div", "queued", c.queue_depth + " queued");
+      queued.title = c.queue_depth + " operations wait for this connection";
+      state.append(queued);
+    }
     tr.append(state);
 
     const inState = el("td", "num");

@@ -61,6 +61,8 @@ def connectionSummary(
         "rtt_seconds": connection.rtt,
         "backoff_delay_seconds": connection.backoffDelay,
         "labels": dict(spec.labels),
+        "queue_depth": connection.queueDepth,
+        "operations_in_flight": connection.operations.inFlight,
     }
     if transitions is not None:
         history = connection.history
