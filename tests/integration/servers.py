@@ -233,11 +233,13 @@ class ServerLauncher:
 
         return self._launch("nats", argv)
 
-    def mosquitto(self, users: dict[str, str] | None = None) -> Deferred[ServerProcess]:
+    def mosquitto(
+        self, users: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+    ) -> Deferred[ServerProcess]:
         """
         A mosquitto broker logging everything to a file; with C{users}, a
         password file made with C{mosquitto_passwd -b} and no anonymous
-        clients.
+        clients; C{extra} lines are added to its configuration.
         """
         program = findProgram("mosquitto")
         passwd = findProgram("mosquitto_passwd") if users else ""
@@ -265,6 +267,7 @@ class ServerLauncher:
                 lines += [f"password_file {passwords}", "allow_anonymous false"]
             else:
                 lines.append("allow_anonymous true")
+            lines += extra
             config = directory / "mosquitto.conf"
             config.write_text("\n".join(lines) + "\n")
             return [program, "-c", str(config)]
