@@ -220,14 +220,17 @@ class _Scrape:
 
     def operations(self) -> Iterator[Sample]:
         """
-        Operations ended, by connection (and pool) and result: only what
-        has counted.
+        Operations ended, by connection (and pool) and result: every result,
+        from 0, of every pool and of the connections that have counted any
+        (so that a first refusal is an increase); nothing for the others.
         """
         counts = self.metrics.supervisor.operationCounts
-        for name in chain(self.names, (pool.name for pool in self.pools)):
+        for name in self.names:
             byResult = counts.get(name)
             if byResult is not None and any(byResult.values()):
-                yield from (((name, r), n) for r, n in byResult.items() if n)
+                yield from (((name, r), n) for r, n in byResult.items())
+        for pool in self.pools:
+            yield from (((pool.name, r), n) for r, n in pool.counts.items())
 
     @staticmethod
     def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:

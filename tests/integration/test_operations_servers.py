@@ -33,19 +33,17 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from plugins import mqtt, nats, redis
-from plugins.mqtt import CONNACK, PUBLISH, MqttProtocol, packet, utf8
-from supervisor import ConnectionSpec, SupervisedConnection, Supervisor
+from supervisor import Supervisor
 from supervisor.config import parseConfig
-from supervisor.interfaces import IConnectionHandle, IProtocolPlugin, ISupervisedProtocol
 from supervisor.operations import OperationError
 from supervisor.testing.chaos import ChaosProxy, Reset
 from tests.integration.conftest import HOST, theReactor, waitFor
+from tests.integration.mqttsubscriber import SubscribingPlugin, supervised
 from tests.integration.scenarios import BACKOFF, HEARTBEAT
 from tests.integration.servers import ServerLauncher, ServerProcess, findProgram, runProgram
 
@@ -64,9 +62,6 @@ DOWN = 0.3
 CRASH_WINDOW = 0.25
 """How long before a kill a broker may have confirmed a message it then
 lost with its memory."""
-
-SUBSCRIBE = 8
-SUBACK = 9
 
 
 def poolConfig(protocol: str, port: int) -> str:
@@ -317,66 +312,6 @@ def verifyDeliveries(run: Run, received: set[int], name: str) -> None:
 # mqtt
 
 
-class SubscribingProtocol(MqttProtocol):
-    """
-    An MQTT client that subscribes (QoS 1) as part of its handshake:
-    ready once the broker's SUBACK says so; records every message's index.
-    """
-
-    def __init__(self, handle: IConnectionHandle, received: set[int]) -> None:
-        super().__init__(handle, mqtt.Options.fromMapping({}))
-        self.got = received
-
-    def received(self, unit: tuple[int, int, bytes]) -> None:
-        kind, flags, body = unit
-        if kind == CONNACK and not self.accepted:
-            if len(body) == 2 and body[1] == 0:
-                self.accepted = True
-                subscribe = b"\x00\x01" + utf8(b"load/test") + b"\x01"
-                self.write(packet(SUBSCRIBE, 0b0010, subscribe))
-                return
-        elif kind == SUBACK:
-            if body[2:] == b"\x01":
-                self.handle.ready()
-            else:
-                self.reject(f"SUBACK {body!r}", False)
-            return
-        elif kind == PUBLISH:
-            size = int.from_bytes(body[:2], "big")
-            rest = body[2 + size :]
-            qos = (flags >> 1) & 3
-            if qos:
-                self.write(packet(mqtt.PUBACK, 0, rest[:2]))
-                rest = rest[2:]
-            self.got.add(int(rest))
-            self.handle.activity()
-            return
-        super().received(unit)
-
-
-@implementer(IProtocolPlugin)
-@attrs.define
-class SubscribingPlugin:
-    received: set[int]
-    name: str = "mqtt-subscriber"
-
-    def buildProtocol(self, handle: IConnectionHandle, options: object) -> ISupervisedProtocol:
-        return SubscribingProtocol(handle, self.received)
-
-
-def subscriber(port: int, plugin: Any, protocol: str) -> SupervisedConnection:
-    reactor: Any = theReactor()
-    spec = ConnectionSpec(
-        "subscriber",
-        f"tcp:host={HOST}:port={port}",
-        protocol=protocol,
-        connect_timeout=1.0,
-        backoff=BACKOFF,
-        heartbeat=HEARTBEAT,
-    )
-    return SupervisedConnection(spec, clientFromString(reactor, spec.endpoint), plugin, reactor)
-
-
 @pytest_twisted.inlineCallbacks
 def test_mqttQos1PublishesThroughAPoolWhileTheBrokerDiesTwice(
     servers: ServerLauncher,
@@ -389,8 +324,8 @@ def test_mqttQos1PublishesThroughAPoolWhileTheBrokerDiesTwice(
     # By default mosquitto drops QoS 1 messages for a subscriber past 1000
     # queued: this one must get them all.
     server = yield servers.mosquitto(extra=("max_queued_messages 0",))
-    received: set[int] = set()
-    listener = subscriber(server.port, SubscribingPlugin(received), "mqtt-subscriber")
+    plugin = SubscribingPlugin(b"load/test")
+    listener = supervised(server.port, plugin, "mqtt-subscriber")
     listener.start()
     gate = Gate.before(server)
     supervisor = Supervisor(
@@ -415,7 +350,7 @@ def test_mqttQos1PublishesThroughAPoolWhileTheBrokerDiesTwice(
         yield waitFor(lambda: listener.state == "ESTABLISHED", 10, "the subscriber")
         run = yield drive(supervisor, publish, server, subscribedAgain)
         yield settle()
-        verifyDeliveries(run, received, "mqtt")
+        verifyDeliveries(run, {int(payload) for _, payload in plugin.received}, "mqtt")
     finally:
         yield stop(supervisor)
         yield listener.stop().addTimeout(5, theReactor())
@@ -436,7 +371,7 @@ def test_natsPublishesThroughAPoolWhileTheServerDiesTwice(
     """
     server = yield servers.nats()
     received: set[int] = set()
-    listener = subscriber(server.port, nats.natsPlugin, "nats")
+    listener = supervised(server.port, nats.natsPlugin, "nats")
     subscribedAt: list[float] = []
 
     def onMessage(message: nats.Message) -> None:
