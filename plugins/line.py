@@ -17,6 +17,8 @@ Applications send lines with L{sendLine} on a supervised connection or pool.
 
 from __future__ import annotations
 
+from functools import partial
+
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -92,8 +94,10 @@ def sendLine(connection: Submitter, line: bytes) -> Deferred[None]:
     """
     if b"\n" in line or b"\r" in line:
         raise ValueError("a line to send must not hold \\r or \\n")
+    return connection.submit(partial(_send, line))
 
-    def send(protocol: object) -> None:
-        speaking(protocol, LineProtocol, "line").sendLine(line)
 
-    return connection.submit(send)
+def _send(line: bytes, protocol: object) -> None:
+    if not isinstance(protocol, LineProtocol):
+        protocol = speaking(protocol, LineProtocol, "line")
+    protocol.write(line + b"\r\n")

@@ -46,7 +46,7 @@ class SupervisedConnection:
     timers share one C{DelayedCall}.
     """
 
-    __slots__ = ("_core", "_inputs")
+    __slots__ = ("_core", "_inputs", "_operations")
 
     def __init__(
         self,
@@ -90,7 +90,7 @@ class SupervisedConnection:
             since=scheduler.now(),
             options=pluginOptions(plugin, spec),
         )
-        self._core.operations = Operations(self._core, clock, counts)
+        self._core.operations = self._operations = Operations(self._core, clock, counts)
         self._inputs: Inputs = ConnectionMachine(self._core)
         if fleet is None:
             fleet = Fleet(scheduler, rng)
@@ -248,10 +248,11 @@ class SupervisedConnection:
         L{supervisor.operations.QueueTimeout} (it waited C{queue.timeout}),
         L{supervisor.operations.ConnectionClosed} (closing for good or
         CLOSED), L{supervisor.operations.ConnectionLost} (lost while in
-        flight; it is not run again). Cancelling it takes a waiting
-        operation out of the queue and cancels one in flight.
+        flight; it is not run again). For an operation that runs at once
+        and returns a Deferred, it is that Deferred. Cancelling it takes a
+        waiting operation out of the queue and cancels one in flight.
         """
-        return self._core.operations.submit(operation)
+        return self._operations.submit(operation)
 
     def holdRotationWhile(self, hold: Callable[[], bool] | None) -> None:
         """

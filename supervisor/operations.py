@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Coroutine
 from inspect import iscoroutine
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast, get_args, overload
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -172,7 +172,7 @@ class Submitted:
         self.inner: Deferred[Any] | None = None
         self.done = False
         self.decided: object = _UNDECIDED
-        self.deferred: Deferred[Any] = Deferred(self._cancelled)
+        self.deferred: Deferred[Any] | None = Deferred(self._cancelled)
 
     def _cancelled(self, deferred: Deferred[Any]) -> None:
         self.cancel(self)
@@ -180,15 +180,17 @@ class Submitted:
     def fire(self, outcome: object) -> None:
         """
         Fire its Deferred with C{outcome} (a L{Failure} errbacks), unless
-        it has fired already.
+        it has fired already; then forget it (its canceller refers to this
+        entry: no reference cycle is left for the garbage collector).
         """
         self.decided = _UNDECIDED
-        if self.deferred.called:
+        deferred, self.deferred = self.deferred, None
+        if deferred is None or deferred.called:
             return
         if isinstance(outcome, Failure):
-            self.deferred.errback(outcome)
+            deferred.errback(outcome)
         else:
-            self.deferred.callback(outcome)
+            deferred.callback(outcome)
 
 
 def outcomeOf(outcome: object) -> Result:
@@ -267,31 +269,35 @@ class WaitingLine:
         self._queue.append(entry)
         if self._timer is None:
             self._arm()
+        assert entry.deferred is not None
         return entry.deferred
 
     def _cancel(self, entry: Submitted) -> None:
         # The caller cancelled the Deferred of submit: a waiting operation
-        # leaves the queue; one in flight has its own Deferred cancelled.
-        # Either way it ends in an error (CancelledError, unless the
-        # operation's own canceller says otherwise). One whose ending is
-        # decided, to be told on the next turn, is told it now.
+        # leaves the queue and ends in an error (CancelledError); one that
+        # runs has its own Deferred cancelled, and ends as that says. One
+        # whose ending is decided, to be told on the next turn, is told it
+        # now.
+        inner = entry.inner
+        if inner is not None:
+            inner.cancel()
+            return
         if entry.done:
             if entry.decided is not _UNDECIDED:
                 entry.fire(entry.decided)
             return
-        inner = entry.inner
-        if inner is not None:
-            inner.cancel()
-        else:
-            self._queue.remove(entry)
-            if not self._queue:
-                self._disarm()
-        if not entry.done:
-            self._forget(entry)
-            self._end(entry, "error", failureOf(CancelledError()))
+        self._queue.remove(entry)
+        if not self._queue:
+            self._disarm()
+        self._end(entry, "error", failureOf(CancelledError()))
 
-    def _forget(self, entry: Submitted) -> None:
-        "C{entry}, in flight, ends here."
+    def _relay(self, outcome: object, entry: Submitted) -> None:
+        """
+        The operation of C{entry}, which waited and then ran, ended with
+        C{outcome} (counted where it ran): tell its submitter.
+        """
+        entry.inner = None
+        entry.fire(outcome)
 
     def _arm(self) -> None:
         if self._queue:
@@ -332,17 +338,39 @@ class Operations(WaitingLine):
     The operations of one connection: those waiting, those in flight, and
     how many ended in each way.
 
+    An operation that runs and returns a Deferred is in flight until that
+    Deferred fires; submit returns that very Deferred, with a first
+    callback that counts its ending. When the connection is lost with it
+    in flight, it is counted C{lost} at once and, unless the protocol fails
+    it first (the bundled ones do, with L{ConnectionLost}), cancelled on the
+    next turn: its submitter then sees L{ConnectionLost} whatever it failed
+    with.
+
     @ivar watcher: called on the turn after the connection could take more
         operations or stopped taking any (a pool watches its members).
     """
 
-    __slots__ = ("_clock", "_core", "_inFlight", "_pending", "_settling", "_turn", "watcher")
+    __slots__ = (
+        "_clock",
+        "_core",
+        "_flights",
+        "_inFlight",
+        "_lost",
+        "_pending",
+        "_settling",
+        "_turn",
+        "watcher",
+    )
 
     def __init__(self, core: Core, clock: IReactorTime, counts: Counts | None = None) -> None:
         super().__init__(core.scheduler, counts)
         self._core = core
         self._clock = clock
-        self._inFlight: dict[Submitted, None] = {}
+        # What runs, by a number of its own (one Deferred may be returned by
+        # two operations): its Deferred.
+        self._inFlight: dict[int, Deferred[Any]] = {}
+        self._lost: dict[int, Deferred[Any]] = {}
+        self._flights = 0
         self._pending: list[Submitted] = []
         self._settling: list[Deferred[None]] = []
         self._turn: IDelayedCall | None = None
@@ -405,30 +433,25 @@ class Operations(WaitingLine):
         Run C{operation(protocol)} on the ESTABLISHED protocol now, or queue
         it; see the module's docstring for how the result fires.
         """
-        mode = self._core.current.takesOperations
-        if mode == "run" and not self._queue and self._writable():
-            return self._runNow(operation)
+        core = self._core
+        mode = core.current.takesOperations
+        if mode == "run" and not self._queue:
+            # The fast path, inline: it is the cost of every operation on a
+            # busy connection.
+            attempt = core.attempt
+            if attempt is not None and attempt.transport is not None and not attempt.writeBlocked:
+                try:
+                    result = operation(attempt.protocol)
+                except Exception:
+                    self.counts["error"] += 1
+                    return fail()
+                if result is None or not (isinstance(result, Deferred) or iscoroutine(result)):
+                    self.counts["ok"] += 1
+                    return succeed(result)
+                return self._fly(result)
         if mode == "refuse":
             return self._refused(ConnectionClosed(self.name, self._whereabouts()))
         return self._wait(operation)
-
-    def _runNow(self, operation: Callable[[Any], object]) -> Deferred[Any]:
-        # The fast path: no entry unless the operation is asynchronous.
-        attempt = self._core.attempt
-        assert attempt is not None
-        try:
-            result = operation(attempt.protocol)
-        except Exception:
-            self.counts["error"] += 1
-            return fail()
-        if iscoroutine(result):
-            result = Deferred.fromCoroutine(result)
-        if not isinstance(result, Deferred):
-            self.counts["ok"] += 1
-            return succeed(result)
-        entry = Submitted(operation, 0.0, self._cancel)
-        self._fly(entry, result)
-        return entry.deferred
 
     def _run(self, entry: Submitted) -> None:
         attempt = self._core.attempt
@@ -438,31 +461,40 @@ class Operations(WaitingLine):
         except Exception:
             self._end(entry, "error", Failure())  # type: ignore[no-untyped-call]
             return
-        if iscoroutine(result):
-            result = Deferred.fromCoroutine(result)
-        if isinstance(result, Deferred):
-            self._fly(entry, result)
-        else:
+        if result is None or not (isinstance(result, Deferred) or iscoroutine(result)):
             self._end(entry, "ok", result)
-
-    def _fly(self, entry: Submitted, result: Deferred[Any]) -> None:
-        entry.inner = result
-        self._inFlight[entry] = None
-        result.addBoth(self._answered, entry)
-
-    def _answered(self, outcome: object, entry: Submitted) -> None:
-        # Returns None: a failure that arrives after the entry ended (it
-        # was lost or cancelled) is consumed here, not left unhandled.
-        if entry.done:
             return
-        self._forget(entry)
-        self._end(entry, outcomeOf(outcome), outcome)
+        # It ends as its own Deferred says, counted there.
+        entry.done = True
+        inner = entry.inner = self._fly(result)
+        inner.addBoth(self._relay, entry)
 
-    def _forget(self, entry: Submitted) -> None:
-        entry.inner = None
-        self._inFlight.pop(entry, None)
+    def _fly(self, result: object) -> Deferred[Any]:
+        """
+        C{result} (a Deferred, or a coroutine), in flight from now on: its
+        first callback counts how it ends.
+        """
+        if isinstance(result, Deferred):
+            deferred: Deferred[Any] = result
+        else:
+            deferred = Deferred.fromCoroutine(cast(Coroutine[Any, Any, Any], result))
+        flight = self._flights = self._flights + 1
+        self._inFlight[flight] = deferred
+        deferred.addBoth(self._answered, flight)
+        return deferred
+
+    def _answered(self, outcome: object, flight: int) -> object:
+        # The first callback of an operation's Deferred: count its ending
+        # and pass it on. One counted lost already ends lost.
+        if self._inFlight.pop(flight, None) is None:
+            self._lost.pop(flight, None)
+            if isinstance(outcome, Failure) and isinstance(outcome.value, ConnectionLost):
+                return outcome
+            return failureOf(ConnectionLost(self.name, "lost with the operation in flight"))
+        self.counts[outcomeOf(outcome)] += 1
         if not self._inFlight:
             self._settled()
+        return outcome
 
     # Told by the machine.
 
@@ -524,11 +556,12 @@ class Operations(WaitingLine):
     def _loseInFlight(self) -> None:
         if not self._inFlight:
             return
+        # Counted lost now; the protocol may still fail them itself (with
+        # the transport gone): those left are cancelled on the next turn.
         inFlight, self._inFlight = self._inFlight, {}
-        for entry in inFlight:
-            entry.inner = None
-            error = ConnectionLost(self.name, "lost with the operation in flight")
-            self._endSoon(entry, "lost", failureOf(error))
+        self.counts["lost"] += len(inFlight)
+        self._lost.update(inFlight)
+        self._kick()
         # No settle waiter fires: the drain that waits is over (it is
         # being left, and cancels its waiter).
 
@@ -548,7 +581,7 @@ class Operations(WaitingLine):
 
     def _kickIfNeeded(self) -> None:
         # A connection nobody submits to schedules nothing.
-        if self._pending or self._queue or self.watcher is not None:
+        if self._pending or self._queue or self._lost or self.watcher is not None:
             self._kick()
 
     def _next(self) -> None:
@@ -557,6 +590,9 @@ class Operations(WaitingLine):
         for entry in pending:
             if entry.decided is not _UNDECIDED:
                 entry.fire(entry.decided)
+        lost, self._lost = self._lost, {}
+        for deferred in lost.values():
+            deferred.cancel()  # its first callback makes it ConnectionLost
         queue = self._queue
         while queue and self._mode() == "run" and self._writable():
             self._run(queue.popleft())

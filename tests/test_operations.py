@@ -483,3 +483,41 @@ def test_aSubmitFromATransitionObserverRunsOnTheEstablishedProtocol(result: obje
     w.accept()
     assert ran == ["ESTABLISHED"]
     finish(w)
+
+
+def test_twoOperationsMayReturnOneDeferred() -> None:
+    w = world()
+    w.connection.start()
+    protocol, _ = w.accept()
+    shared: Deferred[str] = Deferred()
+    first = w.connection.submit(lambda p: shared)
+    second = w.connection.submit(lambda p: shared)
+    assert first is second is shared
+    assert w.connection.operations.inFlight == 2
+    shared.callback("both")
+    assert outcome(shared) == "both"
+    assert w.connection.operations.counts["ok"] == 2
+    assert w.connection.operations.inFlight == 0
+    again: Deferred[str] = Deferred()
+    lost = [w.connection.submit(lambda p: again) for _ in range(2)]
+    w.lose(protocol)
+    w.advance(0)
+    assert lost[0] is lost[1] is again
+    assert errorOf(again) is ConnectionLost
+    assert w.connection.operations.counts["lost"] == 2
+    finish(w)
+
+
+def test_theDeferredOfARunningOperationIsItsOwn() -> None:
+    """
+    An operation that runs at once and returns a Deferred: submit returns
+    that Deferred (counted by its first callback), no other.
+    """
+    w = world()
+    w.connection.start()
+    w.accept()
+    answer: Deferred[str] = Deferred()
+    assert w.connection.submit(lambda p: answer) is answer
+    answer.callback("x")
+    assert outcome(answer) == "x"
+    finish(w)
