@@ -7,6 +7,7 @@ timing threshold here (see docs/library.md for the figures).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -46,5 +47,7 @@ def test_aQuickRun(tmp_path: Path) -> None:
             assert len(way["rounds"]) == 2
             assert way["cpu_us_per_op"]["median"] > 0
             if name != "direct":
-                assert -1 < way["overhead"] < 1
+                # A fraction of direct's rate; tiny runs on a busy machine
+                # may make it anything, so only its being a number is checked.
+                assert math.isfinite(way["overhead"]) and way["overhead"] < 1
     assert "overhead" in process.stdout
