@@ -14,7 +14,8 @@ preserve order across members.
 
 Members reconnect and rotate on their own. A member whose lifetime is over
 does not rotate while it is the only ESTABLISHED member of a pool of more
-than one: it waits until another is ESTABLISHED (L{Pool.lastEstablished}).
+than one (on this process): it waits until another is ESTABLISHED
+(L{Pool.lastEstablished}).
 
 The pool outlives reloads: the supervisor attaches the connection of each
 member name (a replaced member's new connection included) and detaches
@@ -138,9 +139,10 @@ class Pool(WaitingLine):
     def lastEstablished(self, name: str) -> bool:
         """
         Whether the member called C{name} is the only ESTABLISHED member of
-        a pool of more than one (so it must not rotate now).
+        a pool of more than one on this process (so it must not rotate now;
+        the only member a shard has rotates as a single connection does).
         """
-        if self.spec.size <= 1:
+        if len(self._members) <= 1:
             return False
         members = self._members
         return not any(m.state == "ESTABLISHED" for n, m in members.items() if n != name)

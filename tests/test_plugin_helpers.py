@@ -497,3 +497,21 @@ def test_aDrainRefusesWhatWaits() -> None:
     h.advance(0)
     assert errorOf(waiting) is ConnectionClosed
     h.assertQuiet()
+
+
+def test_aLargePayloadTrickledInIsReadWhole() -> None:
+    """
+    A payload of 256 KiB holding line breaks, in 1,460-byte reads: read by
+    its length, delivered once, the connection unharmed.
+    """
+    h, peer = natsEstablished()
+    got: list[nats.Message] = []
+    nats.subscribe(h.connection, "big", got.append)
+    payload = (b"0123456789\r\n" * 22000)[: 256 * 1024]
+    data = b"MSG big 1 %d\r\n" % len(payload) + payload + b"\r\nPING\r\n"
+    for start in range(0, len(data), 1460):
+        peer.send(data[start : start + 1460])
+    assert [m.payload for m in got] == [payload]
+    assert peer.take().endswith(b"PONG\r\n")
+    assert h.state == "ESTABLISHED"
+    finish(h, peer)

@@ -411,3 +411,24 @@ def test_poolMembersAreShardedByMemberName() -> None:
     mine = [name for name in config.pools[0].members if owner(name, 3) == 1]
     assert 0 < len(mine) < size
     assert [m.name for m in pool.members] == mine
+
+
+def test_theOnlyMemberOnAShardRotates() -> None:
+    """
+    A shard with one member of a pool of several: it is no last member to
+    hold, it rotates as a single connection does.
+    """
+    config = pooled(8, max_lifetime=10.0, lifetime_jitter=0.0, heartbeat=HeartbeatSpec(interval=0))
+    shards = next(
+        (index, count)
+        for count in range(2, 9)
+        for index in range(count)
+        if sum(owner(name, count) == index for name in config.pools[0].members) == 1
+    )
+    fleet = PoolFleet(config, shard=Shard(*shards))
+    [member] = fleet.supervisor.pool("p").members
+    fleet.supervisor.startService()
+    fleet.accept(member.name)
+    fleet.reactor.advance(10)
+    assert member.state == "CLOSING"
+    fleet.finish()
