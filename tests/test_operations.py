@@ -17,6 +17,7 @@ from supervisor.operations import (
     ConnectionLost,
     QueueFull,
     QueueTimeout,
+    newCounts,
 )
 from supervisor.spec import BackoffSpec, HeartbeatSpec, QueueSpec
 from tests.harness import ScriptedPlugin, ScriptedProtocol, World
@@ -194,14 +195,7 @@ def test_anOperationInFlightWhenTheConnectionIsLostEndsLostAndIsNotRunAgain() ->
     assert pending(d)
     w.advance(0)
     assert errorOf(d) is ConnectionLost
-    assert w.connection.operations.counts == {
-        "ok": 0,
-        "error": 0,
-        "full": 0,
-        "timeout": 0,
-        "closed": 0,
-        "lost": 1,
-    }
+    assert w.connection.operations.counts == {**newCounts(), "lost": 1}
     answer.errback(RuntimeError("too late"))  # consumed, not unhandled
     w.advance(1)
     w.accept()

@@ -17,7 +17,7 @@ from plugins import int32, line, mqtt, nats, redis
 from plugins.mqtt import PUBACK, PUBLISH, packet, parsePacket
 from plugins.redis import RedisError, Reply, RespParser
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
-from supervisor.operations import ConnectionClosed, ConnectionLost
+from supervisor.operations import ConnectionClosed, ConnectionLost, newCounts
 from supervisor.testing import FakePeer, PluginHarness
 from tests.test_mqtt_plugin import connack
 from tests.test_nats_plugin import INFO
@@ -179,14 +179,7 @@ def test_aCommandInFlightWhenTheConnectionIsLostEndsLost() -> None:
     peer.lose()
     h.advance(0)
     assert errorOf(d) is ConnectionLost
-    assert h.connection.operations.counts == {
-        "ok": 0,
-        "error": 0,
-        "full": 0,
-        "timeout": 0,
-        "closed": 0,
-        "lost": 1,
-    }
+    assert h.connection.operations.counts == {**newCounts(), "lost": 1}
     h.stop()
     h.assertQuiet()
 

@@ -284,6 +284,31 @@ class Gate:
         yield self.proxy.close()
         yield self.port.stopListening()
 
+    def until(self, subscribed: Callable[[float], bool]) -> Callable[[float], Deferred[None]]:
+        """
+        What to do after a restart: shut the gate, wait until the
+        subscriber has C{subscribed} again since the kill, open the gate.
+        """
+
+        @inlineCallbacks
+        def again(killedAt: float) -> Generator[Deferred[Any], Any, None]:
+            self.shut()
+            yield waitFor(lambda: subscribed(killedAt), 10, "the subscriber to subscribe again")
+            self.open()
+
+        return again
+
+
+def gatedPool(server: ServerProcess, protocol: str) -> tuple[Gate, Supervisor]:
+    """
+    A started pool of C{protocol} reaching C{server} through a gate.
+    """
+    gate = Gate.before(server)
+    config = parseConfig(poolConfig(protocol, gate.endpointPort), "load.toml")
+    supervisor = Supervisor(config, theReactor())
+    supervisor.startService()
+    return gate, supervisor
+
 
 def verifyDeliveries(run: Run, received: set[int], name: str) -> None:
     """
@@ -327,21 +352,10 @@ def test_mqttQos1PublishesThroughAPoolWhileTheBrokerDiesTwice(
     plugin = SubscribingPlugin(b"load/test")
     listener = supervised(server.port, plugin, "mqtt-subscriber")
     listener.start()
-    gate = Gate.before(server)
-    supervisor = Supervisor(
-        parseConfig(poolConfig("mqtt", gate.endpointPort), "load.toml"), theReactor()
+    gate, supervisor = gatedPool(server, "mqtt")
+    subscribedAgain = gate.until(
+        lambda killedAt: listener.state == "ESTABLISHED" and listener.since > killedAt
     )
-    supervisor.startService()
-
-    @inlineCallbacks
-    def subscribedAgain(killedAt: float) -> Generator[Deferred[Any], Any, None]:
-        gate.shut()
-        yield waitFor(
-            lambda: listener.state == "ESTABLISHED" and listener.since > killedAt,
-            10,
-            "the subscriber to subscribe again",
-        )
-        gate.open()
 
     def publish(index: int) -> Deferred[None]:
         return mqtt.publish(supervisor.pool("load"), "load/test", b"%d" % index, qos=1)
@@ -390,21 +404,10 @@ def test_natsPublishesThroughAPoolWhileTheServerDiesTwice(
 
     listener.addObserver(resubscribe)
     listener.start()
-    gate = Gate.before(server)
-    supervisor = Supervisor(
-        parseConfig(poolConfig("nats", gate.endpointPort), "load.toml"), theReactor()
+    gate, supervisor = gatedPool(server, "nats")
+    subscribedAgain = gate.until(
+        lambda killedAt: bool(subscribedAt) and subscribedAt[-1] > killedAt
     )
-    supervisor.startService()
-
-    @inlineCallbacks
-    def subscribedAgain(killedAt: float) -> Generator[Deferred[Any], Any, None]:
-        gate.shut()
-        yield waitFor(
-            lambda: bool(subscribedAt) and subscribedAt[-1] > killedAt,
-            10,
-            "the subscriber to subscribe again",
-        )
-        gate.open()
 
     try:
         yield waitFor(lambda: bool(subscribedAt), 10, "the subscriber")
