@@ -202,6 +202,11 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         description="netsupervisor against stock Twisted ClientService, side by side.",
     )
     parser.add_argument("--quick", action="store_true", help="N=200, a few seconds per phase")
+    parser.add_argument(
+        "--submit",
+        action="store_true",
+        help="measure SupervisedConnection.submit instead (see benchmarks/submit.py)",
+    )
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 1000,5000,10000)")
     parser.add_argument(
         "--steady", type=float, default=None, help="steady window seconds (default 30)"
@@ -243,6 +248,11 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "--submit" in (sys.argv[1:] if argv is None else argv):
+        # The cost of submit: a scenario of its own (benchmarks/submit.py).
+        from benchmarks.submit import main as submitMain
+
+        return submitMain(argv)
     arguments = parseArguments(argv)
     if arguments.from_results:
         writeReport(json.loads(Path(arguments.from_results).read_text()), arguments.report)

@@ -48,6 +48,24 @@ class ProtocolError(Exception):
     """
 
 
+P = TypeVar("P")
+
+
+def speaking(protocol: object, kind: type[P], plugin: str) -> P:
+    """
+    C{protocol}, which an operation was given, as the protocol of the
+    C{plugin} plugin (a typed helper's operation starts with this).
+
+    @raise TypeError: the connection speaks another protocol.
+    """
+    if not isinstance(protocol, kind):
+        raise TypeError(
+            f"expected a connection speaking the {plugin} protocol, got one with "
+            f"{type(protocol).__name__}"
+        )
+    return protocol
+
+
 class CheckedOptions:
     """
     The base of a plugin's options: a frozen attrs class whose fields are
@@ -227,9 +245,10 @@ class ReadingProtocol(PluginProtocol, Generic[T]):
         raise NotImplementedError()
 
 
-Request = tuple[Literal["handshake", "ping", "drain"], bytes]
+Request = tuple[Literal["handshake", "ping", "drain", "command", "flush"], bytes]
 """What an answer answers: a step of the handshake, a ping (with its
-token), or the drain's goodbye."""
+token), the drain's goodbye, or an application's request (a command, the
+flush that confirms publishes): the protocol handles those itself."""
 
 
 @implementer(ISupervisedProtocol, IDrainable)

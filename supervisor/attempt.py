@@ -113,6 +113,8 @@ class Attempt:
     @ivar transport: the transport, from C{makeConnection} until it is lost.
     @ivar lastInbound: when bytes last arrived, on the connection's clock.
     @ivar writeBlocked: what is written waits for the peer to read it.
+    @ivar writable: called when what was written has been sent after
+        L{writeBlocked} was set (the connection's operations go on).
     """
 
     __slots__ = (
@@ -129,6 +131,7 @@ class Attempt:
         "name",
         "protocol",
         "transport",
+        "writable",
         "writeBlocked",
     )
 
@@ -152,6 +155,7 @@ class Attempt:
         self.lastInbound = clock()
         self.writeBlocked = False
         self._producing = False
+        self.writable: Callable[[], object] | None = None
         self._plugin = plugin
         self._options = options
         self.name = name
@@ -281,6 +285,8 @@ class Attempt:
         self.writeBlocked = False
         if self.transport is not None:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if self.writable is not None:
+            self.writable()
 
     def stopProducing(self) -> None:
         """

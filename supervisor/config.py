@@ -59,7 +59,7 @@ from supervisor.options import (
 )
 from supervisor.plugin import Plugins
 from supervisor.shard import Shard
-from supervisor.spec import MAX_ENDPOINTS, ConnectionSpec, SupervisorSpec
+from supervisor.spec import MAX_ENDPOINTS, ConnectionSpec, PoolSpec, SupervisorSpec
 from supervisor.tls import MaterialError, TLSMaterial, readMaterial
 
 __all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
@@ -97,14 +97,17 @@ class Config:
     @ivar path: the file it was read from. It is not part of equality: two
         files with the same content give equal configs.
     @ivar admin: the admin listener.
-    @ivar connections: the supervised connections, in file order.
+    @ivar connections: the supervised connections, in file order, then the
+        members of each pool, pool by pool.
     @ivar supervisor: the process as a whole (C{[supervisor]}).
+    @ivar pools: the C{[[pool]]}s, in file order.
     """
 
     path: str = attrs.field(eq=False)
     admin: AdminSpec = setting(AdminSpec(), Table(AdminSpec))
     connections: tuple[ConnectionSpec, ...] = ()
     supervisor: SupervisorSpec = setting(SupervisorSpec(), Table(SupervisorSpec))
+    pools: tuple[PoolSpec, ...] = ()
 
     @property
     def shard(self) -> Shard | None:
@@ -353,7 +356,7 @@ def _checksOf(cls: type[Any], **own: Check[Any]) -> dict[str, Check[Any]]:
 _TABLES: dict[str, Table[Any]] = {
     name: check for name, check in _checksOf(Config).items() if isinstance(check, Table)
 }
-_TOP_KEYS = (*_TABLES, "defaults", "connection")
+_TOP_KEYS = (*_TABLES, "defaults", "connection", "pool")
 # What [defaults] cannot set: it names one connection.
 _PER_CONNECTION_KEYS = ("name", "endpoint", "endpoints", "labels")
 
@@ -389,6 +392,11 @@ class _Checker:
             frozenset(protocols), protocols.unusable if isinstance(protocols, Plugins) else {}
         )
         self.connectionChecks = _checksOf(ConnectionSpec, protocol=self.protocol)
+        self.poolChecks: dict[str, Check[Any]] = {
+            "name": self.connectionChecks["name"],
+            "size": _checksOf(PoolSpec)["size"],
+            **{k: c for k, c in self.connectionChecks.items() if k != "name"},
+        }
         self.defaultsChecks = {
             key: check
             for key, check in self.connectionChecks.items()
@@ -439,7 +447,7 @@ class _Checker:
                 f"expected an array of tables ([[connection]]), got {describe(entries)}",
             )
         specs: list[ConnectionSpec] = []
-        seen: dict[str, int] = {}
+        seen: dict[str, str] = {}
         for index, entry in enumerate(entries):
             at = f"connection[{index}]"
             spec = self.connection(entry, defaults, at)
@@ -447,11 +455,59 @@ class _Checker:
                 raise OptionError(
                     child(at, "name"),
                     f"expected a unique name, got {quote(spec.name)}, which "
-                    f"connection[{seen[spec.name]}] already has",
+                    f"{seen[spec.name]} already has",
                 )
-            seen[spec.name] = index
+            seen[spec.name] = at
             specs.append(spec)
-        return Config(path=self.path, connections=tuple(specs), **tables)
+        pools = self.pools(document.get("pool", []), defaults, seen, specs)
+        return Config(path=self.path, connections=tuple(specs), pools=pools, **tables)
+
+    def pools(
+        self,
+        entries: object,
+        defaults: Mapping[str, Any],
+        seen: dict[str, str],
+        specs: list[ConnectionSpec],
+    ) -> tuple[PoolSpec, ...]:
+        """
+        Check the C{[[pool]]} entries; add their members to C{specs} (and
+        their names to C{seen}).
+        """
+        if not isinstance(entries, list):
+            raise OptionError(
+                "pool", f"expected an array of tables ([[pool]]), got {describe(entries)}"
+            )
+        pools: list[PoolSpec] = []
+        names: dict[str, int] = {}
+        for index, entry in enumerate(entries):
+            at = f"pool[{index}]"
+            checked = checkMapping(PoolSpec, entry, at, checks=self.poolChecks, unknown=_unknownKey)
+            name = checked.get("name")
+            if name is None:
+                expected = self.poolChecks["name"].expected()
+                raise refuse(child(at, "name"), expected, "nothing (missing)")
+            if name in names:
+                raise OptionError(
+                    child(at, "name"),
+                    f"expected a unique pool name, got {quote(name)}, which "
+                    f"pool[{names[name]}] already has",
+                )
+            names[name] = index
+            size = checked.pop("size", 1)
+            template = self.connection({**checked, "name": f"{name}.0"}, defaults, at)
+            pool = PoolSpec(name, size, template.queue)
+            for member in pool.members:
+                if member in seen:
+                    raise OptionError(
+                        child(at, "name"),
+                        f"expected a pool name whose members ({pool.members[0]} to "
+                        f"{pool.members[-1]}) no other connection has, got {quote(name)}: "
+                        f"{seen[member]} is called {quote(member)}",
+                    )
+                seen[member] = at
+                specs.append(attrs.evolve(template, name=member))
+            pools.append(pool)
+        return tuple(pools)
 
     def connection(self, entry: object, defaults: Mapping[str, Any], at: str) -> ConnectionSpec:
         """

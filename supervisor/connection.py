@@ -6,7 +6,8 @@ L{supervisor.states}, with its reconnect policy, heartbeat and plugin.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -14,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from supervisor.endpoints import EndpointRecord, Endpoints
 from supervisor.fleet import Fleet
 from supervisor.interfaces import IConfigurable, IProtocolPlugin, ISupervisedProtocol
+from supervisor.operations import Counts, Operations
 from supervisor.policy import ReconnectPolicy
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
@@ -45,7 +47,7 @@ class SupervisedConnection:
     timers share one C{DelayedCall}.
     """
 
-    __slots__ = ("_core", "_inputs")
+    __slots__ = ("_core", "_inputs", "_operations")
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class SupervisedConnection:
         scheduler: Scheduler | None = None,
         rng: random.Random | None = None,
         fleet: Fleet | None = None,
+        counts: Counts | None = None,
     ) -> None:
         """
         @param spec: what to supervise and how.
@@ -71,6 +74,9 @@ class SupervisedConnection:
         @param fleet: the circuit breakers and connect budget shared with
             other connections; by default, a fleet of its own (a breaker for
             its own target, no budget).
+        @param counts: where to count the endings of its operations (to
+            go on with the counts of the connection it replaces); by
+            default, counts of its own.
         """
         if scheduler is None:
             scheduler = Scheduler(clock)
@@ -92,6 +98,7 @@ class SupervisedConnection:
             since=scheduler.now(),
             options=pluginOptions(plugin, spec),
         )
+        self._core.operations = self._operations = Operations(self._core, clock, counts)
         self._inputs: Inputs = ConnectionMachine(self._core)
         if fleet is None:
             fleet = Fleet(scheduler, rng)
@@ -237,6 +244,47 @@ class SupervisedConnection:
         attempt = self._core.attempt
         return None if attempt is None else attempt.protocol
 
+    @property
+    def operations(self) -> Operations:
+        """
+        What is submitted to it: the queue, what is in flight, the counts
+        of endings.
+        """
+        return self._core.operations
+
+    @property
+    def queueDepth(self) -> int:
+        """
+        How many submitted operations wait for the connection.
+        """
+        return self._core.operations.depth
+
+    def submit(self, operation: Callable[[Any], object]) -> Deferred[Any]:
+        """
+        Run C{operation(protocol)} on the ESTABLISHED protocol, now if it
+        is ESTABLISHED and nothing waits, else in turn once it is; it may
+        return a L{Deferred} (or a coroutine) for its result.
+
+        The Deferred returned fires exactly once: with the operation's
+        result; with its own error; or with
+        L{supervisor.operations.QueueFull} (at once: C{queue.max} wait),
+        L{supervisor.operations.QueueTimeout} (it waited C{queue.timeout}),
+        L{supervisor.operations.ConnectionClosed} (closing for good or
+        CLOSED), L{supervisor.operations.ConnectionLost} (lost while in
+        flight; it is not run again). For an operation that runs at once
+        and returns a Deferred, it is that Deferred. Cancelling it takes a
+        waiting operation out of the queue and cancels one in flight.
+        """
+        return self._operations.submit(operation)
+
+    def holdRotationWhile(self, hold: Callable[[], bool] | None) -> None:
+        """
+        When its lifetime is over, rotate only once C{hold()} is false
+        (asked again every second); L{None} rotates at once again. A pool
+        holds its last ESTABLISHED member this way.
+        """
+        self._core.rotationHold = hold
+
     def addObserver(self, observer: Observer) -> None:
         """
         Call C{observer} with every future L{Transition}.
@@ -267,6 +315,7 @@ class SupervisedConnection:
         assert spec.sameConnectionAs(self._core.spec), "only recovery settings change in place"
         self._core.spec = spec
         self._core.gate.retune(spec)
+        self._core.operations.retuned()
 
     def start(self) -> None:
         """

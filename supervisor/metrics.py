@@ -57,6 +57,7 @@ from supervisor.states.records import (
 if TYPE_CHECKING:
     from supervisor.config import Config
     from supervisor.connection import SupervisedConnection
+    from supervisor.pool import Pool
     from supervisor.service import Supervisor
     from supervisor.shard import Shard
 
@@ -98,6 +99,7 @@ _LE: Final = (*(_goFloat(b) for b in RTT_BUCKETS), "+Inf")
 _state: Final[Callable[[SupervisedConnection], State]] = attrgetter("state")
 _rtt: Final[Callable[[SupervisedConnection], float | None]] = attrgetter("rtt")
 _backoffDelay: Final[Callable[[SupervisedConnection], float]] = attrgetter("backoffDelay")
+_queueDepth: Final[Callable[[SupervisedConnection], int]] = attrgetter("queueDepth")
 _breaker: Final[Callable[[SupervisedConnection], BreakerState | None]] = attrgetter("breaker")
 _OPEN: Final[dict[BreakerState | None, int]] = {None: 0, "closed": 0, "open": 1, "half_open": 1}
 
@@ -177,12 +179,14 @@ class _Scrape:
         "budgetWaiting",
         "byState",
         "delays",
+        "depths",
         "draining",
         "groups",
         "held",
         "live",
         "metrics",
         "names",
+        "pools",
         "protocols",
         "reloads",
         "rtts",
@@ -196,6 +200,8 @@ class _Scrape:
     states: list[State]
     rtts: list[float | None]
     delays: list[float]
+    depths: list[float]
+    pools: list[Pool]
     protocols: list[str]
     groups: list[str]
     byState: dict[State, int]
@@ -218,6 +224,7 @@ class _Scrape:
         self.states = states = list(map(_state, everyone))
         self.rtts = list(map(_rtt, everyone))
         self.delays = list(map(_backoffDelay, everyone))
+        self.depths = list(map(_queueDepth, everyone))
         found = list(map(info.get, names))
         labels = cast(list[tuple[str, str]], found)
         if None in found:  # some are not (or no longer) in the configuration
@@ -243,6 +250,7 @@ class _Scrape:
         self.draining = bool(supervisor.draining)
         self.reloads = [(r, supervisor.reloads.get(r, 0)) for r in _RELOAD_RESULTS]
         self.shard = supervisor.shard
+        self.pools = list(supervisor.pools.values())
 
     def each(self, values: Iterable[float | str]) -> _Column:
         """
@@ -291,6 +299,30 @@ class _Scrape:
         return _Column(
             self.names, repeat(1.0, len(self.names)), zip(self.protocols, self.groups, strict=True)
         )
+
+    def queueDepths(self) -> _Column:
+        """
+        The operations waiting for each live connection, then for each
+        pool's own queue (under the pool's name).
+        """
+        pools = self.pools
+        return _Column(
+            chain(self.names, (p.name for p in pools)), chain(self.depths, (p.depth for p in pools))
+        )
+
+    def operations(self) -> Iterator[Sample]:
+        """
+        Operations ended, by connection (and pool) and result: every result,
+        from 0, of every pool and of the connections that have counted any
+        (so that a first refusal is an increase); nothing for the others.
+        """
+        counts = self.metrics.supervisor.operationCounts
+        for name in self.names:
+            byResult = counts.get(name)
+            if byResult is not None and any(byResult.values()):
+                yield from (((name, r), n) for r, n in byResult.items())
+        for pool in self.pools:
+            yield from (((pool.name, r), n) for r, n in pool.counts.items())
 
     @staticmethod
     def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:
@@ -472,6 +504,20 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "Times the flap guard held the connection (or closed it, with flap.hold = 0).",
         ("connection",),
         lambda s: s.counted(s.metrics._flapHolds),
+    ),
+    Family(
+        "queue_depth",
+        "gauge",
+        "Operations waiting for the connection (for a pool's own queue, the pool's name).",
+        ("connection",),
+        lambda s: s.queueDepths(),
+    ),
+    Family(
+        "operations",
+        "counter",
+        "Operations submitted, by how they ended: ok, error, full, timeout, closed, lost.",
+        ("connection", "result"),
+        lambda s: s.operations(),
     ),
     Family(
         "draining",

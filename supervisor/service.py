@@ -18,10 +18,12 @@ from supervisor.config import Config
 from supervisor.connection import SupervisedConnection
 from supervisor.fleet import Fleet
 from supervisor.interfaces import IProtocolPlugin
+from supervisor.operations import Counts, newCounts
 from supervisor.plugin import findPlugin
+from supervisor.pool import Pool
 from supervisor.scheduler import Scheduler
 from supervisor.shard import Shard
-from supervisor.spec import ConnectionSpec
+from supervisor.spec import ConnectionSpec, PoolSpec
 from supervisor.states.core import HeartbeatObserver, Observer
 from supervisor.states.records import Transition
 from supervisor.tls import ClientCreators
@@ -85,6 +87,9 @@ class Supervisor(MultiService):
         default all of it).
     @ivar draining: set the moment a stop begins; never cleared.
     @ivar reloads: how many reloads succeeded and failed, by result.
+    @ivar operationCounts: the endings of the operations submitted to each
+        connection and pool, by name; a connection replaced after a reload
+        goes on counting in the same place.
     """
 
     def __init__(
@@ -132,6 +137,11 @@ class Supervisor(MultiService):
         # One bound method for all connections, not one per connection.
         self._relayTransition: Observer = self._transition
         self._relayHeartbeat: HeartbeatObserver = self._heartbeat
+        self.operationCounts: dict[str, Counts] = {}
+        self._pools: dict[str, Pool] = {}
+        # The pool of each member name.
+        self._poolOf: dict[str, Pool] = {}
+        self._applyPools(config.pools)
         for spec in config.connections:
             self._add(spec)
 
@@ -158,11 +168,30 @@ class Supervisor(MultiService):
         """
         return dict(self._connections)
 
-    def connection(self, name: str) -> SupervisedConnection | None:
+    def connection(self, name: str) -> SupervisedConnection:
         """
-        The connection called C{name}, if any.
+        The connection called C{name} (while a changed connection closes to
+        be replaced, the closing one; look it up again afterwards).
+
+        @raise KeyError: no connection of this process has that name.
         """
-        return self._connections.get(name)
+        return self._connections[name]
+
+    def pool(self, name: str) -> Pool:
+        """
+        The pool called C{name}: the same object across reloads, until one
+        removes it.
+
+        @raise KeyError: the configuration has no such C{[[pool]]}.
+        """
+        return self._pools[name]
+
+    @property
+    def pools(self) -> dict[str, Pool]:
+        """
+        The pools by name (a copy).
+        """
+        return dict(self._pools)
 
     def readiness(self) -> Readiness:
         """
@@ -225,13 +254,56 @@ class Supervisor(MultiService):
             self.scheduler,
             self._rng,
             self.fleet,
+            self._countsOf(spec.name),
         )
         connection.addObserver(self._relayTransition)
         connection.addHeartbeatObserver(self._relayHeartbeat)
         self._connections[spec.name] = connection
+        pool = self._poolOf.get(spec.name)
+        if pool is not None:
+            pool.attach(connection)
         if self.running and not self.draining:
             connection.start()
         return connection
+
+    def _replacing(self, name: str) -> bool:
+        # Whether the connection of this name, closing, will be followed by
+        # a new one.
+        return name in self._replacements and not self.draining
+
+    def _countsOf(self, name: str) -> Counts:
+        counts = self.operationCounts.get(name)
+        if counts is None:
+            counts = self.operationCounts[name] = newCounts()
+        return counts
+
+    def _applyPools(self, specs: tuple[PoolSpec, ...]) -> None:
+        """
+        Make the pools those of C{specs}: new ones are made, changed ones
+        retuned, removed ones closed (their members are the connections of
+        the configuration, added and removed with them).
+        """
+        wanted = {spec.name: spec for spec in specs}
+        for name in [n for n in self._pools if n not in wanted]:
+            self._pools.pop(name).close()
+            self.operationCounts.pop(name, None)
+        for name, spec in wanted.items():
+            pool = self._pools.get(name)
+            if pool is None:
+                self._pools[name] = Pool(
+                    spec, self.scheduler, self._countsOf(name), self._replacing
+                )
+            elif pool.spec != spec:
+                pool.retune(spec)
+        self._poolOf = {member: self._pools[spec.name] for spec in specs for member in spec.members}
+        for pool in self._pools.values():
+            for member in pool.members:
+                if self._poolOf.get(member.name) is not pool:
+                    pool.detach(member)
+        for name, connection in self._connections.items():
+            pool = self._poolOf.get(name)
+            if pool is not None:
+                pool.attach(connection)
 
     def _close(self, connection: SupervisedConnection) -> None:
         # Called once per connection that a reload closes.
@@ -273,6 +345,8 @@ class Supervisor(MultiService):
         if self._stopping is not None:
             return self._stopping
         self.draining = True
+        for pool in self._pools.values():
+            pool.close()
         everyone = list(self._connections.values()) + list(self._retiring)
         log.info("draining {count} connections", count=len(everyone))
         aborted: list[str] = []
@@ -338,11 +412,13 @@ class Supervisor(MultiService):
         unchanged = tuple(n for n in new if n in old and new[n] == old[n])
         self.config = config
         self.fleet.budget.retune(config.supervisor)
+        self._applyPools(config.pools)
         for name in retuned:
             self._connections[name].retune(new[name])
         for name in removed:
             connection = self._connections.pop(name)
             self._retiring.add(connection)
+            self.operationCounts.pop(name, None)
             if self._replacements.pop(name, None) is None:
                 self._close(connection)
         for name in changed:

@@ -202,6 +202,22 @@ class FlapSpec:
 
 
 @attrs.frozen
+class QueueSpec:
+    """
+    The bounded queue of operations submitted while the connection is not
+    ESTABLISHED (or while its peer does not read what it was sent).
+
+    @ivar max: the most operations that wait; one more fails at once with
+        C{QueueFull}. 0: nothing waits.
+    @ivar timeout: seconds an operation may wait before it fails with
+        C{QueueTimeout}.
+    """
+
+    max: int = setting(1000, Integer(0, 1_000_000))
+    timeout: float = setting(10.0, Number(0, strict=True))
+
+
+@attrs.frozen
 class KeepaliveSpec:
     """
     TCP keepalive on the connection's socket (for TLS, the TCP socket under
@@ -335,6 +351,7 @@ class ConnectionSpec:
         fleet does not rotate at once.
     @ivar idle_timeout: seconds with no inbound byte while ESTABLISHED after
         which the connection is dropped (reason C{idle}); 0 turns it off.
+    @ivar queue: the operations waiting for the connection (L{QueueSpec}).
     @ivar options: protocol-specific options for the plugin.
     @ivar labels: extra labels; C{group} is used by aggregate metrics.
     """
@@ -356,6 +373,7 @@ class ConnectionSpec:
     max_lifetime: float = setting(0.0, Number(0))
     lifetime_jitter: float = setting(0.1, Number(0, high=1))
     idle_timeout: float = setting(0.0, Number(0))
+    queue: QueueSpec = setting(QueueSpec(), Table(QueueSpec))
     options: Pairs = attrs.field(default=(), converter=_pairs)
     labels: Pairs = attrs.field(default=(), converter=_pairs)
 
@@ -404,6 +422,7 @@ class ConnectionSpec:
         "max_lifetime",
         "lifetime_jitter",
         "idle_timeout",
+        "queue",
     )
     """The fields a running connection takes on in place, without reconnecting
     (a lifetime from its next connection on)."""
@@ -431,6 +450,42 @@ class ConnectionSpec:
         The C{group} label, or C{""}.
         """
         return str(dict(self.labels).get("group", ""))
+
+
+MAX_POOL_SIZE: Final = 1024
+"""The most members one C{[[pool]]} may have."""
+
+
+@attrs.frozen
+class PoolSpec:
+    """
+    A C{[[pool]]}: C{size} connections built from one connection's keys,
+    named C{NAME.0} to C{NAME.<size-1>} (their L{ConnectionSpec}s are in
+    the configuration's connections).
+
+    @ivar name: the pool's name; its members' names add C{.0}, C{.1}...
+    @ivar size: how many members.
+    @ivar queue: the pool's own queue, for operations submitted while no
+        member is ESTABLISHED (the members' C{queue} setting).
+    """
+
+    name: str = attrs.field(**checked(_NAME))
+    size: int = setting(1, Integer(1, MAX_POOL_SIZE))
+    queue: QueueSpec = setting(QueueSpec(), Table(QueueSpec))
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """
+        The names of its members, in order.
+        """
+        return tuple(memberName(self.name, index) for index in range(self.size))
+
+
+def memberName(pool: str, index: int) -> str:
+    """
+    The name of member C{index} of the pool called C{pool}.
+    """
+    return f"{pool}.{index}"
 
 
 @attrs.frozen

@@ -211,6 +211,8 @@ SUMMARY_KEYS = {
     "breaker",
     "lifetime_left",
     "labels",
+    "queue_depth",
+    "operations_in_flight",
 }
 
 

@@ -28,7 +28,7 @@ def excerpts() -> list[tuple[str, str]]:
 
 def test_theGuideHasItsExcerpts() -> None:
     found = excerpts()
-    assert len(found) == 7
+    assert len(found) == 9
     assert {path for path, _ in found} == {
         "examples/netsupervisor-memcached/pyproject.toml",
         "examples/netsupervisor-memcached/netsupervisor_memcached/__init__.py",

@@ -368,8 +368,9 @@ class Connection(_Endpoint):
         return NotFound()
 
     def GET(self, request: Request) -> bytes:
-        connection = self._supervisor.connection(self._name)
-        if connection is None:
+        try:
+            connection = self._supervisor.connection(self._name)
+        except KeyError:
             return _error(request, 404, _unknown(self._name))
         return _json(request, 200, views.connectionDetail(connection))
 
@@ -397,8 +398,9 @@ class ConnectionAction(_Endpoint):
             if refusal.challenge is not None:
                 _setHeader(request, b"www-authenticate", refusal.challenge)
             return _error(request, refusal.code, refusal.error)
-        connection = self._supervisor.connection(self._name)
-        if connection is None:
+        try:
+            connection = self._supervisor.connection(self._name)
+        except KeyError:
             return _error(request, 404, _unknown(self._name))
         before = connection.state
         if self._action == "reconnect":

@@ -214,6 +214,11 @@
       }
       state.append(held);
     }
+    if (c.queue_depth > 0) {
+      const queued = el("div", "queued", c.queue_depth + " queued");
+      queued.title = c.queue_depth + " operations wait for this connection";
+      state.append(queued);
+    }
     tr.append(state);
 
     const inState = el("td", "num");

@@ -76,6 +76,8 @@ def connectionSummary(
         "breaker": connection.breaker,
         "lifetime_left": connection.lifetimeLeft,
         "labels": dict(spec.labels),
+        "queue_depth": connection.queueDepth,
+        "operations_in_flight": connection.operations.inFlight,
     }
     if transitions is not None:
         history = connection.history

@@ -20,6 +20,7 @@ from supervisor.attempt import Attempt, AttemptEvents
 from supervisor.endpoints import Endpoints
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
+from supervisor.operations import Mode, Operations
 from supervisor.policy import (
     HeartbeatTimeout,
     IdleTimeout,
@@ -112,12 +113,15 @@ class StateData:
     @cvar state: the user-visible state this internal state maps to.
     @cvar internal: the internal state's name (the machine's own).
     @cvar keepsAttempt: the transport of the current attempt survives in this state.
+    @cvar takesOperations: what a submitted operation does in this state:
+        C{run} on the protocol, C{wait} in the queue, or is C{refuse}d.
     """
 
     __slots__ = ()
     state: ClassVar[State]
     internal: ClassVar[str]
     keepsAttempt: ClassVar[bool] = False
+    takesOperations: ClassVar[Mode] = "wait"
 
     @property
     def held(self) -> Held | None:
@@ -186,6 +190,10 @@ class Core:
         leaves the states that keep it.
     @ivar losses: when it was lost from ESTABLISHED lately (flap guard).
     @ivar flapHolds: how many times the flap guard held it.
+    @ivar operations: what is submitted to it (L{supervisor.operations}).
+    @ivar rotationHold: when set and true, a connection whose lifetime is
+        over stays ESTABLISHED a little longer (the last ESTABLISHED member
+        of its pool).
     """
 
     spec: ConnectionSpec
@@ -210,7 +218,9 @@ class Core:
     observers: tuple[Observer, ...] = ()
     heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
     waiters: list[Deferred[None]] | None = None
+    rotationHold: Callable[[], bool] | None = None
     gate: Gate = field(init=False)
+    operations: Operations = field(init=False)
 
     def now(self) -> float:
         """

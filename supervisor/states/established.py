@@ -15,6 +15,10 @@ from supervisor.policy import HeartbeatTimeout, IdleTimeout, failureOf
 from supervisor.scheduler import Timer
 from supervisor.states.core import Core, Inputs, StateData
 
+ROTATION_RECHECK = 1.0
+"""Seconds between two looks at whether a connection whose lifetime is over
+may rotate (see L{Core.rotationHold})."""
+
 
 class Established(StateData):
     """
@@ -25,6 +29,7 @@ class Established(StateData):
     state = "ESTABLISHED"
     internal = "ESTABLISHED"
     keepsAttempt = True
+    takesOperations = "run"
 
     def __init__(self, inputs: Inputs, core: Core, attempt: Attempt) -> None:
         self._inputs = inputs
@@ -66,8 +71,12 @@ class Established(StateData):
         self._watch = None
         now = self._core.now()
         if self._rotatesAt is not None and now >= self._rotatesAt:
-            self._inputs.expired()
-            return
+            hold = self._core.rotationHold
+            if hold is None or not hold():
+                self._inputs.expired()
+                return
+            # The last ESTABLISHED member of its pool: rotate once another is.
+            self._rotatesAt = now + ROTATION_RECHECK
         idle = self._core.spec.idle_timeout
         if idle > 0 and now >= self._attempt.lastInbound + idle:
             self._inputs.failed(failureOf(IdleTimeout(idle)))
@@ -113,4 +122,5 @@ def establish(inputs: Inputs, core: Core) -> Established:
         heartbeat.start(spec.interval * (0.5 + 0.5 * core.rng.random()))
     data.watch(core.spec.drawLifetime(core.rng))
     core.enter(data)
+    core.operations.established()
     return data

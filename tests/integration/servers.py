@@ -260,12 +260,16 @@ class ServerLauncher:
         return self._launch("nats", argv)
 
     def mosquitto(
-        self, users: dict[str, str] | None = None, tls: TLSListener | None = None
+        self,
+        users: dict[str, str] | None = None,
+        tls: TLSListener | None = None,
+        extra: tuple[str, ...] = (),
     ) -> Deferred[ServerProcess]:
         """
         A mosquitto broker logging everything to a file; with C{users}, a
         password file made with C{mosquitto_passwd -b} and no anonymous
-        clients; with C{tls}, it also listens for TLS on C{port + 1}.
+        clients; with C{tls}, it also listens for TLS on C{port + 1}; C{extra}
+        lines are added to its configuration.
         """
         program = findProgram("mosquitto")
         passwd = findProgram("mosquitto_passwd") if users else ""
@@ -301,6 +305,7 @@ class ServerLauncher:
                 lines += [f"password_file {passwords}", "allow_anonymous false"]
             else:
                 lines.append("allow_anonymous true")
+            lines += extra
             config = directory / "mosquitto.conf"
             config.write_text("\n".join(lines) + "\n")
             return [program, "-c", str(config)]

@@ -313,7 +313,12 @@ def test_everyDashboardAndRuleExpressionFindsData(scene: Scene) -> None:
             assert rule["labels"].get("severity") in ("info", "warning", "critical"), rule
             for key in ("summary", "description"):
                 assert "{{ $labels." in rule["annotations"].get(key, ""), (rule["name"], key)
-    alertNames = {r["name"] for r in rules if r["type"] == "alerting"}
+    # Operations are submitted by an application (docs/library.md): this
+    # scenario runs none, so that alert's condition cannot hold here; it is
+    # shown pending against a real daemon that runs one in
+    # tests/integration/test_examples.py.
+    needsAnApplication = {"NetsupervisorOperationsRefused"}
+    alertNames = {r["name"] for r in rules if r["type"] == "alerting"} - needsAnApplication
 
     # Every alert condition holds: each alert is pending (or, after its
     # for:, firing) for the connections, groups and processes of the
@@ -349,7 +354,7 @@ def test_everyDashboardAndRuleExpressionFindsData(scene: Scene) -> None:
             failures.append(f"{where}: no data for\n  {expr}")
 
     for rule in rules:
-        check(f"rule {rule['name']}", rule["query"])
+        check(f"rule {rule['name']}", rule["query"], rule["name"] not in needsAnApplication)
 
     # The dashboard, as Grafana would query it with everything selected.
     dashboard = grafana.load()

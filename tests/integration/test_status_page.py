@@ -161,6 +161,7 @@ const fleet = Array.from({ length: 30 }, (_, i) => ({
   endpoint: "tcp:host=payments-cache-primary-" + i + ".eu-west-1.internal.example.com:port=6379",
   protocol: "redis", state: states[i % 5], since: now - 90061, attempts: 123456,
   consecutive_failures: 12345, rtt_seconds: 1.234, backoff_delay_seconds: 119.9,
+  queue_depth: 1000000,
   last_error: "handshake: CLIENT failed: ERR " + "x".repeat(300),
   labels: {
     group: "payments-cache-primary", region: "eu-west-1", tier: "primary-" + "y".repeat(60),

@@ -17,6 +17,10 @@ heartbeat.
 
 Installed, the distribution's entry point C{memcached} in the group
 C{netsupervisor.plugins} names L{memcachedPlugin}.
+
+Applications ask the server's version with L{version} on a supervised
+connection or pool: the way a plugin offers typed calls, built on
+C{submit} (see C{docs/library.md}).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import re
 from collections.abc import Mapping
 
 import attrs
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.interfaces import (
@@ -34,10 +40,11 @@ from supervisor.interfaces import (
     IProtocolPlugin,
     ISupervisedProtocol,
 )
+from supervisor.operations import ConnectionLost, Submitter
 from supervisor.options import Integer, Text, setting, structure
 from supervisor.pipeline import Pipeline
 
-__all__ = ["MemcachedPlugin", "MemcachedProtocol", "Options", "memcachedPlugin"]
+__all__ = ["MemcachedPlugin", "MemcachedProtocol", "Options", "memcachedPlugin", "version"]
 
 VERSION = b"version\r\n"
 """The handshake and the ping."""
@@ -90,7 +97,9 @@ class MemcachedProtocol(Protocol):
     def __init__(self, handle: IConnectionHandle, options: Options) -> None:
         self.handle = handle
         self.options = options
-        self.pings: Pipeline[bytes] = Pipeline()
+        # What each coming answer answers: a ping's token, or an
+        # application's version() waiting for its answer.
+        self.pings: Pipeline[bytes | Deferred[bytes]] = Pipeline()
         self.greeted = False
         self.rejected = False
         self._buffer = bytearray()
@@ -102,6 +111,21 @@ class MemcachedProtocol(Protocol):
     def sendPing(self, token: bytes) -> None:
         self.pings.sent(token)
         self._write(VERSION)
+
+    def version(self) -> Deferred[bytes]:
+        """
+        Ask the server's version: fires with it (C{b"1.6.21"}), or fails
+        with C{ConnectionLost} if the connection goes away first.
+        """
+        answer: Deferred[bytes] = Deferred()
+        self.pings.sent(answer)
+        self._write(VERSION)
+        return answer
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for waiting in list(self.pings):
+            if isinstance(waiting, Deferred):
+                waiting.errback(ConnectionLost(self.handle.name, "lost before the answer"))
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -133,9 +157,11 @@ class MemcachedProtocol(Protocol):
         elif not self.greeted:
             self._greeted(version)
         else:
-            token = self.pings.answered()  # the oldest ping in flight, or None
-            if token is not None:
-                self.handle.pong(token)  # a stale token is ignored by the supervisor
+            answered = self.pings.answered()  # the oldest request in flight, or None
+            if isinstance(answered, Deferred):
+                answered.callback(version)
+            elif answered is not None:
+                self.handle.pong(answered)  # a stale token is ignored by the supervisor
 
     def _greeted(self, version: bytes) -> None:
         self.greeted = True
@@ -176,3 +202,19 @@ class MemcachedPlugin:
 
 memcachedPlugin = MemcachedPlugin()
 """The object the entry point names."""
+
+
+def version(connection: Submitter) -> Deferred[bytes]:
+    """
+    The server's version, asked on a supervised C{memcached} connection or
+    pool (in turn with what was submitted before): a typed call built on
+    C{submit}, which fails as any submitted operation does (see
+    C{supervisor.operations}).
+    """
+
+    def ask(protocol: object) -> Deferred[bytes]:
+        if not isinstance(protocol, MemcachedProtocol):
+            raise TypeError(f"not a memcached connection: {type(protocol).__name__}")
+        return protocol.version()
+
+    return connection.submit(ask)

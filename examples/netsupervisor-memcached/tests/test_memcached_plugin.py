@@ -11,7 +11,7 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
-from netsupervisor_memcached import Options, memcachedPlugin, versionOf
+from netsupervisor_memcached import Options, memcachedPlugin, version, versionOf
 
 from supervisor import HeartbeatSpec, OptionError
 from supervisor.interfaces import IConfigurable, IProtocolPlugin
@@ -60,6 +60,30 @@ def test_theEntryPointNamesThePlugin() -> None:
     assert name == plugin.name == "memcached"
     assert IProtocolPlugin.providedBy(plugin)
     assert IConfigurable.providedBy(plugin)
+
+
+def test_anApplicationAsksTheVersion() -> None:
+    """
+    The plugin's typed call, on the supervised connection: answered in
+    turn with the heartbeat's pings, which share the same command.
+    """
+    h, peer = established()
+    asked = version(h.connection)
+    assert peer.take() == b"version\r\n"
+    h.untilWritten(peer)  # the heartbeat's ping, behind it
+    peer.send(b"VERSION 1.6.21\r\nVERSION 1.6.21\r\n")
+    answers: list[object] = []
+    asked.addBoth(answers.append)
+    assert answers == [b"1.6.21"]
+    assert h.heartbeats and h.heartbeats[-1] is not None
+    lost = version(h.connection)
+    peer.lose()
+    h.advance(0)
+    failures: list[object] = []
+    lost.addErrback(failures.append)
+    assert len(failures) == 1 and "lost" in str(failures[0])
+    h.stop()
+    h.assertQuiet()
 
 
 def test_versionIsTheHandshake() -> None:
