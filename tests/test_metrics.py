@@ -1048,8 +1048,9 @@ def pythonCallsOfAScrape(count: int) -> tuple[int, int]:
 def test_aScrapeRunsNoPythonCodePerSample() -> None:
     """
     A timing-free guard of the scrape's speed: each connection more costs
-    the few Python functions that read it (its state, RTT and backoff
-    delay: four today), not one per line of its series (more than ten),
+    the few Python functions that read it (its state, RTT, backoff delay
+    and queue depth: six today), not one per line of its series (more than
+    ten),
     which is what made a scrape of ten thousand connections slow.
     """
     (smallCalls, smallLines), (largeCalls, largeLines) = map(pythonCallsOfAScrape, (100, 300))
