@@ -175,14 +175,13 @@ def liveSockets(ports: set[int], addresses: dict[str, str]) -> Counter[str]:
     @param addresses: name by source address.
     """
     wanted = {_hexAddress(a): n for a, n in addresses.items()}
+    # A remote port is followed by the state; a local one by an address.
+    marks = tuple(f":{port:04X} {state} " for port in ports for state in LIVE_TCP_STATES)
     sockets: set[tuple[str, str]] = set()
     with open("/proc/net/tcp") as table:
-        next(table)
         for line in table:
-            fields = line.split()
-            local, remote, state = fields[1], fields[2], fields[3]
-            if state in LIVE_TCP_STATES and int(remote.split(":")[1], 16) in ports:
-                address, localPort = local.split(":")
+            if any(mark in line for mark in marks):
+                address, localPort = line.split()[1].split(":")
                 owner = wanted.get(address)
                 if owner is not None:
                     sockets.add((owner, localPort))
@@ -346,7 +345,7 @@ class Watch:
         self.errors: list[BaseException] = []
         self._done = threading.Event()
         self._threads = [
-            threading.Thread(target=self._loop, args=(self._sample, 0.01), daemon=True),
+            threading.Thread(target=self._loop, args=(self._sample, 0.02), daemon=True),
             threading.Thread(target=self._loop, args=(self._list, 0.25), daemon=True),
             threading.Thread(target=self._loop, args=(self._health, 0.05), daemon=True),
         ]
