@@ -13,9 +13,9 @@ on each:
   on SIGTERM;
 - SIGTERM during a reconnect storm: drained, exit 143 within
   C{drain_timeout} + 1 s, no traceback;
-- SIGTERM twice while the drain waits on peers that do not answer (a frozen
-  redis-server): the second is logged, the drain ends at C{drain_timeout},
-  exit 143.
+- SIGTERM twice, and a SIGHUP, while the drain waits on peers that do not
+  answer (a frozen redis-server): the second SIGTERM is logged, no attempt
+  starts, the drain ends at C{drain_timeout}, exit 143.
 
 "Two live connections of one name" is checked three ways: each connection
 binds its own loopback source address (C{bindAddress}), so the kernel's
@@ -231,16 +231,16 @@ def _around(log: str, needle: str) -> str:
     return log[max(0, at - 2000) : at + 2000]
 
 
-def stopAndTime(daemon: Daemon, *more: tuple[float, int]) -> tuple[int, float]:
+def stopAndTime(daemon: Daemon, *more: tuple[float, Callable[[], None]]) -> tuple[int, float]:
     """
-    SIGTERM, then (each after its delay from the first) the given signals;
-    the exit status and the seconds from the first SIGTERM to the exit.
+    SIGTERM, then (each after its delay from the SIGTERM) the given actions;
+    the exit status and the seconds from the SIGTERM to the exit.
     """
     started = time.monotonic()
     daemon.signal(signal.SIGTERM)
-    for delay, signum in more:
+    for delay, action in more:
         time.sleep(max(0.0, started + delay - time.monotonic()))
-        daemon.signal(signum)
+        action()
     code = daemon.wait(DRAIN + SLACK + 10)
     return code, time.monotonic() - started
 
@@ -552,15 +552,21 @@ def test_sigtermTwiceWhileTheDrainWaits(world: World, figures: Figures) -> None:
     """
     Redis connections whose server is frozen (SIGSTOP): the drain's QUIT is
     never answered. A second SIGTERM during the drain is logged and changes
-    nothing; the drain aborts them at C{drain_timeout} and says so; exit 143
-    within C{drain_timeout} + 1 s.
+    nothing, nor does a SIGHUP (no attempt starts); the drain aborts them at
+    C{drain_timeout} and says so; exit 143 within C{drain_timeout} + 1 s.
     """
     server = redisServer(world)
     fleet = Fleet(world.config, (world.stormPort,), protocol="redis")
     daemon = world.daemon(fleet)
     poll(lambda: allEstablished(daemon, fleet.names), SETTLE, "every connection ESTABLISHED")
     server.signal(signal.SIGSTOP)
-    code, seconds = stopAndTime(daemon, (0.5, signal.SIGTERM))
+
+    def hangup() -> None:
+        fleet.mutate(random.Random(), CONNECTIONS + CHANGES)
+        fleet.write()
+        daemon.signal(signal.SIGHUP)
+
+    code, seconds = stopAndTime(daemon, (0.5, lambda: daemon.signal(signal.SIGTERM)), (1.0, hangup))
     server.signal(signal.SIGCONT)
     log = daemon.output()
     assert code == -signal.SIGTERM, code
@@ -573,15 +579,18 @@ def test_sigtermTwiceWhileTheDrainWaits(world: World, figures: Figures) -> None:
     assert draining < second < finished
     assert log.count("Received SIGTERM") == 1
     assertCleanLog(log)
-    aborted = [t for t in transitions(log) if t[2] == "CLOSED" and t[3] == "deadline"]
+    after = transitions(log[draining:])
+    assert [t for t in after if t[2] == "CONNECTING"] == [], "an attempt during the drain"
+    aborted = [t for t in after if t[2] == "CLOSED" and t[3] == "deadline"]
     assert len(aborted) == CONNECTIONS
     figures.record(
         "signals/redis/sigterm-twice",
         kind="signals",
-        what="SIGTERM twice while the drain waits on a frozen redis-server",
+        what="SIGTERM, SIGTERM again and SIGHUP while the drain waits on a frozen redis-server",
         connections=CONNECTIONS,
         exit_code=code,
         exit_seconds=seconds,
         drain_timeout=DRAIN,
-        outcome=f"second SIGTERM logged; {CONNECTIONS} of {CONNECTIONS} aborted at drain_timeout",
+        outcome=f"second SIGTERM logged; no attempt; {CONNECTIONS} of {CONNECTIONS} aborted "
+        "at drain_timeout",
     )
