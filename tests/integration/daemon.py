@@ -98,14 +98,37 @@ class Peer(Process):
     C{python -m supervisor.peer} on a given port.
     """
 
-    def __init__(self, port: int, directory: Path, n: int) -> None:
+    def __init__(
+        self, port: int, directory: Path, n: int, backlog: int = 50, wait: bool = True
+    ) -> None:
+        """
+        @param backlog: its listen queue (a storm of reconnects needs a long one).
+        @param wait: wait (bounded) until it listens; else see L{listening}.
+        """
         super().__init__(
-            [sys.executable, "-m", "supervisor.peer", "--host", HOST, "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "supervisor.peer",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--backlog",
+                str(backlog),
+            ],
             directory,
             directory / f"peer-{port}-{n}.log",
         )
         self.port = port
-        poll(lambda: "listening on" in self.output(), 15, f"peer on {port} to listen")
+        if wait:
+            self.listening()
+
+    def listening(self) -> None:
+        """
+        Wait (bounded) until it listens.
+        """
+        poll(lambda: "listening on" in self.output(), 15, f"peer on {self.port} to listen")
 
 
 class Daemon(Process):
