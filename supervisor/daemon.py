@@ -141,8 +141,13 @@ class Daemon:
 
     def reload(self) -> None:
         """
-        Re-read the file; apply it, or keep the running config if it is refused.
+        Re-read the file; apply it, or keep the running config if it is
+        refused. Once the drain has begun there is nothing to apply it to: it
+        is ignored, and says so.
         """
+        if self.supervisor.draining:
+            log.info("SIGHUP received while draining; the configuration is not reloaded")
+            return
         try:
             config = self.load()
         except (ConfigError, PluginError) as e:

@@ -575,14 +575,6 @@ def test_aReadingClientIsAnsweredEveryWholeRequest(tokenFile: Path, script: list
     assert len(finals) == len(world.processed) + (1 if refused and refused[-1] is finals[-1] else 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="twisted.web's Request.process answers a request for '*' itself "
-    "(Request._handleStar: 405 'Allow: OPTIONS', or 200 for OPTIONS) before the "
-    "site's getResourceFor: no Host check (421), no Cache-Control, "
-    "X-Content-Type-Options or Content-Security-Policy; supervisor/admin/channel.py's "
-    "AdminRequest does not route it to the API's resources",
-)
 @pytest.mark.parametrize("method", [b"GET", b"OPTIONS", b"POST"])
 def test_anAsteriskIsAnsweredLikeAnyPath(tokenFile: Path, method: bytes) -> None:
     """
@@ -600,14 +592,6 @@ def test_anAsteriskIsAnsweredLikeAnyPath(tokenFile: Path, method: bytes) -> None
     assert answer.code == 421
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AdminChannel.resumeProducing enters the 'idle' phase and then parses the "
-    "bytes of the next pipelined request from its buffer without entering 'request': "
-    "a pipelined partial request is closed gracefully at IDLE_TIMEOUT (15 s), not "
-    "aborted at REQUEST_TIMEOUT (10 s); a byte sent later then starts a fresh 10 s "
-    "(bounded at 25 s, not at the documented 10 s)",
-)
 def test_aPipelinedPartialRequestHasTheRequestTimeout(tokenFile: Path) -> None:
     """
     The second request's first bytes came with the first request: once the
