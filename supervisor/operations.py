@@ -36,19 +36,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Coroutine
 from inspect import iscoroutine
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast, get_args, overload
+from typing import Any, Final, Literal, Protocol, TypeVar, cast, get_args, overload
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from supervisor.attempt import Attempt
 from supervisor.policy import failureOf
 from supervisor.scheduler import Scheduler, Timer
-from supervisor.spec import QueueSpec
-
-if TYPE_CHECKING:
-    from supervisor.states.core import Core
+from supervisor.spec import ConnectionSpec, QueueSpec
+from supervisor.states.records import State
 
 __all__ = [
     "RESULTS",
@@ -78,6 +77,36 @@ Counts = dict[str, int]
 Mode = Literal["run", "wait", "refuse"]
 """What a state does with a submitted operation: run it now, queue it, or
 refuse it (L{ConnectionClosed})."""
+
+
+class _StateOf(Protocol):
+    """
+    What operations read of the connection's state.
+    """
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def takesOperations(self) -> Mode: ...
+
+
+class Host(Protocol):
+    """
+    What L{Operations} reads of its connection (the machine's core).
+    """
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    @property
+    def spec(self) -> ConnectionSpec: ...
+
+    @property
+    def current(self) -> _StateOf: ...
+
+    @property
+    def attempt(self) -> Attempt | None: ...
 
 
 def newCounts() -> Counts:
@@ -362,7 +391,7 @@ class Operations(WaitingLine):
         "watcher",
     )
 
-    def __init__(self, core: Core, clock: IReactorTime, counts: Counts | None = None) -> None:
+    def __init__(self, core: Host, clock: IReactorTime, counts: Counts | None = None) -> None:
         super().__init__(core.scheduler, counts)
         self._core = core
         self._clock = clock
