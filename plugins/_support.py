@@ -24,6 +24,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from supervisor.eagerwrite import eagerWrite
 from supervisor.interfaces import (
     IConfigurable,
     IConnectionHandle,
@@ -182,6 +183,17 @@ class PluginProtocol(Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def writePing(self, data: bytes) -> None:
+        """
+        Write a heartbeat ping: at once when nothing waits to be sent before
+        it (L{eagerWrite}), which costs less than the transport's round
+        through the reactor for one small write. Only pings, one per
+        heartbeat: the many writes of one turn (answers to a pipelining
+        peer) are better buffered by the transport and sent together.
+        """
+        assert self.transport is not None
+        eagerWrite(self.transport, data)
+
 
 class Reader(TypingProtocol[T_co]):
     """
@@ -277,7 +289,8 @@ class RequestingProtocol(ReadingProtocol[T]):
             self.drained()
 
     def sendPing(self, token: bytes) -> None:
-        self.request(("ping", token), self.PING)
+        self.pipeline.sent(("ping", token))
+        self.writePing(self.PING)
 
     def drain(self) -> Deferred[None]:
         if self.draining is None:
