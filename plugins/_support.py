@@ -42,6 +42,9 @@ OptionsT = TypeVar("OptionsT", bound="CheckedOptions")
 SHOWN = 200
 """The most characters of a rejection's message."""
 
+_parsed: dict[tuple[type[CheckedOptions], frozenset[tuple[str, type, object]]], CheckedOptions] = {}
+_PARSED_LIMIT = 4096
+
 
 class ProtocolError(Exception):
     """
@@ -82,7 +85,21 @@ class BundledPlugin(Generic[OptionsT]):
     protocol: Callable[[IConnectionHandle, OptionsT], ISupervisedProtocol]
 
     def parseOptions(self, options: Mapping[str, object]) -> OptionsT:
-        return self.options.fromMapping(options)
+        # Options are frozen values: connections with equal options (most of
+        # a large fleet) share one, parsed once. The key has each value's
+        # type, since 1 == 1.0 == True and a check may take one, not another.
+        try:
+            key = (self.options, frozenset((k, type(v), v) for k, v in options.items()))
+            return _parsed[key]  # type: ignore[return-value]
+        except TypeError:  # a value that is not hashable (a list): not shared
+            return self.options.fromMapping(options)
+        except KeyError:
+            pass
+        parsed = self.options.fromMapping(options)
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()
+        _parsed[key] = parsed
+        return parsed
 
     def buildProtocol(self, handle: IConnectionHandle, options: OptionsT) -> ISupervisedProtocol:
         return self.protocol(handle, options)
