@@ -7,7 +7,11 @@ reactor wake-ups a second. L{Scheduler} keeps its timers in its own heap and
 holds a single C{DelayedCall} for the earliest of them. A timer never fires
 early; when timers are dense, wake-ups are coalesced so that at most one
 happens per C{resolution} seconds, and a timer may fire up to C{resolution}
-late. When sparse, each fires on time.
+late. When sparse, each fires on time. A wake-up runs timers for at most
+C{resolution} seconds (or C{perWake} of them): when more are due, the rest
+run at the next turn of the reactor, once it has read and written, so that a
+burst of due timers (ten thousand heartbeats) does not keep it from reading
+for longer than that.
 
 A deadline (L{Scheduler.deadlineAt}) decides that something did not arrive
 in time. The reactor runs due timers before it reads its sockets, so after
@@ -71,14 +75,21 @@ class Scheduler:
     @ivar grace: how late a deadline may be found and still be decided at
         once (by default two resolutions: later than that, the reactor was
         held up).
+    @ivar perWake: the most timers one wake-up runs; it also stops after
+        C{resolution} seconds of work.
     """
 
     def __init__(
-        self, clock: IReactorTime, resolution: float = 0.01, grace: float | None = None
+        self,
+        clock: IReactorTime,
+        resolution: float = 0.01,
+        grace: float | None = None,
+        perWake: int = 1000,
     ) -> None:
         self._clock = clock
         self.resolution = resolution
         self.grace = 2 * resolution if grace is None else grace
+        self.perWake = perWake
         self._heap: list[tuple[float, int, Timer]] = []
         self._sequence = count()
         self._live = 0
@@ -169,7 +180,14 @@ class Scheduler:
         limit = next(self._sequence)
         heap = self._heap
         late = now - self.grace
+        seconds, enough = self._clock.seconds, now + self.resolution
+        left = self.perWake
         while heap and heap[0][0] <= now and heap[0][1] < limit:
+            if left == 0 or seconds() > enough:
+                # More are due: the rest at the reactor's next turn, after
+                # it has read and written, not a resolution later.
+                self._lastWake = float("-inf")
+                break
             timer = heapq.heappop(heap)[2]
             if not timer.active:
                 continue
@@ -180,6 +198,7 @@ class Scheduler:
                 continue
             timer.active = False
             self._live -= 1
+            left -= 1
             try:
                 timer._callback()
             except Exception:

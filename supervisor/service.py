@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from supervisor.config import Config
 from supervisor.connection import SupervisedConnection
 from supervisor.fleet import Fleet
+from supervisor.garbage import StartupCollection
 from supervisor.interfaces import IProtocolPlugin
 from supervisor.plugin import findPlugin
 from supervisor.scheduler import Scheduler
@@ -30,6 +31,10 @@ from supervisor.states.records import Transition
 log = Logger(namespace="netsupervisor.service")
 
 EndpointFactory = Callable[[ConnectionSpec], IStreamClientEndpoint]
+
+START_AT_ONCE = 100
+"""Connections that L{Supervisor.startService} starts before it returns; the
+others start over the reactor's next turns."""
 
 _SHARED_SCHEMES = ("tcp:", "unix:")
 """Endpoints of these schemes keep nothing of one connection (each C{connect}
@@ -87,6 +92,8 @@ class Supervisor(MultiService):
         default all of it).
     @ivar draining: set the moment a stop begins; never cleared.
     @ivar reloads: how many reloads succeeded and failed, by result.
+    @ivar collection: what holds the garbage collector off start-up and
+        freezes it once over, if anything.
     """
 
     def __init__(
@@ -98,10 +105,19 @@ class Supervisor(MultiService):
         endpoints: EndpointFactory | None = None,
         rng: random.Random | None = None,
         shard: Shard | None = None,
+        collection: StartupCollection | None = None,
+        freezeAfterStart: bool = False,
     ) -> None:
         """
         @param reactor: the clock for every timer, and (unless C{endpoints}
             is given) the reactor endpoints are built on.
+        @param freezeAfterStart: hold off full garbage collections while the
+            connections start, then freeze what start-up built (see
+            L{supervisor.garbage}), as C{twistd netsupervisor} does. Off by
+            default: C{gc.freeze()} concerns the whole process, which the
+            application embedding a supervisor may manage itself.
+        @param collection: what does that (by default, on the C{gc} module);
+            given, it is used whatever C{freezeAfterStart} says.
         @param shard: keep only the connections this shard owns
             (L{supervisor.shard}); by default, every connection.
         @param plugins: finds the plugin for a protocol name.
@@ -133,6 +149,9 @@ class Supervisor(MultiService):
         # One bound method for all connections, not one per connection.
         self._relayTransition: Observer = self._transition
         self._relayHeartbeat: HeartbeatObserver = self._heartbeat
+        if collection is None and freezeAfterStart:
+            collection = StartupCollection()
+        self.collection = collection
         for spec in config.connections:
             self._add(spec)
 
@@ -265,11 +284,22 @@ class Supervisor(MultiService):
 
     def startService(self) -> None:
         """
-        Start every connection (and the child services, such as the admin site).
+        Start every connection (and the child services, such as the admin
+        site): the first L{START_AT_ONCE} at once, the others over the
+        reactor's next turns.
         """
         super().startService()  # type: ignore[no-untyped-call]
-        for connection in list(self._connections.values()):
+        if self.collection is not None:
+            self.addObserver(self.collection.watch(self._connections, self.scheduler))
+        connections = list(self._connections.values())
+        for connection in connections[:START_AT_ONCE]:
             connection.start()
+        # The others over the reactor's next turns: the scheduler runs at most
+        # a resolution's worth of them per turn (each connect is a socket
+        # and a connect call), so that starting ten thousand does not keep
+        # the reactor from reading for a second.
+        for connection in connections[START_AT_ONCE:]:
+            self.scheduler.callLater(0, connection.start)
         log.info("supervising {count} connections", count=len(self._connections), log_system="-")
 
     def stopService(self) -> Deferred[None]:
@@ -281,6 +311,8 @@ class Supervisor(MultiService):
         if self._stopping is not None:
             return self._stopping
         self.draining = True
+        if self.collection is not None:
+            self.collection.cancel()
         everyone = list(self._connections.values()) + list(self._retiring)
         log.info("draining {count} connections", count=len(everyone))
         aborted: list[str] = []

@@ -821,6 +821,8 @@ def test_scrapeOfTenThousandConnections() -> None:
     )
     metrics = SupervisorMetrics(supervisor)
     supervisor.startService()
+    while len(reactor.tcpClients) < len(specs):  # the rest start over the next turns
+        reactor.advance(0)
     for index, client in enumerate(reactor.tcpClients):
         if index % 2:
             client[2].clientConnectionFailed(

@@ -266,3 +266,65 @@ def test_aLateDeadlineWaitsOnlyOnce() -> None:
     clock.advance(2.0)
     clock.advance(1.0)
     assert decided == [3.0]
+
+
+class TurnClock(Clock):
+    """
+    A L{Clock} that runs, as the reactor does in one turn, only the calls
+    due when it is advanced: a call made meanwhile, even due at once, waits
+    for the next turn.
+    """
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        due = [call for call in self.calls if call.getTime() <= self.rightNow]
+        for call in due:
+            if call in self.calls:
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+
+
+def test_aWakeUpRunsAtMostPerWakeTimersThenYields() -> None:
+    """
+    The rest of the due timers run at the reactor's next turn (a delay of
+    0, after it has read), not a resolution later.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.5, perWake=10)
+    fired: list[int] = []
+    for i in range(25):
+        scheduler.callAt(1.0, lambda i=i: fired.append(i))
+    clock.advance(1.0)
+    assert fired == list(range(10))
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [1.0]
+    clock.advance(0)
+    assert fired == list(range(20))
+    clock.advance(0)
+    assert fired == list(range(25))
+    assert clock.getDelayedCalls() == []
+
+
+def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
+    """
+    Timers that take long (each a millisecond here) stop a wake-up once
+    C{resolution} has passed; the rest run at the next turns.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[int] = []
+
+    def slow(i: int) -> None:
+        clock.rightNow += 0.001
+        fired.append(i)
+
+    for i in range(30):
+        scheduler.callAt(1.0, lambda i=i: slow(i))
+    clock.advance(1.0)
+    assert 10 <= len(fired) <= 11  # about a resolution of work
+    turns = 1
+    while clock.getDelayedCalls():
+        clock.advance(0)
+        turns += 1
+    assert fired == list(range(30))
+    assert turns == 3
