@@ -40,6 +40,7 @@ from supervisor.interfaces import IConfigurable, IProtocolPlugin, OptionError
 from supervisor.options import (
     Check,
     Entries,
+    Flag,
     Integer,
     Number,
     Table,
@@ -61,7 +62,15 @@ from supervisor.plugin import Plugins
 from supervisor.shard import Shard
 from supervisor.spec import ConnectionSpec, SupervisorSpec
 
-__all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
+__all__ = [
+    "AdminSpec",
+    "Config",
+    "ConfigError",
+    "MetricsSpec",
+    "SupervisorSpec",
+    "loadConfig",
+    "parseConfig",
+]
 
 _LISTEN_EXPECTED = "a Twisted server endpoint string (like tcp:9100:interface=127.0.0.1)"
 
@@ -87,6 +96,20 @@ class AdminSpec:
 
 
 @attrs.frozen
+class MetricsSpec:
+    """
+    What C{/metrics} shows (C{[metrics]}).
+
+    @ivar per_connection: the families labelled by C{connection}, a series
+        or more per connection; C{false} keeps only the aggregates (by
+        state, by C{group}, by reason of a reload), for fleets where a
+        series per connection is too many.
+    """
+
+    per_connection: bool = setting(True, Flag())
+
+
+@attrs.frozen
 class Config:
     """
     A whole configuration file.
@@ -98,12 +121,14 @@ class Config:
     @ivar admin: the admin listener.
     @ivar connections: the supervised connections, in file order.
     @ivar supervisor: the process as a whole (C{[supervisor]}).
+    @ivar metrics: what C{/metrics} shows (C{[metrics]}).
     """
 
     path: str = attrs.field(eq=False)
     admin: AdminSpec = setting(AdminSpec(), Table(AdminSpec))
     connections: tuple[ConnectionSpec, ...] = ()
     supervisor: SupervisorSpec = setting(SupervisorSpec(), Table(SupervisorSpec))
+    metrics: MetricsSpec = setting(MetricsSpec(), Table(MetricsSpec))
 
     @property
     def shard(self) -> Shard | None:
