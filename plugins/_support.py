@@ -160,7 +160,9 @@ class PluginProtocol(Protocol):
 
     def __init__(self, handle: IConnectionHandle) -> None:
         self.handle = handle
-        self.secrets: list[bytes] = []
+        # A tuple: most connections read no secret, and ten thousand empty
+        # lists are half a megabyte.
+        self.secrets: tuple[bytes, ...] = ()
         self.rejected = False
 
     def reject(self, message: str, permanent: bool, overloaded: bool = False) -> None:
@@ -190,7 +192,7 @@ class PluginProtocol(Protocol):
         except OSError as e:
             self.reject(f"cannot read {key} {path}: {e.strerror}", permanent=False)
             return None
-        self.secrets.append(secret)
+        self.secrets += (secret,)
         return secret
 
     def write(self, data: bytes) -> None:
@@ -341,6 +343,15 @@ class LineReader:
         self._searched = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        delimiter = self.delimiter
+        end = len(data) - len(delimiter)
+        if not self.buffer and data.find(delimiter) == end >= 0 and end <= self.maxLength:
+            # A whole line in one read, as a pong mostly is: not copied
+            # through the buffer.
+            return iter((data[:end],))
+        return self._lines(data)
+
+    def _lines(self, data: bytes) -> Iterator[bytes]:
         buffer, delimiter = self.buffer, self.delimiter
         buffer += data
         while True:
