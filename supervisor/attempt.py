@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from supervisor.cycles import releaseTransport
 from supervisor.interfaces import (
     IConnectionHandle,
     IDrainable,
@@ -77,9 +78,10 @@ class _AttemptFactory:
     __slots__ = ("_attempt",)
 
     def __init__(self, attempt: Attempt) -> None:
-        self._attempt = attempt
+        self._attempt: Attempt | None = attempt
 
     def buildProtocol(self, addr: IAddress) -> Attempt:
+        assert self._attempt is not None
         self._attempt.build()
         return self._attempt
 
@@ -87,7 +89,9 @@ class _AttemptFactory:
         pass
 
     def doStop(self) -> None:
-        pass
+        # The connector is done: let the attempt go, since a failed connect
+        # leaves the connector and the endpoint's factory in a cycle.
+        self._attempt = None
 
 
 @implementer(IConnectionHandle, IProtocol, IHandshakeListener, IPushProducer)
@@ -120,6 +124,7 @@ class Attempt:
     __slots__ = (
         "_clock",
         "_connecting",
+        "_detached",
         "_events",
         "_keepalive",
         "_options",
@@ -161,6 +166,7 @@ class Attempt:
         self.name = name
         self.heartbeatSpec = heartbeatSpec
         self.current = True
+        self._detached = False
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
         self._connecting: Deferred[IProtocol] | None = None
@@ -213,6 +219,7 @@ class Attempt:
         it; a connect in flight is cancelled and a live transport aborted.
         """
         self.current = False
+        self._detached = True
         connecting, self._connecting = self._connecting, None
         if connecting is not None and self.transport is None:
             # Once the transport exists (the plugin may reject inside
@@ -221,6 +228,8 @@ class Attempt:
             connecting.cancel()
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+        else:
+            self.protocol = None
 
     # IProtocol, as the transport sees it.
 
@@ -255,12 +264,17 @@ class Attempt:
             self._events.handshakeCompleted()
 
     def connectionLost(self, reason: Failure) -> None:
-        self.transport = None
+        transport, self.transport = self.transport, None
+        releaseTransport(transport)
         try:
             assert self.protocol is not None
             self.protocol.connectionLost(reason)
         finally:
             self._report(reason)
+            if self._detached:
+                # Nothing needs the plugin's protocol any more; it holds this
+                # attempt (its handle), so keeping it would be a cycle.
+                self.protocol = None
 
     # IPushProducer, as the transport sees it.
 
