@@ -89,8 +89,16 @@ class _AttemptFactory:
         pass
 
     def doStop(self) -> None:
-        # The connector is done: let the attempt go, since a failed connect
-        # leaves the connector and the endpoint's factory in a cycle.
+        # Not the end of the attempt: a HostnameEndpoint stops one connector
+        # (an address refused) and starts the next with this same factory.
+        pass
+
+    def release(self) -> None:
+        """
+        The attempt's connect is over: let the attempt go, since a failed
+        connect leaves Twisted's connector and the endpoint's factory (which
+        holds this one) in a cycle.
+        """
         self._attempt = None
 
 
@@ -126,6 +134,7 @@ class Attempt:
         "_connecting",
         "_detached",
         "_events",
+        "_factory",
         "_keepalive",
         "_options",
         "_plugin",
@@ -170,6 +179,7 @@ class Attempt:
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
         self._connecting: Deferred[IProtocol] | None = None
+        self._factory: _AttemptFactory | None = None
 
     # Driven by the machine.
 
@@ -177,7 +187,8 @@ class Attempt:
         """
         Start connecting C{endpoint}.
         """
-        connecting = self._connecting = endpoint.connect(_AttemptFactory(self))
+        factory = self._factory = _AttemptFactory(self)
+        connecting = self._connecting = endpoint.connect(factory)
         connecting.addCallbacks(self._connected, self._report)
 
     def build(self) -> None:
@@ -326,11 +337,18 @@ class Attempt:
 
     # Internals.
 
+    def _releaseFactory(self) -> None:
+        factory, self._factory = self._factory, None
+        if factory is not None:
+            factory.release()
+
     def _connected(self, protocol: object) -> None:
         self._connecting = None
+        self._releaseFactory()
 
     def _report(self, failure: Failure) -> None:
         self._connecting = None
+        self._releaseFactory()
         if self.current:
             self.current = False
             self._events.failed(failure)

@@ -7,12 +7,13 @@ Twisted's TCP client objects are unlinked (L{releaseTransport}).
 from __future__ import annotations
 
 import gc
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -83,17 +84,47 @@ def test_aDoneAttemptLetsItsProtocolGo(order: str, noCollector: None) -> None:
     assert events.reported == (["failed"] if order == "lost-then-detached" else [])
 
 
-def test_theFactoryLetsTheAttemptGoOnceStopped() -> None:
+def test_theFactoryLetsTheAttemptGoOnceItsConnectIsOver() -> None:
     """
-    Stopped, the factory holds the attempt no more (after a failed connect,
-    Twisted's connector and the endpoint's factory, which holds this one,
-    stay in a cycle).
+    Once the connect has failed, the factory holds the attempt no more
+    (after a failed connect, Twisted's connector and the endpoint's factory,
+    which holds this one, stay in a cycle).
     """
     attempt = Attempt(Events(), "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
-    factory = _AttemptFactory(attempt)
-    held = sys.getrefcount(attempt)
+    endpoint = Endpoint()
+    attempt.connect(endpoint)  # type: ignore[arg-type]
+    factory = endpoint.factories[0]
+    assert factory._attempt is attempt
+    endpoint.connecting[0].errback(ConnectionRefusedError())
+    assert factory._attempt is None
+
+
+def test_aStoppedFactoryStillBuildsTheNextAddresssProtocol() -> None:
+    """
+    A HostnameEndpoint stops the connector of a refused address and starts
+    the next address's with the same factory: stopping is not the end of
+    the attempt.
+    """
+    attempt = Attempt(Events(), "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    endpoint = Endpoint()
+    attempt.connect(endpoint)  # type: ignore[arg-type]
+    factory = endpoint.factories[0]
+    factory.doStart()
     factory.doStop()
-    assert sys.getrefcount(attempt) == held - 1
+    factory.doStart()
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is attempt
+    assert attempt.protocol is not None
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.factories: list[Any] = []
+        self.connecting: list[Deferred[Any]] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        self.factories.append(factory)
+        self.connecting.append(Deferred())
+        return self.connecting[-1]
 
 
 class Connector:
