@@ -367,6 +367,11 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="N=200, a few seconds per phase")
     parser.add_argument(
+        "--submit",
+        action="store_true",
+        help="measure SupervisedConnection.submit instead (see benchmarks/submit.py)",
+    )
+    parser.add_argument(
         "--suite",
         choices=("main", "recovery"),
         default="main",
@@ -435,6 +440,11 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "--submit" in (sys.argv[1:] if argv is None else argv):
+        # The cost of submit: a scenario of its own (benchmarks/submit.py).
+        from benchmarks.submit import main as submitMain
+
+        return submitMain(argv)
     arguments = parseArguments(argv)
     output: Path = arguments.output
     if arguments.from_results:

@@ -1,12 +1,14 @@
 """
 Protocol plugins for netsupervisor.
 
-Like C{twisted/plugins/}, this package's path is extended with every
-C{plugins/} directory on C{sys.path}, so that a plugin module can be dropped
-into any of them and be found by C{twisted.plugin.getPlugins}.
+Like C{twisted/plugins/}, this package's path is extended with the drop-in
+folders: every C{plugins/} folder without an C{__init__.py} under an entry
+of C{sys.path} (but the working directory, unless it is named; see
+L{supervisor.dropins.dropInFolders}), so that a plugin module can be dropped
+into any of them and be found by C{twisted.plugin.getCache}.
 """
 
-from twisted.plugin import pluginPackagePaths
+from supervisor.dropins import dropInFolders
 
-__path__.extend(pluginPackagePaths(__name__))  # type: ignore[no-untyped-call]
+__path__.extend(dropInFolders(__name__))
 __all__: list[str] = []

@@ -19,6 +19,8 @@ big-endian unsigned integer (the framing of Twisted's C{Int32StringReceiver}).
 Byte-valued options are strings in the configuration, encoded as Latin-1
 (so C{"\\u0001"} is the byte 0x01), or as UTF-8 if they do not fit.
 See C{docs/plugins/int32.md}.
+
+Applications send frames with L{sendFrame} on a supervised connection or pool.
 """
 
 from __future__ import annotations
@@ -29,13 +31,20 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from plugins._support import BundledPlugin, CheckedOptions, ProtocolError, ReadingProtocol
+from plugins._support import (
+    BundledPlugin,
+    CheckedOptions,
+    ProtocolError,
+    ReadingProtocol,
+    speaking,
+)
 from supervisor.interfaces import (
     IConnectionHandle,
     IDrainable,
     ISupervisedProtocol,
     OptionError,
 )
+from supervisor.operations import Submitter
 from supervisor.options import Flag, Integer, Text, setting
 
 MAX_FRAME_LENGTH = 2**32 - 1
@@ -164,7 +173,7 @@ class Int32Protocol(ReadingProtocol[bytes]):
             self.reject(f"unexpected first frame {payload[:80]!r}", permanent=False)
 
     def sendPing(self, token: bytes) -> None:
-        self.send(self.options.ping + token)
+        self.writePing(frame(self.options.ping + token))
 
     def drain(self) -> Deferred[None]:
         if self.options.goodbye:
@@ -173,3 +182,31 @@ class Int32Protocol(ReadingProtocol[bytes]):
 
 
 int32Plugin = BundledPlugin("int32", Options, Int32Protocol)
+
+
+def sendFrame(connection: Submitter, payload: bytes) -> Deferred[None]:
+    """
+    Send C{payload} as one frame on a supervised C{int32} connection or
+    pool, in turn with what was submitted before it.
+
+    @return: fires once the frame is written to the transport (the protocol
+        has no acknowledgement); fails with C{ValueError} when the
+        payload is longer than the connection's C{max_frame_length} (its
+        peer, speaking the same protocol, would refuse it), or as any
+        submitted operation (L{supervisor.operations}).
+    @raise ValueError: C{payload} is longer than a 32-bit length can say;
+        nothing is submitted.
+    """
+    if len(payload) > MAX_FRAME_LENGTH:
+        raise ValueError(f"a frame holds at most {MAX_FRAME_LENGTH} bytes")
+
+    def send(protocol: object) -> None:
+        int32 = speaking(protocol, Int32Protocol, "int32")
+        limit = int32.options.max_frame_length
+        if len(payload) > limit:
+            raise ValueError(
+                f"frame of {len(payload)} bytes is longer than max_frame_length {limit}"
+            )
+        int32.send(payload)
+
+    return connection.submit(send)

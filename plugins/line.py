@@ -11,15 +11,27 @@ The C{line} protocol: text lines ending in C{\\r\\n} or C{\\n}.
 
 Options (L{Options}): C{lines_are_liveness} (bool), C{max_line_length} (int,
 default 16384: a longer line is a protocol error and drops the connection).
+
+Applications send lines with L{sendLine} on a supervised connection or pool.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import attrs
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from plugins._support import BundledPlugin, CheckedOptions, LineReader, ReadingProtocol
+from plugins._support import (
+    BundledPlugin,
+    CheckedOptions,
+    LineReader,
+    ReadingProtocol,
+    speaking,
+)
 from supervisor.interfaces import IConnectionHandle, ISupervisedProtocol
+from supervisor.operations import Submitter
 from supervisor.options import Flag, Integer, setting
 
 
@@ -62,7 +74,30 @@ class LineProtocol(ReadingProtocol[bytes]):
         self.write(line + b"\r\n")
 
     def sendPing(self, token: bytes) -> None:
-        self.sendLine(b"PING " + token)
+        self.writePing(b"PING " + token + b"\r\n")
 
 
 linePlugin = BundledPlugin("line", Options, LineProtocol)
+
+
+def sendLine(connection: Submitter, line: bytes) -> Deferred[None]:
+    """
+    Send C{line} (without its line ending: C{\\r\\n} is added) on a
+    supervised C{line} connection or pool, in turn with what was submitted
+    before it.
+
+    @return: fires once the line is written to the transport (the protocol
+        has no acknowledgement), or fails as any submitted operation
+        (L{supervisor.operations}).
+    @raise ValueError: C{line} holds a line break (it would send two
+        lines); nothing is submitted.
+    """
+    if b"\n" in line or b"\r" in line:
+        raise ValueError("a line to send must not hold \\r or \\n")
+    return connection.submit(partial(_send, line))
+
+
+def _send(line: bytes, protocol: object) -> None:
+    if not isinstance(protocol, LineProtocol):
+        protocol = speaking(protocol, LineProtocol, "line")
+    protocol.write(line + b"\r\n")

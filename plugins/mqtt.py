@@ -19,15 +19,21 @@ C{username} (str), C{password_file} (str: a file holding the password; one
 trailing newline is ignored; read at every attempt), C{keep_alive} (int
 seconds, 0 to 65535, default derived from the heartbeat, see
 L{keepAliveFor}), C{max_packet_length} (int, default 1 MiB).
+
+Applications publish with L{publish} on a supervised connection or pool: QoS
+0 (done once written) or 1 (done on the broker's C{PUBACK}).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from plugins._support import (
@@ -36,6 +42,7 @@ from plugins._support import (
     Maybe,
     ProtocolError,
     ReadingProtocol,
+    speaking,
 )
 from supervisor.interfaces import (
     IConnectionHandle,
@@ -43,12 +50,16 @@ from supervisor.interfaces import (
     ISupervisedProtocol,
     OptionError,
 )
+from supervisor.operations import ConnectionLost, Submitter
 from supervisor.options import Integer, Text, setting
 from supervisor.pipeline import Pipeline
+from supervisor.policy import failureOf
 from supervisor.spec import HeartbeatSpec
 
 CONNECT = 1
 CONNACK = 2
+PUBLISH = 3
+PUBACK = 4
 PINGREQ = 12
 PINGRESP = 13
 DISCONNECT = 14
@@ -163,6 +174,42 @@ def connectPacket(
     return packet(CONNECT, 0, header + payload)
 
 
+MAX_PACKET_ID = 65535
+
+
+class MqttError(Exception):
+    """
+    A publish the protocol cannot make: no packet identifier is free
+    (65535 QoS 1 publishes wait for their C{PUBACK}).
+    """
+
+
+def checkTopic(topic: bytes) -> None:
+    """
+    @raise ValueError: C{topic} is no topic to publish to: empty, longer
+        than 65535 bytes, not UTF-8, or holding a wildcard (C{+}, C{#}) or
+        a NUL.
+    """
+    if not topic or len(topic) > MAX_FIELD:
+        raise ValueError(f"a topic has 1 to {MAX_FIELD} bytes, got {len(topic)}")
+    if b"+" in topic or b"#" in topic or b"\0" in topic:
+        raise ValueError(f"a topic to publish to holds no wildcard or NUL: {topic[:80]!r}")
+    try:
+        topic.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"a topic is UTF-8: {topic[:80]!r}") from None
+
+
+def publishPacket(topic: bytes, payload: bytes, qos: int, packetId: int, retain: bool) -> bytes:
+    """
+    A C{PUBLISH}: with a packet identifier for QoS 1.
+
+    @raise ValueError: the packet would be longer than MQTT allows.
+    """
+    header = utf8(topic) + (packetId.to_bytes(2, "big") if qos else b"")
+    return packet(PUBLISH, (qos << 1) | int(retain), header + payload)
+
+
 def parsePacket(buffer: bytes | bytearray, maxLength: int) -> tuple[int, int, bytes, int]:
     """
     One packet from the start of C{buffer}: (type, flags, body, length used).
@@ -224,7 +271,10 @@ def heartbeatOf(handle: IConnectionHandle) -> HeartbeatSpec:
 @implementer(ISupervisedProtocol, IDrainable)
 class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
     """
-    One MQTT 3.1.1 client connection that only connects and pings.
+    One MQTT 3.1.1 client connection: it connects, pings and publishes.
+
+    @ivar unacknowledged: the QoS 1 publishes waiting for their C{PUBACK},
+        by packet identifier.
     """
 
     def __init__(self, handle: IConnectionHandle, options: Options) -> None:
@@ -235,6 +285,52 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
         self.keepAlive = keepAliveFor(heartbeatOf(handle)) if keepAlive is None else keepAlive
         self.pings: Pipeline[bytes] = Pipeline()
         self.accepted = False
+        self.unacknowledged: dict[int, Deferred[None]] = {}
+        self._lastId = 0
+
+    def publish(
+        self, topic: bytes | str, payload: bytes, qos: Literal[0, 1] = 0, retain: bool = False
+    ) -> Deferred[None]:
+        """
+        Publish C{payload} to C{topic}: with QoS 0, done once written; with
+        QoS 1, done on the broker's C{PUBACK} (or failed with
+        L{supervisor.operations.ConnectionLost} when the connection goes
+        away first: the broker may or may not have it; it is not sent
+        again).
+
+        @raise ValueError: a bad topic (see L{checkTopic}), a QoS other than
+            0 or 1, or a payload too long for one packet.
+        @raise MqttError: no packet identifier is free.
+        """
+        topicBytes = topic.encode("utf-8") if isinstance(topic, str) else topic
+        checkTopic(topicBytes)
+        if qos not in (0, 1):
+            raise ValueError(f"qos is 0 or 1, got {qos!r}")
+        if qos == 0:
+            self.write(publishPacket(topicBytes, payload, 0, 0, retain))
+            return succeed(None)
+        packetId = self._freeId()
+        self.write(publishPacket(topicBytes, payload, 1, packetId, retain))
+        acknowledged: Deferred[None] = Deferred()
+        self.unacknowledged[packetId] = acknowledged
+        return acknowledged
+
+    def _freeId(self) -> int:
+        if len(self.unacknowledged) >= MAX_PACKET_ID:
+            raise MqttError(f"no packet identifier free: {MAX_PACKET_ID} publishes wait for PUBACK")
+        packetId = self._lastId
+        while True:
+            packetId = packetId % MAX_PACKET_ID + 1
+            if packetId not in self.unacknowledged:
+                self._lastId = packetId
+                return packetId
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        waiting, self.unacknowledged = self.unacknowledged, {}
+        for acknowledged in waiting.values():
+            lost = ConnectionLost(self.handle.name, "lost before the broker's PUBACK")
+            acknowledged.errback(failureOf(lost))
+        super().connectionLost(reason)
 
     def connectionMade(self) -> None:
         options = self.options
@@ -269,6 +365,14 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
             token = self.pings.answered()
             if token is not None:
                 self.handle.pong(token)
+        elif kind == PUBACK:
+            if len(body) != 2:
+                self.reject(f"a PUBACK of {len(body)} bytes", False)
+                return
+            acknowledged = self.unacknowledged.pop(int.from_bytes(body, "big"), None)
+            self.handle.activity()
+            if acknowledged is not None:
+                acknowledged.callback(None)
         elif kind == CONNACK:
             self.reject("a second CONNACK", False)
         # Anything else (we subscribe to nothing) is ignored, and is no
@@ -276,7 +380,7 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
 
     def sendPing(self, token: bytes) -> None:
         self.pings.sent(token)
-        self.write(packet(PINGREQ, 0))
+        self.writePing(packet(PINGREQ, 0))
 
     def drain(self) -> Deferred[None]:
         # After DISCONNECT the client closes the connection; the broker
@@ -286,3 +390,35 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
 
 
 mqttPlugin = BundledPlugin("mqtt", Options, MqttProtocol)
+
+
+def publish(
+    connection: Submitter,
+    topic: bytes | str,
+    payload: bytes,
+    qos: Literal[0, 1] = 0,
+    retain: bool = False,
+) -> Deferred[None]:
+    """
+    Publish C{payload} to C{topic} on a supervised C{mqtt} connection or
+    pool, in turn with what was submitted before it.
+
+    @return: with QoS 0, fires once the C{PUBLISH} is written; with QoS 1,
+        once the broker's C{PUBACK} for it arrives. Fails as any submitted
+        operation (L{supervisor.operations}):
+        L{supervisor.operations.ConnectionLost} when the connection went
+        away before the C{PUBACK} (the broker may or may not have it: it is
+        not sent again); with L{MqttError} when 65535 publishes wait for
+        their C{PUBACK} on that connection.
+    @raise ValueError: a bad topic (see L{checkTopic}), or a QoS other than
+        0 or 1; nothing is submitted.
+    """
+    topicBytes = topic.encode("utf-8") if isinstance(topic, str) else topic
+    checkTopic(topicBytes)
+    if qos not in (0, 1):
+        raise ValueError(f"qos is 0 or 1, got {qos!r}")
+
+    def send(protocol: object) -> Deferred[None]:
+        return speaking(protocol, MqttProtocol, "mqtt").publish(topicBytes, payload, qos, retain)
+
+    return connection.submit(send)

@@ -15,9 +15,25 @@ from supervisor.interfaces import (
     ISupervisedProtocol,
     OptionError,
 )
+from supervisor.operations import (
+    ConnectionClosed,
+    ConnectionLost,
+    OperationError,
+    QueueFull,
+    QueueTimeout,
+)
 from supervisor.plugin import findPlugin
+from supervisor.pool import Pool
 from supervisor.service import Supervisor
-from supervisor.spec import BackoffSpec, BreakerSpec, ConnectionSpec, FlapSpec, HeartbeatSpec
+from supervisor.spec import (
+    BackoffSpec,
+    BreakerSpec,
+    ConnectionSpec,
+    FlapSpec,
+    HeartbeatSpec,
+    PoolSpec,
+    QueueSpec,
+)
 from supervisor.states import STATES, State, Transition
 
 __all__ = [
@@ -28,6 +44,8 @@ __all__ = [
     "Classification",
     "Config",
     "ConfigError",
+    "ConnectionClosed",
+    "ConnectionLost",
     "ConnectionSpec",
     "FlapSpec",
     "HeartbeatSpec",
@@ -37,7 +55,13 @@ __all__ = [
     "IFailureClassifier",
     "IProtocolPlugin",
     "ISupervisedProtocol",
+    "OperationError",
     "OptionError",
+    "Pool",
+    "PoolSpec",
+    "QueueFull",
+    "QueueSpec",
+    "QueueTimeout",
     "State",
     "SupervisedConnection",
     "Supervisor",

@@ -15,6 +15,7 @@ Twisted's C{ClientService} wraps its protocols the same way
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -23,6 +24,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IProtocol,
     IProtocolFactory,
+    IPushProducer,
     ISSLTransport,
     IStreamClientEndpoint,
     ITransport,
@@ -30,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from supervisor.cycles import releaseTransport
 from supervisor.interfaces import (
     IConnectionHandle,
     IDrainable,
@@ -37,7 +40,8 @@ from supervisor.interfaces import (
     ISupervisedProtocol,
 )
 from supervisor.policy import PluginRejection, failureOf
-from supervisor.spec import HeartbeatSpec
+from supervisor.spec import HeartbeatSpec, KeepaliveSpec
+from supervisor.transport import setKeepalive
 
 
 class AttemptEvents(Protocol):
@@ -74,9 +78,10 @@ class _AttemptFactory:
     __slots__ = ("_attempt",)
 
     def __init__(self, attempt: Attempt) -> None:
-        self._attempt = attempt
+        self._attempt: Attempt | None = attempt
 
     def buildProtocol(self, addr: IAddress) -> Attempt:
+        assert self._attempt is not None
         self._attempt.build()
         return self._attempt
 
@@ -84,10 +89,20 @@ class _AttemptFactory:
         pass
 
     def doStop(self) -> None:
+        # Not the end of the attempt: a HostnameEndpoint stops one connector
+        # (an address refused) and starts the next with this same factory.
         pass
 
+    def release(self) -> None:
+        """
+        The attempt's connect is over: let the attempt go, since a failed
+        connect leaves Twisted's connector and the endpoint's factory (which
+        holds this one) in a cycle.
+        """
+        self._attempt = None
 
-@implementer(IConnectionHandle, IProtocol, IHandshakeListener)
+
+@implementer(IConnectionHandle, IProtocol, IHandshakeListener, IPushProducer)
 class Attempt:
     """
     The transport and the plugin's protocol of one attempt.
@@ -97,21 +112,41 @@ class Attempt:
     own handshake early); the machine holds a C{ready} back until the
     handshake completes.
 
+    The attempt is the transport's producer: when what is written to the
+    peer and not yet sent passes the transport's buffer size, it stops
+    reading from the peer until that is sent. A peer that does not read
+    cannot make the connection write (answer pings, say) without bound: it
+    gets nothing read, so its pongs are not read either, and heartbeats drop
+    it within their bound. (Plugins must not register a producer of their
+    own on the transport.)
+
     @ivar current: the machine still listens to this attempt.
     @ivar protocol: the plugin's protocol, once the transport is being made.
     @ivar transport: the transport, from C{makeConnection} until it is lost.
+    @ivar lastInbound: when bytes last arrived, on the connection's clock.
+    @ivar writeBlocked: what is written waits for the peer to read it.
+    @ivar writable: called when what was written has been sent after
+        L{writeBlocked} was set (the connection's operations go on).
     """
 
     __slots__ = (
+        "_clock",
         "_connecting",
+        "_detached",
         "_events",
+        "_factory",
+        "_keepalive",
         "_options",
         "_plugin",
+        "_producing",
         "current",
         "heartbeatSpec",
+        "lastInbound",
         "name",
         "protocol",
         "transport",
+        "writable",
+        "writeBlocked",
     )
 
     def __init__(
@@ -121,16 +156,30 @@ class Attempt:
         heartbeatSpec: HeartbeatSpec,
         plugin: IProtocolPlugin,
         options: object,
+        clock: Callable[[], float],
+        keepalive: KeepaliveSpec | None = None,
     ) -> None:
+        """
+        @param clock: the connection's time (for L{lastInbound}).
+        @param keepalive: TCP keepalive to set on the transport's socket.
+        """
         self._events = events
+        self._clock = clock
+        self._keepalive = keepalive
+        self.lastInbound = clock()
+        self.writeBlocked = False
+        self._producing = False
+        self.writable: Callable[[], object] | None = None
         self._plugin = plugin
         self._options = options
         self.name = name
         self.heartbeatSpec = heartbeatSpec
         self.current = True
+        self._detached = False
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
         self._connecting: Deferred[IProtocol] | None = None
+        self._factory: _AttemptFactory | None = None
 
     # Driven by the machine.
 
@@ -138,7 +187,8 @@ class Attempt:
         """
         Start connecting C{endpoint}.
         """
-        connecting = self._connecting = endpoint.connect(_AttemptFactory(self))
+        factory = self._factory = _AttemptFactory(self)
+        connecting = self._connecting = endpoint.connect(factory)
         connecting.addCallbacks(self._connected, self._report)
 
     def build(self) -> None:
@@ -168,6 +218,10 @@ class Attempt:
         Close the transport once what is written has been sent.
         """
         if self.transport is not None:
+            if self._producing:
+                # Twisted's TLS shuts down only once no producer is registered.
+                self._producing = False
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
 
     def detach(self) -> None:
@@ -176,6 +230,7 @@ class Attempt:
         it; a connect in flight is cancelled and a live transport aborted.
         """
         self.current = False
+        self._detached = True
         connecting, self._connecting = self._connecting, None
         if connecting is not None and self.transport is None:
             # Once the transport exists (the plugin may reject inside
@@ -184,13 +239,23 @@ class Attempt:
             connecting.cancel()
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+        else:
+            self.protocol = None
 
     # IProtocol, as the transport sees it.
 
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
-        if self.current and ISSLTransport.providedBy(transport):
-            self._events.securing()
+        self.lastInbound = self._clock()
+        if self._keepalive is not None:
+            setKeepalive(transport, self._keepalive, self.name)
+        if ISSLTransport.providedBy(transport):
+            # Twisted's TLS pauses a producer until its handshake is done:
+            # the attempt becomes the producer once TLS is up.
+            if self.current:
+                self._events.securing()
+        else:
+            self._produceFor()
         assert self.protocol is not None
         self.protocol.makeConnection(transport)
 
@@ -200,20 +265,58 @@ class Attempt:
         """
 
     def dataReceived(self, data: bytes) -> None:
+        self.lastInbound = self._clock()
         assert self.protocol is not None
         self.protocol.dataReceived(data)
 
     def handshakeCompleted(self) -> None:
         if self.current:
+            self._produceFor()
             self._events.handshakeCompleted()
 
     def connectionLost(self, reason: Failure) -> None:
-        self.transport = None
+        transport, self.transport = self.transport, None
+        releaseTransport(transport)
         try:
             assert self.protocol is not None
             self.protocol.connectionLost(reason)
         finally:
             self._report(reason)
+            if self._detached:
+                # Nothing needs the plugin's protocol any more; it holds this
+                # attempt (its handle), so keeping it would be a cycle.
+                self.protocol = None
+
+    # IPushProducer, as the transport sees it.
+
+    def _produceFor(self) -> None:
+        if self.transport is not None and not self._producing:
+            self._producing = True
+            self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+
+    def pauseProducing(self) -> None:
+        """
+        Unsent bytes passed the transport's buffer size: read nothing more
+        from the peer until they are sent.
+        """
+        self.writeBlocked = True
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        """
+        The peer read what was owed: read again.
+        """
+        self.writeBlocked = False
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if self.writable is not None:
+            self.writable()
+
+    def stopProducing(self) -> None:
+        """
+        The transport is going away; C{connectionLost} follows.
+        """
 
     # IConnectionHandle, as the plugin sees it.
 
@@ -234,11 +337,18 @@ class Attempt:
 
     # Internals.
 
+    def _releaseFactory(self) -> None:
+        factory, self._factory = self._factory, None
+        if factory is not None:
+            factory.release()
+
     def _connected(self, protocol: object) -> None:
         self._connecting = None
+        self._releaseFactory()
 
     def _report(self, failure: Failure) -> None:
         self._connecting = None
+        self._releaseFactory()
         if self.current:
             self.current = False
             self._events.failed(failure)

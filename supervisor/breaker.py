@@ -30,6 +30,7 @@ from typing import Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
 
+from supervisor.automaton import indexed
 from supervisor.budget import WHOLE
 from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import BreakerSpec
@@ -435,7 +436,7 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     return b.build()
 
 
-BreakerMachine = makeBreakerMachine()
+BreakerMachine = indexed(makeBreakerMachine())
 
 
 class Breaker:

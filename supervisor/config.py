@@ -40,6 +40,7 @@ from supervisor.interfaces import IConfigurable, IProtocolPlugin, OptionError
 from supervisor.options import (
     Check,
     Entries,
+    Flag,
     Integer,
     Number,
     Table,
@@ -57,10 +58,20 @@ from supervisor.options import (
     structure,
     unknownKey,
 )
+from supervisor.plugin import Plugins
 from supervisor.shard import Shard
-from supervisor.spec import ConnectionSpec, SupervisorSpec
+from supervisor.spec import MAX_ENDPOINTS, ConnectionSpec, PoolSpec, SupervisorSpec
+from supervisor.tls import MaterialError, TLSMaterial, readMaterial
 
-__all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
+__all__ = [
+    "AdminSpec",
+    "Config",
+    "ConfigError",
+    "MetricsSpec",
+    "SupervisorSpec",
+    "loadConfig",
+    "parseConfig",
+]
 
 _LISTEN_EXPECTED = "a Twisted server endpoint string (like tcp:9100:interface=127.0.0.1)"
 
@@ -86,6 +97,20 @@ class AdminSpec:
 
 
 @attrs.frozen
+class MetricsSpec:
+    """
+    What C{/metrics} shows (C{[metrics]}).
+
+    @ivar per_connection: the families labelled by C{connection}, a series
+        or more per connection; C{false} keeps only the aggregates (by
+        state, by C{group}, by reason of a reload), for fleets where a
+        series per connection is too many.
+    """
+
+    per_connection: bool = setting(True, Flag())
+
+
+@attrs.frozen
 class Config:
     """
     A whole configuration file.
@@ -95,14 +120,19 @@ class Config:
     @ivar path: the file it was read from. It is not part of equality: two
         files with the same content give equal configs.
     @ivar admin: the admin listener.
-    @ivar connections: the supervised connections, in file order.
+    @ivar connections: the supervised connections, in file order, then the
+        members of each pool, pool by pool.
     @ivar supervisor: the process as a whole (C{[supervisor]}).
+    @ivar pools: the C{[[pool]]}s, in file order.
+    @ivar metrics: what C{/metrics} shows (C{[metrics]}).
     """
 
     path: str = attrs.field(eq=False)
     admin: AdminSpec = setting(AdminSpec(), Table(AdminSpec))
     connections: tuple[ConnectionSpec, ...] = ()
     supervisor: SupervisorSpec = setting(SupervisorSpec(), Table(SupervisorSpec))
+    pools: tuple[PoolSpec, ...] = ()
+    metrics: MetricsSpec = setting(MetricsSpec(), Table(MetricsSpec))
 
     @property
     def shard(self) -> Shard | None:
@@ -241,12 +271,45 @@ class _Endpoint:
 
 
 @attrs.frozen
+class _EndpointList:
+    """
+    An array of distinct client endpoint strings, each as L{_Endpoint}
+    checks it, at least one and at most L{MAX_ENDPOINTS}.
+    """
+
+    each: _Endpoint
+
+    def expected(self) -> str:
+        return f"an array of 1 to {MAX_ENDPOINTS} distinct Twisted client endpoint strings"
+
+    def check(self, value: object, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            raise refuse(key, self.expected(), describe(value))
+        if not 1 <= len(value) <= MAX_ENDPOINTS:
+            raise refuse(key, self.expected(), f"an array of {len(value)}")
+        seen: dict[str, int] = {}
+        for index, item in enumerate(value):
+            at = f"{key}[{index}]"
+            description = self.each.check(item, at)
+            if description in seen:
+                raise OptionError(
+                    at,
+                    f"expected a distinct endpoint string, got the one {key}[{seen[description]}] "
+                    "already is",
+                )
+            seen[description] = index
+        return tuple(value)
+
+
+@attrs.frozen
 class _Protocol:
     """
     The name of an installed protocol plugin.
     """
 
     names: frozenset[str]
+    unusable: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+    """Installed plugins that cannot be used, by name, with why."""
 
     def expected(self) -> str:
         return f"one of the known protocols ({', '.join(sorted(self.names)) or 'none installed'})"
@@ -254,6 +317,9 @@ class _Protocol:
     def check(self, value: object, key: str) -> str:
         if not isinstance(value, str):
             raise refuse(key, self.expected(), describe(value))
+        if value in self.unusable:
+            found = f"{quote(value)}, whose plugin cannot be used: {self.unusable[value]}"
+            raise refuse(key, self.expected(), found)
         if value not in self.names:
             raise refuse(key, self.expected(), quote(value))
         return value
@@ -279,10 +345,12 @@ class _OptionValue:
 
 # What the loader checks itself, by class and field: the fields the spec
 # classes leave to it.
+_CLIENT_ENDPOINT = _Endpoint("client", "a Twisted client endpoint string (tcp:, tls:, unix:)")
 _OWN_CHECKS: dict[type, dict[str, Check[Any]]] = {
     AdminSpec: {"listen": _Endpoint("server", _LISTEN_EXPECTED)},
     ConnectionSpec: {
-        "endpoint": _Endpoint("client", "a Twisted client endpoint string (tcp:, tls:, unix:)"),
+        "endpoint": _CLIENT_ENDPOINT,
+        "endpoints": _EndpointList(_CLIENT_ENDPOINT),
         "options": Entries(_OptionValue()),
         "labels": Entries(
             Text(),
@@ -313,9 +381,9 @@ def _checksOf(cls: type[Any], **own: Check[Any]) -> dict[str, Check[Any]]:
 _TABLES: dict[str, Table[Any]] = {
     name: check for name, check in _checksOf(Config).items() if isinstance(check, Table)
 }
-_TOP_KEYS = (*_TABLES, "defaults", "connection")
+_TOP_KEYS = (*_TABLES, "defaults", "connection", "pool")
 # What [defaults] cannot set: it names one connection.
-_PER_CONNECTION_KEYS = ("name", "endpoint", "labels")
+_PER_CONNECTION_KEYS = ("name", "endpoint", "endpoints", "labels")
 
 
 def _unknownKey(path: str, key: str, allowed: Collection[str]) -> OptionError:
@@ -345,8 +413,15 @@ class _Checker:
         self.plugins: Mapping[str, IProtocolPlugin] = (
             protocols if isinstance(protocols, Mapping) else {}
         )
-        self.protocol = _Protocol(frozenset(protocols))
+        self.protocol = _Protocol(
+            frozenset(protocols), protocols.unusable if isinstance(protocols, Plugins) else {}
+        )
         self.connectionChecks = _checksOf(ConnectionSpec, protocol=self.protocol)
+        self.poolChecks: dict[str, Check[Any]] = {
+            "name": self.connectionChecks["name"],
+            "size": _checksOf(PoolSpec)["size"],
+            **{k: c for k, c in self.connectionChecks.items() if k != "name"},
+        }
         self.defaultsChecks = {
             key: check
             for key, check in self.connectionChecks.items()
@@ -355,6 +430,9 @@ class _Checker:
         # The options each plugin accepted during this load, with their types
         # (1, 1.0 and true are equal keys of a dict, not equal options).
         self.acceptedOptions: set[tuple[str, tuple[tuple[str, type, object], ...]]] = set()
+        # The TLS files read during this load (each set once, however many
+        # connections share it), or why they were refused.
+        self.materials: dict[tuple[str, str, str], TLSMaterial | MaterialError] = {}
 
     def document(self, document: Mapping[str, object]) -> Config:
         """
@@ -394,7 +472,7 @@ class _Checker:
                 f"expected an array of tables ([[connection]]), got {describe(entries)}",
             )
         specs: list[ConnectionSpec] = []
-        seen: dict[str, int] = {}
+        seen: dict[str, str] = {}
         for index, entry in enumerate(entries):
             at = f"connection[{index}]"
             spec = self.connection(entry, defaults, at)
@@ -402,11 +480,59 @@ class _Checker:
                 raise OptionError(
                     child(at, "name"),
                     f"expected a unique name, got {quote(spec.name)}, which "
-                    f"connection[{seen[spec.name]}] already has",
+                    f"{seen[spec.name]} already has",
                 )
-            seen[spec.name] = index
+            seen[spec.name] = at
             specs.append(spec)
-        return Config(path=self.path, connections=tuple(specs), **tables)
+        pools = self.pools(document.get("pool", []), defaults, seen, specs)
+        return Config(path=self.path, connections=tuple(specs), pools=pools, **tables)
+
+    def pools(
+        self,
+        entries: object,
+        defaults: Mapping[str, Any],
+        seen: dict[str, str],
+        specs: list[ConnectionSpec],
+    ) -> tuple[PoolSpec, ...]:
+        """
+        Check the C{[[pool]]} entries; add their members to C{specs} (and
+        their names to C{seen}).
+        """
+        if not isinstance(entries, list):
+            raise OptionError(
+                "pool", f"expected an array of tables ([[pool]]), got {describe(entries)}"
+            )
+        pools: list[PoolSpec] = []
+        names: dict[str, int] = {}
+        for index, entry in enumerate(entries):
+            at = f"pool[{index}]"
+            checked = checkMapping(PoolSpec, entry, at, checks=self.poolChecks, unknown=_unknownKey)
+            name = checked.get("name")
+            if name is None:
+                expected = self.poolChecks["name"].expected()
+                raise refuse(child(at, "name"), expected, "nothing (missing)")
+            if name in names:
+                raise OptionError(
+                    child(at, "name"),
+                    f"expected a unique pool name, got {quote(name)}, which "
+                    f"pool[{names[name]}] already has",
+                )
+            names[name] = index
+            size = checked.pop("size", 1)
+            template = self.connection({**checked, "name": f"{name}.0"}, defaults, at)
+            pool = PoolSpec(name, size, template.queue)
+            for member in pool.members:
+                if member in seen:
+                    raise OptionError(
+                        child(at, "name"),
+                        f"expected a pool name whose members ({pool.members[0]} to "
+                        f"{pool.members[-1]}) no other connection has, got {quote(name)}: "
+                        f"{seen[member]} is called {quote(member)}",
+                    )
+                seen[member] = at
+                specs.append(attrs.evolve(template, name=member))
+            pools.append(pool)
+        return tuple(pools)
 
     def connection(self, entry: object, defaults: Mapping[str, Any], at: str) -> ConnectionSpec:
         """
@@ -425,7 +551,29 @@ class _Checker:
                 f"and the built-in default {quote(spec.protocol)} is not installed",
             )
         self.pluginOptions(spec, at)
+        if spec.tls.enabled:
+            spec = self.tlsMaterial(spec, own, at)
         return spec
+
+    def tlsMaterial(self, spec: ConnectionSpec, own: Mapping[str, Any], at: str) -> ConnectionSpec:
+        """
+        C{spec} with what its TLS files hold, read now; a file that cannot
+        be used is refused at the key that names it, in the connection or in
+        C{[defaults]}, whichever set it.
+        """
+        tls = spec.tls
+        files = (tls.ca, tls.cert, tls.key)
+        material = self.materials.get(files)
+        if material is None:
+            try:
+                material = readMaterial(*files)
+            except MaterialError as e:
+                material = e
+            self.materials[files] = material
+        if isinstance(material, MaterialError):
+            table = child(at, "tls") if material.key in own.get("tls", {}) else "defaults.tls"
+            raise OptionError(child(table, material.key), material.problem)
+        return attrs.evolve(spec, tls=attrs.evolve(tls, material=material))
 
     def pluginOptions(self, spec: ConnectionSpec, at: str) -> None:
         """
@@ -475,6 +623,8 @@ def parseConfig(text: str, path: str, *, protocols: Protocols | None = None) -> 
         L{IConfigurable}. Only their names will do, without that check. By
         default the installed plugins (L{supervisor.plugin.availablePlugins}).
     @raise ConfigError: for any problem in C{text}.
+    @raise supervisor.plugin.PluginError: by default, when the installed
+        plugins cannot be used together (whatever the file says).
     """
     try:
         document = tomllib.loads(text)
@@ -513,6 +663,7 @@ def loadConfig(path: str, *, protocols: Protocols | None = None) -> Config:
     @param path: the file.
     @param protocols: as for L{parseConfig}.
     @raise ConfigError: if the file cannot be read or has any problem.
+    @raise supervisor.plugin.PluginError: as for L{parseConfig}.
     """
     try:
         with open(path, "rb") as f:

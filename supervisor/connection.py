@@ -6,12 +6,16 @@ L{supervisor.states}, with its reconnect policy, heartbeat and plugin.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
+from supervisor.endpoints import EndpointRecord, Endpoints
 from supervisor.fleet import Fleet
 from supervisor.interfaces import IConfigurable, IProtocolPlugin, ISupervisedProtocol
+from supervisor.operations import Counts, Operations
 from supervisor.policy import ReconnectPolicy
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
@@ -43,21 +47,25 @@ class SupervisedConnection:
     timers share one C{DelayedCall}.
     """
 
-    __slots__ = ("_core", "_inputs")
+    __slots__ = ("_core", "_inputs", "_operations")
 
     def __init__(
         self,
         spec: ConnectionSpec,
-        endpoint: IStreamClientEndpoint,
+        endpoint: IStreamClientEndpoint | Sequence[IStreamClientEndpoint],
         plugin: IProtocolPlugin,
         clock: IReactorTime,
         scheduler: Scheduler | None = None,
         rng: random.Random | None = None,
         fleet: Fleet | None = None,
+        counts: Counts | None = None,
     ) -> None:
         """
         @param spec: what to supervise and how.
-        @param endpoint: where to connect, usually C{clientFromString(reactor, spec.endpoint)}.
+        @param endpoint: where to connect: one endpoint for each of
+            C{spec.targets}, in order (usually
+            L{supervisor.transport.clientEndpoints}); for a spec with one
+            endpoint string, that endpoint alone will do.
         @param plugin: the protocol plugin named by C{spec.protocol}.
         @param clock: the time source for every timer of this connection.
         @param scheduler: a scheduler on C{clock} shared with other
@@ -66,14 +74,21 @@ class SupervisedConnection:
         @param fleet: the circuit breakers and connect budget shared with
             other connections; by default, a fleet of its own (a breaker for
             its own target, no budget).
+        @param counts: where to count the endings of its operations (to
+            go on with the counts of the connection it replaces); by
+            default, counts of its own.
         """
         if scheduler is None:
             scheduler = Scheduler(clock)
         if rng is None:
             rng = random.Random()
+        endpoints = tuple(endpoint) if isinstance(endpoint, Sequence) else (endpoint,)
+        targets = spec.targets
+        # Round-robin connections sharing a list do not all start on its first.
+        start = rng.randrange(len(targets)) if spec.failover == "round_robin" else 0
         self._core = Core(
             spec=spec,
-            endpoint=endpoint,
+            endpoints=Endpoints(targets, endpoints, spec.failover, start),
             plugin=plugin,
             scheduler=scheduler,
             rng=rng,
@@ -83,6 +98,7 @@ class SupervisedConnection:
             since=scheduler.now(),
             options=pluginOptions(plugin, spec),
         )
+        self._core.operations = self._operations = Operations(self._core, clock, counts)
         self._inputs: Inputs = ConnectionMachine(self._core)
         if fleet is None:
             fleet = Fleet(scheduler, rng)
@@ -167,6 +183,24 @@ class SupervisedConnection:
         return self._core.gate.breakerState
 
     @property
+    def lifetimeLeft(self) -> float | None:
+        """
+        Seconds until an ESTABLISHED connection rotates (its C{max_lifetime}
+        drawn with jitter), or L{None}.
+        """
+        rotatesAt = self._core.current.rotatesAt
+        return None if rotatesAt is None else max(0.0, rotatesAt - self._core.now())
+
+    @property
+    def writeBlocked(self) -> bool:
+        """
+        Whether what the connection wrote waits for the peer to read it (its
+        transport's buffer is past its size; nothing is read meanwhile).
+        """
+        attempt = self._core.attempt
+        return attempt is not None and attempt.writeBlocked
+
+    @property
     def flapHolds(self) -> int:
         """
         How many times the flap guard held this connection.
@@ -188,12 +222,68 @@ class SupervisedConnection:
         return tuple(self._core.history)
 
     @property
+    def endpoint(self) -> str:
+        """
+        The endpoint string of the attempt in flight or the connection up,
+        else of the last attempt (before any, of the first one).
+        """
+        return self._core.endpoints.inUse
+
+    @property
+    def endpointRecords(self) -> tuple[EndpointRecord, ...]:
+        """
+        How each of the connection's endpoints fared, in the spec's order.
+        """
+        return self._core.endpoints.records()
+
+    @property
     def protocol(self) -> ISupervisedProtocol | None:
         """
         The plugin's protocol of the current attempt or connection, if any.
         """
         attempt = self._core.attempt
         return None if attempt is None else attempt.protocol
+
+    @property
+    def operations(self) -> Operations:
+        """
+        What is submitted to it: the queue, what is in flight, the counts
+        of endings.
+        """
+        return self._core.operations
+
+    @property
+    def queueDepth(self) -> int:
+        """
+        How many submitted operations wait for the connection.
+        """
+        return self._core.operations.depth
+
+    def submit(self, operation: Callable[[Any], object]) -> Deferred[Any]:
+        """
+        Run C{operation(protocol)} on the ESTABLISHED protocol, now if it
+        is ESTABLISHED and nothing waits, else in turn once it is; it may
+        return a L{Deferred} (or a coroutine) for its result.
+
+        The Deferred returned fires exactly once: with the operation's
+        result; with its own error; or with
+        L{supervisor.operations.QueueFull} (at once: C{queue.max} wait),
+        L{supervisor.operations.QueueTimeout} (it waited C{queue.timeout}),
+        L{supervisor.operations.ConnectionClosed} (closing for good or
+        CLOSED), L{supervisor.operations.ConnectionLost} (lost while in
+        flight; it is not run again). For an operation that runs at once
+        and returns a Deferred, it is that Deferred. Cancelling it takes a
+        waiting operation out of the queue and cancels one in flight.
+        """
+        return self._operations.submit(operation)
+
+    def holdRotationWhile(self, hold: Callable[[], bool] | None) -> None:
+        """
+        When its lifetime is over, rotate only once C{hold()} is false
+        (asked again every second); L{None} rotates at once again. A pool
+        holds its last ESTABLISHED member this way.
+        """
+        self._core.rotationHold = hold
 
     def addObserver(self, observer: Observer) -> None:
         """
@@ -225,6 +315,7 @@ class SupervisedConnection:
         assert spec.sameConnectionAs(self._core.spec), "only recovery settings change in place"
         self._core.spec = spec
         self._core.gate.retune(spec)
+        self._core.operations.retuned()
 
     def start(self) -> None:
         """

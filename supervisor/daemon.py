@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from supervisor.admin.auth import tokenFileProblem
 from supervisor.config import Config, ConfigError, loadConfig
+from supervisor.plugin import PluginError
 from supervisor.service import Supervisor
 from supervisor.shard import Shard, ShardError
 
@@ -92,6 +93,7 @@ class Daemon:
 
         @raise ConfigError: for a bad file, and for an C{admin.token_file}
             that users other than its owner may read or write.
+        @raise PluginError: the installed plugins cannot be used together.
         """
         config = loadConfig(self.path)
         if self.adminOverride:
@@ -119,11 +121,13 @@ class Daemon:
 
         try:
             config = self.load()
-        except ConfigError as e:
+        except (ConfigError, PluginError) as e:
             _fail(str(e))
             raise  # not reached
         try:
-            supervisor = Supervisor(config, self.reactor, shard=self.shardOf(config))
+            supervisor = Supervisor(
+                config, self.reactor, shard=self.shardOf(config), freezeAfterStart=True
+            )
             metrics = SupervisorMetrics(supervisor)
             admin = adminService(supervisor, metrics, config.admin.listen, self.reactor)
         except Exception as e:  # a plugin failing to build, a bad listener
@@ -139,11 +143,16 @@ class Daemon:
 
     def reload(self) -> None:
         """
-        Re-read the file; apply it, or keep the running config if it is refused.
+        Re-read the file; apply it, or keep the running config if it is
+        refused. Once the drain has begun there is nothing to apply it to: it
+        is ignored, and says so.
         """
+        if self.supervisor.draining:
+            log.info("SIGHUP received while draining; the configuration is not reloaded")
+            return
         try:
             config = self.load()
-        except ConfigError as e:
+        except (ConfigError, PluginError) as e:
             self.supervisor.reloadFailed()
             log.error("reload refused, keeping the running config: {error}", error=str(e))
             return

@@ -39,10 +39,15 @@ def breakerKey(spec: ConnectionSpec) -> str | None:
     What the connections sharing C{spec}'s breaker have in common: its
     endpoint (C{scope = "endpoint"}), its name (C{"connection"}), or
     nothing (C{"off"}: L{None}).
+
+    A connection with several endpoints has one breaker for all of them,
+    shared with the connections that list the same endpoints (in any order):
+    it opens only when attempts fail across the list with no success
+    between them, which is when failing over cannot help.
     """
     scope = spec.breaker.scope
     if scope == "endpoint":
-        return f"endpoint {spec.endpoint}"
+        return "endpoint " + "\n".join(sorted(spec.targets))
     if scope == "connection":
         return f"connection {spec.name}"
     return None

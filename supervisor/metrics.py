@@ -16,19 +16,22 @@ family is one row; a family labelled by C{connection}
 (L{Family.perConnection}) has a series per connection, the others are
 aggregates.
 
-Two families go beyond the list of the specification (C{SPEC.md}), for
-per-connection dashboards: C{connection_info} (the connection's protocol and
-group, to filter per-connection series by group with a join) and
-C{connection_transitions_total} (to find flapping connections). The metric
+Three families go beyond the list of the specification (C{SPEC.md}), for
+dashboards: C{connection_info} (the connection's protocol and group, to
+filter per-connection series by group with a join),
+C{connection_transitions_total} (to find flapping connections) and
+C{connections_held} (IDLE connections by what holds them back). The metric
 names, labels and meanings are in C{docs/metrics.md}.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, repeat
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from itertools import chain, compress, repeat
+from operator import add, attrgetter, eq, is_not, itemgetter
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import attrs
 from prometheus_client.metrics_core import (
@@ -41,9 +44,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from supervisor.states.records import (
+    BREAKER_STATES,
     CONNECT_FAILURE_REASONS,
     DISCONNECT_REASONS,
     STATES,
+    BreakerState,
+    Held,
     State,
     Transition,
 )
@@ -51,6 +57,7 @@ from supervisor.states.records import (
 if TYPE_CHECKING:
     from supervisor.config import Config
     from supervisor.connection import SupervisedConnection
+    from supervisor.pool import Pool
     from supervisor.service import Supervisor
     from supervisor.shard import Shard
 
@@ -81,11 +88,20 @@ _PREFIX: Final = "netsupervisor_"
 _CONNECT_FAILURES: Final = frozenset(CONNECT_FAILURE_REASONS)
 _DISCONNECTS: Final = frozenset(DISCONNECT_REASONS)
 _RELOAD_RESULTS: Final = ("success", "failure")
+_HELD: Final[tuple[Held, ...]] = get_args(Held)
 
 # Floats as Go writes them (prometheus_client's own function, untyped there).
 _goFloat: Final[Callable[[float], str]] = floatToGoString
 
 _LE: Final = (*(_goFloat(b) for b in RTT_BUCKETS), "+Inf")
+
+# What a scrape reads of each connection.
+_state: Final[Callable[[SupervisedConnection], State]] = attrgetter("state")
+_rtt: Final[Callable[[SupervisedConnection], float | None]] = attrgetter("rtt")
+_backoffDelay: Final[Callable[[SupervisedConnection], float]] = attrgetter("backoffDelay")
+_queueDepth: Final[Callable[[SupervisedConnection], int]] = attrgetter("queueDepth")
+_breaker: Final[Callable[[SupervisedConnection], BreakerState | None]] = attrgetter("breaker")
+_OPEN: Final[dict[BreakerState | None, int]] = {None: 0, "closed": 0, "open": 1, "half_open": 1}
 
 
 class _Histogram:
@@ -121,25 +137,56 @@ labels, and its value: a number, a histogram's series for a histogram, the
 current value of the last label for a one-hot family (L{Family.oneOf})."""
 
 
+class _Column:
+    """
+    The samples of a family as columns: the values of its first label, the
+    values of its other labels (if it has others), and the samples' values,
+    in the same order. Iterating gives the samples; L{exposition} writes
+    the text from the columns, with no Python code per sample.
+    """
+
+    __slots__ = ("first", "rest", "values")
+
+    def __init__(
+        self,
+        first: Iterable[str],
+        values: Iterable[Any],
+        rest: Iterable[Labels] | None = None,
+    ) -> None:
+        self.first = first
+        self.values = values
+        self.rest = rest
+
+    def __iter__(self) -> Iterator[Sample]:
+        labels: Iterable[Labels] = zip(self.first)
+        if self.rest is not None:
+            labels = map(add, labels, self.rest)
+        return zip(labels, self.values, strict=True)
+
+
 class _Scrape:
     """
     Everything one scrape shows, read at once: the live connections, column
     by column (the same index is the same connection), the counts by state,
     and the counters of L{SupervisorMetrics}.
 
-    Families read per-connection samples by zipping the columns, so that
-    ten thousand connections cost no Python code per sample.
+    Families give per-connection samples as L{_Column}s of these columns, so
+    that ten thousand connections cost no Python code per sample.
     """
 
     __slots__ = (
+        "breakerStates",
+        "budgetWaiting",
         "byState",
         "delays",
+        "depths",
         "draining",
         "groups",
-        "keys",
+        "held",
         "live",
         "metrics",
         "names",
+        "pools",
         "protocols",
         "reloads",
         "rtts",
@@ -150,13 +197,17 @@ class _Scrape:
     metrics: SupervisorMetrics
     live: dict[str, SupervisedConnection]
     names: list[str]
-    keys: list[Labels]
     states: list[State]
     rtts: list[float | None]
     delays: list[float]
+    depths: list[float]
+    pools: list[Pool]
     protocols: list[str]
     groups: list[str]
     byState: dict[State, int]
+    held: dict[Held, int]
+    breakerStates: dict[BreakerState, int]
+    budgetWaiting: int
     draining: bool
     reloads: list[tuple[str, int]]
     shard: Shard
@@ -169,46 +220,109 @@ class _Scrape:
         self.metrics = metrics
         self.live = connections
         self.names = names = list(connections)
-        self.keys = [(name,) for name in names]
-        self.states = states = []
-        self.rtts = rtts = []
-        self.delays = delays = []
-        self.protocols = protocols = []
-        self.groups = groups = []
-        for name, c in connections.items():
-            states.append(c.state)
-            rtts.append(c.rtt)
-            delays.append(c.backoffDelay)
-            labels = info.get(name)
-            if labels is None:  # not (or no longer) in the configuration
-                labels = (c.spec.protocol, c.spec.group)
-            protocols.append(labels[0])
-            groups.append(labels[1])
-        self.byState = byState = dict.fromkeys(STATES, 0)
-        for state in states:
-            byState[state] += 1
+        everyone = list(connections.values())
+        self.states = states = list(map(_state, everyone))
+        self.rtts = list(map(_rtt, everyone))
+        self.delays = list(map(_backoffDelay, everyone))
+        self.depths = list(map(_queueDepth, everyone))
+        found = list(map(info.get, names))
+        labels = cast(list[tuple[str, str]], found)
+        if None in found:  # some are not (or no longer) in the configuration
+            labels = [
+                (c.spec.protocol, c.spec.group) if known is None else known
+                for known, c in zip(found, everyone, strict=True)
+            ]
+        self.protocols = list(map(itemgetter(0), labels))
+        self.groups = list(map(itemgetter(1), labels))
+        counts = Counter(states)
+        self.byState = {state: counts[state] for state in STATES}
+        self.held = held = dict.fromkeys(_HELD, 0)
+        if counts["IDLE"]:
+            for c in compress(everyone, map(eq, states, repeat("IDLE"))):
+                kind = c.held
+                if kind is not None:
+                    held[kind] += 1
+        fleet = supervisor.fleet
+        self.breakerStates = breakerStates = dict.fromkeys(BREAKER_STATES, 0)
+        for breaker in fleet.breakers:
+            breakerStates[breaker.state] += 1
+        self.budgetWaiting = len(fleet.budget.waiting)
         self.draining = bool(supervisor.draining)
         self.reloads = [(r, supervisor.reloads.get(r, 0)) for r in _RELOAD_RESULTS]
         self.shard = supervisor.shard
+        self.pools = list(supervisor.pools.values())
 
-    def each(self, values: Iterable[float | str]) -> Iterator[Sample]:
+    def each(self, values: Iterable[float | str]) -> _Column:
         """
         One sample per live connection, labelled by its name, with its
         value from C{values} (a column).
         """
-        return zip(self.keys, values, strict=True)
+        return _Column(self.names, values)
 
-    def counted(self, counts: dict[str, int]) -> Iterator[Sample]:
+    def counted(self, counts: dict[str, int]) -> _Column:
         """
         A per-connection counter: every live connection from 0, then the
         counts of connections being replaced (closing, their successor not
         yet started), which go on under the same name.
         """
-        live = self.live
-        return chain(
-            self.each(map(counts.get, self.names, repeat(0))),
-            (((name,), n) for name, n in counts.items() if name not in live),
+        names, values = self.names, map(counts.get, self.names, repeat(0))
+        replaced = counts.keys() - self.live.keys()
+        if not replaced:
+            return _Column(names, values)
+        others = [name for name in counts if name in replaced]
+        return _Column(chain(names, others), chain(values, map(counts.__getitem__, others)))
+
+    def breakerOpen(self) -> _Column:
+        """
+        Per live connection: 1 if its target's circuit breaker is open or
+        half-open, else 0 (closed, or no breaker). Read from the connections
+        only when some breaker is not closed.
+        """
+        if self.breakerStates["open"] == self.breakerStates["half_open"] == 0:
+            return self.each(repeat(0, len(self.names)))
+        return self.each(map(_OPEN.__getitem__, map(_breaker, self.live.values())))
+
+    def answered(self) -> _Column:
+        """
+        The last heartbeat RTT of each live connection that has one.
+        """
+        rtts = self.rtts
+        return _Column(
+            compress(self.names, map(is_not, rtts, repeat(None))),
+            compress(rtts, map(is_not, rtts, repeat(None))),
         )
+
+    def info(self) -> _Column:
+        """
+        Each live connection, with its protocol and group, and the value 1.
+        """
+        return _Column(
+            self.names, repeat(1.0, len(self.names)), zip(self.protocols, self.groups, strict=True)
+        )
+
+    def queueDepths(self) -> _Column:
+        """
+        The operations waiting for each live connection, then for each
+        pool's own queue (under the pool's name).
+        """
+        pools = self.pools
+        return _Column(
+            chain(self.names, (p.name for p in pools)), chain(self.depths, (p.depth for p in pools))
+        )
+
+    def operations(self) -> Iterator[Sample]:
+        """
+        Operations ended, by connection (and pool) and result: every result,
+        from 0, of every pool and of the connections that have counted any
+        (so that a first refusal is an increase); nothing for the others.
+        """
+        counts = self.metrics.supervisor.operationCounts
+        for name in self.names:
+            byResult = counts.get(name)
+            if byResult is not None and any(byResult.values()):
+                yield from (((name, r), n) for r, n in byResult.items())
+        for pool in self.pools:
+            yield from (((pool.name, r), n) for r, n in pool.counts.items())
 
     @staticmethod
     def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:
@@ -284,7 +398,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "gauge",
         "Always 1, one per supervised connection: its protocol and group.",
         ("connection", "protocol", "group"),
-        lambda s: zip(zip(s.names, s.protocols, s.groups, strict=True), repeat(1.0)),
+        lambda s: s.info(),
     ),
     Family(
         "connections",
@@ -340,7 +454,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "gauge",
         "Round-trip time of the connection's last answered heartbeat.",
         ("connection",),
-        lambda s: ((key, rtt) for key, rtt in zip(s.keys, s.rtts, strict=True) if rtt is not None),
+        lambda s: s.answered(),
     ),
     Family(
         "heartbeat_misses",
@@ -355,6 +469,55 @@ FAMILIES: Final[tuple[Family, ...]] = (
         "Delay of the retry now scheduled, 0 if none is.",
         ("connection",),
         lambda s: s.each(s.delays),
+    ),
+    Family(
+        "connections_held",
+        "gauge",
+        "IDLE connections held back from their next attempt, by what holds them.",
+        ("held",),
+        lambda s: (((kind,), n) for kind, n in s.held.items()),
+    ),
+    Family(
+        "breakers",
+        "gauge",
+        "Circuit breakers in each state.",
+        ("state",),
+        lambda s: (((state,), n) for state, n in s.breakerStates.items()),
+    ),
+    Family(
+        "breaker_open",
+        "gauge",
+        "1 while the circuit breaker of the connection's target is open or half-open, else 0.",
+        ("connection",),
+        lambda s: s.breakerOpen(),
+    ),
+    Family(
+        "connect_budget_waiting",
+        "gauge",
+        "Attempts waiting for a token of the global connect budget.",
+        (),
+        lambda s: [((), s.budgetWaiting)],
+    ),
+    Family(
+        "flap_holds",
+        "counter",
+        "Times the flap guard held the connection (or closed it, with flap.hold = 0).",
+        ("connection",),
+        lambda s: s.counted(s.metrics._flapHolds),
+    ),
+    Family(
+        "queue_depth",
+        "gauge",
+        "Operations waiting for the connection (for a pool's own queue, the pool's name).",
+        ("connection",),
+        lambda s: s.queueDepths(),
+    ),
+    Family(
+        "operations",
+        "counter",
+        "Operations submitted, by how they ended: ok, error, full, timeout, closed, lost.",
+        ("connection", "result"),
+        lambda s: s.operations(),
     ),
     Family(
         "draining",
@@ -379,6 +542,20 @@ FAMILIES: Final[tuple[Family, ...]] = (
     ),
 )
 """Every metric family, in the order of the exposition."""
+
+
+def shownFamilies(config: Config) -> tuple[Family, ...]:
+    """
+    The families C{/metrics} shows under C{config}: all of them, or, with
+    C{[metrics] per_connection = false}, only those not labelled by
+    C{connection}.
+    """
+    if config.metrics.per_connection:
+        return FAMILIES
+    return _AGGREGATES
+
+
+_AGGREGATES: Final = tuple(family for family in FAMILIES if not family.perConnection)
 
 
 class SupervisorMetrics(Collector):
@@ -408,7 +585,9 @@ class SupervisorMetrics(Collector):
         self._transitions: dict[tuple[str, str], int] = {}
         self._connectionTransitions: dict[str, int] = {}
         self._misses: dict[str, int] = {}
+        self._flapHolds: dict[str, int] = {}
         self._histograms: dict[str, _Histogram] = {}
+        self._connectionPairs = _Pairs("connection")
         self._groupsOf: Config | None = None
         self._groups: dict[str, str] = {}
         self._info: dict[str, tuple[str, str]] = {}
@@ -428,11 +607,28 @@ class SupervisorMetrics(Collector):
         self._connectionTransitions[name] = self._connectionTransitions.get(name, 0) + 1
         if new == "CONNECTING":
             self._attempts[name] = self._attempts.get(name, 0) + 1
-        elif old == "CONNECTING":
+        elif old == "CONNECTING" or reason == "tls":
+            # A client certificate refused under TLS 1.3 can end ESTABLISHED.
             if reason in _CONNECT_FAILURES:
                 _bump(self._failures, name, reason)
         elif old == "ESTABLISHED" and reason in _DISCONNECTS:
             _bump(self._disconnects, name, reason)
+            if new != "CLOSING" and self._heldForFlapping(name, new):
+                self._flapHolds[name] = self._flapHolds.get(name, 0) + 1
+
+    def _heldForFlapping(self, name: str, new: State) -> bool:
+        """
+        Whether the loss of C{name} just recorded (ESTABLISHED to C{new})
+        was judged by the flap guard: it holds the connection IDLE (C{held}
+        is C{flapping}), or, with C{flap.hold = 0}, closes it (the only way
+        from ESTABLISHED to CLOSED; C{docs/states.md}). This counts what
+        C{SupervisedConnection.flapHolds} counts, under the name, so that
+        the count goes on across a replacement.
+        """
+        if new == "CLOSED":
+            return True
+        connection = self.supervisor.connection(name)
+        return connection is not None and connection.held == "flapping"
 
     def _heartbeat(self, name: str, rtt: float | None) -> None:
         if rtt is None:
@@ -464,13 +660,16 @@ class SupervisorMetrics(Collector):
         for counter in (
             self._attempts,
             self._misses,
+            self._flapHolds,
             self._connectionTransitions,
             self._failures,
             self._disconnects,
         ):
-            gone = [n for n in counter if n not in configured and n not in connections]
+            gone = counter.keys() - configured.keys() - connections.keys()
             for name in gone:
                 del counter[name]
+        if len(self._connectionPairs) > 2 * len(connections) + 100:
+            self._connectionPairs.clear()  # names gone; the live ones come back
         for group in [g for g in self._histograms if g not in self._groupSet]:
             del self._histograms[group]
         for group in self._groupSet:
@@ -487,10 +686,10 @@ class SupervisorMetrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """
-        Every metric family, with its samples now.
+        Every metric family shown, with its samples now.
         """
         scrape = _Scrape(self)
-        for family in FAMILIES:
+        for family in shownFamilies(self.supervisor.config):
             yield _metricFamily(family, family.samples(scrape))
 
 
@@ -554,15 +753,33 @@ class _Floats(dict[float, str]):
         return text
 
 
+class _Numbers(dict[float, str]):
+    """
+    Values as C{prometheus_client} writes them, each formatted once per
+    scrape: an int as C{N.0}, a float as Go writes it. An int and a float of
+    the same value share their text (they differ only from 1e6 up, where
+    both are the same number, C{1000000.0} and C{1e+06}).
+    """
+
+    def __missing__(self, value: float) -> str:
+        text = self[value] = f"{value}.0" if type(value) is int else _goFloat(value)
+        return text
+
+
 class _Text:
     """
     The text format's pieces, each made once per scrape: label pairs
     (C{state="IDLE"}) by label and value, and floats as Go writes them.
     """
 
-    def __init__(self) -> None:
-        self._pairs: dict[str, _Pairs] = {}
+    def __init__(self, connections: _Pairs) -> None:
+        """
+        @param connections: the pairs of the C{connection} label, kept from
+            one scrape to the next (the names change seldom).
+        """
+        self._pairs: dict[str, _Pairs] = {"connection": connections}
         self.floats = _Floats()
+        self.numbers = _Numbers()
 
     def pairs(self, label: str) -> _Pairs:
         found = self._pairs.get(label)
@@ -574,10 +791,32 @@ class _Text:
         return ",".join([self.pairs(label)[v] for label, v in zip(labels, values, strict=True)])
 
 
-def _lines(family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text) -> Iterator[str]:
+def _lines(family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text) -> Iterable[str]:
     """
-    The sample lines of a gauge or a counter. An int is written C{N.0},
-    a float as Go writes it, as C{prometheus_client} does for both.
+    The sample lines of a gauge or a counter (or the pieces of the lines,
+    in order). An int is written C{N.0}, a float as Go writes it, as
+    C{prometheus_client} does for both.
+    """
+    name = family.sampleName
+    if isinstance(samples, _Column) and family.labels:
+        # The pieces of NAME{FIRST_PAIR[,OTHER_PAIRS]} VALUE, found in C.
+        head = repeat(name + "{")
+        first = map(text.pairs(family.labels[0]).__getitem__, samples.first)
+        numbers = map(text.numbers.__getitem__, samples.values)
+        if samples.rest is None:
+            pieces = zip(head, first, repeat("} "), numbers, repeat("\n"))
+        else:
+            rest = map(_Joined(family.labels[1:], text).__getitem__, samples.rest)
+            pieces = zip(head, first, rest, repeat("} "), numbers, repeat("\n"))
+        return chain.from_iterable(pieces)
+    return _sampleLines(family, samples, text)
+
+
+def _sampleLines(
+    family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text
+) -> Iterator[str]:
+    """
+    The lines of L{_lines}, one sample at a time.
     """
     name, floats = family.sampleName, text.floats
     if not family.labels:
@@ -602,7 +841,7 @@ def _lines(family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text) -
 
 def _oneHotLines(
     family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text
-) -> Iterator[str]:
+) -> Iterable[str]:
     """
     The sample lines of a one-hot gauge: for each series, its block of
     lines for the current value, with the other labels put in.
@@ -616,13 +855,12 @@ def _oneHotLines(
         for current in family.oneOf
     }
     leading = family.labels[:-1]
-    if len(leading) == 1:
-        first = text.pairs(leading[0])
-        for (a,), current in samples:
-            yield blocks[current].replace("\0", first[a])
-    else:
-        for values, current in samples:
-            yield blocks[current].replace("\0", text.joined(leading, values))
+    if len(leading) == 1 and isinstance(samples, _Column) and samples.rest is None:
+        pairs = map(text.pairs(leading[0]).__getitem__, samples.first)
+        return map(str.replace, map(blocks.__getitem__, samples.values), repeat("\0"), pairs)
+    return (
+        blocks[current].replace("\0", text.joined(leading, values)) for values, current in samples
+    )
 
 
 def _histogramLines(
@@ -663,9 +901,10 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
     (L{CONTENT_TYPE}): the same samples as C{prometheus_client}'s
     C{generate_latest} on L{SupervisorMetrics.registry}.
     """
-    scrape, text = _Scrape(metrics), _Text()
+    scrape, text = _Scrape(metrics), _Text(metrics._connectionPairs)
     out: list[str] = []
-    for family in FAMILIES:
+    lines: Callable[[Family, Iterable[Sample], _Text], Iterable[str]]
+    for family in shownFamilies(metrics.supervisor.config):
         out.append(family.header())
         if family.kind == "histogram":
             lines = _histogramLines

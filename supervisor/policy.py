@@ -30,6 +30,15 @@ class ConnectTimeout(Exception):
     """
 
 
+class IdleTimeout(Exception):
+    """
+    An ESTABLISHED connection received nothing for C{idle_timeout} seconds.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"nothing received for {seconds:g}s")
+
+
 class HeartbeatTimeout(Exception):
     """
     An ESTABLISHED connection left C{misses} heartbeats in a row unanswered.
@@ -61,23 +70,53 @@ _DNS = (error.DNSLookupError, error.UnknownHostError)
 _LOST = (error.ConnectionLost, error.ConnectionDone, error.ConnectionClosed)
 
 
+_TLS_MODULES = ("OpenSSL", "ssl", "service_identity")
+
+# What OpenSSL says when a certificate was refused: ours of the server's, or
+# the server's of ours (or of the lack of one), told by its alert (RFC 8446
+# section 6.2). A handshake failure alert is a mismatch of settings that no
+# retry mends either.
+_CERTIFICATE_REFUSALS = (
+    "certificate verify failed",
+    "alert bad certificate",
+    "alert unsupported certificate",
+    "alert certificate revoked",
+    "alert certificate expired",
+    "alert certificate unknown",
+    "alert unknown ca",
+    "alert access denied",
+    "alert certificate required",
+    "alert handshake failure",
+)
+
+
 def _isTLS(exc: BaseException) -> bool:
-    # pyOpenSSL is optional (twisted[tls]); recognise its errors by module so
-    # that classifying never imports it.
-    return type(exc).__module__.startswith(("OpenSSL", "ssl")) or "SSL" in type(exc).__name__
+    # Recognised by module, so that classifying imports no TLS library.
+    return type(exc).__module__.startswith(_TLS_MODULES) or "SSL" in type(exc).__name__
 
 
-def _isCertificateRejection(exc: BaseException) -> bool:
+def isCertificateRefusal(failure: Failure) -> bool:
+    """
+    Whether C{failure} is a TLS verification failure: the server's
+    certificate was not trusted or does not carry the expected name
+    (service_identity's C{VerificationError}), or the server refused the
+    client's certificate or its absence.
+    """
+    exc = failure.value
+    if exc is None or not _isTLS(exc):
+        return False
+    if type(exc).__module__.startswith("service_identity"):
+        return True
     text = str(exc).lower()
-    return "certificate verify failed" in text or "verification" in text
+    return any(refusal in text for refusal in _CERTIFICATE_REFUSALS)
 
 
 def classify(failure: Failure) -> Classification:
     """
     The default classification: refused, timeouts, DNS errors and lost
-    connections are transient; a TLS certificate that fails verification and
-    a plugin's permanent rejection are permanent; anything else is a
-    transient C{other}.
+    connections are transient; a TLS verification failure
+    (L{isCertificateRefusal}) and a plugin's permanent rejection are
+    permanent; anything else is a transient C{other}.
     """
     exc = failure.value
     if exc is None:
@@ -91,7 +130,7 @@ def classify(failure: Failure) -> Classification:
     if isinstance(exc, _DNS):
         return Classification("dns")
     if _isTLS(exc):
-        return Classification("tls", _isCertificateRejection(exc))
+        return Classification("tls", isCertificateRefusal(failure))
     if isinstance(exc, _LOST):
         # The transport came up and went away before the plugin was ready.
         return Classification("handshake")
@@ -159,6 +198,7 @@ class ReconnectPolicy:
     __slots__ = (
         "_answered",
         "_establishedAt",
+        "_proven",
         "backoff",
         "consecutiveFailures",
         "maxRetries",
@@ -180,6 +220,7 @@ class ReconnectPolicy:
         self.consecutiveFailures = 0
         self._establishedAt: float | None = None
         self._answered = False
+        self._proven = False
 
     def established(self, now: float) -> None:
         """
@@ -188,6 +229,19 @@ class ReconnectPolicy:
         self.consecutiveFailures = 0
         self._establishedAt = now
         self._answered = False
+        self._proven = False
+
+    def left(self, now: float) -> None:
+        """
+        The connection left ESTABLISHED at C{now}: judge whether it proved
+        healthy. Only the time ESTABLISHED counts, not what follows (a drain,
+        a flap hold).
+        """
+        if self._establishedAt is not None:
+            self._proven = now - self._establishedAt >= self.resetAfter and (
+                self._answered or not self.needsAnswer
+            )
+            self._establishedAt = None
 
     def answered(self) -> None:
         """
@@ -205,13 +259,11 @@ class ReconnectPolicy:
     def nextDelay(self, now: float) -> float:
         """
         The delay before the next attempt, given that the connection became
-        idle at C{now}.
+        idle at C{now}: the backoff starts over if the connection proved
+        healthy since the last delay.
         """
-        if self._establishedAt is not None:
-            healthy = now - self._establishedAt >= self.resetAfter and (
-                self._answered or not self.needsAnswer
-            )
-            if healthy:
-                self.backoff.reset()
-            self._establishedAt = None
+        self.left(now)
+        if self._proven:
+            self._proven = False
+            self.backoff.reset()
         return self.backoff.next()

@@ -6,30 +6,43 @@ Twisted service. Usable on its own (a library) or from C{twistd}.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from supervisor.config import Config
 from supervisor.connection import SupervisedConnection
 from supervisor.fleet import Fleet
+from supervisor.garbage import StartupCollection
 from supervisor.interfaces import IProtocolPlugin
+from supervisor.operations import Counts, newCounts
 from supervisor.plugin import findPlugin
+from supervisor.pool import Pool
 from supervisor.scheduler import Scheduler
 from supervisor.shard import Shard
-from supervisor.spec import ConnectionSpec
+from supervisor.spec import ConnectionSpec, PoolSpec
 from supervisor.states.core import HeartbeatObserver, Observer
 from supervisor.states.records import Transition
+from supervisor.tls import ClientCreators
+from supervisor.transport import clientEndpoints
 
 log = Logger(namespace="netsupervisor.service")
 
-EndpointFactory = Callable[[ConnectionSpec], IStreamClientEndpoint]
+_SHARED_SCHEMES = ("tcp:", "unix:")
+
+EndpointFactory = Callable[
+    [ConnectionSpec], IStreamClientEndpoint | Sequence[IStreamClientEndpoint]
+]
+"""Builds the endpoints of a spec: one per C{spec.targets} entry (a spec with
+one endpoint string may have its endpoint alone)."""
+
+START_AT_ONCE = 100
+"""Connections that L{Supervisor.startService} starts before it returns; the
+others start over the reactor's next turns."""
 
 
 @attrs.frozen
@@ -81,6 +94,11 @@ class Supervisor(MultiService):
         default all of it).
     @ivar draining: set the moment a stop begins; never cleared.
     @ivar reloads: how many reloads succeeded and failed, by result.
+    @ivar operationCounts: the endings of the operations submitted to each
+        connection and pool, by name; a connection replaced after a reload
+        goes on counting in the same place.
+    @ivar collection: what holds the garbage collector off start-up and
+        freezes it once over, if anything.
     """
 
     def __init__(
@@ -92,15 +110,24 @@ class Supervisor(MultiService):
         endpoints: EndpointFactory | None = None,
         rng: random.Random | None = None,
         shard: Shard | None = None,
+        collection: StartupCollection | None = None,
+        freezeAfterStart: bool = False,
     ) -> None:
         """
         @param reactor: the clock for every timer, and (unless C{endpoints}
             is given) the reactor endpoints are built on.
+        @param freezeAfterStart: hold off full garbage collections while the
+            connections start, then freeze what start-up built (see
+            L{supervisor.garbage}), as C{twistd netsupervisor} does. Off by
+            default: C{gc.freeze()} concerns the whole process, which the
+            application embedding a supervisor may manage itself.
+        @param collection: what does that (by default, on the C{gc} module);
+            given, it is used whatever C{freezeAfterStart} says.
         @param shard: keep only the connections this shard owns
             (L{supervisor.shard}); by default, every connection.
         @param plugins: finds the plugin for a protocol name.
-        @param endpoints: builds the endpoint of a spec; by default
-            C{clientFromString(reactor, spec.endpoint)}.
+        @param endpoints: builds the endpoints of a spec; by default
+            L{supervisor.transport.clientEndpoints} on C{reactor}.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.shard = shard if shard is not None else Shard()
@@ -109,6 +136,11 @@ class Supervisor(MultiService):
         self._reactor = reactor
         self._plugins = plugins
         self._endpoints: EndpointFactory = endpoints or self._endpointFromString
+        # TLS settings shared by the connections with the same files and server.
+        self._tlsCreators = ClientCreators()
+        # Endpoints shared by the connections with the same endpoint strings
+        # (without TLS): Twisted's client endpoints can connect many times.
+        self._endpointCache: dict[tuple[str, ...], Sequence[IStreamClientEndpoint]] = {}
         self._rng = rng if rng is not None else random.Random()
         self.scheduler = Scheduler(reactor)
         self.fleet = Fleet(self.scheduler, self._rng, config.supervisor)
@@ -126,6 +158,14 @@ class Supervisor(MultiService):
         # One bound method for all connections, not one per connection.
         self._relayTransition: Observer = self._transition
         self._relayHeartbeat: HeartbeatObserver = self._heartbeat
+        self.operationCounts: dict[str, Counts] = {}
+        self._pools: dict[str, Pool] = {}
+        # The pool of each member name.
+        self._poolOf: dict[str, Pool] = {}
+        self._applyPools(config.pools)
+        if collection is None and freezeAfterStart:
+            collection = StartupCollection()
+        self.collection = collection
         for spec in config.connections:
             self._add(spec)
 
@@ -138,12 +178,17 @@ class Supervisor(MultiService):
         owned = tuple(spec for spec in config.connections if self.shard.owns(spec.name))
         return attrs.evolve(config, connections=owned)
 
-    def _endpointFromString(self, spec: ConnectionSpec) -> IStreamClientEndpoint:
-        reactor: Any = self._reactor
-        endpoint: IStreamClientEndpoint = clientFromString(  # type: ignore[no-untyped-call]
-            reactor, spec.endpoint
-        )
-        return endpoint
+    def _endpointFromString(self, spec: ConnectionSpec) -> Sequence[IStreamClientEndpoint]:
+        # Shared only where parsing reads no file (a tls: string names
+        # certificates, which a reload reads again).
+        shared = not spec.tls.enabled and all(t.startswith(_SHARED_SCHEMES) for t in spec.targets)
+        if not shared:
+            return clientEndpoints(self._reactor, spec, self._tlsCreators)
+        endpoints = self._endpointCache.get(spec.targets)
+        if endpoints is None:
+            endpoints = clientEndpoints(self._reactor, spec, self._tlsCreators)
+            self._endpointCache[spec.targets] = endpoints
+        return endpoints
 
     # Reading.
 
@@ -156,11 +201,30 @@ class Supervisor(MultiService):
         """
         return dict(self._connections)
 
-    def connection(self, name: str) -> SupervisedConnection | None:
+    def connection(self, name: str) -> SupervisedConnection:
         """
-        The connection called C{name}, if any.
+        The connection called C{name} (while a changed connection closes to
+        be replaced, the closing one; look it up again afterwards).
+
+        @raise KeyError: no connection of this process has that name.
         """
-        return self._connections.get(name)
+        return self._connections[name]
+
+    def pool(self, name: str) -> Pool:
+        """
+        The pool called C{name}: the same object across reloads, until one
+        removes it.
+
+        @raise KeyError: the configuration has no such C{[[pool]]}.
+        """
+        return self._pools[name]
+
+    @property
+    def pools(self) -> dict[str, Pool]:
+        """
+        The pools by name (a copy).
+        """
+        return dict(self._pools)
 
     def readiness(self) -> Readiness:
         """
@@ -223,13 +287,56 @@ class Supervisor(MultiService):
             self.scheduler,
             self._rng,
             self.fleet,
+            self._countsOf(spec.name),
         )
         connection.addObserver(self._relayTransition)
         connection.addHeartbeatObserver(self._relayHeartbeat)
         self._connections[spec.name] = connection
+        pool = self._poolOf.get(spec.name)
+        if pool is not None:
+            pool.attach(connection)
         if self.running and not self.draining:
             connection.start()
         return connection
+
+    def _replacing(self, name: str) -> bool:
+        # Whether the connection of this name, closing, will be followed by
+        # a new one.
+        return name in self._replacements and not self.draining
+
+    def _countsOf(self, name: str) -> Counts:
+        counts = self.operationCounts.get(name)
+        if counts is None:
+            counts = self.operationCounts[name] = newCounts()
+        return counts
+
+    def _applyPools(self, specs: tuple[PoolSpec, ...]) -> None:
+        """
+        Make the pools those of C{specs}: new ones are made, changed ones
+        retuned, removed ones closed (their members are the connections of
+        the configuration, added and removed with them).
+        """
+        wanted = {spec.name: spec for spec in specs}
+        for name in [n for n in self._pools if n not in wanted]:
+            self._pools.pop(name).close()
+            self.operationCounts.pop(name, None)
+        for name, spec in wanted.items():
+            pool = self._pools.get(name)
+            if pool is None:
+                self._pools[name] = Pool(
+                    spec, self.scheduler, self._countsOf(name), self._replacing
+                )
+            elif pool.spec != spec:
+                pool.retune(spec)
+        self._poolOf = {member: self._pools[spec.name] for spec in specs for member in spec.members}
+        for pool in self._pools.values():
+            for member in pool.members:
+                if self._poolOf.get(member.name) is not pool:
+                    pool.detach(member)
+        for name, connection in self._connections.items():
+            pool = self._poolOf.get(name)
+            if pool is not None:
+                pool.attach(connection)
 
     def _close(self, connection: SupervisedConnection) -> None:
         # Called once per connection that a reload closes.
@@ -255,11 +362,22 @@ class Supervisor(MultiService):
 
     def startService(self) -> None:
         """
-        Start every connection (and the child services, such as the admin site).
+        Start every connection (and the child services, such as the admin
+        site): the first L{START_AT_ONCE} at once, the others over the
+        reactor's next turns.
         """
         super().startService()  # type: ignore[no-untyped-call]
-        for connection in list(self._connections.values()):
+        if self.collection is not None:
+            self.addObserver(self.collection.watch(self._connections, self.scheduler))
+        connections = list(self._connections.values())
+        for connection in connections[:START_AT_ONCE]:
             connection.start()
+        # The others over the reactor's next turns: the scheduler runs at most
+        # a resolution's worth of them per turn (each connect is a socket
+        # and a connect call), so that starting ten thousand does not keep
+        # the reactor from reading for a second.
+        for connection in connections[START_AT_ONCE:]:
+            self.scheduler.callLater(0, connection.start)
         log.info("supervising {count} connections", count=len(self._connections), log_system="-")
 
     def stopService(self) -> Deferred[None]:
@@ -271,6 +389,10 @@ class Supervisor(MultiService):
         if self._stopping is not None:
             return self._stopping
         self.draining = True
+        for pool in self._pools.values():
+            pool.close()
+        if self.collection is not None:
+            self.collection.cancel()
         everyone = list(self._connections.values()) + list(self._retiring)
         log.info("draining {count} connections", count=len(everyone))
         aborted: list[str] = []
@@ -318,6 +440,8 @@ class Supervisor(MultiService):
             log.info("shard {old} is now shard {new}", old=str(self.shard), new=str(shard))
             self.shard = shard
         config = self._share(config)
+        # The endpoints of the new file's connections are shared among them.
+        self._endpointCache.clear()
         # What each name runs, or will run once its replacement starts.
         old = {
             name: self._replacements.get(name, connection.spec)
@@ -336,11 +460,13 @@ class Supervisor(MultiService):
         unchanged = tuple(n for n in new if n in old and new[n] == old[n])
         self.config = config
         self.fleet.budget.retune(config.supervisor)
+        self._applyPools(config.pools)
         for name in retuned:
             self._connections[name].retune(new[name])
         for name in removed:
             connection = self._connections.pop(name)
             self._retiring.add(connection)
+            self.operationCounts.pop(name, None)
             if self._replacements.pop(name, None) is None:
                 self._close(connection)
         for name in changed:

@@ -11,7 +11,8 @@ its checks from these classes, so a new key is one new field.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from random import Random
 from typing import ClassVar, Final, Literal, get_args
 
 import attrs
@@ -20,6 +21,7 @@ from supervisor.interfaces import OptionError
 from supervisor.options import (
     Choice,
     Conflict,
+    Flag,
     Integer,
     Number,
     Table,
@@ -31,6 +33,7 @@ from supervisor.options import (
     setting,
 )
 from supervisor.shard import Shard, ShardError
+from supervisor.tls import TLSMaterial
 
 Jitter = Literal["none", "full", "equal", "decorrelated"]
 JITTERS: Final[tuple[Jitter, ...]] = get_args(Jitter)
@@ -198,6 +201,111 @@ class FlapSpec:
         return self.max > 0
 
 
+@attrs.frozen
+class QueueSpec:
+    """
+    The bounded queue of operations submitted while the connection is not
+    ESTABLISHED (or while its peer does not read what it was sent).
+
+    @ivar max: the most operations that wait; one more fails at once with
+        C{QueueFull}. 0: nothing waits.
+    @ivar timeout: seconds an operation may wait before it fails with
+        C{QueueTimeout}.
+    """
+
+    max: int = setting(1000, Integer(0, 1_000_000))
+    timeout: float = setting(10.0, Number(0, strict=True))
+
+
+@attrs.frozen
+class KeepaliveSpec:
+    """
+    TCP keepalive on the connection's socket (for TLS, the TCP socket under
+    it): C{SO_KEEPALIVE}, C{TCP_KEEPIDLE}, C{TCP_KEEPINTVL}, C{TCP_KEEPCNT}.
+    The kernel takes whole seconds: a fraction is rounded up.
+
+    @ivar idle: seconds of silence before the first probe; 0 leaves the
+        socket as it is (and the other two unused).
+    @ivar interval: seconds between probes; 0 keeps the system's default.
+    @ivar count: unanswered probes that drop the connection; 0 keeps the
+        system's default.
+    """
+
+    idle: float = setting(0.0, Number(0, high=32767))
+    interval: float = setting(0.0, Number(0, high=32767))
+    count: int = setting(0, Integer(0, high=127))
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether keepalive is set on the socket at all.
+        """
+        return self.idle > 0
+
+
+_PATH = Text("a string (a file path, or empty)")
+
+
+@attrs.frozen
+class TLSSpec:
+    """
+    TLS around a connection's C{tcp:} endpoints.
+
+    @ivar enabled: wrap the C{tcp:} endpoints in TLS with these settings.
+    @ivar ca: a PEM bundle of the certificates trusted to sign the server's;
+        C{""}: the system's trust store.
+    @ivar cert: the client certificate (PEM, its intermediates after it),
+        for mutual TLS; C{""}: none.
+    @ivar key: the unencrypted PEM key of C{cert}; C{""}: it is in C{cert}.
+    @ivar server_name: sent as SNI and the name the server's certificate
+        must carry; C{""}: the endpoint's host.
+    @ivar verify: check the server's certificate (against C{ca} and the
+        name); off accepts any certificate.
+    @ivar material: what the files held when the configuration was loaded
+        (the loader reads them); not a key of the file, never shown.
+    """
+
+    enabled: bool = setting(False, Flag())
+    ca: str = setting("", _PATH)
+    cert: str = setting("", _PATH)
+    key: str = setting("", _PATH)
+    server_name: str = setting("", Text("a string (a host name, or empty)", maxLength=253))
+    verify: bool = setting(True, Flag())
+    material: TLSMaterial | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.key and not self.cert:
+            raise Conflict(
+                {
+                    "key": f"expected no key file without tls.cert, got {quote(self.key)}",
+                    "cert": "expected a client certificate file with tls.key, got nothing",
+                }
+            )
+
+
+Failover = Literal["ordered", "round_robin"]
+FAILOVERS: Final[tuple[Failover, ...]] = get_args(Failover)
+
+MAX_ENDPOINTS = 64
+"""The most endpoints one connection may list."""
+
+TLS_WRAPPED_SCHEMES = ("tcp",)
+"""The endpoint types that C{tls.enabled} wraps in TLS."""
+
+
+def endpointType(description: str) -> str:
+    """
+    The type of a Twisted endpoint string (before its first C{:}), in lower case.
+    """
+    return description.partition(":")[0].lower()
+
+
+def _endpointList(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise OptionError("endpoints", "expected a sequence of endpoint strings, got a string")
+    return tuple(value)
+
+
 Pairs = tuple[tuple[str, object], ...]
 
 
@@ -215,8 +323,11 @@ class ConnectionSpec:
     C{protocol} (against the installed plugins), C{options} and C{labels}
     itself; the other fields declare their checks here.
 
+    Exactly one of C{endpoint} and C{endpoints} is given.
+
     @ivar name: unique, C{[A-Za-z0-9_.:-]+}; the metric label.
-    @ivar endpoint: a Twisted client endpoint string (C{tcp:}, C{tls:}, C{unix:}).
+    @ivar endpoint: a Twisted client endpoint string (C{tcp:}, C{tls:},
+        C{unix:}), or C{""} when C{endpoints} are given.
     @ivar protocol: the name of the protocol plugin.
     @ivar connect_timeout: seconds for a whole attempt: transport connect,
         TLS and the plugin's handshake.
@@ -226,12 +337,27 @@ class ConnectionSpec:
         after N consecutive failed attempts.
     @ivar breaker: the circuit breaker of its target.
     @ivar flap: the flap guard.
+    @ivar endpoints: several endpoint strings, instead of C{endpoint}: each
+        attempt uses one of them, as C{failover} says.
+    @ivar failover: C{ordered}: the next attempt stays on the endpoint that
+        worked and moves to the next after a failed attempt; C{round_robin}:
+        each attempt uses the next.
+    @ivar keepalive: TCP keepalive on the socket.
+    @ivar tls: TLS around the C{tcp:} endpoints.
+    @ivar max_lifetime: seconds an ESTABLISHED connection lives before it
+        rotates (a graceful close, then a new attempt at once); 0 for ever.
+    @ivar lifetime_jitter: each connection's lifetime is drawn from
+        C{[max_lifetime * (1 - lifetime_jitter), max_lifetime]}, so that a
+        fleet does not rotate at once.
+    @ivar idle_timeout: seconds with no inbound byte while ESTABLISHED after
+        which the connection is dropped (reason C{idle}); 0 turns it off.
+    @ivar queue: the operations waiting for the connection (L{QueueSpec}).
     @ivar options: protocol-specific options for the plugin.
     @ivar labels: extra labels; C{group} is used by aggregate metrics.
     """
 
     name: str = attrs.field(**checked(_NAME))
-    endpoint: str
+    endpoint: str = ""
     protocol: str = "line"
     connect_timeout: float = setting(10.0, Number(0, strict=True))
     drain_timeout: float = setting(30.0, Number(0))
@@ -240,17 +366,83 @@ class ConnectionSpec:
     max_retries: int = setting(0, Integer(0))
     breaker: BreakerSpec = setting(BreakerSpec(), Table(BreakerSpec))
     flap: FlapSpec = setting(FlapSpec(), Table(FlapSpec))
+    endpoints: tuple[str, ...] = attrs.field(default=(), converter=_endpointList)
+    failover: Failover = setting("ordered", Choice(FAILOVERS))
+    keepalive: KeepaliveSpec = setting(KeepaliveSpec(), Table(KeepaliveSpec))
+    tls: TLSSpec = setting(TLSSpec(), Table(TLSSpec))
+    max_lifetime: float = setting(0.0, Number(0))
+    lifetime_jitter: float = setting(0.1, Number(0, high=1))
+    idle_timeout: float = setting(0.0, Number(0))
+    queue: QueueSpec = setting(QueueSpec(), Table(QueueSpec))
     options: Pairs = attrs.field(default=(), converter=_pairs)
     labels: Pairs = attrs.field(default=(), converter=_pairs)
 
-    TUNABLE: ClassVar[tuple[str, ...]] = ("breaker", "flap")
-    """The fields a running connection takes on in place, without reconnecting."""
+    def __attrs_post_init__(self) -> None:
+        if self.endpoint and self.endpoints:
+            raise Conflict(
+                {
+                    "endpoints": "expected no endpoints when endpoint is set (one or the "
+                    "other), got an array",
+                    "endpoint": "expected no endpoint when endpoints is set (one or the "
+                    f"other), got {quote(self.endpoint)}",
+                }
+            )
+        if not (self.endpoint or self.endpoints):
+            raise Conflict(
+                {
+                    "endpoint": "expected a Twisted client endpoint string (tcp:, tls:, "
+                    "unix:), or endpoints, got nothing (missing)",
+                }
+            )
+        if self.tls.enabled:
+            # Checked here, not on tls: the endpoint is always the
+            # connection's own key, so it is where the fix goes.
+            for description in self.targets:
+                kind = endpointType(description)
+                if kind not in TLS_WRAPPED_SCHEMES:
+                    key = "endpoint" if self.endpoint else "endpoints"
+                    raise Conflict(
+                        {
+                            key: "expected tcp: endpoint strings when tls.enabled is true "
+                            f"(only those are wrapped in TLS), got {quote(kind + ':...')}",
+                        }
+                    )
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """
+        Every endpoint string of this connection, in order: C{endpoints},
+        or C{endpoint} alone.
+        """
+        return self.endpoints or (self.endpoint,)
+
+    TUNABLE: ClassVar[tuple[str, ...]] = (
+        "breaker",
+        "flap",
+        "max_lifetime",
+        "lifetime_jitter",
+        "idle_timeout",
+        "queue",
+    )
+    """The fields a running connection takes on in place, without reconnecting
+    (a lifetime from its next connection on)."""
 
     def sameConnectionAs(self, other: ConnectionSpec) -> bool:
         """
         Whether C{self} and C{other} differ at most in L{TUNABLE} fields.
         """
-        return attrs.evolve(other, breaker=self.breaker, flap=self.flap) == self
+        mine = {name: getattr(self, name) for name in self.TUNABLE}
+        return attrs.evolve(other, **mine) == self
+
+    def drawLifetime(self, rng: Random) -> float | None:
+        """
+        A connection's lifetime, drawn from
+        C{[max_lifetime * (1 - lifetime_jitter), max_lifetime]}; L{None}
+        when connections live for ever.
+        """
+        if self.max_lifetime <= 0:
+            return None
+        return rng.uniform(self.max_lifetime * (1 - self.lifetime_jitter), self.max_lifetime)
 
     @property
     def group(self) -> str:
@@ -258,6 +450,42 @@ class ConnectionSpec:
         The C{group} label, or C{""}.
         """
         return str(dict(self.labels).get("group", ""))
+
+
+MAX_POOL_SIZE: Final = 1024
+"""The most members one C{[[pool]]} may have."""
+
+
+@attrs.frozen
+class PoolSpec:
+    """
+    A C{[[pool]]}: C{size} connections built from one connection's keys,
+    named C{NAME.0} to C{NAME.<size-1>} (their L{ConnectionSpec}s are in
+    the configuration's connections).
+
+    @ivar name: the pool's name; its members' names add C{.0}, C{.1}...
+    @ivar size: how many members.
+    @ivar queue: the pool's own queue, for operations submitted while no
+        member is ESTABLISHED (the members' C{queue} setting).
+    """
+
+    name: str = attrs.field(**checked(_NAME))
+    size: int = setting(1, Integer(1, MAX_POOL_SIZE))
+    queue: QueueSpec = setting(QueueSpec(), Table(QueueSpec))
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """
+        The names of its members, in order.
+        """
+        return tuple(memberName(self.name, index) for index in range(self.size))
+
+
+def memberName(pool: str, index: int) -> str:
+    """
+    The name of member C{index} of the pool called C{pool}.
+    """
+    return f"{pool}.{index}"
 
 
 @attrs.frozen

@@ -7,21 +7,18 @@ helpers to accept, refuse and drop attempts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from random import Random
 from typing import Any
 
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
-from supervisor import ConnectionSpec, SupervisedConnection, Transition
 from supervisor.interfaces import (
     Classification,
     IConnectionHandle,
@@ -30,6 +27,8 @@ from supervisor.interfaces import (
     IProtocolPlugin,
     ISupervisedProtocol,
 )
+from supervisor.spec import BackoffSpec
+from supervisor.testing import PluginHarness
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 7)
 
@@ -100,21 +99,21 @@ class ScriptedPlugin:
 
 class World:
     """
-    One connection on a memory reactor with a fake clock.
+    One connection of a scripted plugin on a memory reactor with a fake
+    clock: a L{PluginHarness} (its reactor, connection and pending attempts)
+    driven by hand, with raw transports instead of fake peers, and time that
+    jumps (C{reactor.advance}) rather than stepping from timer to timer.
     """
 
     def __init__(self, seed: int = 0, plugin: ScriptedPlugin | None = None, **spec: Any) -> None:
         spec.setdefault("name", "c1")
-        spec.setdefault("endpoint", "tcp:host=127.0.0.1:port=7")
-        self.reactor = MemoryReactorClock()
+        # The spec's own default backoff (full jitter), where the kit's is exact.
+        spec.setdefault("backoff", BackoffSpec())
         self.plugin = plugin if plugin is not None else ScriptedPlugin()
-        self.endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", 7)
-        self.connection = SupervisedConnection(
-            ConnectionSpec(**spec), self.endpoint, self.plugin, self.reactor, rng=Random(seed)
-        )
-        self.transitions: list[Transition] = []
-        self.connection.addObserver(self.transitions.append)
-        self._resolved = 0
+        self.harness = PluginHarness(self.plugin, seed=seed, **spec)
+        self.reactor = self.harness.reactor
+        self.connection = self.harness.connection
+        self.transitions = self.harness.history
         self.transports: list[StringTransport] = []
 
     @property
@@ -125,26 +124,17 @@ class World:
         """
         The transitions so far as (from, to, reason).
         """
-        return [(t.from_, t.to, t.reason) for t in self.transitions]
+        return self.harness.transitions
 
     def pending(self) -> bool:
         """
         Whether a connect is waiting for the test to resolve it (one the
         connection cancelled is not: a stopped connector never connects).
         """
-        self._skipCancelled()
-        return len(self.reactor.tcpClients) > self._resolved
-
-    def _skipCancelled(self) -> None:
-        connectors = self.reactor.connectors
-        while self._resolved < len(connectors) and connectors[self._resolved].stoppedConnecting:
-            self._resolved += 1
+        return self.harness.pending()
 
     def _next(self) -> tuple[Any, Any]:
-        assert self.pending(), "no connect attempt is pending"
-        index = self._resolved
-        self._resolved += 1
-        return self.reactor.tcpClients[index][2], self.reactor.connectors[index]
+        return self.harness._next()
 
     def accept(self, tls: bool = False) -> tuple[ScriptedProtocol, StringTransport]:
         """
@@ -165,8 +155,7 @@ class World:
         """
         The pending attempt fails before a transport exists.
         """
-        factory, connector = self._next()
-        factory.clientConnectionFailed(connector, Failure(exc or ConnectionRefusedError()))
+        self.harness.refuse(exc)
 
     def skip(self) -> None:
         """
@@ -178,8 +167,8 @@ class World:
         """
         The transport of C{protocol} goes away.
         """
-        link = protocol.handle  # the link is the protocol its transport sees
-        link.connectionLost(Failure(exc or ConnectionLost()))  # type: ignore[attr-defined]
+        attempt = protocol.handle  # the attempt is the protocol its transport sees
+        attempt.connectionLost(Failure(exc or ConnectionLost()))  # type: ignore[attr-defined]
 
     def advance(self, seconds: float) -> None:
         self.reactor.advance(seconds)
@@ -191,4 +180,4 @@ class World:
         """
         No timer of any kind is left.
         """
-        assert self.reactor.getDelayedCalls() == []
+        self.harness.assertQuiet()

@@ -25,6 +25,7 @@ from supervisor.admin import AdminRoot, adminService, adminSite
 from supervisor.admin.views import redact
 from supervisor.metrics import SupervisorMetrics
 from supervisor.service import Supervisor
+from supervisor.spec import BreakerSpec, FlapSpec, SupervisorSpec
 from tests.harness import ScriptedPlugin
 from tests.test_metrics import Fleet, config, spec
 
@@ -197,6 +198,7 @@ def test_readyzWithNoShareNeedsOnlyAStart() -> None:
 SUMMARY_KEYS = {
     "name",
     "endpoint",
+    "endpoints",
     "protocol",
     "state",
     "since",
@@ -205,7 +207,12 @@ SUMMARY_KEYS = {
     "last_error",
     "rtt_seconds",
     "backoff_delay_seconds",
+    "held",
+    "breaker",
+    "lifetime_left",
     "labels",
+    "queue_depth",
+    "operations_in_flight",
 }
 
 
@@ -229,6 +236,7 @@ def test_connectionsList() -> None:
         assert set(c) == SUMMARY_KEYS
     a, b = body
     assert a["endpoint"] == "tcp:host=10.0.0.1:port=6379"
+    assert a["endpoints"] == ["tcp:host=10.0.0.1:port=6379"]
     assert a["protocol"] == "scripted"
     assert a["state"] == "ESTABLISHED"
     assert a["since"] == 0.0
@@ -237,6 +245,8 @@ def test_connectionsList() -> None:
     assert a["last_error"] is None
     assert a["rtt_seconds"] == pytest.approx(0.02)
     assert a["backoff_delay_seconds"] == 0.0
+    assert a["held"] is None
+    assert a["breaker"] == "closed"
     assert a["labels"] == {"group": "cache"}
     # b was refused at 0, retried at 1 and is connecting since.
     assert b["state"] == "CONNECTING"
@@ -245,6 +255,8 @@ def test_connectionsList() -> None:
     assert b["consecutive_failures"] == 1
     assert b["last_error"].startswith("refused: ")
     assert b["rtt_seconds"] is None
+    assert b["held"] is None
+    assert b["breaker"] == "closed"
     assert b["labels"] == {}
     assert client.get("/connections/").json() == body
     fleet.stop()
@@ -260,8 +272,11 @@ def test_oneConnectionWithItsTransitions() -> None:
     answer = client.get("/connections/a")
     assert answer.code == 200
     body = answer.json()
-    assert set(body) == SUMMARY_KEYS | {"transitions"}
+    assert set(body) == SUMMARY_KEYS | {"endpoint_attempts", "transitions"}
     assert body["name"] == "a" and body["state"] == "IDLE"
+    assert body["endpoint_attempts"] == [
+        {"endpoint": body["endpoint"], "attempts": 2, "failures": 1}
+    ]
     assert body["transitions"] == [
         {"time": 0.0, "from": "IDLE", "to": "CONNECTING", "reason": "start"},
         {"time": 0.0, "from": "CONNECTING", "to": "IDLE", "reason": "refused"},
@@ -271,6 +286,125 @@ def test_oneConnectionWithItsTransitions() -> None:
     ]
     assert client.get("/connections/a/").json() == body
     fleet.stop()
+
+
+def test_heldAndBreaker() -> None:
+    """
+    C{held} says what keeps an IDLE connection from its next attempt, and
+    C{breaker} the state of its target's circuit breaker (null without one);
+    the histories show the breaker's probe.
+    """
+    shared = "tcp:host=10.0.0.9:port=6379:password=hunter2"
+    once = BreakerSpec(failures=1, probe_interval=0.5, probe_max=0.5)
+    fleet = Fleet(
+        spec("a1", endpoint=shared, breaker=once),
+        spec("a2", endpoint=shared, breaker=once),
+        spec("off", breaker=BreakerSpec(scope="off")),
+        spec("flappy", flap=FlapSpec(max=1, within=60.0, hold=30.0)),
+    ).start()
+    client = Client(fleet)
+
+    def shown(*fields: str) -> dict[str, tuple[Any, ...]]:
+        return {c["name"]: tuple(c[f] for f in fields) for c in client.get("/connections").json()}
+
+    assert shown("state", "held", "breaker") == {
+        "a1": ("CONNECTING", None, "closed"),
+        "a2": ("CONNECTING", None, "closed"),
+        "off": ("CONNECTING", None, None),
+        "flappy": ("CONNECTING", None, "closed"),
+    }
+    # One failure opens the breaker that a1 and a2 share.
+    fleet.refuse("a1")
+    fleet.refuse("a2")
+    fleet.refuse("off")
+    fleet.lose(fleet.accept("flappy"))
+    assert shown("state", "held", "breaker") == {
+        "a1": ("IDLE", "backoff", "open"),
+        "a2": ("IDLE", "backoff", "open"),
+        "off": ("IDLE", "backoff", None),
+        "flappy": ("IDLE", "backoff", "closed"),
+    }
+    # Their retries are due together: one is the probe, the other is held.
+    fleet.reactor.advance(1.0)
+    states = shown("state", "held", "breaker")
+    assert sorted([states["a1"], states["a2"]]) == [
+        ("CONNECTING", None, "open"),
+        ("IDLE", "breaker", "open"),
+    ]
+    probing = "a1" if states["a1"][0] == "CONNECTING" else "a2"
+    held = "a2" if probing == "a1" else "a1"
+    assert client.get(f"/connections/{held}").json()["held"] == "breaker"
+    # flappy's second loss within a minute: the flap guard holds it.
+    fleet.lose(fleet.accept("flappy"))
+    assert shown("held")["flappy"] == ("flapping",)
+    # The probe succeeds: the breaker half-opens and releases the other.
+    fleet.accept(probing)
+    fleet.reactor.advance(0.01)  # the shared scheduler's resolution
+    assert shown("state", "breaker")[held] == ("CONNECTING", "half_open")
+    reasons = [t["reason"] for t in client.get(f"/connections/{held}").json()["transitions"]]
+    assert reasons[-1] == "release"
+    fleet.accept(held)
+    fleet.advance(1.0)
+    assert shown("state", "held", "breaker")[held] == ("ESTABLISHED", None, "closed")
+    fleet.stop()
+
+
+def test_heldByTheConnectBudget() -> None:
+    fleet = Fleet(
+        spec("a"), spec("b"), recovery=SupervisorSpec(connect_rate=1.0, connect_burst=1)
+    ).start()
+    client = Client(fleet)
+    body = {c["name"]: (c["state"], c["held"]) for c in client.get("/connections").json()}
+    assert body == {"a": ("CONNECTING", None), "b": ("IDLE", "budget")}
+    fleet.reactor.advance(1.0)
+    assert client.get("/connections/b").json()["state"] == "CONNECTING"
+    fleet.stop()
+
+
+def test_breakers() -> None:
+    """
+    C{GET /breakers}: how many breakers in each state, and those not
+    closed, by target (secrets redacted), with their members and how many
+    of them are held.
+    """
+    shared = "tcp:host=10.0.0.9:port=6379:password=hunter2"
+    once = BreakerSpec(failures=1)
+    fleet = Fleet(
+        spec("a1", endpoint=shared, breaker=once),
+        spec("a2", endpoint=shared, breaker=once),
+        spec("a3", endpoint=shared, breaker=once),
+        spec("own", breaker=BreakerSpec(scope="connection", failures=1)),
+        spec("fine"),
+        spec("off", breaker=BreakerSpec(scope="off")),
+    ).start()
+    client = Client(fleet)
+    answer = client.get("/breakers")
+    assert answer.code == 200
+    assert answer.json() == {"closed": 3, "open": 0, "half_open": 0, "not_closed": []}
+    for name in ("a1", "a2", "a3", "own"):
+        fleet.refuse(name)
+    fleet.reactor.advance(1.0)  # the retries are due: one probe, the others held
+    assert client.get("/breakers").json() == {
+        "closed": 1,
+        "open": 2,
+        "half_open": 0,
+        "not_closed": [
+            {"target": "own", "scope": "connection", "state": "open", "members": 1, "held": 0},
+            {
+                "target": "tcp:host=10.0.0.9:port=6379:password=***",
+                "scope": "endpoint",
+                "state": "open",
+                "members": 3,
+                "held": 2,
+            },
+        ],
+    }
+    assert b"hunter2" not in client.get("/breakers").body
+    assert client.get("/breakers/").body == client.get("/breakers").body
+    assert client.get("/breakers/x").code == 404
+    assert client.request("POST", "/breakers").code == 405
+    fleet.stop()
+    assert client.get("/breakers").json()["not_closed"] == []
 
 
 def test_transitionsAreTheLastFiftyOldestFirst() -> None:
@@ -600,3 +734,15 @@ def test_noGlobalReactorAtImport() -> None:
         "assert 'twisted.internet.reactor' not in sys.modules, 'the reactor was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_lifetimeLeftCountsDownWhileEstablished() -> None:
+    fleet = Fleet(spec("a", max_lifetime=100.0, lifetime_jitter=0.0), spec("b")).start()
+    fleet.accept("a")
+    fleet.accept("b")
+    client = Client(fleet)
+    fleet.reactor.advance(30)
+    shown = {c["name"]: c["lifetime_left"] for c in client.get("/connections").json()}
+    assert shown == {"a": 70.0, "b": None}
+    assert client.get("/connections/a").json()["lifetime_left"] == 70.0
+    fleet.stop()

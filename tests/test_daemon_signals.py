@@ -177,3 +177,32 @@ def test_aTokenFileOthersMayReadStopsTheStart(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exited:
         d.makeService()
     assert exited.value.code == 1
+
+
+def test_aSighupWhileDrainingIsIgnoredAndSaysSo(tmp_path: Any) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from supervisor import Supervisor
+    from supervisor.config import loadConfig
+
+    path = tmp_path / "netsupervisor.toml"
+    path.write_text('[[connection]]\nname = "a"\nendpoint = "tcp:host=127.0.0.1:port=1"\n')
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    d = Daemon(options, FakeReactor())
+    d.supervisor = Supervisor(loadConfig(str(path)), MemoryReactorClock())
+    d.supervisor.draining = True
+    path.write_text('[[connection]]\nname = "b"\nendpoint = "tcp:host=127.0.0.1:port=1"\n')
+    messages: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        messages.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        d.reload()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert "SIGHUP received while draining; the configuration is not reloaded" in messages
+    assert d.supervisor.reloads == {"success": 0, "failure": 0}
+    assert list(d.supervisor.connections) == ["a"]

@@ -26,7 +26,7 @@ PANEL_TYPES = {"timeseries", "table", "stat", "bargauge", "row"}
 PER_CONNECTION = re.compile(
     r"netsupervisor_(connection_state|connect_attempts_total|connect_failures_total|"
     r"disconnects_total|connection_transitions_total|heartbeat_last_rtt_seconds|"
-    r"heartbeat_misses_total|backoff_delay_seconds)\b"
+    r"heartbeat_misses_total|backoff_delay_seconds|breaker_open|flap_holds_total)\b"
 )
 JOIN = (
     "* on(job, instance, connection) group_left(group) netsupervisor_connection_info"
@@ -119,6 +119,10 @@ def test_theIssuesPanelsAreThere() -> None:
     assert has("timeseries", "heartbeat rtt", "percentiles", "group")
     assert has("timeseries", "backoff")
     assert has("stat", "drain") and has("timeseries", "drain")
+    # Fleet-safe recovery (issue 11).
+    assert has("timeseries", "circuit breakers by state", "held connections by kind")
+    assert has("table", "open breaker")
+    assert has("timeseries", "connect budget", "waiting")
     assert has("timeseries", "reload") and has("stat", "reload")
     assert {p["type"] for p in PANELS} >= {"timeseries", "table", "stat", "bargauge"}
 

@@ -35,12 +35,13 @@ REQUIRED = [
 
 def inputNames() -> set[str]:
     """
-    The inputs, read from the Inputs protocol rather than from the machine.
+    The inputs, read from the Inputs protocol (and the attempt's events it
+    takes on) rather than from the machine.
     """
     return {
         name
-        for name, member in vars(Inputs).items()
-        if inspect.isfunction(member) and not name.startswith("_")
+        for name, member in inspect.getmembers(Inputs, inspect.isfunction)
+        if not name.startswith("_")
     }
 
 
@@ -148,14 +149,15 @@ def test_requiredTransition(old: str, new: str) -> None:
 
 def test_closingToIdleOnlyForRotation() -> None:
     """
-    CLOSING -> IDLE happens only from ROTATING, which only C{rotate} enters.
+    CLOSING -> IDLE happens only from ROTATING, which only C{rotate} (an
+    operator's reconnect) and C{expired} (the end of a lifetime) enter.
     """
     visible = visibleStates()
     _, edges = automaton()
     sources = {old for old, _, new in edges if visible[old] == "CLOSING" and visible[new] == "IDLE"}
     assert sources == {"ROTATING"}
     entries = {name for old, name, new in edges if new == "ROTATING" and old != "ROTATING"}
-    assert entries == {"rotate"}
+    assert entries == {"rotate", "expired"}
 
 
 def test_closedIsTerminal() -> None:

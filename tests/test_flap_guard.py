@@ -10,7 +10,6 @@ these rules act.
 from __future__ import annotations
 
 import attrs
-import pytest
 
 from supervisor.spec import BackoffSpec, BreakerSpec, FlapSpec, HeartbeatSpec
 from tests.harness import ScriptedProtocol, World
@@ -311,13 +310,6 @@ def test_withoutHeartbeatsLongEnoughIsProofEnough() -> None:
     w.assertQuiet()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="policy measures 'ESTABLISHED for reset_after' as the time from the "
-    "last ESTABLISHED to the next entry into IDLE; after a flap hold that entry "
-    "comes after the hold, so a connection up for 0.5 s resets its backoff",
-)
 def test_aFlapHoldDoesNotCountAsTimeEstablished() -> None:
     w = reset(heartbeat=NO_HEARTBEAT, flap=FlapSpec(max=1, within=60.0, hold=30.0))
     protocol = failThenConnect(w, 3)  # delays 1, 2, 4 drawn

@@ -583,3 +583,37 @@ def test_pongsReachTheHeartbeatOnlyWhileEstablished() -> None:
     protocol.answer()  # during the rotation's drain: accepted and ignored
     assert world.connection.rtt is None
     assert world.state == "CLOSING"
+
+
+# A certificate refused after the handshake (TLS 1.3).
+
+
+def test_aCertificateRefusedOnceEstablishedClosesForGoodWithTls() -> None:
+    """
+    Under TLS 1.3 a server refuses the client's certificate (or its absence)
+    after the client's handshake completed: a plugin ready at once is
+    ESTABLISHED by then. That is no loss to retry, it is C{tls} for good.
+    """
+    world = World()
+    world.connection.start()
+    link = _overTLS(world)
+    link.handshakeCompleted()
+    assert world.state == "ESTABLISHED"
+    alert = SSL.Error([("SSL routines", "", "tlsv13 alert certificate required")])
+    link.connectionLost(Failure(alert))
+    assert world.path() == [
+        ("IDLE", "CONNECTING", "start"),
+        ("CONNECTING", "ESTABLISHED", "ready"),
+        ("ESTABLISHED", "CLOSED", "tls"),
+    ]
+    assert world.connection.lastError == "tls: " + str(alert)
+    world.assertQuiet()
+
+
+def test_anyOtherTLSErrorOnceEstablishedIsALoss() -> None:
+    world = World()
+    world.connection.start()
+    link = _overTLS(world)
+    link.handshakeCompleted()
+    link.connectionLost(Failure(SSL.Error([("SSL routines", "", "decryption failed")])))
+    assert world.path()[-1] == ("ESTABLISHED", "IDLE", "lost")

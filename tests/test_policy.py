@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.hazmat import DNS_ID, DNSMismatch, IPAddress_ID, IPAddressMismatch
 from twisted.internet import defer, error
 from twisted.python.failure import Failure
 
@@ -136,6 +138,16 @@ def test_zeroMaxRetriesRetriesForever() -> None:
         (error.ConnectionDone(), "handshake", False),
         (SSL.Error([("SSL routines", "", "certificate verify failed")]), "tls", True),
         (SSL.Error([("SSL routines", "", "unexpected eof while reading")]), "tls", False),
+        # The server refusing our certificate, or its absence, by its alert.
+        (SSL.Error([("SSL routines", "", "tlsv13 alert certificate required")]), "tls", True),
+        (SSL.Error([("SSL routines", "", "sslv3 alert bad certificate")]), "tls", True),
+        (SSL.Error([("SSL routines", "", "tlsv1 alert unknown ca")]), "tls", True),
+        (SSL.Error([("SSL routines", "", "sslv3 alert certificate expired")]), "tls", True),
+        (SSL.Error([("SSL routines", "", "sslv3 alert handshake failure")]), "tls", True),
+        (SSL.Error([("SSL routines", "", "wrong version number")]), "tls", False),
+        # A trusted certificate for another name (service_identity).
+        (VerificationError([DNSMismatch(DNS_ID("db.internal"))]), "tls", True),
+        (VerificationError([IPAddressMismatch(IPAddress_ID("127.0.0.1"))]), "tls", True),
         (PluginRejection("WRONGPASS", permanent=True), "handshake", True),
         (PluginRejection("busy", permanent=False), "handshake", False),
         (ValueError("what"), "other", False),

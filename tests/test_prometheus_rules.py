@@ -43,7 +43,7 @@ def test_promtoolChecksTheRules() -> None:
     result = promtool("check", "rules", ALERTS.name)
     assert result.returncode == 0, result.stdout + result.stderr
     names = alertNames()
-    assert len(names) == len(set(names)) == 5, names
+    assert len(names) == len(set(names)) == 8, names
     assert f"SUCCESS: {len(names)} rules found" in result.stdout, result.stdout
 
 
@@ -72,7 +72,12 @@ def test_theUnitTestsCanFail(tmp_path: Path) -> None:
     unit tests are not vacuous.
     """
     (tmp_path / "alerts.yml").write_text(
-        ALERTS.read_text().replace("< 0.9", "< 0.7").replace(") > 3", ") > 30")
+        ALERTS.read_text()
+        .replace("< 0.9", "< 0.7")
+        .replace(") > 3", ") > 30")
+        .replace('state=~"open|half_open"', 'state="open"')
+        .replace("flap_holds_total[15m]) > 0", "flap_holds_total[15m]) > 1")
+        .replace("full|timeout", "full")
     )
     (tmp_path / "alerts.test.yml").write_text(ALERTS_TEST.read_text())
     result = subprocess.run(
@@ -87,3 +92,6 @@ def test_theUnitTestsCanFail(tmp_path: Path) -> None:
     failed = result.stdout + result.stderr
     assert "NetsupervisorEstablishedShareLow" in failed
     assert "NetsupervisorConnectionFlapping" in failed
+    assert "NetsupervisorBreakerOpen" in failed
+    assert "NetsupervisorConnectionHeldFlapping" in failed
+    assert "NetsupervisorOperationsRefused" in failed

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from plugins._support import ProtocolError
-from plugins.redis import MAX_DEPTH, Options, Reply, RespParser, command
+from plugins.redis import MAX_DEPTH, Options, Reply, RespParser
+from plugins.redis import encodeCommand as command
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
 from supervisor.testing import FakePeer, PluginHarness, Step, scenarios
 

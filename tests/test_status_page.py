@@ -185,8 +185,10 @@ def test_theScriptWritesTextOnly() -> None:
     script = packageFile("status.js").decode()
     assert '"use strict";' in script
     assert "textContent" in script and "createElement" in script
-    # The data comes from /connections with a timeline, relative to the page.
+    # The data comes from /connections with a timeline and from /breakers,
+    # relative to the page.
     assert 'const SOURCE = "connections?transitions=" + TIMELINE;' in script
+    assert 'const BREAKERS = "breakers";' in script
 
 
 # GET /connections?transitions=K ------------------------------------------------
@@ -214,7 +216,7 @@ def test_withoutTheParameterTheListIsUnchanged() -> None:
         assert set(c) == SUMMARY_KEYS
     details = [client.get(f"/connections/{n}").json() for n in ("a", "b")]
     for detail in details:
-        del detail["transitions"]
+        del detail["transitions"], detail["endpoint_attempts"]
     assert body == details
     expected = json.dumps(details, ensure_ascii=False, allow_nan=False).encode() + b"\n"
     assert answer.body == expected
@@ -236,6 +238,7 @@ def test_transitionsParameter(count: int) -> None:
         assert set(c) == SUMMARY_KEYS | {"transitions"}
         detail = client.get(f"/connections/{c['name']}").json()
         everything = detail.pop("transitions")
+        del detail["endpoint_attempts"]
         assert c.pop("transitions") == everything[len(everything) - min(count, len(everything)) :]
         assert c == detail
     assert client.get(f"/connections/?transitions={count}").body == answer.body

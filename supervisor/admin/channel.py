@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
-from typing import Literal
+from typing import Any, Literal
 
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -98,6 +98,17 @@ class AdminRequest(Request):
     def gotLength(self, length: int | None) -> None:
         # The channel refuses a Content-Length over MAX_BODY before this.
         self.content = self._body = BytesIO()
+
+    def _handleStar(self) -> None:
+        # twisted.web answers a request for "*" itself (405, or 200 for
+        # OPTIONS), past the site's Host check and without the headers of
+        # every admin answer: the API answers it as a path it does not have.
+        self.postpath = [b"*"]
+        site: Any = self.channel.site  # type: ignore[attr-defined]
+        try:
+            self.render(site.getResourceFor(self))  # type: ignore[no-untyped-call]
+        except BaseException:
+            self.processingFailed(Failure())  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._body.tell() + len(data) > MAX_BODY:
@@ -215,7 +226,9 @@ class AdminChannel(HTTPChannel):
         self._unsent = False
         self.paused = False
         super().resumeProducing()  # type: ignore[no-untyped-call]
-        self._enter("idle")
+        # Bytes of a pipelined request already read: it is under way, with
+        # the time a request has, not the idle connection's.
+        self._enter("request" if getattr(self, "_buffer", b"") else "idle")
         LineReceiver.dataReceived(self, b"")  # type: ignore[no-untyped-call]
 
     def refuseBody(self) -> None:

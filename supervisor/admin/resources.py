@@ -168,6 +168,7 @@ PATHS = (
     "/connections/NAME",
     "/connections/NAME/reconnect",
     "/connections/NAME/drain",
+    "/breakers",
 )
 
 
@@ -278,6 +279,20 @@ class Ready(_Endpoint):
         return _json(request, 200 if answer.ready else 503, views.readiness(answer))
 
 
+class Breakers(_Endpoint):
+    """
+    C{/breakers}: the circuit breakers, counted by state, and those open
+    or half-open.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+
+    def GET(self, request: Request) -> bytes:
+        return _json(request, 200, views.breakers(self._supervisor.fleet.breakers))
+
+
 def _unknown(name: str) -> str:
     shown = repr(name) if NAME_PATTERN.fullmatch(name) else "of that name"
     return f"no connection {shown}"
@@ -353,8 +368,9 @@ class Connection(_Endpoint):
         return NotFound()
 
     def GET(self, request: Request) -> bytes:
-        connection = self._supervisor.connection(self._name)
-        if connection is None:
+        try:
+            connection = self._supervisor.connection(self._name)
+        except KeyError:
             return _error(request, 404, _unknown(self._name))
         return _json(request, 200, views.connectionDetail(connection))
 
@@ -382,8 +398,9 @@ class ConnectionAction(_Endpoint):
             if refusal.challenge is not None:
                 _setHeader(request, b"www-authenticate", refusal.challenge)
             return _error(request, refusal.code, refusal.error)
-        connection = self._supervisor.connection(self._name)
-        if connection is None:
+        try:
+            connection = self._supervisor.connection(self._name)
+        except KeyError:
             return _error(request, 404, _unknown(self._name))
         before = connection.state
         if self._action == "reconnect":
@@ -425,6 +442,7 @@ class AdminRoot(Resource):
         self.putChild(b"healthz", Health())
         self.putChild(b"readyz", Ready(supervisor))
         self.putChild(b"connections", Connections(supervisor))
+        self.putChild(b"breakers", Breakers(supervisor))
         self.putChild(b"status.js", Asset("status.js", JAVASCRIPT))
         self.putChild(b"status.css", Asset("status.css", CSS))
         self._index = Index()

@@ -1,4 +1,5 @@
-// The netsupervisor status page: polls /connections and draws a table.
+// The netsupervisor status page: polls /connections and /breakers, and draws
+// the circuit breakers and a table of the connections.
 //
 // Every value from the server is put in the page with textContent, or as an
 // attribute value (title, data-*), never parsed as HTML: an error text or a
@@ -8,16 +9,27 @@
 
 (function () {
   const STATES = ["IDLE", "CONNECTING", "ESTABLISHED", "CLOSING", "CLOSED"];
+  const BREAKER_STATES = ["closed", "open", "half_open"];
+  // What holds an IDLE connection back from its next attempt ("held").
+  const HELD = {
+    backoff: "waiting for its backoff delay",
+    breaker: "held by its target's circuit breaker",
+    budget: "waiting for a token of the connect budget",
+    flapping: "held by the flap guard (it kept being lost)",
+  };
   // Unhealthy first: waiting to retry, trying, closing, closed; then the good ones.
   const RANK = { IDLE: 0, CONNECTING: 1, CLOSING: 2, CLOSED: 3, ESTABLISHED: 4 };
   const REFRESH_MS = 2000;
   const TIMEOUT_MS = 5000;
   const MAX_ROWS = 500;
+  const MAX_TARGETS = 20;
   const TIMELINE = 5;
   // Relative, so that the page also works behind a proxy under a sub-path.
   const SOURCE = "connections?transitions=" + TIMELINE;
+  const BREAKERS = "breakers";
 
   let connections = [];
+  let breakers = {};
   let clockOffset = 0; // server clock minus this browser's clock, in seconds
   let lastSuccess = null; // Date of the last good answer
   let failingSince = null; // Date of the first failure of the current outage
@@ -39,6 +51,14 @@
 
   function stateClass(state) {
     return STATES.includes(state) ? "s-" + state.toLowerCase() : "s-unknown";
+  }
+
+  function breakerClass(state) {
+    return BREAKER_STATES.includes(state) ? "b-" + state.replace("_", "-") : "b-unknown";
+  }
+
+  function breakerName(state) {
+    return String(state).replace("_", "-");
   }
 
   function serverNow() {
@@ -81,7 +101,9 @@
   }
 
   function haystack(c) {
-    return [c.name, c.state, c.endpoint, c.protocol, c.last_error || "", labelText(c.labels)]
+    const endpoints = (c.endpoints || [c.endpoint]).join("\n");
+    return [c.name, c.state, c.held || "", endpoints, c.protocol, c.last_error || "",
+      labelText(c.labels)]
       .join("\n")
       .toLowerCase();
   }
@@ -103,6 +125,41 @@
       items.push(li);
     }
     byId("summary").replaceChildren(...items);
+  }
+
+  function drawBreakers(answer) {
+    // Counts by state, then each open or half-open target (the first few).
+    const items = [];
+    const counts = BREAKER_STATES.map((s) => Number(answer[s]) || 0);
+    const total = el("li", "total");
+    total.append(
+      el("span", "count", counts.reduce((a, b) => a + b, 0)),
+      el("span", "name", "breakers"),
+    );
+    items.push(total);
+    BREAKER_STATES.forEach((s, i) => {
+      const li = el("li", "legend-item " + breakerClass(s) + (counts[i] ? "" : " zero"));
+      li.dataset.state = s;
+      li.append(el("span", "swatch"), el("span", "count", counts[i]), el("span", "name", breakerName(s)));
+      items.push(li);
+    });
+    const notClosed = Array.isArray(answer.not_closed) ? answer.not_closed : [];
+    for (const b of notClosed.slice(0, MAX_TARGETS)) {
+      const li = el("li", "target " + breakerClass(b.state));
+      li.dataset.state = b.state;
+      li.append(
+        el("span", "badge " + breakerClass(b.state), breakerName(b.state)),
+        el("span", "target-name", b.target),
+        el("span", "target-held", b.held + " of " + b.members + " held"),
+      );
+      li.title = "breaker of " + b.scope + " " + b.target + ": " + breakerName(b.state) +
+        ", " + b.held + " of its " + b.members + " connections held";
+      items.push(li);
+    }
+    if (notClosed.length > MAX_TARGETS) {
+      items.push(el("li", "more", "+" + (notClosed.length - MAX_TARGETS) + " more at /breakers"));
+    }
+    byId("breakers").replaceChildren(...items);
   }
 
   function ageCell(cls, since, prefix, suffix) {
@@ -136,13 +193,32 @@
 
     const name = el("td", "name");
     name.append(el("div", "conn-name", c.name));
-    const endpoint = el("div", "endpoint", c.protocol + " · " + c.endpoint);
-    endpoint.title = c.endpoint;
+    // With several endpoints: the one in use, which of them it is, and all in the tooltip.
+    const endpoints = c.endpoints || [c.endpoint];
+    const which = endpoints.length > 1
+      ? " (" + (endpoints.indexOf(c.endpoint) + 1) + " of " + endpoints.length + ")"
+      : "";
+    const endpoint = el("div", "endpoint", c.protocol + " · " + c.endpoint + which);
+    endpoint.title = endpoints.join("\n");
     name.append(endpoint);
     tr.append(name);
 
     const state = el("td", "state");
     state.append(el("span", "badge " + stateClass(c.state), c.state));
+    if (c.held) {
+      const known = Object.prototype.hasOwnProperty.call(HELD, c.held);
+      const held = el("span", "held " + (known ? "h-" + c.held : "h-unknown"), c.held);
+      held.title = known ? HELD[c.held] : "held";
+      if (c.held === "breaker" && c.breaker) {
+        held.title += " (" + breakerName(c.breaker) + ")";
+      }
+      state.append(held);
+    }
+    if (c.queue_depth > 0) {
+      const queued = el("div", "queued", c.queue_depth + " queued");
+      queued.title = c.queue_depth + " operations wait for this connection";
+      state.append(queued);
+    }
     tr.append(state);
 
     const inState = el("td", "num");
@@ -189,6 +265,7 @@
   function draw() {
     ages = [];
     drawSummary(connections);
+    drawBreakers(breakers);
     const needle = byId("filter").value.trim().toLowerCase();
     const matching = connections
       .map((c, index) => [c, index])
@@ -264,8 +341,8 @@
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
     const sentAt = Date.now();
-    try {
-      const response = await fetch(SOURCE, {
+    const get = async (url) => {
+      const response = await fetch(url, {
         headers: { Accept: "application/json" },
         cache: "no-store",
         signal: controller.signal,
@@ -273,13 +350,17 @@
       if (!response.ok) {
         throw new Error("HTTP " + response.status);
       }
-      const body = await response.json();
-      if (!Array.isArray(body)) {
+      return [response, await response.json()];
+    };
+    try {
+      const [[response, body], [, breakerBody]] = await Promise.all([get(SOURCE), get(BREAKERS)]);
+      if (!Array.isArray(body) || breakerBody === null || typeof breakerBody !== "object") {
         throw new Error("unexpected answer");
       }
       learnClock(response, sentAt, Date.now());
       showShard(response.headers.get("Netsupervisor-Shard"));
       connections = body;
+      breakers = breakerBody;
       lastSuccess = new Date();
       failingSince = null;
       draw();
@@ -298,6 +379,7 @@
   function start() {
     byId("filter").addEventListener("input", draw);
     drawSummary([]);
+    drawBreakers({});
     setInterval(tick, 1000);
     refresh();
   }

@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from supervisor.states.records import BREAKER_STATES
+
 if TYPE_CHECKING:
+    from supervisor.breaker import Breaker
     from supervisor.connection import SupervisedConnection
     from supervisor.service import Readiness
 
-__all__ = ["connectionDetail", "connectionSummary", "dumps", "readiness", "redact"]
+__all__ = [
+    "breakers",
+    "connectionDetail",
+    "connectionSummary",
+    "dumps",
+    "readiness",
+    "redact",
+]
 
 # A `key=value` whose key names a secret. The key starts the string or follows
 # an endpoint string's `:` (or a separator of free text); the value runs to the
@@ -51,7 +62,8 @@ def connectionSummary(
     lastError = connection.lastError
     summary: dict[str, Any] = {
         "name": spec.name,
-        "endpoint": redact(spec.endpoint),
+        "endpoint": redact(connection.endpoint),
+        "endpoints": [redact(e) for e in spec.targets],
         "protocol": spec.protocol,
         "state": connection.state,
         "since": connection.since,
@@ -60,7 +72,12 @@ def connectionSummary(
         "last_error": None if lastError is None else redact(lastError),
         "rtt_seconds": connection.rtt,
         "backoff_delay_seconds": connection.backoffDelay,
+        "held": connection.held,
+        "breaker": connection.breaker,
+        "lifetime_left": connection.lifetimeLeft,
         "labels": dict(spec.labels),
+        "queue_depth": connection.queueDepth,
+        "operations_in_flight": connection.operations.inFlight,
     }
     if transitions is not None:
         history = connection.history
@@ -71,10 +88,16 @@ def connectionSummary(
 
 def connectionDetail(connection: SupervisedConnection) -> dict[str, Any]:
     """
-    The answer of C{GET /connections/NAME}: the summary plus the last 50
-    transitions, oldest first.
+    The answer of C{GET /connections/NAME}: the summary plus how each
+    endpoint fared and the last 50 transitions, oldest first.
     """
-    return connectionSummary(connection, len(connection.history))
+    detail = connectionSummary(connection)
+    detail["endpoint_attempts"] = [
+        {"endpoint": redact(r.endpoint), "attempts": r.attempts, "failures": r.failures}
+        for r in connection.endpointRecords
+    ]
+    detail["transitions"] = [t.asJSON() for t in connection.history]
+    return detail
 
 
 def readiness(answer: Readiness) -> dict[str, Any]:
@@ -87,6 +110,35 @@ def readiness(answer: Readiness) -> dict[str, Any]:
         "established": answer.established,
         "total": answer.total,
         "not_established": list(answer.notEstablished),
+    }
+
+
+def breakers(every: Iterable[Breaker]) -> dict[str, Any]:
+    """
+    The body of C{GET /breakers}: how many circuit breakers are in each
+    state, and those that are not closed, by target.
+
+    @param every: the breakers in use (C{Supervisor.fleet.breakers}).
+    """
+    counts: dict[str, int] = dict.fromkeys(BREAKER_STATES, 0)
+    notClosed = []
+    for breaker in every:
+        counts[breaker.state] += 1
+        if breaker.state != "closed":
+            notClosed.append(_breaker(breaker))
+    notClosed.sort(key=lambda b: (b["scope"], b["target"]))
+    return {**counts, "not_closed": notClosed}
+
+
+def _breaker(breaker: Breaker) -> dict[str, Any]:
+    # The key is "endpoint ENDPOINT" or "connection NAME" (fleet.breakerKey).
+    scope, _, target = breaker.key.partition(" ")
+    return {
+        "target": redact(target),
+        "scope": scope,
+        "state": breaker.state,
+        "members": breaker.members,
+        "held": breaker.held,
     }
 
 

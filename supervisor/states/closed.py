@@ -16,6 +16,7 @@ class Closed(StateData):
     __slots__ = ("cause",)
     state = "CLOSED"
     internal = "CLOSED"
+    takesOperations = "refuse"
 
     def __init__(self, cause: Cause) -> None:
         self.cause = cause
@@ -28,4 +29,5 @@ def close(inputs: Inputs, core: Core, cause: Cause) -> Closed:
     data = Closed(cause)
     core.gate.close()
     core.enter(data)
+    core.operations.closed()
     return data

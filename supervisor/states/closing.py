@@ -8,9 +8,12 @@ deadline) as CLOSING.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from supervisor.operations import Mode
 from supervisor.scheduler import Timer
 from supervisor.states.core import Core, Inputs, StateData, log
 from supervisor.states.records import Cause
@@ -25,6 +28,7 @@ class Closing(StateData):
     state = "CLOSING"
     internal = "CLOSING"
     keepsAttempt = True
+    takesOperations: ClassVar[Mode] = "refuse"
 
     def __init__(self, name: str, deadline: Timer, draining: Deferred[None] | None) -> None:
         self.name = name
@@ -65,6 +69,7 @@ class Rotating(Closing):
 
     __slots__ = ()
     internal = "ROTATING"
+    takesOperations = "wait"
 
 
 def _drain(inputs: Inputs, core: Core, kind: type[Closing]) -> Closing:
@@ -75,7 +80,9 @@ def _drain(inputs: Inputs, core: Core, kind: type[Closing]) -> Closing:
         inputs.ended(Cause("deadline", "drain_timeout passed; transport aborted"))
 
     deadline = core.scheduler.callLater(core.spec.drain_timeout, expire)
-    data = kind(core.spec.name, deadline, attempt.drain())
+    # Operations in flight finish first, then the plugin says goodbye.
+    draining = core.operations.whenSettled().addCallback(lambda _: attempt.drain())
+    data = kind(core.spec.name, deadline, draining)
     core.enter(data)
     data.watch(inputs)
     return data
@@ -93,8 +100,10 @@ def drainToClose(inputs: Inputs, core: Core, cause: Cause) -> Closing:
         core.enter(data)
         if data.draining is not None:
             data.watch(inputs)
-        return data
-    return _drain(inputs, core, Closing)
+    else:
+        data = _drain(inputs, core, Closing)
+    core.operations.closing()
+    return data
 
 
 def drainToRotate(inputs: Inputs, core: Core) -> Closing:

@@ -62,7 +62,15 @@ def attempt(inputs: Inputs, core: Core, cause: Cause) -> Attempting:
     """
     core.attempts += 1
     spec = core.spec
-    attempt = core.attempt = Attempt(inputs, spec.name, spec.heartbeat, core.plugin, core.options)
+    attempt = core.attempt = Attempt(
+        inputs,
+        spec.name,
+        spec.heartbeat,
+        core.plugin,
+        core.options,
+        core.scheduler.now,
+        spec.keepalive,
+    )
     timeout = spec.connect_timeout
 
     def expire() -> None:
@@ -70,7 +78,7 @@ def attempt(inputs: Inputs, core: Core, cause: Cause) -> Attempting:
 
     data = Attempting(core.scheduler.callLater(timeout, expire))
     core.enter(data)
-    attempt.connect(core.endpoint)
+    attempt.connect(core.endpoints.pick())
     return data
 
 

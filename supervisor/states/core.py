@@ -13,14 +13,21 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from supervisor.attempt import Attempt
+from supervisor.attempt import Attempt, AttemptEvents
+from supervisor.endpoints import Endpoints
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
-from supervisor.policy import HeartbeatTimeout, ReconnectPolicy, classify
+from supervisor.operations import Mode, Operations
+from supervisor.policy import (
+    HeartbeatTimeout,
+    IdleTimeout,
+    ReconnectPolicy,
+    classify,
+    isCertificateRefusal,
+)
 from supervisor.scheduler import Scheduler
 from supervisor.spec import ConnectionSpec
 from supervisor.states.records import Cause, Held, State, Transition
@@ -39,9 +46,10 @@ HeartbeatObserver = Callable[[str, "float | None"], object]
 L{None} for a missed heartbeat."""
 
 
-class Inputs(Protocol):
+class Inputs(AttemptEvents, Protocol):
     """
-    Everything that can happen to a connection.
+    Everything that can happen to a connection: what its attempt reports
+    (L{AttemptEvents}), and the inputs below.
 
     Inputs that return L{None} may be given while another is being handled
     (from a behaviour, an observer or a synchronous callback): they are
@@ -77,29 +85,8 @@ class Inputs(Protocol):
     def drained(self) -> None:
         "The plugin finished draining: the transport may close."
 
-    # The attempt (see L{supervisor.attempt.AttemptEvents}).
-
-    def securing(self) -> None:
-        "The transport is up and is a TLS transport whose handshake is under way."
-
-    def ready(self) -> None:
-        "The plugin declared the connection ready."
-
-    def handshakeCompleted(self) -> None:
-        "The TLS handshake completed."
-
-    def failed(self, failure: Failure) -> None:
-        """
-        Something went wrong with the current attempt: the connect failed,
-        the transport went away, the plugin rejected it, C{connect_timeout}
-        passed, or heartbeats went unanswered.
-        """
-
-    def pong(self, token: bytes) -> None:
-        "The answer to the ping carrying C{token}."
-
-    def activity(self) -> None:
-        "A frame that proves the peer alive."
+    # The attempt's inputs are those of L{AttemptEvents}: securing, ready,
+    # handshakeCompleted, failed, pong, activity.
 
     # What the machine decided about a failure or a close.
 
@@ -112,6 +99,9 @@ class Inputs(Protocol):
     def hold(self, cause: Cause) -> None:
         "The connection flaps: hold it for C{flap.hold} before its next attempt."
 
+    def expired(self) -> None:
+        "The ESTABLISHED connection's lifetime is over: rotate it."
+
     def ended(self, cause: Cause) -> None:
         "A graceful close finished (C{closed}) or was cut short (C{deadline})."
 
@@ -123,12 +113,15 @@ class StateData:
     @cvar state: the user-visible state this internal state maps to.
     @cvar internal: the internal state's name (the machine's own).
     @cvar keepsAttempt: the transport of the current attempt survives in this state.
+    @cvar takesOperations: what a submitted operation does in this state:
+        C{run} on the protocol, C{wait} in the queue, or is C{refuse}d.
     """
 
     __slots__ = ()
     state: ClassVar[State]
     internal: ClassVar[str]
     keepsAttempt: ClassVar[bool] = False
+    takesOperations: ClassVar[Mode] = "wait"
 
     @property
     def held(self) -> Held | None:
@@ -148,6 +141,13 @@ class StateData:
         The retry delay this state has scheduled; 0 unless IDLE.
         """
         return 0.0
+
+    @property
+    def rotatesAt(self) -> float | None:
+        """
+        When an ESTABLISHED connection's lifetime ends, if it has one.
+        """
+        return None
 
 
 class NotStarted(StateData):
@@ -169,6 +169,8 @@ def lossCause(failure: Failure) -> Cause:
     """
     if isinstance(failure.value, HeartbeatTimeout):
         return Cause("heartbeat", failure.getErrorMessage())
+    if isinstance(failure.value, IdleTimeout):
+        return Cause("idle", failure.getErrorMessage())
     return Cause("lost", failure.getErrorMessage())
 
 
@@ -181,16 +183,21 @@ class Core:
     """
     The state every internal state of one connection shares.
 
+    @ivar endpoints: where each attempt connects, and how each endpoint fared.
     @ivar options: what the plugin's C{buildProtocol} is given.
     @ivar gate: the way through the target's breaker and the budget.
     @ivar attempt: the current attempt, from CONNECTING until the machine
         leaves the states that keep it.
     @ivar losses: when it was lost from ESTABLISHED lately (flap guard).
     @ivar flapHolds: how many times the flap guard held it.
+    @ivar operations: what is submitted to it (L{supervisor.operations}).
+    @ivar rotationHold: when set and true, a connection whose lifetime is
+        over stays ESTABLISHED a little longer (the last ESTABLISHED member
+        of its pool).
     """
 
     spec: ConnectionSpec
-    endpoint: IStreamClientEndpoint
+    endpoints: Endpoints
     plugin: IProtocolPlugin
     options: object
     scheduler: Scheduler
@@ -211,7 +218,9 @@ class Core:
     observers: tuple[Observer, ...] = ()
     heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
     waiters: list[Deferred[None]] | None = None
+    rotationHold: Callable[[], bool] | None = None
     gate: Gate = field(init=False)
+    operations: Operations = field(init=False)
 
     def now(self) -> float:
         """
@@ -243,10 +252,11 @@ class Core:
         """
         Judge a failed attempt: whether it was the last (a permanent failure,
         or the last retry C{max_retries} allows), and why. The target's
-        breaker hears of it.
+        breaker and the endpoints hear of it.
         """
         c = self.classify(failure)
         self.gate.failed(c.overloaded)
+        self.endpoints.failed()
         detail = failure.getErrorMessage()
         if c.permanent:
             return True, Cause(c.reason, detail, permanent=True)
@@ -259,7 +269,13 @@ class Core:
         Judge the loss of an ESTABLISHED connection: retry after the
         backoff, or, when it was lost more than C{flap.max} times within
         C{flap.within} seconds, hold it (or close it, with C{flap.hold = 0}).
+
+        A server that refuses the client's certificate under TLS 1.3 says so
+        after the client's handshake completed (and a plugin ready at once
+        made it ESTABLISHED): that is the permanent failure C{tls} too.
         """
+        if isCertificateRefusal(failure):
+            return "close", Cause("tls", failure.getErrorMessage(), permanent=True)
         cause = lossCause(failure)
         flap = self.spec.flap
         if not flap.enabled:

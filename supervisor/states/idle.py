@@ -93,6 +93,8 @@ class Admitting(StateData):
 def _wait(inputs: Inputs, core: Core, delay: float, kind: type[Waiting]) -> Waiting:
     data = kind(delay, core.scheduler.callLater(delay, inputs.retry))
     core.enter(data)
+    # From ESTABLISHED or a close: what was in flight is lost.
+    core.operations.disconnected()
     return data
 
 

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from automat import TypeMachine, TypeMachineBuilder
 from twisted.python.failure import Failure
 
+from supervisor.automaton import indexed
 from supervisor.states import closed, closing, connecting, established, idle
 from supervisor.states.core import Core, Inputs, StateData
 from supervisor.states.records import Cause, Held, Reason
@@ -195,6 +196,7 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     ESTABLISHED.upon(Inputs.giveUp).to(CLOSED)(_leave)
     ESTABLISHED.upon(Inputs.close).to(CLOSING)(_closeNow)
     ESTABLISHED.upon(Inputs.rotate).to(ROTATING)(_rotate)
+    ESTABLISHED.upon(Inputs.expired).to(ROTATING)(_leaveBecause("rotation"))
     ESTABLISHED.upon(Inputs.ready, nodata=True).loop().returns(None)
     ESTABLISHED.upon(Inputs.start, nodata=True).loop().returns(None)
 
@@ -221,4 +223,4 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     return b.build()
 
 
-ConnectionMachine = makeMachine()
+ConnectionMachine = indexed(makeMachine())

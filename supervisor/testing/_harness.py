@@ -338,6 +338,7 @@ class PluginHarness:
         name: str = "plugin-under-test",
         seed: int = 0,
         greeting: bytes = b"",
+        **spec: Any,
     ) -> None:
         """
         @param plugin: the plugin under test.
@@ -351,6 +352,9 @@ class PluginHarness:
         @param greeting: what every peer that L{accept}s sends first, as soon
             as the connection is made, for protocols where the server speaks
             first (a banner, NATS's C{INFO}); by default nothing.
+        @param spec: any other field of the connection's
+            L{ConnectionSpec} (C{breaker}, C{flap}, C{max_lifetime},
+            C{idle_timeout}, ...).
         """
         self.greeting = greeting
         self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
@@ -366,6 +370,7 @@ class PluginHarness:
             flap=flap if flap is not None else FlapSpec(max=0),
             max_retries=max_retries,
             options=dict(options or {}),
+            **spec,
         )
         self.connection = SupervisedConnection(
             self.spec,

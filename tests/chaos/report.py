@@ -152,6 +152,102 @@ def _tracemallocRows(soak: dict[str, Any]) -> list[str]:
     return out
 
 
+def _signalRows(cases: dict[str, dict[str, Any]]) -> list[str]:
+    out = [
+        "| case | connections | outcome | exit status | exit (s) | bound (s) |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for key in sorted(k for k, c in cases.items() if c.get("kind") == "signals"):
+        c = cases[key]
+        code = c.get("exit_code")
+        shell = 128 - code if isinstance(code, int) and code < 0 else code
+        outcome = c.get("outcome")
+        if outcome is None and "reloads" in c:
+            reloads = c["reloads"]
+            outcome = (
+                f"{reloads.get('success', 0)} reloads applied, {reloads.get('failure', 0)} refused;"
+                f" every configured name ESTABLISHED {_n(c.get('recovered_seconds'), 1)} s after"
+                " the peer was back; at most"
+                f" {c.get('most_live_sockets_per_name', 'n/a')} live socket per name"
+            )
+        drain = c.get("drain_timeout")
+        bound = drain + 1 if isinstance(drain, int | float) else None
+        out.append(
+            f"| {c.get('what', key)} | {_n(c.get('connections'), 0)} | {outcome or 'n/a'} "
+            f"| {shell if shell is not None else 'n/a'} | {_n(c.get('exit_seconds'), 2)} "
+            f"| {_n(bound, 1)} |"
+        )
+    return out
+
+
+def _stormRows(storm: dict[str, Any]) -> list[str]:
+    reloads = storm.get("reloads", {})
+
+    def n(key: str) -> str:
+        return _n(storm.get(key), 0)
+
+    return [
+        "| figure | value |",
+        "| --- | ---: |",
+        f"| SIGHUPs sent / seconds | {n('sighups')} / {_n(storm.get('storm_seconds'), 2)} |",
+        f"| reloads applied / refused | {_n(reloads.get('success'), 0)} /"
+        f" {_n(reloads.get('failure'), 0)} |",
+        f"| ESTABLISHED connections a reload closed (`removed`) | {n('reloads_met_established')} |",
+        f"| connections no reload touched, left alone | {n('untouched_steady')} |",
+        f"| names configured at the end, all ESTABLISHED | {n('names_at_end')} |",
+        f"| kernel socket samples / most live sockets of one name | {n('kernel_samples')} /"
+        f" {n('most_live_sockets_per_name')} |",
+        f"| `/connections` samples / listing a name twice | {n('listings')} / 0 |",
+        f"| transitions logged / out of one name's order | {n('transitions_logged')} /"
+        f" {n('overlaps')} |",
+        f"| slowest `/healthz` during the storm (ms) |"
+        f" {_n(storm.get('healthz_slowest_seconds'), 0, 1000)} |",
+    ]
+
+
+def _rotationRows(rotation: dict[str, Any]) -> list[str]:
+    if not rotation:
+        return ["(not measured)"]
+    perSecond = rotation.get("per_second", [])
+    fifths = rotation.get("lifetime_fifths", [])
+    ms = 1000.0
+    return [
+        "| figure | value |",
+        "| --- | ---: |",
+        f"| connections, `max_lifetime`, `lifetime_jitter` | {rotation['connections']:,},"
+        f" {rotation['max_lifetime']:g} s, {rotation['lifetime_jitter']:g} |",
+        f"| all ESTABLISHED after (s) | {_n(rotation.get('start_seconds'), 2)} |",
+        f"| rotations in {rotation['window_seconds']:g} s | {rotation['rotations']:,} |",
+        f"| lifetimes drawn, shortest / longest (s) | {_n(rotation.get('lifetime_min'))} /"
+        f" {_n(rotation.get('lifetime_max'))} |",
+        f"| lifetimes in each fifth of the band | {' / '.join(str(f) for f in fifths)} |",
+        f"| most rotations due in one {rotation['bin_seconds']:g} s (bound) |"
+        f" {rotation['due_max_per_bin']} ({_n(rotation['bound_per_bin'], 0)}) |",
+        f"| most rotations done in one {rotation['bin_seconds']:g} s (bound, with the lateness) |"
+        f" {rotation['done_max_per_bin']} ({_n(rotation['done_bound_per_bin'], 0)}) |",
+        f"| rotation after it was due, p99 / max (ms) | {_n(rotation.get('late_p99'), 0, ms)} /"
+        f" {_n(rotation.get('late_max'), 0, ms)} |",
+        f"| rotation to ESTABLISHED again, p50 / p99 / max (ms) |"
+        f" {_n(rotation.get('back_p50'), 0, ms)} / {_n(rotation.get('back_p99'), 0, ms)} /"
+        f" {_n(rotation.get('back_max'), 0, ms)} |",
+        f"| connections lost otherwise | {rotation.get('other_losses', 'n/a')} |",
+        f"| heartbeats answered / missed | {rotation.get('heartbeats_answered', 0):,} /"
+        f" {rotation.get('heartbeats_missed', 'n/a')} |",
+        f"| ESTABLISHED periods, each with a heartbeat answered |"
+        f" {rotation.get('established_periods_checked', 0):,} |",
+        f"| fewest heartbeats answered in one second |"
+        f" {_n(rotation.get('heartbeats_min_per_second'), 0)} |",
+        f"| reactor lag p99 / max (ms) | {_n(rotation.get('lag_p99'), 0, ms)} /"
+        f" {_n(rotation.get('lag_max'), 0, ms)} |",
+        "",
+        "Rotations in each second of the window, from the first connection ESTABLISHED:",
+        "",
+        "| second | " + " | ".join(str(i) for i in range(len(perSecond))) + " |",
+        "| --- | " + " | ".join("---:" for _ in perSecond) + " |",
+        "| rotations | " + " | ".join(str(n) for n in perSecond) + " |",
+    ]
+
+
 def render(results: dict[str, Any]) -> str:
     """
     The Markdown of C{docs/reliability.md} for C{results}.
@@ -161,6 +257,8 @@ def render(results: dict[str, Any]) -> str:
     machine = run.get("machine", {})
     netns = [c for c in cases.values() if c.get("kind") == "netns"]
     soak = next((c for c in cases.values() if c.get("kind") == "soak"), {})
+    storm = cases.get("signals/line/sighup-storm", {})
+    rotation = next((c for c in cases.values() if c.get("kind") == "rotation"), {})
     memory = machine.get("memory_bytes", 0) / 2**30
     lines = [
         "# Reliability: the chaos suite",
@@ -169,7 +267,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "The chaos suite (`tests/chaos/`) puts real peers (the line peer, redis-server,",
         "nats-server, mosquitto) behind a fault-injecting proxy, drops packets in the kernel",
-        "between two network namespaces, and flaps a thousand connections ten thousand times.",
+        "between two network namespaces, flaps a thousand connections ten thousand times,",
+        "signals a loaded `twistd netsupervisor` while its peers die and come back, and",
+        "rotates a thousand connections by their lifetime.",
         "Every figure below is what its last run measured; every expectation is a test",
         "assertion. Rerun the suite and rewrite this file with:",
         "",
@@ -179,8 +279,9 @@ def render(results: dict[str, Any]) -> str:
         "```",
         "",
         "`--output PATH` (the JSON figures, default `tests/chaos/results.json`), `--report PATH`",
-        "(this file). The same tests run in `./scripts/test`; the soak and the namespace test",
-        "are marked `slow` (`-m 'not slow'` leaves them out of a quick local run; CI runs them).",
+        "(this file). The same tests run in `./scripts/test`; the soak, the namespace test and",
+        "the rotation are marked `slow` (`-m 'not slow'` leaves them out of a quick local run;",
+        "CI runs them).",
         "",
         "## This run",
         "",
@@ -253,6 +354,54 @@ def render(results: dict[str, Any]) -> str:
         "a leak would be a line that grows with the number of flaps, run after run.",
         "",
         *_tracemallocRows(soak),
+        "",
+        "## Signals under load",
+        "",
+        "A real `twistd -n netsupervisor` process (`tests/chaos/test_signals.py`) with 300 line",
+        "connections, half to a peer that stays up and half to one that is killed (SIGKILL)",
+        "and started again, or 300 redis connections to a redis-server frozen with SIGSTOP;",
+        "heartbeat interval 1 s, timeout 2 s; `drain_timeout` 2 s. Each connection binds its",
+        "own loopback source address, so the kernel's socket table says how many live TCP",
+        "connections (ESTABLISHED or SYN_SENT) each name holds. The SIGHUP storm writes 20",
+        "configurations in 2 s (each removes 3 names, adds 3, among them the 3 the previous one",
+        "removed, and changes 3; written atomically) and signals after each; the killed peer is",
+        "started again after the 10th. The test asserts: the process keeps running; no failed",
+        "reload; never two live sockets of one name (the kernel's table, sampled; two reads in",
+        "a row must both show them, one read not being atomic), never a name listed twice",
+        "(`/connections`, sampled), and the log's transitions read as one state machine per",
+        "name at a time (exact); no connection that no reload touched changed state; every",
+        "configured name ESTABLISHED once the peer is back; then SIGTERM: status 143 within",
+        "`drain_timeout` + 1 s, the drain's own log line, no traceback. SIGHUPs that arrive",
+        "faster than the process runs merge into one (POSIX keeps one pending): fewer reloads,",
+        "each of the latest file. *Exit* is from the (first) SIGTERM to the process's end, as",
+        "its parent sees it; the status is the shell's (128 + the signal).",
+        "",
+        *_signalRows(cases),
+        "",
+        "The SIGHUP storm in figures:",
+        "",
+        *_stormRows(storm),
+        "",
+        "## Rotation at 1,000 connections",
+        "",
+        "A `Supervisor` on the real reactor (`tests/chaos/test_rotation.py`), 1,000 line",
+        "connections to one peer, `max_lifetime = 5` and the default `lifetime_jitter`, for",
+        "20 seconds from the first connection ESTABLISHED. Each lifetime is drawn from",
+        "`[L(1-j), L]`, whenever the connection came up, so the chance that one connection",
+        "rotates in any window of `w` seconds is at most `w / (L j)`, and the fleet's expected",
+        "count at most `N w / (L j)`: a rate of `N / (L j)`, 2,000 per second here (for",
+        "10,000 connections with `max_lifetime = 600` it is 167 per second). At this scale",
+        "the band (`L j` = 0.5 s) is narrower than a second: a fleet that came up together",
+        "rotates in waves, each within about a second, and the later waves (sums of more",
+        "draws) only slowly spread; a per-second count can only be bounded by `N`. So the",
+        "test judges every 0.1 s window, against `N w / (L j)` plus five standard deviations:",
+        "the rotations due (each connection's lifetime as drawn) and the rotations done (whose",
+        "window is widened by how late the reactor ran them). It also asserts every lifetime",
+        "in its band and each fifth of the band holding 10% to 30% of them (a constant or a",
+        "narrower draw fails), no transition but a rotation's, ESTABLISHED again within 2 s",
+        "of each rotation, and a heartbeat answered in every ESTABLISHED period, none missed.",
+        "",
+        *_rotationRows(rotation),
         "",
         "## The chaos proxy",
         "",

@@ -17,6 +17,7 @@ from tests.chaos.test_faults import CASES, PROTOCOLS
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tests/chaos/results.json"
 REPORT = ROOT / "docs/reliability.md"
+SIGNAL_CASES = ("line/sighup-storm", "line/sigterm-storm", "redis/sigterm-twice")
 RERUN = "stale: rerun `.venv/bin/python -m tests.chaos` and commit both files"
 
 
@@ -27,13 +28,15 @@ def results() -> dict[str, Any]:
 
 def test_everyCaseWasMeasured() -> None:
     """
-    Every fault x protocol, the stalled handshakes, the namespace blackhole
-    and the soak have figures, from a run in which every test passed.
+    Every fault x protocol, the stalled handshakes, the namespace blackhole,
+    the soak, the signals under load and the rotation have figures, from a
+    run in which every test passed.
     """
     run = results()
     expected = {f"fault/{p}/{c.name}" for p in PROTOCOLS for c in CASES}
     expected |= {f"fault/{p}/stall-handshake" for p in PROTOCOLS}
-    expected |= {"netns/line/nftables-drop", "soak/line/flap"}
+    expected |= {"netns/line/nftables-drop", "soak/line/flap", "rotation/line/lifetime"}
+    expected |= {f"signals/{case}" for case in SIGNAL_CASES}
     assert set(run["cases"]) == expected, RERUN
     assert run["run"]["exit_code"] == 0, run["run"]["pytest"]
     assert "failed" not in run["run"]["pytest"] and "skipped" not in run["run"]["pytest"]

@@ -31,8 +31,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CONNECTIONS = 1000
 CYCLES = 10_000
 RSS_GROWTH_LIMIT = 5.0
-LAG_P99_LIMIT = 0.5
-LAG_MAX_LIMIT = 2.0
+# Reactor lag while 1,000 connections flap as fast as they can: a quiet
+# 2-core machine measures a p99 of about 13 ms (docs/reliability.md); the
+# bound leaves room for a machine that runs other work beside the soak (seen:
+# 0.5 s at a load average of 4 on 2 cores), and still catches a reactor that
+# stalls for seconds.
+LAG_P99_LIMIT = 1.0
+LAG_MAX_LIMIT = 3.0
 CHILD_TIMEOUT = 200.0
 
 

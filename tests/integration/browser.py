@@ -143,6 +143,19 @@ class Browser:
         """
         self.command("POST", "/url", {"url": url})
 
+    def viewport(self, width: int, height: int) -> None:
+        """
+        Make the page's viewport C{width} x C{height} CSS pixels, at one
+        device pixel each (a laptop screen, say), through Chromium's device
+        emulation.
+        """
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            {"cmd": "Emulation.setDeviceMetricsOverride", "params": metrics},
+        )
+
     def run(self, script: str, *args: Any) -> Any:
         """
         The value of C{script}, a function body, in the page.

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,18 @@ class Process:
     A started process, its output in a file, stopped by PID.
     """
 
-    def __init__(self, argv: list[str], cwd: Path, logPath: Path) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, logPath: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.logPath = logPath
         self._log = logPath.open("wb")
         self.popen = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.pid = self.popen.pid
 
@@ -91,14 +98,37 @@ class Peer(Process):
     C{python -m supervisor.peer} on a given port.
     """
 
-    def __init__(self, port: int, directory: Path, n: int) -> None:
+    def __init__(
+        self, port: int, directory: Path, n: int, backlog: int = 50, wait: bool = True
+    ) -> None:
+        """
+        @param backlog: its listen queue (a storm of reconnects needs a long one).
+        @param wait: wait (bounded) until it listens; else see L{listening}.
+        """
         super().__init__(
-            [sys.executable, "-m", "supervisor.peer", "--host", HOST, "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "supervisor.peer",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--backlog",
+                str(backlog),
+            ],
             directory,
             directory / f"peer-{port}-{n}.log",
         )
         self.port = port
-        poll(lambda: "listening on" in self.output(), 15, f"peer on {port} to listen")
+        if wait:
+            self.listening()
+
+    def listening(self) -> None:
+        """
+        Wait (bounded) until it listens.
+        """
+        poll(lambda: "listening on" in self.output(), 15, f"peer on {self.port} to listen")
 
 
 class Daemon(Process):
@@ -107,15 +137,22 @@ class Daemon(Process):
     """
 
     def __init__(
-        self, config: Path, directory: Path, *extra: str, options: tuple[str, ...] = ()
+        self,
+        config: Path,
+        directory: Path,
+        *extra: str,
+        options: tuple[str, ...] = (),
+        twistd: Path = BIN / "twistd",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """
         @param extra: twistd's own options (before the subcommand).
         @param options: more options of the subcommand (after it).
+        @param twistd: the program (by default this environment's).
+        @param env: its environment (by default this process's).
         """
         self.admin = freePort()
         self.config = config
-        twistd = BIN / "twistd"
         super().__init__(
             [
                 str(twistd),
@@ -131,6 +168,7 @@ class Daemon(Process):
             ],
             directory,
             directory / "twistd.log",
+            env,
         )
         poll(self._healthy, 20, "the admin port to answer /healthz")
 

@@ -1,6 +1,6 @@
 """
-Real servers from Debian's packages (redis-server, nats-server, mosquitto)
-for integration tests: each on a free 127.0.0.1 port below the kernel's
+Real servers from Debian's packages (redis-server, nats-server, mosquitto,
+memcached) for integration tests: each on a free 127.0.0.1 port below the kernel's
 ephemeral range (so that it can be killed and restarted on the same port),
 with its own configuration and log files in the test's tmp directory, and
 killed by PID at teardown whatever the test did.
@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import IO, Any
 
+import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 
@@ -142,6 +143,19 @@ class ServerProcess:
             self._out.close()
 
 
+@attrs.frozen
+class TLSListener:
+    """
+    A server's second listener, on C{port + 1}, speaking TLS with these PEM
+    files; with C{requireClient}, clients must show a certificate C{ca} signed.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    requireClient: bool = True
+
+
 def freePort() -> int:
     """
     A port that is free now, below the kernel's ephemeral range, so that no
@@ -187,11 +201,15 @@ class ServerLauncher:
         raise AssertionError(f"{name} did not start: {failures}")
 
     def redis(
-        self, requirepass: str | None = None, extra: tuple[str, ...] = ()
+        self,
+        requirepass: str | None = None,
+        extra: tuple[str, ...] = (),
+        tls: TLSListener | None = None,
     ) -> Deferred[ServerProcess]:
         """
         A redis-server; with C{requirepass}, clients must C{AUTH}; C{extra}
-        lines are added to its configuration (e.g. ACL C{user} lines).
+        lines are added to its configuration (e.g. ACL C{user} lines); with
+        C{tls}, it also listens for TLS on C{port + 1}.
         """
         program = findProgram("redis-server")
 
@@ -208,6 +226,14 @@ class ServerLauncher:
             ]
             if requirepass is not None:
                 lines.append(f"requirepass {requirepass}")
+            if tls is not None:
+                lines += [
+                    f"tls-port {port + 1}",
+                    f"tls-cert-file {tls.cert}",
+                    f"tls-key-file {tls.key}",
+                    f"tls-ca-cert-file {tls.ca}",
+                    f"tls-auth-clients {'yes' if tls.requireClient else 'no'}",
+                ]
             lines += extra
             config = directory / "redis.conf"
             config.write_text("\n".join(lines) + "\n")
@@ -233,11 +259,17 @@ class ServerLauncher:
 
         return self._launch("nats", argv)
 
-    def mosquitto(self, users: dict[str, str] | None = None) -> Deferred[ServerProcess]:
+    def mosquitto(
+        self,
+        users: dict[str, str] | None = None,
+        tls: TLSListener | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> Deferred[ServerProcess]:
         """
         A mosquitto broker logging everything to a file; with C{users}, a
         password file made with C{mosquitto_passwd -b} and no anonymous
-        clients.
+        clients; with C{tls}, it also listens for TLS on C{port + 1}; C{extra}
+        lines are added to its configuration.
         """
         program = findProgram("mosquitto")
         passwd = findProgram("mosquitto_passwd") if users else ""
@@ -251,6 +283,14 @@ class ServerLauncher:
                 "connection_messages true",
                 f"user {getpass.getuser()}",
             ]
+            if tls is not None:
+                lines += [
+                    f"listener {port + 1} {HOST}",
+                    f"cafile {tls.ca}",
+                    f"certfile {tls.cert}",
+                    f"keyfile {tls.key}",
+                    f"require_certificate {'true' if tls.requireClient else 'false'}",
+                ]
             if users:
                 passwords = directory / "passwords"
                 for user, password in users.items():
@@ -265,11 +305,28 @@ class ServerLauncher:
                 lines += [f"password_file {passwords}", "allow_anonymous false"]
             else:
                 lines.append("allow_anonymous true")
+            lines += extra
             config = directory / "mosquitto.conf"
             config.write_text("\n".join(lines) + "\n")
             return [program, "-c", str(config)]
 
         return self._launch("mosquitto", argv)
+
+    def memcached(self) -> Deferred[ServerProcess]:
+        """
+        A memcached on the loopback address only (no UDP), one thread,
+        logging errors to its output.
+        """
+        program = findProgram("memcached")
+
+        def argv(port: int, directory: Path) -> list[str]:
+            return [
+                program,
+                *("-l", HOST, "-p", str(port), "-U", "0"),
+                *("-t", "1", "-m", "8", "-u", getpass.getuser(), "-v"),
+            ]
+
+        return self._launch("memcached", argv)
 
     def reapAll(self) -> None:
         errors: list[BaseException] = []

@@ -1,8 +1,9 @@
 """
 The status page at C{/} in a real headless Chromium, on a real
 C{twistd -n netsupervisor} with real peers: it shows the right states, follows
-a killed peer without a reload, shows markup from a label and from a peer's
-error text as text, and says when the admin API stops answering.
+a killed peer without a reload, shows the circuit breaker that a failing peer
+opens and what holds its connection, shows markup from a label and from a
+peer's error text as text, and says when the admin API stops answering.
 
 A screenshot is kept in C{test-artifacts/status-page.png}.
 """
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +54,27 @@ while True:
 
 ROWS = """
 return Array.from(document.querySelectorAll("#rows tr")).map(
-  (tr) => [tr.querySelector(".conn-name").textContent, tr.querySelector(".state").textContent]);
+  (tr) => [tr.querySelector(".conn-name").textContent,
+           tr.querySelector(".state .badge").textContent]);
+"""
+
+HELD = """
+return Object.fromEntries(Array.from(document.querySelectorAll("#rows tr")).map(
+  (tr) => [tr.querySelector(".conn-name").textContent,
+           tr.querySelector(".state .held")?.textContent ?? null]));
+"""
+
+BREAKERS = """
+return {
+  counts: Array.from(document.querySelectorAll("#breakers .legend-item")).map(
+    (li) => li.textContent),
+  targets: Array.from(document.querySelectorAll("#breakers .target")).map((li) => ({
+    state: li.querySelector(".badge").textContent,
+    target: li.querySelector(".target-name").textContent,
+    held: li.querySelector(".target-held").textContent,
+  })),
+  total: document.querySelector("#breakers .total").textContent,
+};
 """
 
 ROW_TEXT = """
@@ -96,11 +118,16 @@ const states = ["ESTABLISHED", "ESTABLISHED", "IDLE", "CONNECTING", "CLOSING", "
 const fleet = Array.from({ length: 600 }, (_, i) => ({
   name: "n-" + i, endpoint: "tcp:host=10.0.0.1:port=" + i, protocol: "line",
   state: states[i % 6], since: 999935, attempts: 1, consecutive_failures: 0,
-  last_error: null, rtt_seconds: 0.001, backoff_delay_seconds: 0, labels: {},
+  last_error: null, rtt_seconds: 0.001, backoff_delay_seconds: 0,
+  held: states[i % 6] === "IDLE" ? "breaker" : null, breaker: "open", labels: {},
   transitions: [{ time: 999935, from: "IDLE", to: states[i % 6], reason: "ready" }],
 }));
+const open = Array.from({ length: 30 }, (_, i) => ({
+  target: "n-" + i, scope: "connection", state: "open", members: 1, held: 1,
+}));
 const body = JSON.stringify(fleet);
-window.fetch = async () => new Response(body, {
+const breakers = JSON.stringify({ closed: 570, open: 30, half_open: 0, not_closed: open });
+window.fetch = async (url) => new Response(String(url).startsWith("breakers") ? breakers : body, {
   headers: { "Content-Type": "application/json", "Netsupervisor-Time": "1000000" },
 });
 """
@@ -119,6 +146,71 @@ return {
   width: window.innerWidth * window.devicePixelRatio,
   height: window.innerHeight * window.devicePixelRatio,
 };
+"""
+
+
+LAPTOP = (1280, 800)
+
+# Thirty rows with everything long that can be: names, endpoints, errors,
+# labels, and five transitions with the longest reasons and ages.
+WIDE_FLEET = """
+const now = 1000000;
+const states = ["IDLE", "CONNECTING", "CLOSING", "CLOSED", "ESTABLISHED"];
+const fleet = Array.from({ length: 30 }, (_, i) => ({
+  name: "payments-cache-primary-" + i + ".eu-west-1.example",
+  endpoint: "tcp:host=payments-cache-primary-" + i + ".eu-west-1.internal.example.com:port=6379",
+  protocol: "redis", state: states[i % 5], since: now - 90061, attempts: 123456,
+  consecutive_failures: 12345, rtt_seconds: 1.234, backoff_delay_seconds: 119.9,
+  queue_depth: 1000000,
+  last_error: "handshake: CLIENT failed: ERR " + "x".repeat(300),
+  labels: {
+    group: "payments-cache-primary", region: "eu-west-1", tier: "primary-" + "y".repeat(60),
+  },
+  transitions: [
+    { time: now - 90061, from: "IDLE", to: "CONNECTING", reason: "release" },
+    { time: now - 86400, from: "CONNECTING", to: "ESTABLISHED", reason: "ready" },
+    { time: now - 7200, from: "ESTABLISHED", to: "CLOSING", reason: "rotation" },
+    { time: now - 3600, from: "CLOSING", to: "IDLE", reason: "rotation" },
+    { time: now - 65, from: "CONNECTING", to: "IDLE", reason: "handshake" },
+  ],
+}));
+const body = JSON.stringify(fleet);
+window.fetch = async () => new Response(body, {
+  headers: { "Content-Type": "application/json", "Netsupervisor-Time": String(now) },
+});
+"""
+
+FIT = """
+const page = document.documentElement;
+const shown = (element) => {
+  const box = element.getBoundingClientRect();
+  const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  return box.width > 0 && box.left >= 0 && box.right <= window.innerWidth &&
+    box.top >= 0 && box.bottom <= window.innerHeight && hit !== null && element.contains(hit);
+};
+const rows = Array.from(document.querySelectorAll("#rows tr"));
+const newest = rows.map((tr) => Array.from(tr.querySelectorAll(".timeline .chip")).pop());
+window.scrollTo(10000, 0);
+const scrolledX = window.scrollX;
+window.scrollTo(0, 0);
+return {
+  viewport: [window.innerWidth, window.innerHeight],
+  pageWidth: page.scrollWidth,
+  scrolledX: scrolledX,
+  rightmost: Math.max(...rows.map((tr) => tr.getBoundingClientRect().right)),
+  newestOfFirstRow: newest[0].textContent,
+  newestOfFirstRowShown: shown(newest[0]),
+  newestWithinWidth: newest.every(
+    (chip) => chip.getBoundingClientRect().right <= window.innerWidth),
+};
+"""
+
+STICKY_HEAD = """
+window.scrollTo(0, 600);
+const top = document.querySelector("#connections thead").getBoundingClientRect().top;
+const scrolled = window.scrollY;
+window.scrollTo(0, 0);
+return [scrolled, top];
 """
 
 
@@ -239,6 +331,30 @@ def test_theStatusPageFollowsTheConnections(world: World) -> None:
     assert statesShown(browser)["cache-1"] in ("IDLE", "CONNECTING")
     browser.run("window.__notReloaded = true;")
 
+    # cache-1's peer fails every handshake: after breaker.failures (5) of
+    # them its breaker opens, and the page says so, with the target and how
+    # many of its members are held; cache-1 waits IDLE, held by it.
+    cacheTarget = f"tcp:host={HOST}:port={errorPort}"
+
+    def cacheBreaker() -> dict[str, Any] | None:
+        shown = browser.run(BREAKERS)
+        targets = [t for t in shown["targets"] if t["target"] == cacheTarget]
+        return shown if targets else None
+
+    breakers = poll(cacheBreaker, 15, "the page to show cache-1's breaker open")
+    [target] = [t for t in breakers["targets"] if t["target"] == cacheTarget]
+    assert target["state"] in ("open", "half-open")
+    assert target["held"] in ("0 of 1 held", "1 of 1 held")
+    assert breakers["total"] == "4breakers", breakers  # one per peer
+    assert len(breakers["counts"]) == 3 and breakers["counts"][0].endswith("closed")
+    poll(
+        lambda: browser.run(HELD)["cache-1"] == "breaker",
+        15,
+        "the page to show cache-1 held by its breaker",
+    )
+    assert daemon.connections()["cache-1"]["breaker"] in ("open", "half_open")
+    assert {browser.run(HELD)[n] for n in peers} == {None}
+
     # Markup in a label value and in an error text shows as text.
     db = browser.run(ROW_TEXT, "db-1")
     assert "note=" + MARKUP_LABEL in db["labels"]
@@ -322,6 +438,11 @@ def test_theStatusPageFollowsTheConnections(world: World) -> None:
     ]
     assert rows[:2] == [["n-2", "IDLE"], ["n-8", "IDLE"]]
     assert browser.run(FIRST_AGE) in ("1m 05s", "1m 06s", "1m 07s")
+    assert browser.run(HELD)["n-2"] == "breaker"
+    breakers = browser.run(BREAKERS)
+    assert breakers["total"] == "600breakers"
+    assert breakers["counts"] == ["570closed", "30open", "0half-open"]
+    assert len(breakers["targets"]) == 20  # the first twenty; /breakers has the rest
     assert browser.run(INJECTED)["marker"] is True
 
     # Every Chromium process is in chromedriver's process group, and none
@@ -336,3 +457,65 @@ def test_theStatusPageFollowsTheConnections(world: World) -> None:
     browser.stop()
     assert browser.popen.returncode is not None
     assert browser.processes() == []
+
+
+def assertFits(browser: Browser) -> dict[str, object]:
+    """
+    At a laptop's 1280 x 800, the page does not scroll sideways, every row
+    ends within the viewport, and the newest transition of every row is
+    within its width; the first row's is on screen, not covered.
+    """
+    fit: dict[str, object] = browser.run(FIT)
+    assert fit["viewport"] == list(LAPTOP)
+    assert fit["pageWidth"] == LAPTOP[0], fit
+    assert fit["scrolledX"] == 0, fit
+    assert fit["rightmost"] <= LAPTOP[0], fit  # type: ignore[operator]
+    assert fit["newestOfFirstRowShown"] is True, fit
+    assert fit["newestWithinWidth"] is True, fit
+    return fit
+
+
+def test_theStatusPageFitsALaptopScreen(world: World) -> None:
+    """
+    At 1280 x 800 every column is shown without scrolling sideways, and the
+    newest transition of each row is visible: with the daemon's own data
+    after a lost peer, and with every value as long as it gets.
+    """
+    peer = world.peer()
+    lines = {"web-1": peer.port, "web-2": peer.port, "db-1": peer.port}
+    _, errorPort = world.errorPeer()
+    daemon = world.daemon(configText(lines, errorPort))
+    poll(
+        lambda: all(daemon.connections()[n]["state"] == "ESTABLISHED" for n in lines),
+        15,
+        "the line connections ESTABLISHED",
+    )
+    peer.stop()  # SIGKILL, by PID: each line connection gets a few transitions
+    poll(
+        lambda: all(len(daemon.json(f"/connections/{n}")["transitions"]) >= 3 for n in lines),
+        15,
+        "three transitions for each line connection",
+    )
+
+    browser = world.open()
+    browser.viewport(*LAPTOP)
+    browser.open(f"http://{HOST}:{daemon.admin}/")
+    poll(lambda: len(statesShown(browser)) == 4, 15, "the table to be drawn")
+    fit = assertFits(browser)
+    first = browser.run(ROWS)[0][0]
+    newest = daemon.json(f"/connections/{first}")["transitions"][-1]
+    assert str(fit["newestOfFirstRow"]).startswith(newest["to"] + newest["reason"])
+
+    browser.run(WIDE_FLEET)
+    poll(
+        lambda: len(statesShown(browser)) == 30 and browser.run(PAGE_STATUS)["banner"] is None,
+        10,
+        "the wide fleet to be drawn",
+    )
+    fit = assertFits(browser)
+    assert fit["newestOfFirstRow"] == "IDLEhandshake1m 05s ago"
+    # The head stays in view as the table scrolls.
+    scrolled, top = browser.run(STICKY_HEAD)
+    assert scrolled == 600
+    assert top == 0
+    assert browser.consoleErrors() == []

@@ -1,0 +1,333 @@
+"""
+The cost of C{submit}: operations per second through
+L{SupervisedConnection.submit} on one ESTABLISHED C{line} connection,
+against the same operations written directly on the protocol.
+
+    python -m benchmarks --submit [--ops 200000] [--rounds 7] [--batch 500]
+
+One real TCP connection on the loopback interface, the real reactor,
+heartbeats off. Each round sends C{--ops} lines of 16 bytes three ways, in a
+rotating order:
+
+    direct    protocol.sendLine(line)
+    submit    connection.submit(operation), the operation calling sendLine
+    sendLine  plugins.line.sendLine(connection, line), the typed helper
+
+in batches of C{--batch}, each followed by one turn of the reactor (which
+writes what the batch buffered). Two peers, one after the other:
+
+    peer   the project's line peer (C{python -m supervisor.peer}), which
+           reads every line; a round ends when it answers a C{PING} sent
+           after the last line: operations done end to end, per second
+    sink   a process that reads and discards, far faster than the sender
+           writes; a round ends when the transport's buffer is empty: the
+           sender's own cost, the worst case for C{submit}'s share
+
+Then the same three ways for a request and its reply, on one C{redis}
+connection to a local C{redis-server} (skipped if it is not installed):
+C{protocol.command(b"INCR", b"k")} against C{connection.submit} of it and
+the helper C{plugins.redis.command}; a round ends when every reply is in.
+
+A round's figure is its operations per second of wall time (and the
+sender's CPU per operation). The report gives each way's median over the rounds with its
+spread (min and max), and the overhead against C{direct}:
+C{1 - median(way) / median(direct)}, with its spread over the rounds.
+Results go to C{benchmarks/results/submit.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import deferLater, react
+
+from plugins._support import BundledPlugin
+from plugins.line import LineProtocol, Options, sendLine
+from plugins.redis import RedisProtocol, command
+from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
+
+ROOT = Path(__file__).resolve().parent.parent
+LINE = b"0123456789abcdef"
+WAYS = ("direct", "submit", "sendLine")
+
+SINK = """
+import socket
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+print("listening on 127.0.0.1:%d" % server.getsockname()[1], flush=True)
+client, _ = server.accept()
+client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+while client.recv(1 << 20):
+    pass
+"""
+
+PEERS = {
+    "peer": [sys.executable, "-m", "supervisor.peer", "--port", "0"],
+    "sink": [sys.executable, "-c", SINK],
+}
+
+
+class CountingLineProtocol(LineProtocol):
+    """
+    The line protocol, noting the payloads of the C{PONG}s it receives (the
+    end of a round).
+    """
+
+    pongs: list[bytes]
+
+    def received(self, line: bytes) -> None:
+        if line.startswith(b"PONG "):
+            self.pongs.append(line[5:].rstrip(b"\r"))
+        super().received(line)
+
+
+def _counting(handle: Any, options: Options) -> CountingLineProtocol:
+    protocol = CountingLineProtocol(handle, options)
+    protocol.pongs = []
+    return protocol
+
+
+plugin = BundledPlugin("line", Options, _counting)
+
+
+def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks --submit", description=__doc__)
+    parser.add_argument("--submit", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ops", type=int, default=200_000, help="lines per way per round")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (each way once a round)")
+    parser.add_argument("--batch", type=int, default=500, help="lines between reactor turns")
+    parser.add_argument(
+        "--output", default=str(ROOT / "benchmarks" / "results"), help="directory for submit.json"
+    )
+    return parser.parse_args(argv)
+
+
+def buffered(protocol: LineProtocol) -> int:
+    """
+    Bytes the protocol's transport holds, not yet sent.
+    """
+    transport: Any = protocol.transport
+    temporary = sum(map(len, getattr(transport, "_tempDataBuffer", ())))
+    return len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0) + temporary
+
+
+async def measure(
+    reactor: Any, arguments: argparse.Namespace, peer: str
+) -> dict[str, list[tuple[float, float]]]:
+    """
+    Every round against one peer: each way's (lines per second, CPU
+    microseconds per line).
+    """
+    process = subprocess.Popen(PEERS[peer], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().rsplit(":", 1)[1])
+        spec = ConnectionSpec(
+            "bench", f"tcp:host=127.0.0.1:port={port}", heartbeat=HeartbeatSpec(interval=0)
+        )
+        connection = SupervisedConnection(
+            spec, TCP4ClientEndpoint(reactor, "127.0.0.1", port), plugin, reactor
+        )
+        connection.start()
+        while connection.state != "ESTABLISHED":
+            await deferLater(reactor, 0.01, lambda: None)
+        protocol = connection.protocol
+        assert isinstance(protocol, CountingLineProtocol)
+
+        def operation(p: LineProtocol) -> None:
+            p.sendLine(LINE)
+
+        ways: dict[str, Callable[[], object]] = {
+            "direct": lambda: protocol.sendLine(LINE),
+            "submit": lambda: connection.submit(operation),
+            "sendLine": lambda: sendLine(connection, LINE),
+        }
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in WAYS}
+        batches, batch = arguments.ops // arguments.batch, arguments.batch
+        lines = batches * batch
+        for round in range(arguments.rounds):
+            for name in WAYS[round % 3 :] + WAYS[: round % 3]:
+                send = ways[name]
+                token = b"%s-%d" % (name.encode(), round)
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(batches):
+                    for _ in range(batch):
+                        send()
+                    await deferLater(reactor, 0, lambda: None)
+                if peer == "peer":
+                    protocol.sendLine(b"PING " + token)
+                    while token not in protocol.pongs:
+                        await deferLater(reactor, 0, lambda: None)
+                else:
+                    while buffered(protocol):
+                        await deferLater(reactor, 0, lambda: None)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                figures[name].append((lines / wall, cpu / lines * 1e6))
+        counts = connection.operations.counts
+        assert counts["ok"] == 2 * lines * arguments.rounds, counts
+        await connection.stop()
+    finally:
+        process.kill()
+        process.wait(10)
+    return figures
+
+
+async def measureRedis(reactor: Any, arguments: argparse.Namespace) -> dict[str, Any] | None:
+    """
+    Every round of INCRs on one redis connection: each way's (operations
+    per second, CPU microseconds per operation), or L{None} without a
+    redis-server.
+    """
+    program = shutil.which("redis-server")
+    if program is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        spec = ConnectionSpec(
+            "bench",
+            f"tcp:host=127.0.0.1:port={port}",
+            protocol="redis",
+            heartbeat=HeartbeatSpec(interval=0),
+            backoff=BackoffSpec(initial=0.05, max=0.1),
+        )
+        connection = SupervisedConnection(
+            spec, TCP4ClientEndpoint(reactor, "127.0.0.1", port), findPlugin("redis"), reactor
+        )
+        connection.start()
+        for _ in range(1000):
+            if connection.state == "ESTABLISHED":
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        protocol = connection.protocol
+        assert isinstance(protocol, RedisProtocol), connection.state
+        done = [0]
+
+        def count(reply: object) -> None:
+            done[0] += 1
+
+        def incr(p: RedisProtocol) -> Deferred[object]:
+            return p.command(b"INCR", b"k")
+
+        ways: dict[str, Callable[[], Deferred[Any]]] = {
+            "direct": lambda: protocol.command(b"INCR", b"k"),
+            "submit": lambda: connection.submit(incr),
+            "command": lambda: command(connection, b"INCR", b"k"),
+        }
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+        batches, batch = arguments.ops // 10 // arguments.batch, arguments.batch
+        total = batches * batch
+        names = list(ways)
+        for round in range(arguments.rounds):
+            for name in names[round % 3 :] + names[: round % 3]:
+                send = ways[name]
+                done[0] = 0
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(batches):
+                    for _ in range(batch):
+                        send().addCallback(count)
+                    await deferLater(reactor, 0, lambda: None)
+                while done[0] < total:
+                    await deferLater(reactor, 0, lambda: None)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                figures[name].append((total / wall, cpu / total * 1e6))
+        await connection.stop()
+    finally:
+        server.kill()
+        server.wait(10)
+    return figures
+
+
+def summary(figures: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    ways: dict[str, Any] = {}
+    for name, rounds in figures.items():
+        rates = [rate for rate, _ in rounds]
+        cpus = [cpu for _, cpu in rounds]
+        ways[name] = {
+            "ops_per_second": {
+                "median": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+            },
+            "cpu_us_per_op": {
+                "median": statistics.median(cpus),
+                "min": min(cpus),
+                "max": max(cpus),
+            },
+            "rounds": rates,
+        }
+    direct = ways["direct"]["ops_per_second"]["median"]
+    for name in [n for n in figures if n != "direct"]:
+        ways[name]["overhead"] = 1 - ways[name]["ops_per_second"]["median"] / direct
+        pairs = zip(figures[name], figures["direct"], strict=True)
+        perRound = [1 - way / direct for (way, _), (direct, _) in pairs]
+        ways[name]["overhead_per_round"] = {"min": min(perRound), "max": max(perRound)}
+    return ways
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parseArguments(argv)
+    figures: dict[str, dict[str, list[tuple[float, float]]]] = {}
+
+    async def run(reactor: Any) -> None:
+        for peer in ("peer", "sink"):
+            figures[peer] = await measure(reactor, arguments, peer)
+        redis = await measureRedis(reactor, arguments)
+        if redis is not None:
+            figures["redis"] = redis
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        if e.code:
+            return int(e.code)
+    command = ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
+    report: dict[str, Any] = {
+        "command": " ".join(command),
+        "ops": arguments.ops,
+        "rounds": arguments.rounds,
+        "batch": arguments.batch,
+        "peers": {peer: summary(f) for peer, f in figures.items()},
+    }
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "submit.json").write_text(json.dumps(report, indent=1) + "\n")
+    titles = {
+        "peer": "line, against the line peer (end to end)",
+        "sink": "line, against a discarding sink (the sender's cost)",
+        "redis": "redis INCR, against redis-server (end to end)",
+    }
+    for peer, ways in report["peers"].items():
+        print(f"{titles[peer]}:")
+        for name, way in ways.items():
+            rate, cpu = way["ops_per_second"], way["cpu_us_per_op"]
+            line = (
+                f"  {name:9} {rate['median']:>11,.0f} ops/s (min {rate['min']:,.0f}, max "
+                f"{rate['max']:,.0f}); {cpu['median']:.2f} us CPU/op"
+            )
+            if "overhead" in way:
+                spread = way["overhead_per_round"]
+                line += (
+                    f"; overhead {way['overhead']:.1%} (per round {spread['min']:.1%} to "
+                    f"{spread['max']:.1%})"
+                )
+            print(line)
+    return 0

@@ -1,0 +1,53 @@
+"""
+The benchmark of C{submit} runs: C{python -m benchmarks --submit} with a
+few operations writes sane figures for every way against every peer. No
+timing threshold here (see docs/library.md for the figures).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.integration
+
+
+def test_aQuickRun(tmp_path: Path) -> None:
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--submit",
+            *("--ops", "3000", "--rounds", "2", "--batch", "100"),
+            *("--output", str(tmp_path)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    results = json.loads((tmp_path / "submit.json").read_text())
+    peers = {"peer", "sink"} | ({"redis"} if shutil.which("redis-server") else set())
+    assert set(results["peers"]) == peers
+    for peer, ways in results["peers"].items():
+        assert "direct" in ways and "submit" in ways and len(ways) == 3, (peer, ways)
+        for name, way in ways.items():
+            rate = way["ops_per_second"]
+            assert 0 < rate["min"] <= rate["median"] <= rate["max"], (peer, name)
+            assert len(way["rounds"]) == 2
+            assert way["cpu_us_per_op"]["median"] > 0
+            if name != "direct":
+                # A fraction of direct's rate; tiny runs on a busy machine
+                # may make it anything, so only its being a number is checked.
+                assert math.isfinite(way["overhead"]) and way["overhead"] < 1
+    assert "overhead" in process.stdout
