@@ -23,8 +23,11 @@ class Grantee(Protocol):
     One connection's request to attempt, waiting for a token.
     """
 
-    def grant(self, cause: Cause) -> None:
-        "A token is this request's: the attempt may go."
+    def grant(self, cause: Cause) -> bool:
+        """
+        A token is this request's: the attempt may go. Return whether it
+        went (false: something else holds it now, and the token goes back).
+        """
 
 
 class ConnectBudget:
@@ -111,6 +114,8 @@ class ConnectBudget:
             cause = self.waiting.pop(grantee)
             if enabled:
                 self._tokens -= 1
-            grantee.grant(cause)
+            if not grantee.grant(cause) and enabled:
+                # Not used (its breaker opened meanwhile): the next may have it.
+                self._tokens += 1
         if enabled:
             self._arm()

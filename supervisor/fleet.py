@@ -176,9 +176,10 @@ class Gate:
         self._passed = self._breaker.openings
         self._budget(cause)
 
-    def grant(self, cause: Cause) -> None:
+    def grant(self, cause: Cause) -> bool:
         """
-        The budget's token is this attempt's (Grantee).
+        The budget's token is this attempt's (Grantee): false if the attempt
+        does not go after all.
         """
         breaker = self._breaker
         if breaker is not None and breaker.openings != self._passed:
@@ -187,9 +188,10 @@ class Gate:
             assert self._waiting is not None
             passed = self._ask(breaker, self._waiting)
             if passed is None:
-                return
+                return False
             cause = passed
         self._go(cause)
+        return True
 
     def withdraw(self) -> None:
         """
@@ -214,6 +216,14 @@ class Gate:
         """
         if self._breaker is not None:
             self._breaker.succeeded(self)
+
+    def lost(self) -> None:
+        """
+        The ESTABLISHED connection was lost (by the peer's doing or the
+        network's).
+        """
+        if self._breaker is not None:
+            self._breaker.lost(self)
 
     def close(self) -> None:
         """

@@ -155,8 +155,8 @@ class BreakerSpec:
     scope: BreakerScope = setting("endpoint", Choice(BREAKER_SCOPES))
     failures: int = setting(5, Integer(1))
     probe_interval: float = setting(0.5, Number(0, strict=True))
-    probe_max: float = setting(1.0, Number(0, strict=True))
-    release_rate: float = setting(2000.0, Number(0, strict=True))
+    probe_max: float = setting(0.5, Number(0, strict=True))
+    release_rate: float = setting(4000.0, Number(0, strict=True))
 
     def __attrs_post_init__(self) -> None:
         if self.probe_max < self.probe_interval:

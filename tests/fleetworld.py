@@ -88,6 +88,7 @@ class FleetWorld:
         latency: float | None = 0.001,
         plugin: ScriptedPlugin | None = None,
         connect_timeout: float = 5.0,
+        idle_timeout: float = 0.0,
     ) -> None:
         self.clock = Clock()
         self.plugin = plugin if plugin is not None else ScriptedPlugin()
@@ -103,6 +104,7 @@ class FleetWorld:
                 endpoint=TARGET,
                 protocol="scripted",
                 connect_timeout=connect_timeout,
+                idle_timeout=idle_timeout,
                 backoff=backoff or BackoffSpec(),
                 heartbeat=heartbeat or HeartbeatSpec(interval=0.0),
                 breaker=breaker or BreakerSpec(),

@@ -13,7 +13,7 @@ import random
 import pytest
 from twisted.internet.task import Clock
 
-from supervisor.breaker import INITIAL_WINDOW, Breaker
+from supervisor.breaker import INITIAL_WINDOW, RELEASE_FLOOR, RELEASE_SPREAD, Breaker
 from supervisor.scheduler import Scheduler
 from supervisor.spec import BreakerSpec
 from supervisor.states.records import Cause
@@ -122,6 +122,50 @@ def test_aSuccessBetweenFailuresStartsTheCountOver() -> None:
     assert bench.breaker.state == "closed"
     bench.fail(a)
     assert bench.breaker.state == "open"
+
+
+def test_lossesCountLikeFailures() -> None:
+    """
+    Members' ESTABLISHED connections lost together (a shared peer died)
+    open the breaker before any of their retries fails.
+    """
+    bench = Bench(failures=3)
+    members = bench.members(3)
+    for member in members[:-1]:
+        bench.breaker.lost(member)
+    assert bench.breaker.state == "closed"
+    bench.breaker.lost(members[-1])
+    assert bench.breaker.state == "open"
+
+
+def test_aLossThenASuccessfulReconnectStartsTheCountOver() -> None:
+    """
+    Connections lost now and then, each back at its next attempt, never
+    open the breaker.
+    """
+    bench = Bench(failures=2)
+    a, b = bench.members(2)
+    for _ in range(10):
+        bench.breaker.lost(a)
+        bench.breaker.succeeded(a)
+        bench.breaker.lost(b)
+        bench.breaker.succeeded(b)
+    assert bench.breaker.state == "closed"
+
+
+def test_lossesWhileOpenOrReleasingChangeNothing() -> None:
+    bench = Bench(failures=1, probe_interval=0.5, probe_max=0.5)
+    a, b = bench.members(2)
+    bench.open([a])
+    bench.breaker.lost(b)
+    assert bench.breaker.state == "open"
+    bench.advance(0.5)
+    assert bench.released() == ["m0"]
+    bench.breaker.succeeded(a)
+    assert bench.breaker.state in ("half_open", "closed")
+    state = bench.breaker.state
+    bench.breaker.lost(b)
+    assert bench.breaker.state == state
 
 
 def test_pushBackOpensAtOnce() -> None:
@@ -293,7 +337,9 @@ def test_theRampStartsWithAFewAndGrowsWithSuccesses() -> None:
         before = len(bench.log)
         for member in inflight:
             bench.breaker.succeeded(member)
-        bench.advance(0.02)
+        # A round trip of 100 ms: the pace (RELEASE_FLOOR a second here)
+        # allows a whole window per round; the window is the limit.
+        bench.advance(0.1)
         rounds.append(len(bench.log) - before)
     assert rounds[:4] == [4, 8, 16, 32], "the window doubles each round trip, as slow start"
     assert sum(rounds) == 100
@@ -308,6 +354,51 @@ def test_theRampWaitsForSuccessesWhenItsWindowIsFull() -> None:
     bench.breaker.succeeded(held[0])
     bench.advance(0.02)
     assert len(bench.log) == INITIAL_WINDOW + 2
+
+
+def releaseTimes(bench: Bench, held: list[Member]) -> list[float]:
+    """
+    Let every released member succeed at once, from one due timer to the
+    next, until nobody is held: when each was released, from the start.
+    """
+    names = {m.name: m for m in held}
+    start = bench.clock.seconds()
+    while bench.breaker.held:
+        before = len(bench.log)
+        calls = bench.clock.getDelayedCalls()
+        bench.clock.advance(calls[0].getTime() - bench.clock.seconds())
+        for _, name, _ in bench.log[before:]:
+            bench.breaker.succeeded(names[name])
+    return [t - start for t, _, _ in bench.log]
+
+
+def test_aLargeFleetIsReleasedOverTheSpread() -> None:
+    """
+    Held when the breaker half-opened, many members are released at
+    C{held / RELEASE_SPREAD} a second, below a generous C{release_rate}: a
+    returning peer sees any fleet come back over a few seconds.
+    """
+    count = 10_000
+    bench = Bench(failures=1, probe_interval=0.1, probe_max=1.0, release_rate=100_000.0)
+    times = releaseTimes(bench, halfOpen(bench, count + 1))
+    assert len(times) == count
+    assert times[-1] == pytest.approx(RELEASE_SPREAD, rel=0.05)
+    pace = count / RELEASE_SPREAD
+    for second in range(int(RELEASE_SPREAD)):
+        within = sum(1 for t in times if second <= t < second + 1)
+        assert within <= pace * 1.01 + 1, (second, within)
+
+
+def test_aSmallFleetIsReleasedAtTheFloorAtLeast() -> None:
+    bench = Bench(failures=1, probe_interval=0.1, probe_max=1.0, release_rate=100_000.0)
+    times = releaseTimes(bench, halfOpen(bench, 201))
+    assert times[-1] <= 200 / RELEASE_FLOOR + 0.01
+
+
+def test_releaseRateCapsTheSpread() -> None:
+    bench = Bench(failures=1, probe_interval=0.1, probe_max=1.0, release_rate=500.0)
+    times = releaseTimes(bench, halfOpen(bench, 10_001))
+    assert times[-1] == pytest.approx(10_000 / 500.0, rel=0.01)
 
 
 def test_releasesNeverExceedReleaseRate() -> None:

@@ -21,13 +21,18 @@ class Request:
     One attempt waiting for a token; remembers when it was granted.
     """
 
-    def __init__(self, name: str, granted: list[tuple[float, str]], clock: Clock) -> None:
+    def __init__(
+        self, name: str, granted: list[tuple[float, str]], clock: Clock, goes: bool = True
+    ) -> None:
         self.name = name
         self.granted = granted
         self.clock = clock
+        self.goes = goes
 
-    def grant(self, cause: Cause) -> None:
-        self.granted.append((self.clock.seconds(), self.name))
+    def grant(self, cause: Cause) -> bool:
+        if self.goes:
+            self.granted.append((self.clock.seconds(), self.name))
+        return self.goes
 
 
 class Bucket:
@@ -39,8 +44,8 @@ class Bucket:
         )
         self.granted: list[tuple[float, str]] = []
 
-    def request(self, name: str) -> tuple[Request, bool]:
-        request = Request(name, self.granted, self.clock)
+    def request(self, name: str, goes: bool = True) -> tuple[Request, bool]:
+        request = Request(name, self.granted, self.clock, goes)
         now = self.budget.take(request, Cause("retry"))
         if now:
             self.granted.append((self.clock.seconds(), name))
@@ -86,6 +91,23 @@ def test_waitingRequestsAreServedInOrder() -> None:
         bucket.request(f"r{i}")
     bucket.advance(3.0)
     assert bucket.names() == [f"r{i}" for i in range(20)]
+    bucket.assertQuiet()
+
+
+def test_aTokenNotUsedGoesToTheNext() -> None:
+    """
+    A request whose attempt does not go when its token comes (its breaker
+    opened meanwhile, and holds it) gives the token back: the next waiting
+    request has it at once.
+    """
+    bucket = Bucket(rate=10.0, burst=1)
+    bucket.request("first")
+    bucket.request("held", goes=False)
+    bucket.request("next")
+    bucket.advance(0.1)
+    assert bucket.granted == [(0.0, "first"), (0.1, "next")]
+    assert bucket.budget.waiting == {}
+    bucket.runTimers()
     bucket.assertQuiet()
 
 
