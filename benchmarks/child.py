@@ -10,9 +10,14 @@ receives the runner's answers (C{{"killed": t}}, C{{"restarted": t}},
 C{{"frozen": t}}, times in C{time.time()} seconds, which is also the
 reactor's clock).
 
-Phases: establish all N; steady window (CPU per ping, reactor lag of a 10 ms
-probe timer, GC pauses); for netsupervisor, C{/metrics} exposition and a
-one-entry reload; optionally the reconnect storm; then dead-peer detection.
+Phases (C{--phases}, in this order): establish all N (always); C{steady}
+window (CPU per ping, reactor lag of a 10 ms probe timer, GC pauses);
+C{scrape}: for netsupervisor, C{/metrics} exposition and a one-entry
+reload; C{storm}: the peer is killed and restarted (the reconnect storm);
+C{flap}: the peer starts flapping (it answers one more heartbeat on each
+connection, then drops it 0.5 s later, and so on for every new one) and
+attempts are counted for C{--flap-seconds}; C{detection}: the peer is
+frozen (dead-peer detection).
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ class Controller:
         self.lastEstablished = 0.0
         self.pings = 0
         self.attemptTimes: list[float] | None = None
+        self.attemptReasons: dict[str, int] | None = None
+        self.establishedTimes: dict[str, float] | None = None
+        self.losses: list[float] | None = None
+        self.lossReasons: dict[str, int] | None = None
         self.leftAt: dict[str, float] | None = None
         self.waiting: dict[str, Any] = {}
         self.result: dict[str, Any] = {
@@ -116,18 +125,26 @@ class Controller:
 
     # Events from the driver.
 
-    def attempt(self, name: str, when: float) -> None:
+    def attempt(self, name: str, when: float, reason: str = "") -> None:
         if self.attemptTimes is not None:
             self.attemptTimes.append(when)
+        if self.attemptReasons is not None:
+            self.attemptReasons[reason] = self.attemptReasons.get(reason, 0) + 1
 
     def established(self, name: str, when: float) -> None:
         self.up.add(name)
         self.lastEstablished = when
+        if self.establishedTimes is not None and name not in self.establishedTimes:
+            self.establishedTimes[name] = when
 
-    def left(self, name: str, when: float) -> None:
+    def left(self, name: str, when: float, reason: str = "") -> None:
         self.up.discard(name)
+        if self.lossReasons is not None:
+            self.lossReasons[reason] = self.lossReasons.get(reason, 0) + 1
         if self.leftAt is not None and name not in self.leftAt:
             self.leftAt[name] = when
+        if self.losses is not None:
+            self.losses.append(when)
 
     def pingSent(self) -> None:
         self.pings += 1
@@ -173,16 +190,21 @@ class Controller:
     # Phases.
 
     async def run(self) -> None:
+        phases = self.args.phases
         try:
             await self.establish()
             await self.sleep(self.args.settle)
-            await self.steady()
-            if self.args.impl == "netsupervisor":
+            if "steady" in phases:
+                await self.steady()
+            if "scrape" in phases and self.args.impl == "netsupervisor":
                 await self.scrapeAndReload()
-            if self.args.storm:
+            if "storm" in phases:
                 await self.storm()
                 await self.sleep(self.args.settle)
-            await self.detection()
+            if "flap" in phases:
+                await self.flap()
+            if "detection" in phases:
+                await self.detection()
         except Exception as e:  # report what we have, and why we stopped
             self.result["error"] = f"{type(e).__name__}: {e}"
         self.finish()
@@ -191,8 +213,21 @@ class Controller:
         from benchmarks.drivers import BaselineDriver, NetsupervisorDriver
 
         started = time.time()
-        factory = NetsupervisorDriver if self.args.impl == "netsupervisor" else BaselineDriver
-        self.driver = factory(self, self.n, self.args.port, self.reactor)
+        reasons: dict[str, int] = {}
+        lossReasons: dict[str, int] = {}
+        self.attemptReasons, self.lossReasons = reasons, lossReasons
+        if self.args.impl == "netsupervisor":
+            self.driver = NetsupervisorDriver(
+                self,
+                self.n,
+                self.args.port,
+                self.reactor,
+                connectRate=self.args.connect_rate,
+                connectBurst=self.args.connect_burst,
+                flapGuard=self.args.flap_guard == "on",
+            )
+        else:
+            self.driver = BaselineDriver(self, self.n, self.args.port, self.reactor)
         self.driver.start()
         ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.establish_timeout)
         elapsed = self.lastEstablished - started
@@ -200,10 +235,13 @@ class Controller:
         await self.sleep(0.5)
         gc.collect()
         rssAfter = rssBytes()
+        self.attemptReasons = self.lossReasons = None
         self.result["establish"] = {
             "all_established": ok,
             "established": len(self.up),
             "seconds": elapsed,
+            "attempts_by_reason": reasons,
+            "losses_by_reason": lossReasons,
         }
         self.result["memory"] = {
             "rss_before_bytes": self.rssBefore,
@@ -306,15 +344,24 @@ class Controller:
 
     async def storm(self) -> None:
         attempts: list[float] = []
+        back: dict[str, float] = {}
         self.attemptTimes = attempts
+        reasons: dict[str, int] = {}
+        self.attemptReasons = reasons
+        self.establishedTimes = back
+        lossReasons: dict[str, int] = {}
+        self.lossReasons = lossReasons
+        holds0 = self.flapHolds()
         restarted = self.expect("restarted")
         killed = await self.request("kill-peer", "killed")
         restart: float = await restarted
         ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.storm_timeout)
         end = self.lastEstablished if ok else time.time()
         await self.sleep(0.5)
-        self.attemptTimes = None
+        self.attemptTimes = self.attemptReasons = self.establishedTimes = None
+        self.lossReasons = None
         whileDown = len([t for t in attempts if killed <= t < restart])
+        untilBack = len([t for t in attempts if killed <= t <= end])
         bins = max(1, math.ceil((end + 0.5 - killed) / BIN))
         histogram = [0] * bins
         for t in attempts:
@@ -322,14 +369,23 @@ class Controller:
             if 0 <= index < bins:
                 histogram[index] += 1
         restartBin = int((restart - killed) / BIN)
+        # When each connection was first ESTABLISHED again, from the restart.
+        backAfter = sorted(max(0.0, t - restart) for t in back.values())
         self.result["storm"] = {
             "all_established": ok,
             "established": len(self.up),
             "down_seconds": restart - killed,
             "recovery_seconds": end - restart,
+            "recovery_p50_seconds": percentile(backAfter, 0.5),
+            "recovery_p99_seconds": percentile(backAfter, 0.99),
             "attempts_total": len(attempts),
             "attempts_while_down": whileDown,
             "attempts_per_connection_while_down": whileDown / self.n,
+            "attempts_until_back": untilBack,
+            "attempts_per_connection_until_back": untilBack / self.n,
+            "attempts_by_reason": reasons,
+            "losses_by_reason": lossReasons,
+            "flap_holds": None if holds0 is None else (self.flapHolds() or 0) - holds0,
             "peak_attempts_per_100ms": max(histogram),
             "peak_attempts_per_100ms_after_restart": max(histogram[restartBin:] or [0]),
             "bin_seconds": BIN,
@@ -337,7 +393,40 @@ class Controller:
             "histogram": histogram,
         }
         self.log(
-            f"storm: back in {end - restart:.1f} s after restart, peak {max(histogram)}/100 ms"
+            f"storm: back in {end - restart:.1f} s after restart, peak {max(histogram)}/100 ms,"
+            f" {untilBack / self.n:.2f} attempts per connection"
+        )
+
+    def flapHolds(self) -> int | None:
+        """
+        The flap guard's holds so far (netsupervisor only).
+        """
+        count = getattr(self.driver, "flapHolds", None)
+        return None if count is None else int(count())
+
+    async def flap(self) -> None:
+        attempts: list[float] = []
+        losses: list[float] = []
+        self.attemptTimes = attempts
+        reasons: dict[str, int] = {}
+        self.attemptReasons = reasons
+        self.losses = losses
+        began = await self.request("flap-peer", "flapping")
+        await self.sleep(self.args.flap_seconds)
+        end = time.time()
+        self.attemptTimes = self.attemptReasons = self.losses = None
+        counted = [t for t in attempts if began <= t <= end]
+        self.result["flap"] = {
+            "seconds": end - began,
+            "attempts": len(counted),
+            "attempts_per_connection": len(counted) / self.n,
+            "attempts_by_reason": reasons,
+            "losses": len([t for t in losses if began <= t <= end]),
+            "established_at_end": len(self.up),
+            "flap_holds": self.flapHolds(),
+        }
+        self.log(
+            f"flap: {len(counted) / self.n:.2f} attempts per connection in {end - began:.0f} s"
         )
 
     async def detection(self) -> None:
@@ -364,6 +453,7 @@ class Controller:
         self.log(f"detection p99 {percentile(times, 0.99):.3f} s of bound {DETECTION_BOUND}")
 
     def finish(self) -> None:
+        self.result["cpu_seconds_total"] = cpuSeconds()
         self.send({"result": self.result})
         os._exit(0)
 
@@ -375,10 +465,29 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--steady", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=2.0)
-    parser.add_argument("--storm", action="store_true")
+    parser.add_argument(
+        "--phases",
+        default="steady,scrape,detection",
+        help="comma-separated: steady, scrape, storm, flap, detection",
+    )
     parser.add_argument("--establish-timeout", type=float, default=120.0)
     parser.add_argument("--storm-timeout", type=float, default=180.0)
-    return parser.parse_args(argv)
+    parser.add_argument("--flap-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--connect-rate", type=float, default=0.0, help="netsupervisor: [supervisor] connect_rate"
+    )
+    parser.add_argument(
+        "--connect-burst", type=int, default=100, help="netsupervisor: [supervisor] connect_burst"
+    )
+    parser.add_argument(
+        "--flap-guard",
+        choices=("on", "off"),
+        default="on",
+        help="netsupervisor: off sets flap.max = 0 (backoff alone)",
+    )
+    arguments = parser.parse_args(argv)
+    arguments.phases = set(filter(None, arguments.phases.split(",")))
+    return arguments
 
 
 def main(argv: Sequence[str] | None = None) -> None:

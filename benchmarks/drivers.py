@@ -36,11 +36,11 @@ class Events(Protocol):
     What a driver reports, with times in C{reactor.seconds()}.
     """
 
-    def attempt(self, name: str, when: float) -> None: ...
+    def attempt(self, name: str, when: float, reason: str = "") -> None: ...
 
     def established(self, name: str, when: float) -> None: ...
 
-    def left(self, name: str, when: float) -> None: ...
+    def left(self, name: str, when: float, reason: str = "") -> None: ...
 
     def pingSent(self) -> None: ...
 
@@ -65,14 +65,26 @@ class Driver(Protocol):
 
 class NetsupervisorDriver:
     """
-    A L{Supervisor} of C{n} C{line} connections to C{127.0.0.1:port}.
+    A L{Supervisor} of C{n} C{line} connections to C{127.0.0.1:port}, with
+    every default but the heartbeat's (and, when given, the connect budget
+    and the flap guard's C{max}).
     """
 
-    def __init__(self, events: Events, n: int, port: int, reactor: Any) -> None:
+    def __init__(
+        self,
+        events: Events,
+        n: int,
+        port: int,
+        reactor: Any,
+        *,
+        connectRate: float = 0.0,
+        connectBurst: int = 100,
+        flapGuard: bool = True,
+    ) -> None:
         from supervisor.config import AdminSpec, Config
         from supervisor.metrics import SupervisorMetrics
         from supervisor.service import Supervisor
-        from supervisor.spec import ConnectionSpec, HeartbeatSpec
+        from supervisor.spec import ConnectionSpec, FlapSpec, HeartbeatSpec, SupervisorSpec
 
         self.events = events
         self.port = port
@@ -86,10 +98,15 @@ class NetsupervisorDriver:
                 protocol="line",
                 heartbeat=heartbeat,
                 labels={"group": "bench"},
+                flap=FlapSpec() if flapGuard else FlapSpec(max=0),
             )
             for i in range(n)
         )
-        config = Config(path="<benchmark>", admin=AdminSpec(), connections=specs)
+        self.budget = SupervisorSpec(connect_rate=connectRate, connect_burst=connectBurst)
+        self.flapGuard = flapGuard
+        config = Config(
+            path="<benchmark>", admin=AdminSpec(), connections=specs, supervisor=self.budget
+        )
         self.supervisor = Supervisor(config, reactor)
         self.metrics = SupervisorMetrics(self.supervisor)
         self.supervisor.addObserver(self._transition)
@@ -106,12 +123,18 @@ class NetsupervisorDriver:
         The TOML text of the running configuration, with connection number
         C{changed} given another C{group} label.
         """
+        budget = self.budget
         parts = [
+            "[supervisor]\n",
+            f"connect_rate = {budget.connect_rate!r}\n",
+            f"connect_burst = {budget.connect_burst}\n",
             "[defaults]\n",
             'protocol = "line"\n',
             f"heartbeat = {{ interval = {HEARTBEAT_INTERVAL!r}, timeout = {HEARTBEAT_TIMEOUT!r},"
             f" misses = {HEARTBEAT_MISSES} }}\n",
         ]
+        if not self.flapGuard:
+            parts.append("flap = { max = 0 }\n")
         endpoint = self.endpointString()
         for i in range(n):
             group = "changed" if i == changed else "bench"
@@ -123,11 +146,11 @@ class NetsupervisorDriver:
 
     def _transition(self, record: Any) -> None:
         if record.to == "CONNECTING":
-            self.events.attempt(record.connection, record.time)
+            self.events.attempt(record.connection, record.time, record.reason)
         elif record.to == "ESTABLISHED":
             self.events.established(record.connection, record.time)
         if record.from_ == "ESTABLISHED":
-            self.events.left(record.connection, record.time)
+            self.events.left(record.connection, record.time, record.reason)
 
     def _heartbeat(self, name: str, rtt: float | None) -> None:
         # One call per ping: an answer (rtt) or a miss (None).
@@ -138,6 +161,12 @@ class NetsupervisorDriver:
         Start every connection.
         """
         self.supervisor.startService()
+
+    def flapHolds(self) -> int:
+        """
+        How many times the flap guard held a connection, all together.
+        """
+        return sum(c.flapHolds for c in self.supervisor.connections.values())
 
 
 # --- baseline: stock Twisted ------------------------------------------------

@@ -1,8 +1,15 @@
 """
-The runner: for each implementation and size, a fresh peer process and a
-fresh measured child; it answers the child's requests to kill, restart and
-freeze the peer, collects the child's JSON, writes C{results.json} and the
-Markdown report.
+The runner: for each run, a fresh peer process and a fresh measured child;
+it answers the child's requests to kill, restart, freeze and make the peer
+flap, collects the child's JSON, writes C{results.json} (the main suite) or
+C{recovery.json} (the recovery suite) and the Markdown report.
+
+The main suite measures each implementation at each size (steady state,
+scrape and reload, the storm at one size, detection). The recovery suite
+(C{--suite recovery}) measures the reconnect storm at each size for both
+implementations, the storm with a connect budget, and a flapping peer, each
+C{--repeat} times, alternating which side goes first, with the load average
+before and after every run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,12 +81,15 @@ class Lines:
 
 class Peer:
     """
-    One C{python -m supervisor.peer} process on a fixed port.
+    One peer process on a fixed port: C{python -m supervisor.peer}, or the
+    flapping peer (C{python -m benchmarks.flappeer}).
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, module: str = "supervisor.peer") -> None:
         self.port = port
+        self.module = module
         self.process: subprocess.Popen[bytes] | None = None
+        self.cpuSeconds = 0.0
 
     def start(self, timeout: float = 15.0) -> float:
         """
@@ -90,7 +101,7 @@ class Peer:
                 [
                     sys.executable,
                     "-m",
-                    "supervisor.peer",
+                    self.module,
                     "--port",
                     str(self.port),
                     "--backlog",
@@ -115,26 +126,109 @@ class Peer:
 
     def kill(self) -> None:
         """
-        SIGKILL the peer (a stopped one too) and reap it.
+        SIGKILL the peer (a stopped one too) and reap it, adding the CPU it
+        used to L{cpuSeconds}.
         """
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
+            self.cpuSeconds += processCPU(process.pid)
             os.kill(process.pid, signal.SIGKILL)
         if process is not None:
             process.wait(timeout=10)
 
 
-def measure(
-    impl: str, n: int, arguments: argparse.Namespace, storm: bool, log: IO[str]
-) -> dict[str, Any]:
+@dataclass
+class Run:
     """
-    Run one measured child for C{impl} at size C{n} against a new peer.
+    One measured run: an implementation at a size, the phases after
+    establishing, and what else the child is told.
+
+    @ivar label: the run's name in the results (by default, the implementation's).
+    @ivar peer: the peer's module.
     """
-    peer = Peer(freePort())
+
+    impl: str
+    n: int
+    phases: tuple[str, ...]
+    label: str = ""
+    options: tuple[str, ...] = ()
+    peer: str = "supervisor.peer"
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def processCPU(pid: int) -> float:
+    """
+    User plus system CPU seconds of process C{pid} so far (0 if it is gone).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machineBusy() -> float:
+    """
+    CPU seconds all processors spent busy since boot (C{/proc/stat}).
+    """
+    try:
+        with open("/proc/stat") as f:
+            values = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / TICKS
+
+
+def loadAverage() -> list[float]:
+    """
+    The 1, 5 and 15 minute load averages, from C{/proc/loadavg}.
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return []
+
+
+def measure(run: Run, arguments: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
+    """
+    Run one measured child for C{run} against a new peer, with the load
+    average before and after.
+    """
+    before = loadAverage()
+    started, busy, own = time.time(), machineBusy(), time.process_time()
+    peer = Peer(freePort(), run.peer)
+    result = _measure(run, peer, arguments, log)
+    wall = time.time() - started
+    # What other processes used meanwhile: the machine's busy time less the
+    # child's, the peers' and this runner's.
+    ours = result.get("cpu_seconds_total", 0.0) + peer.cpuSeconds + time.process_time() - own
+    others = max(0.0, machineBusy() - busy - ours)
+    result.setdefault("label", run.label or run.impl)
+    result.update(run.tags)
+    result["loadavg_before"] = before
+    result["loadavg_after"] = loadAverage()
+    result["wall_seconds"] = wall
+    result["peer_cpu_seconds"] = peer.cpuSeconds
+    result["other_cpu_share"] = others / wall / (os.cpu_count() or 1)
+    return result
+
+
+def _measure(run: Run, peer: Peer, arguments: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
+    impl, n = run.impl, run.n
     child: subprocess.Popen[bytes] | None = None
-    budget = arguments.establish_timeout + arguments.steady + 60 + n / 100
-    if storm:
+    budget = arguments.establish_timeout + 60 + n / 100
+    if "steady" in run.phases:
+        budget += arguments.steady
+    if "storm" in run.phases:
         budget += arguments.storm_timeout + arguments.down
+    if "flap" in run.phases:
+        budget += arguments.flap_seconds
     deadline = time.time() + budget
     try:
         peer.start()
@@ -148,6 +242,8 @@ def measure(
             str(n),
             "--port",
             str(peer.port),
+            "--phases",
+            ",".join(run.phases),
             "--steady",
             str(arguments.steady),
             "--settle",
@@ -156,9 +252,10 @@ def measure(
             str(arguments.establish_timeout),
             "--storm-timeout",
             str(arguments.storm_timeout),
+            "--flap-seconds",
+            str(arguments.flap_seconds),
+            *run.options,
         ]
-        if storm:
-            command.append("--storm")
         child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
         assert child.stdout is not None and child.stdin is not None
         lines = Lines(child.stdout)
@@ -186,6 +283,9 @@ def measure(
             elif message.get("request") == "freeze-peer":
                 peer.signal(signal.SIGSTOP)
                 reply({"frozen": time.time()})
+            elif message.get("request") == "flap-peer":
+                peer.signal(signal.SIGUSR1)
+                reply({"flapping": time.time()})
     except Exception as e:
         return {"impl": impl, "n": n, "error": f"{type(e).__name__}: {e}"}
     finally:
@@ -194,6 +294,70 @@ def measure(
                 os.kill(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
         peer.kill()
+
+
+def mainRuns(arguments: argparse.Namespace) -> tuple[list[Run], int]:
+    """
+    The main suite: each implementation at each size; the storm at 5,000
+    (or the largest size).
+    """
+    sizes: list[int] = arguments.sizes
+    stormSize = 5000 if 5000 in sizes else max(sizes)
+    runs = []
+    for n in sizes:
+        phases = ("steady", "scrape", *(("storm",) if n == stormSize else ()), "detection")
+        runs += [Run(impl, n, phases) for impl in arguments.impls]
+    return runs, stormSize
+
+
+def recoveryRuns(arguments: argparse.Namespace) -> list[Run]:
+    """
+    The recovery suite, C{--repeat} rounds: at each size, the storm for both
+    implementations (each with its own defaults) and for netsupervisor with
+    C{connect_rate}; then the flapping peer for netsupervisor with and
+    without its flap guard (and the baseline, for reference). Every other
+    round runs the sides in the other order.
+    """
+    runs = []
+    rate = ("--connect-rate", str(arguments.connect_rate))
+    for round_ in range(arguments.repeat):
+        tags = {"round": round_}
+        for n in arguments.sizes:
+            pair = [
+                Run("netsupervisor", n, ("storm",), "netsupervisor", tags=tags),
+                Run("baseline", n, ("storm",), "baseline", tags=tags),
+            ]
+            if round_ % 2:
+                pair.reverse()
+            runs += pair
+            runs.append(
+                Run(
+                    "netsupervisor",
+                    n,
+                    ("storm",),
+                    f"netsupervisor connect_rate={arguments.connect_rate:g}",
+                    rate,
+                    tags={**tags, "connect_rate": arguments.connect_rate, "connect_burst": 100},
+                )
+            )
+        flappers = [
+            Run("netsupervisor", arguments.flap_size, ("flap",), "flap guard on", tags=tags),
+            Run(
+                "netsupervisor",
+                arguments.flap_size,
+                ("flap",),
+                "flap guard off (backoff alone)",
+                ("--flap-guard", "off"),
+                tags=tags,
+            ),
+            Run("baseline", arguments.flap_size, ("flap",), "baseline", tags=tags),
+        ]
+        if round_ % 2:
+            flappers.reverse()
+        for run in flappers:
+            run.peer = "benchmarks.flappeer"
+        runs += flappers
+    return runs
 
 
 def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -207,7 +371,30 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="measure SupervisedConnection.submit instead (see benchmarks/submit.py)",
     )
-    parser.add_argument("--sizes", default=None, help="comma-separated N (default 1000,5000,10000)")
+    parser.add_argument(
+        "--suite",
+        choices=("main", "recovery"),
+        default="main",
+        help="main: steady state, scrape, storm, detection; recovery: storms, budget, flapping",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated N (default 1000,5000,10000; recovery: 5000,10000)",
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="recovery: rounds (default 2)")
+    parser.add_argument(
+        "--connect-rate",
+        type=float,
+        default=1000.0,
+        help="recovery: connect_rate of the budgeted storm (default 1000)",
+    )
+    parser.add_argument(
+        "--flap-size", type=int, default=1000, help="recovery: N of the flapping peer runs"
+    )
+    parser.add_argument(
+        "--flap-seconds", type=float, default=None, help="recovery: flapping time (default 60)"
+    )
     parser.add_argument(
         "--steady", type=float, default=None, help="steady window seconds (default 30)"
     )
@@ -228,9 +415,14 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     arguments = parser.parse_args(argv)
     quick = arguments.quick
-    arguments.sizes = [
-        int(s) for s in (arguments.sizes or ("200" if quick else "1000,5000,10000")).split(",")
-    ]
+    recovery = arguments.suite == "recovery"
+    default = "200" if quick else ("5000,10000" if recovery else "1000,5000,10000")
+    arguments.sizes = [int(s) for s in (arguments.sizes or default).split(",")]
+    if arguments.flap_seconds is None:
+        arguments.flap_seconds = 10.0 if quick else 60.0
+    if quick:
+        arguments.flap_size = min(arguments.flap_size, 200)
+        arguments.repeat = min(arguments.repeat, 1)
     if arguments.steady is None:
         arguments.steady = 3.0 if quick else 30.0
     arguments.output = Path(arguments.output or ROOT / "benchmarks" / "results")
@@ -254,36 +446,65 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return submitMain(argv)
     arguments = parseArguments(argv)
+    output: Path = arguments.output
     if arguments.from_results:
-        writeReport(json.loads(Path(arguments.from_results).read_text()), arguments.report)
+        source = Path(arguments.from_results)
+        main, recovery = (
+            _load(source.parent / "results.json"),
+            _load(source.parent / "recovery.json"),
+        )
+        if source.name == "recovery.json":
+            recovery = json.loads(source.read_text())
+        else:
+            main = json.loads(source.read_text())
+        writeReport(main, arguments.report, recovery)
         print(f"report: {arguments.report}")
         return 0
     raiseFileLimit()
-    sizes: list[int] = arguments.sizes
-    stormSize = 5000 if 5000 in sizes else max(sizes)
     started = time.time()
-    runs = []
-    for n in sizes:
-        for impl in arguments.impls:
-            print(f"== {impl} N={n}", file=sys.stderr, flush=True)
-            runs.append(measure(impl, n, arguments, n == stormSize, sys.stderr))
+    if arguments.suite == "recovery":
+        runs, stormSize = recoveryRuns(arguments), max(arguments.sizes)
+        name = "recovery.json"
+    else:
+        runs, stormSize = mainRuns(arguments)
+        name = "results.json"
+    results_ = []
+    for run in runs:
+        print(
+            f"== {run.label or run.impl} N={run.n} {' '.join(run.phases)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        results_.append(measure(run, arguments, sys.stderr))
+        load = results_[-1]
+        print(f"   load {load['loadavg_before']} -> {load['loadavg_after']}", file=sys.stderr)
     results = {
         "command": " ".join(
             ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
         ),
+        "suite": arguments.suite,
         "started": started,
         "seconds": time.time() - started,
         "quick": arguments.quick,
-        "sizes": sizes,
+        "sizes": arguments.sizes,
         "storm_size": stormSize,
         "machine": machineInfo(),
-        "runs": runs,
+        "runs": results_,
     }
-    arguments.output.mkdir(parents=True, exist_ok=True)
-    (arguments.output / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    writeReport(results, arguments.report)
-    print(f"results: {arguments.output / 'results.json'}; report: {arguments.report}")
-    errors = [r for r in runs if "error" in r]
+    if arguments.suite == "recovery":
+        results["flap_size"] = arguments.flap_size
+        results["flap_seconds"] = arguments.flap_seconds
+        results["connect_rate"] = arguments.connect_rate
+    output.mkdir(parents=True, exist_ok=True)
+    (output / name).write_text(json.dumps(results, indent=1) + "\n")
+    main, recovery = _load(output / "results.json"), _load(output / "recovery.json")
+    writeReport(main, arguments.report, recovery)
+    print(f"results: {output / name}; report: {arguments.report}")
+    errors = [r for r in results_ if "error" in r]
     for r in errors:
-        print(f"error: {r['impl']} N={r['n']}: {r['error']}", file=sys.stderr)
+        print(f"error: {r['label']} N={r['n']}: {r['error']}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None

@@ -3,18 +3,20 @@ The circuit breaker of one target, shared by the connections whose attempts
 go to it: its own small machine, CLOSED / OPEN / HALF_OPEN.
 
 - CLOSED: attempts go out. C{failures} consecutive failed attempts against
-  the target (no success between them), or one explicit push-back from the
-  peer ("overloaded"), open it.
+  the target (no success between them; a member's ESTABLISHED connection
+  lost counts as one), or one explicit push-back from the peer
+  ("overloaded"), open it.
 - OPEN: members that ask to attempt are held. One probe at a time goes out,
   a real member's attempt, the first held: after C{probe_interval}, then
   backing off (doubling, jittered) up to C{probe_max}. Any success against
   the target half-opens it.
 - HALF_OPEN: the held members are released in order, starting with a few
   and growing by one per success (so the window doubles per round trip, as
-  TCP's slow start does), never faster than C{release_rate} per second. A
-  released attempt that fails re-opens it. Once nobody is held it closes,
-  when the attempts it released have all succeeded or after C{probe_max}
-  with nothing failing.
+  TCP's slow start does), spread over about L{RELEASE_SPREAD} seconds (at
+  no less than L{RELEASE_FLOOR} a second) and never faster than
+  C{release_rate} per second. A released attempt that fails re-opens it.
+  Once nobody is held it closes, when the attempts it released have all
+  succeeded or after C{probe_max} with nothing failing.
 
 A member is a L{Ticket}: the breaker holds it, and calls its C{release}
 with the reason C{probe} or C{release} when its attempt may go.
@@ -23,6 +25,7 @@ with the reason C{probe} or C{release} when its attempt may go.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,6 +33,7 @@ from typing import Protocol
 from automat import TypeMachine, TypeMachineBuilder
 
 from supervisor.automaton import indexed
+from supervisor.budget import WHOLE
 from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import BreakerSpec
 from supervisor.states.records import BreakerState, Cause
@@ -65,6 +69,9 @@ class BreakerInputs(Protocol):
     def succeeded(self, ticket: Ticket) -> None:
         "A member's attempt succeeded."
 
+    def lost(self, ticket: Ticket) -> None:
+        "A member's ESTABLISHED connection to the target was lost."
+
     def probeDue(self) -> None:
         "The probe timer fired."
 
@@ -95,6 +102,7 @@ class BreakerCore:
     @ivar held: the members waiting, in the order they asked (a dict for
         O(1) withdrawal).
     @ivar observers: called with (old, new) on every change of state.
+    @ivar openings: how many times it opened.
     """
 
     key: str
@@ -103,6 +111,7 @@ class BreakerCore:
     rng: random.Random
     state: BreakerState = "closed"
     failures: int = 0
+    openings: int = 0
     held: dict[Ticket, None] = field(default_factory=dict)
     observers: list[Callable[[BreakerState, BreakerState], object]] = field(default_factory=list)
 
@@ -160,14 +169,26 @@ class _HalfOpen(_Data):
     release pacing and the settle timer.
     """
 
-    __slots__ = ("credit", "inflight", "lastTick", "pacer", "settler", "window")
+    __slots__ = (
+        "credit",
+        "inflight",
+        "lastTick",
+        "pace",
+        "pacer",
+        "recent",
+        "settler",
+        "window",
+    )
 
-    def __init__(self, burst: float, now: float) -> None:
+    def __init__(self, pace: float, now: float) -> None:
+        self.pace = pace
         self.window = INITIAL_WINDOW
         self.inflight: set[Ticket] = set()
+        # When the releases of the last SPAN seconds went.
+        self.recent: deque[float] = deque()
         self.pacer: Timer | None = None
         self.settler: Timer | None = None
-        self.credit = burst
+        self.credit = 1.0
         self.lastTick = now
 
     def wake(self, inputs: BreakerInputs, core: BreakerCore) -> None:
@@ -194,20 +215,59 @@ def _enterClosed(inputs: BreakerInputs, core: BreakerCore) -> _Closed:
 
 
 def _enterOpen(inputs: BreakerInputs, core: BreakerCore) -> _Open:
+    core.openings += 1
     core.enter("open")
     data = _Open(core.spec.probe_interval)
     data.timer = core.scheduler.callLater(core.jittered(data.delay), inputs.probeDue)
     return data
 
 
-def _burst(core: BreakerCore) -> float:
-    # What may be released in one wake-up of the shared scheduler.
-    return max(1.0, core.spec.release_rate * core.scheduler.resolution)
+SPAN = 0.1
+"""In any SPAN seconds, at most C{release_rate * SPAN} releases; and the most
+a late wake-up makes up for: a busy reactor may wake the shared scheduler
+seldom, and each wake-up then releases what the rate allowed since the last,
+up to this much time's worth."""
+
+
+RELEASE_SPREAD = 2.5
+"""Seconds over which a half-open breaker spreads the release of the members
+it held when it half-opened (unless C{release_rate} is slower): a returning
+peer sees the fleet come back over a few seconds, whatever its size, rather
+than in a wall that grows with it."""
+
+RELEASE_FLOOR = 1000.0
+"""Releases per second a small fleet is never spread below (unless
+C{release_rate} is lower): a few hundred connections are back in well under
+a second."""
+
+
+def _rate(core: BreakerCore, data: _HalfOpen) -> float:
+    # The release pace: the spread one, never above release_rate (read
+    # each time, so that a retune applies at once).
+    return min(core.spec.release_rate, data.pace)
+
+
+def _burst(core: BreakerCore, rate: float, elapsed: float) -> float:
+    # What may be released in one wake-up: one scheduler resolution's worth,
+    # or, when it came late, what the rate allowed meanwhile (bounded), so
+    # that the pace follows the clock rather than the number of wake-ups.
+    span = min(SPAN, max(core.scheduler.resolution, elapsed))
+    return max(1.0, rate * span)
+
+
+def _room(rate: float, data: _HalfOpen, now: float) -> float:
+    # How many more may go now without more than rate x SPAN in the last
+    # SPAN seconds.
+    recent = data.recent
+    while recent and recent[0] <= now - SPAN + 1e-9:
+        recent.popleft()
+    return max(1.0, rate * SPAN) - len(recent)
 
 
 def _enterHalfOpen(inputs: BreakerInputs, core: BreakerCore) -> _HalfOpen:
     core.enter("half_open")
-    data = _HalfOpen(_burst(core), core.scheduler.now())
+    data = _HalfOpen(max(RELEASE_FLOOR, len(core.held) / RELEASE_SPREAD), core.scheduler.now())
+    data.credit = _burst(core, _rate(core, data), 0.0)
     data.wake(inputs, core)
     return data
 
@@ -245,6 +305,17 @@ def _countFailure(
 ) -> None:
     core.failures += 1
     if overloaded or core.failures >= core.spec.failures:
+        inputs.trip()
+
+
+def _countLoss(inputs: BreakerInputs, core: BreakerCore, data: _Closed, ticket: Ticket) -> None:
+    # Losses count like failed attempts: when a shared peer dies, its
+    # connections are lost together, and their first retries come due before
+    # any of them has failed; counted, the first losses open the breaker and
+    # those retries are held behind a probe instead of hitting a dead peer.
+    # A loss followed by a successful reconnect starts the count over.
+    core.failures += 1
+    if core.failures >= core.spec.failures:
         inputs.trip()
 
 
@@ -297,26 +368,41 @@ def _recover(inputs: BreakerInputs, core: BreakerCore, data: _Open, ticket: Tick
 
 def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
     data.pacer = None
+    if core.held:
+        now = core.scheduler.now()
+        rate = _rate(core, data)
+        elapsed = now - data.lastTick
+        data.credit = min(_burst(core, rate, elapsed), data.credit + elapsed * rate)
+        data.lastTick = now
+        room = _room(rate, data, now)
+        while (
+            core.held
+            and data.credit >= WHOLE
+            and room >= WHOLE
+            and len(data.inflight) < data.window
+        ):
+            ticket = next(iter(core.held))
+            del core.held[ticket]
+            data.inflight.add(ticket)
+            data.credit -= 1
+            room -= 1
+            data.recent.append(now)
+            ticket.release(Cause("release"))
+        if core.held and len(data.inflight) < data.window:
+            # Out of pace: wake when the next release is due, by the rate
+            # and by the last SPAN's releases. (A full window waits for a
+            # success instead.)
+            delay = (1 - data.credit) / rate
+            if room < WHOLE:
+                delay = max(delay, data.recent[0] + SPAN - now)
+            data.pacer = core.scheduler.callLater(delay, inputs.releaseDue)
     if not core.held:
+        # Nobody left to release (the last one may have just gone): close
+        # now, or after probe_max unless a released attempt fails first.
         if not data.inflight:
             inputs.settled()
         elif data.settler is None:
             data.settler = core.scheduler.callLater(core.spec.probe_max, inputs.settleDue)
-        return
-    now = core.scheduler.now()
-    rate = core.spec.release_rate
-    data.credit = min(_burst(core), data.credit + (now - data.lastTick) * rate)
-    data.lastTick = now
-    while core.held and data.credit >= 1 and len(data.inflight) < data.window:
-        ticket = next(iter(core.held))
-        del core.held[ticket]
-        data.inflight.add(ticket)
-        data.credit -= 1
-        ticket.release(Cause("release"))
-    if core.held and len(data.inflight) < data.window:
-        # Out of pace: wake when the next release is due. (A full window
-        # waits for a success instead.)
-        data.pacer = core.scheduler.callLater((1 - data.credit) / rate, inputs.releaseDue)
 
 
 def _releasedSucceeded(
@@ -368,6 +454,7 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     CLOSED.upon(BreakerInputs.admit, nodata=True).loop()(_admitted)
     CLOSED.upon(BreakerInputs.failed).loop()(_countFailure)
     CLOSED.upon(BreakerInputs.succeeded).loop()(_countSuccess)
+    CLOSED.upon(BreakerInputs.lost).loop()(_countLoss)
     CLOSED.upon(BreakerInputs.withdraw).loop()(_forget)
     CLOSED.upon(BreakerInputs.trip).to(OPEN)(_leave)
     # Timers of a state just left, already fired and queued behind a change.
@@ -380,6 +467,8 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     OPEN.upon(BreakerInputs.succeeded).loop()(_recover)
     OPEN.upon(BreakerInputs.recovered).to(HALF_OPEN)(_leave)
     OPEN.upon(BreakerInputs.trip, nodata=True).loop().returns(None)
+    # Already open (or releasing): the probe and the released attempts judge.
+    OPEN.upon(BreakerInputs.lost, nodata=True).loop().returns(None)
 
     HALF_OPEN.upon(BreakerInputs.admit).loop()(_holdForRelease)
     HALF_OPEN.upon(BreakerInputs.releaseDue).loop()(_release)
@@ -390,6 +479,7 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     HALF_OPEN.upon(BreakerInputs.trip).to(OPEN)(_leave)
     HALF_OPEN.upon(BreakerInputs.settled).to(CLOSED)(_leave)
     HALF_OPEN.upon(BreakerInputs.recovered, nodata=True).loop().returns(None)
+    HALF_OPEN.upon(BreakerInputs.lost, nodata=True).loop().returns(None)
     for state in (CLOSED, OPEN, HALF_OPEN):
         state.upon(BreakerInputs.retire).to(RETIRED)(_leave)
     return b.build()
@@ -433,6 +523,14 @@ class Breaker:
         """
         return len(self._core.held)
 
+    @property
+    def openings(self) -> int:
+        """
+        How many times it opened: an attempt it let through before its
+        latest opening was let through by a judgement now void.
+        """
+        return self._core.openings
+
     def addObserver(self, observer: Callable[[BreakerState, BreakerState], object]) -> None:
         """
         Call C{observer(old, new)} on every change of state.
@@ -475,6 +573,13 @@ class Breaker:
         An attempt of C{ticket} succeeded.
         """
         self._inputs.succeeded(ticket)
+
+    def lost(self, ticket: Ticket) -> None:
+        """
+        The ESTABLISHED connection of C{ticket} was lost: while CLOSED, it
+        counts toward C{failures} like a failed attempt.
+        """
+        self._inputs.lost(ticket)
 
     def __repr__(self) -> str:
         return f"<Breaker {self.key} {self.state} held={self.held}>"

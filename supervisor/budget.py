@@ -13,14 +13,21 @@ from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import SupervisorSpec
 from supervisor.states.records import Cause
 
+WHOLE = 1 - 1e-9
+"""A whole token, give or take the rounding of C{elapsed * rate}: a token
+due at a time is there at that time, not one scheduler wake-up later."""
+
 
 class Grantee(Protocol):
     """
     One connection's request to attempt, waiting for a token.
     """
 
-    def grant(self, cause: Cause) -> None:
-        "A token is this request's: the attempt may go."
+    def grant(self, cause: Cause) -> bool:
+        """
+        A token is this request's: the attempt may go. Return whether it
+        went (false: something else holds it now, and the token goes back).
+        """
 
 
 class ConnectBudget:
@@ -65,7 +72,7 @@ class ConnectBudget:
         if not self._spec.budgeted:
             return True
         self._refill()
-        if not self.waiting and self._tokens >= 1:
+        if not self.waiting and self._tokens >= WHOLE:
             self._tokens -= 1
             return True
         self.waiting[grantee] = cause
@@ -102,11 +109,13 @@ class ConnectBudget:
     def _serve(self) -> None:
         self._refill()
         enabled = self._spec.budgeted
-        while self.waiting and (not enabled or self._tokens >= 1):
+        while self.waiting and (not enabled or self._tokens >= WHOLE):
             grantee = next(iter(self.waiting))
             cause = self.waiting.pop(grantee)
             if enabled:
                 self._tokens -= 1
-            grantee.grant(cause)
+            if not grantee.grant(cause) and enabled:
+                # Not used (its breaker opened meanwhile): the next may have it.
+                self._tokens += 1
         if enabled:
             self._arm()

@@ -114,7 +114,7 @@ class Gate:
     reports to the breaker about its attempts.
     """
 
-    __slots__ = ("_admissions", "_breaker", "_fleet", "_waiting")
+    __slots__ = ("_admissions", "_breaker", "_closed", "_fleet", "_passed", "_waiting")
 
     def __init__(self, fleet: Fleet, spec: ConnectionSpec, admissions: Admissions) -> None:
         self._fleet = fleet
@@ -122,6 +122,11 @@ class Gate:
         self._breaker = fleet.join(spec)
         # The cause of the request waiting for the breaker or the budget.
         self._waiting: Cause | None = None
+        # The breaker's count of openings when it let the waiting request
+        # through: if it opens again while the request waits for a budget
+        # token, the request asks it again.
+        self._passed = 0
+        self._closed = False
 
     @property
     def breakerState(self) -> BreakerState | None:
@@ -135,16 +140,20 @@ class Gate:
         The connection's breaker settings changed: move to the breaker they
         name (the same one, retuned, when the target is the same).
         """
+        if self._closed:
+            return
         old, new = self._breaker, self._fleet.join(spec)
         waiting = self._waiting
-        moved = old is not new and waiting is not None
+        moved = old is not new
         if moved:
+            # Leave the old breaker whatever this connection was to it (held,
+            # its probe, a released attempt): the attempt in flight, if any,
+            # is reported to the new one.
             self.withdraw()
         if old is not None:
             self._fleet.leave(old)
         self._breaker = new
-        if moved:
-            assert waiting is not None
+        if moved and waiting is not None:
             self.request(waiting)
 
     def request(self, cause: Cause) -> None:
@@ -152,29 +161,44 @@ class Gate:
         Ask for an attempt; the answer comes as the connection's inputs.
         """
         self._waiting = cause
-        if self._breaker is not None and not self._breaker.admit(self):
-            self._admissions.held("breaker")
-            return
+        if self._breaker is not None:
+            passed = self._ask(self._breaker, cause)
+            if passed is None:
+                return
+            cause = passed
         self._budget(cause)
 
     def release(self, cause: Cause) -> None:
         """
         The breaker lets this attempt go (Ticket): on to the budget.
         """
+        assert self._breaker is not None
+        self._passed = self._breaker.openings
         self._budget(cause)
 
-    def grant(self, cause: Cause) -> None:
+    def grant(self, cause: Cause) -> bool:
         """
-        The budget's token is this attempt's (Grantee).
+        The budget's token is this attempt's (Grantee): false if the attempt
+        does not go after all.
         """
-        self._waiting = None
-        self._admissions.admitted(cause)
+        breaker = self._breaker
+        if breaker is not None and breaker.openings != self._passed:
+            # The breaker opened while this attempt waited for its token:
+            # it asks the breaker again, and goes with this token if it may.
+            assert self._waiting is not None
+            passed = self._ask(breaker, self._waiting)
+            if passed is None:
+                return False
+            cause = passed
+        self._go(cause)
+        return True
 
     def withdraw(self) -> None:
         """
         The connection no longer waits (it closed or moved on): leave the
         breaker's and the budget's queues.
         """
+        self._waiting = None
         if self._breaker is not None:
             self._breaker.withdraw(self)
         self._fleet.budget.withdraw(self)
@@ -193,18 +217,43 @@ class Gate:
         if self._breaker is not None:
             self._breaker.succeeded(self)
 
+    def lost(self) -> None:
+        """
+        The ESTABLISHED connection was lost (by the peer's doing or the
+        network's).
+        """
+        if self._breaker is not None:
+            self._breaker.lost(self)
+
     def close(self) -> None:
         """
         The connection is CLOSED for good: leave everything.
         """
         self.withdraw()
+        self._closed = True
         if self._breaker is not None:
             self._fleet.leave(self._breaker)
             self._breaker = None
 
+    def _ask(self, breaker: Breaker, cause: Cause) -> Cause | None:
+        """
+        Ask C{breaker}: the cause to attempt with now, or L{None} when it
+        holds the request (it releases it later).
+        """
+        closed = breaker.state == "closed"
+        if not breaker.admit(self):
+            self._admissions.held("breaker")
+            return None
+        self._passed = breaker.openings
+        # An open breaker whose probe is due lets the first to ask go.
+        return cause if closed else Cause("probe")
+
     def _budget(self, cause: Cause) -> None:
         if self._fleet.budget.take(self, cause):
-            self._waiting = None
-            self._admissions.admitted(cause)
+            self._go(cause)
         else:
             self._admissions.held("budget")
+
+    def _go(self, cause: Cause) -> None:
+        self._waiting = None
+        self._admissions.admitted(cause)

@@ -198,6 +198,7 @@ class ReconnectPolicy:
     __slots__ = (
         "_answered",
         "_establishedAt",
+        "_proven",
         "backoff",
         "consecutiveFailures",
         "maxRetries",
@@ -219,6 +220,7 @@ class ReconnectPolicy:
         self.consecutiveFailures = 0
         self._establishedAt: float | None = None
         self._answered = False
+        self._proven = False
 
     def established(self, now: float) -> None:
         """
@@ -227,6 +229,19 @@ class ReconnectPolicy:
         self.consecutiveFailures = 0
         self._establishedAt = now
         self._answered = False
+        self._proven = False
+
+    def left(self, now: float) -> None:
+        """
+        The connection left ESTABLISHED at C{now}: judge whether it proved
+        healthy. Only the time ESTABLISHED counts, not what follows (a drain,
+        a flap hold).
+        """
+        if self._establishedAt is not None:
+            self._proven = now - self._establishedAt >= self.resetAfter and (
+                self._answered or not self.needsAnswer
+            )
+            self._establishedAt = None
 
     def answered(self) -> None:
         """
@@ -244,13 +259,11 @@ class ReconnectPolicy:
     def nextDelay(self, now: float) -> float:
         """
         The delay before the next attempt, given that the connection became
-        idle at C{now}.
+        idle at C{now}: the backoff starts over if the connection proved
+        healthy since the last delay.
         """
-        if self._establishedAt is not None:
-            healthy = now - self._establishedAt >= self.resetAfter and (
-                self._answered or not self.needsAnswer
-            )
-            if healthy:
-                self.backoff.reset()
-            self._establishedAt = None
+        self.left(now)
+        if self._proven:
+            self._proven = False
+            self.backoff.reset()
         return self.backoff.next()

@@ -155,8 +155,8 @@ class BreakerSpec:
     scope: BreakerScope = setting("endpoint", Choice(BREAKER_SCOPES))
     failures: int = setting(5, Integer(1))
     probe_interval: float = setting(0.5, Number(0, strict=True))
-    probe_max: float = setting(2.0, Number(0, strict=True))
-    release_rate: float = setting(3000.0, Number(0, strict=True))
+    probe_max: float = setting(0.5, Number(0, strict=True))
+    release_rate: float = setting(4000.0, Number(0, strict=True))
 
     def __attrs_post_init__(self) -> None:
         if self.probe_max < self.probe_interval:
@@ -189,8 +189,8 @@ class FlapSpec:
     @ivar hold: how long the connection is held IDLE; 0 closes it instead.
     """
 
-    max: int = setting(10, Integer(0))
-    within: float = setting(60.0, Number(0, strict=True))
+    max: int = setting(1, Integer(0))
+    within: float = setting(10.0, Number(0, strict=True))
     hold: float = setting(60.0, Number(0))
 
     @property

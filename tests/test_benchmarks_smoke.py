@@ -86,3 +86,61 @@ def test_quick_run(tmp_path: Path) -> None:
     report = (tmp_path / "performance.md").read_text()
     assert "## Targets (issue 4)" in report
     assert (tmp_path / "performance-storm.svg").read_text().startswith("<svg")
+
+
+def test_quick_recovery_run(tmp_path: Path) -> None:
+    """
+    The quick recovery suite measures the storm for both implementations
+    and with a connect budget, and the flapping peer for the three sides,
+    with the load around every run; and it writes the report and the figure.
+    """
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--suite",
+            "recovery",
+            "--quick",
+            "--flap-seconds",
+            "3",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    results = json.loads((tmp_path / "recovery.json").read_text())
+    assert results["suite"] == "recovery"
+    labels = [run["label"] for run in results["runs"]]
+    assert labels == [
+        "netsupervisor",
+        "baseline",
+        "netsupervisor connect_rate=1000",
+        "flap guard on",
+        "flap guard off (backoff alone)",
+        "baseline",
+    ]
+    for run in results["runs"]:
+        assert "error" not in run, (run["label"], run["error"])
+        assert len(run["loadavg_before"]) == 3 and len(run["loadavg_after"]) == 3
+        assert 0 <= _number(run, "other_cpu_share") <= 1
+    for run in results["runs"][:3]:
+        storm = run["storm"]
+        assert storm["all_established"] is True
+        assert _number(storm, "attempts_per_connection_until_back") >= 1
+        assert 0 <= _number(storm, "recovery_p50_seconds") <= _number(storm, "recovery_seconds")
+        assert sum(storm["histogram"]) == storm["attempts_total"]
+    ns = results["runs"][0]["storm"]
+    assert ns["attempts_by_reason"].get("release", 0) > 0, "the breaker released them"
+    for run in results["runs"][3:]:
+        flap = run["flap"]
+        assert _number(flap, "seconds") >= 3
+        assert _number(flap, "losses") > 0
+    report = (tmp_path / "performance.md").read_text()
+    assert "## Fleet-safe recovery (issue 11)" in report
+    assert "### Targets" in report
+    assert (tmp_path / "performance-storm.svg").read_text().startswith("<svg")

@@ -277,6 +277,10 @@ class Core:
         if isCertificateRefusal(failure):
             return "close", Cause("tls", failure.getErrorMessage(), permanent=True)
         cause = lossCause(failure)
+        if cause.reason != "idle":
+            # The peer's doing (or the network's), not the connection's own
+            # idle rule: the target's breaker counts it.
+            self.gate.lost()
         flap = self.spec.flap
         if not flap.enabled:
             return "retry", cause

@@ -40,6 +40,7 @@ class Established(StateData):
         self._watch: Timer | None = None
 
     def leave(self) -> None:
+        self._core.policy.left(self._core.now())
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self._watch is not None:

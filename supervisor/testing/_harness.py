@@ -25,7 +25,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from supervisor.connection import SupervisedConnection
 from supervisor.interfaces import IProtocolPlugin, ISupervisedProtocol
 from supervisor.policy import failureOf
-from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
+from supervisor.spec import BackoffSpec, ConnectionSpec, FlapSpec, HeartbeatSpec
 from supervisor.states.records import State, Transition
 
 Responder = Callable[[bytes], "bytes | None"]
@@ -333,6 +333,7 @@ class PluginHarness:
         connect_timeout: float = 10.0,
         drain_timeout: float = 30.0,
         backoff: BackoffSpec | None = None,
+        flap: FlapSpec | None = None,
         max_retries: int = 0,
         name: str = "plugin-under-test",
         seed: int = 0,
@@ -345,6 +346,8 @@ class PluginHarness:
         @param heartbeat: by default 10 s interval, 5 s timeout, 2 misses.
         @param backoff: by default 1 s initial delay, no jitter (so retry
             times are exact).
+        @param flap: the flap guard; by default off, so that a test may drop
+            the connection as often as it likes without it being held.
         @param seed: seeds the jitter and the first heartbeat's spread.
         @param greeting: what every peer that L{accept}s sends first, as soon
             as the connection is made, for protocols where the server speaks
@@ -364,6 +367,7 @@ class PluginHarness:
             drain_timeout=drain_timeout,
             backoff=backoff if backoff is not None else BackoffSpec(initial=1.0, jitter="none"),
             heartbeat=heartbeat if heartbeat is not None else HeartbeatSpec(),
+            flap=flap if flap is not None else FlapSpec(max=0),
             max_retries=max_retries,
             options=dict(options or {}),
             **spec,

@@ -21,7 +21,15 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
 
-from supervisor import AdminSpec, BackoffSpec, Config, ConnectionSpec, HeartbeatSpec, Supervisor
+from supervisor import (
+    AdminSpec,
+    BackoffSpec,
+    Config,
+    ConnectionSpec,
+    FlapSpec,
+    HeartbeatSpec,
+    Supervisor,
+)
 from supervisor.metrics import SupervisorMetrics, exposition
 from supervisor.testing.chaos import ChaosProxy
 from tests.integration.conftest import HOST, theReactor
@@ -85,6 +93,10 @@ class Trial:
             drain_timeout=1.0,
             backoff=BACKOFF,
             heartbeat=HEARTBEAT,
+            # A fault drops the connection again and again, each loss within
+            # a second of the last (these heartbeats): the trial measures how
+            # the transport recovers, not the flap guard's hold.
+            flap=FlapSpec(max=0),
         )
         self.supervisor = Supervisor(
             Config(path="<chaos>", admin=AdminSpec(), connections=(spec,)), reactor

@@ -85,11 +85,21 @@ class PeerProcess:
     @ivar port: the port it listens on, once L{PeerLauncher.launch} has fired.
     """
 
-    def __init__(self, requestedPort: int, logPath: Path) -> None:
+    def __init__(self, requestedPort: int, logPath: Path, backlog: int = 50) -> None:
         self.logPath = logPath
         self._log: IO[bytes] = logPath.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.peer", "--host", HOST, "--port", str(requestedPort)],
+            [
+                sys.executable,
+                "-m",
+                "supervisor.peer",
+                "--host",
+                HOST,
+                "--port",
+                str(requestedPort),
+                "--backlog",
+                str(backlog),
+            ],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -218,18 +228,21 @@ class PeerLauncher:
         self.started: list[PeerProcess] = []
 
     @inlineCallbacks
-    def launch(self, port: int = 0) -> Generator[Deferred[Any], object, PeerProcess]:
+    def launch(
+        self, port: int = 0, backlog: int = 50
+    ) -> Generator[Deferred[Any], object, PeerProcess]:
         """
-        Start a peer on C{port} (0: any free port) and wait until it listens.
+        Start a peer on C{port} (0: any free port) and wait until it listens,
+        with a listen queue of C{backlog}.
         """
-        peer = PeerProcess(port, self._logDirectory / f"peer-{len(self.started)}.log")
+        peer = PeerProcess(port, self._logDirectory / f"peer-{len(self.started)}.log", backlog)
         self.started.append(peer)
         yield peer.waitUntilListening()
         return peer
 
     @inlineCallbacks
     def launchOutsideEphemeralRange(
-        self, tries: int = 10
+        self, tries: int = 10, backlog: int = 50
     ) -> Generator[Deferred[Any], object, PeerProcess]:
         """
         Start a peer on a free port below the kernel's ephemeral port range.
@@ -248,7 +261,7 @@ class PeerLauncher:
             if not portIsFree(port):
                 continue
             try:
-                peer = yield self.launch(port)
+                peer = yield self.launch(port, backlog)
             except AssertionError as e:  # lost a race for the port: try another
                 failures.append(str(e))
                 continue

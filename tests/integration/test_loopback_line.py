@@ -19,6 +19,7 @@ from twisted.internet.endpoints import clientFromString
 from supervisor import (
     BackoffSpec,
     ConnectionSpec,
+    FlapSpec,
     HeartbeatSpec,
     SupervisedConnection,
     Transition,
@@ -93,6 +94,9 @@ def lineConnection(name: str, port: int) -> SupervisedConnection:
         drain_timeout=1.0,
         backoff=BACKOFF,
         heartbeat=HEARTBEAT,
+        # A frozen peer is dropped, reconnected (its kernel still accepts)
+        # and dropped again within a second: the flap guard would hold it.
+        flap=FlapSpec(max=0),
     )
     endpoint = clientFromString(reactor, spec.endpoint)
     return SupervisedConnection(spec, endpoint, findPlugin(spec.protocol), reactor)

@@ -1,0 +1,510 @@
+"""
+The recovery suite's part of the report (C{python -m benchmarks --suite
+recovery}): the targets of issue 11, the storms side by side, the budgeted
+storm, the flapping peer, and the storm figure
+(C{docs/performance-storm.svg}).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+SVG_NAME = "performance-storm.svg"
+
+Run = dict[str, Any]
+
+
+def _get(run: Run | None, *path: str) -> float | None:
+    value: Any = run
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+
+DISTURBED = 0.10
+"""A run is marked disturbed when other processes used more than this share
+of the machine's CPUs while it ran."""
+
+
+def _load(run: Run | None) -> str:
+    if not run:
+        return "n/a"
+    before, after = run.get("loadavg_before") or [math.nan], run.get("loadavg_after") or [math.nan]
+    share = _get(run, "other_cpu_share")
+    text = f"{before[0]:.2f} → {after[0]:.2f}; others {_fmt(share and share * 100, 0)}%"
+    if share is not None and share > DISTURBED:
+        text += " (disturbed)"
+    return text
+
+
+class Recovery:
+    """
+    The runs of one recovery results file, by kind, size and round.
+    """
+
+    def __init__(self, results: dict[str, Any]) -> None:
+        self.results = results
+        self.runs: list[Run] = results["runs"]
+        self.sizes: list[int] = results["sizes"]
+        self.rounds = sorted({r.get("round", 0) for r in self.runs})
+        self.rate: float = results.get("connect_rate", 1000.0)
+
+    def find(self, label: str, n: int | None, round_: int) -> Run | None:
+        for run in self.runs:
+            matches = run.get("label", run.get("impl")) == label or (
+                label == "budgeted"
+                and str(run.get("label", "")).startswith("netsupervisor connect")
+            )
+            if matches and (n is None or run.get("n") == n) and run.get("round", 0) == round_:
+                return run
+        return None
+
+    def first(self, n: int, round_: int) -> str:
+        """
+        Which side of the storm pair ran first.
+        """
+        order = [
+            r["label"]
+            for r in self.runs
+            if r.get("n") == n
+            and r.get("round", 0) == round_
+            and r.get("label") in ("netsupervisor", "baseline")
+        ]
+        return order[0] if order else "n/a"
+
+
+def targets(rec: Recovery) -> list[str]:
+    out = ["| target | N | round | figures | verdict |", "| --- | ---: | ---: | --- | --- |"]
+    for n in rec.sizes:
+        for r in rec.rounds:
+            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
+            a = _get(ns, "storm", "attempts_per_connection_until_back")
+            b = _get(base, "storm", "attempts_per_connection_until_back")
+            out.append(
+                f"| attempts per connection, kill → everyone back ≤ 1.2 | {n:,} | {r + 1} |"
+                f" {_fmt(a)} (stock {_fmt(b)}) | {_verdict(None if a is None else a <= 1.2)} |"
+            )
+    for n in rec.sizes:
+        for r in rec.rounds:
+            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
+            a, b = (
+                _get(ns, "storm", "peak_attempts_per_100ms"),
+                _get(base, "storm", "peak_attempts_per_100ms"),
+            )
+            ok = None if a is None or not b else a <= 0.35 * b
+            out.append(
+                f"| peak attempts in any 100 ms ≤ 0.35x stock | {n:,} | {r + 1} |"
+                f" {_fmt(a, 0)} vs {_fmt(b, 0)} = {_ratio(a, b)} | {_verdict(ok)} |"
+            )
+    for n in rec.sizes:
+        for r in rec.rounds:
+            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
+            a, b = _get(ns, "storm", "recovery_seconds"), _get(base, "storm", "recovery_seconds")
+            pa = _get(ns, "storm", "recovery_p50_seconds")
+            pb = _get(base, "storm", "recovery_p50_seconds")
+            ok = None if a is None or not b else a <= b
+            out.append(
+                f"| everyone ESTABLISHED after the restart ≤ 1.0x stock | {n:,} | {r + 1} |"
+                f" {_fmt(a)} s vs {_fmt(b)} s = {_ratio(a, b)} (p50 {_fmt(pa)} s vs"
+                f" {_fmt(pb)} s) | {_verdict(ok)} |"
+            )
+    for n in rec.sizes:
+        for r in rec.rounds:
+            run = rec.find("budgeted", n, r)
+            burst = (run or {}).get("connect_burst", 100)
+            rate = (run or {}).get("connect_rate", rec.rate)
+            peak = _get(run, "storm", "peak_attempts_per_100ms")
+            limit = rate * 0.1 + burst
+            out.append(
+                f"| `connect_rate = {rate:g}`: peak per 100 ms ≤ {rate * 0.1:g} + burst"
+                f" ({burst}) | {n:,} | {r + 1} | {_fmt(peak, 0)} (limit {limit:g}) |"
+                f" {_verdict(None if peak is None else peak <= limit)} |"
+            )
+            back = _get(run, "storm", "recovery_seconds")
+            bound = n / rate + 2
+            out.append(
+                f"| `connect_rate = {rate:g}`: recovery ≤ N/{rate:g} s + 2 s | {n:,} | {r + 1} |"
+                f" {_fmt(back)} s (limit {bound:g} s) |"
+                f" {_verdict(None if back is None else back <= bound)} |"
+            )
+    for r in rec.rounds:
+        on = rec.find("flap guard on", None, r)
+        off = rec.find("flap guard off (backoff alone)", None, r)
+        a, b = _get(on, "flap", "attempts"), _get(off, "flap", "attempts")
+        ok = None if a is None or not b else a <= 0.2 * b
+        n = (on or {}).get("n", 0)
+        out.append(
+            f"| flapping peer, {rec.results.get('flap_seconds', 60):g} s: attempts with the flap"
+            f" guard ≤ 0.2x backoff alone | {n:,} | {r + 1} | {_fmt(a, 0)} vs {_fmt(b, 0)} ="
+            f" {_ratio(a, b)} | {_verdict(ok)} |"
+        )
+    return out
+
+
+STORM_ROWS: list[tuple[str, tuple[str, ...], int]] = [
+    ("peer down (s)", ("storm", "down_seconds"), 2),
+    ("everyone ESTABLISHED again, after the restart (s)", ("storm", "recovery_seconds"), 2),
+    (
+        "half of them ESTABLISHED again, after the restart: p50 (s)",
+        ("storm", "recovery_p50_seconds"),
+        2,
+    ),
+    (
+        "attempts per connection, kill → everyone back",
+        ("storm", "attempts_per_connection_until_back"),
+        2,
+    ),
+    ("attempts while the peer was down", ("storm", "attempts_while_down"), 0),
+    ("  of which probes", ("storm", "attempts_by_reason", "probe"), 0),
+    ("attempts released by a half-open breaker", ("storm", "attempts_by_reason", "release"), 0),
+    ("peak attempts in any 100 ms", ("storm", "peak_attempts_per_100ms"), 0),
+    (
+        "peak attempts in any 100 ms after the restart",
+        ("storm", "peak_attempts_per_100ms_after_restart"),
+        0,
+    ),
+]
+
+
+def stormTables(rec: Recovery) -> list[str]:
+    out = []
+    for n in rec.sizes:
+        for r in rec.rounds:
+            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
+            out += [
+                f"**N = {n:,}, round {r + 1}** ({rec.first(n, r)} ran first)",
+                "",
+                "| measure | netsupervisor | stock ClientService | ratio |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            for label, path, digits in STORM_ROWS:
+                a, b = _get(ns, *path), _get(base, *path)
+                ratio = _ratio(a, b) if not label.startswith(" ") and b else ""
+                out.append(f"| {label} | {_fmt(a, digits)} | {_fmt(b, digits)} | {ratio} |")
+            out.append(
+                f"| load average (1 min) before → after; other processes | {_load(ns)} |"
+                f" {_load(base)} | |"
+            )
+            out.append("")
+    return out
+
+
+def budgetTable(rec: Recovery) -> list[str]:
+    out = [
+        "| N | round | peak per 100 ms | everyone back after the restart (s) | p50 (s) |"
+        " attempts per connection, kill → back | load before → after |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for n in rec.sizes:
+        for r in rec.rounds:
+            run = rec.find("budgeted", n, r)
+            out.append(
+                f"| {n:,} | {r + 1} | {_fmt(_get(run, 'storm', 'peak_attempts_per_100ms'), 0)} |"
+                f" {_fmt(_get(run, 'storm', 'recovery_seconds'))} |"
+                f" {_fmt(_get(run, 'storm', 'recovery_p50_seconds'))} |"
+                f" {_fmt(_get(run, 'storm', 'attempts_per_connection_until_back'))} |"
+                f" {_load(run)} |"
+            )
+    return out
+
+
+FLAP_SIDES = ["flap guard on", "flap guard off (backoff alone)", "baseline"]
+
+
+def flapTable(rec: Recovery) -> list[str]:
+    out = [
+        "| round | side | attempts | per connection | losses | flap holds |"
+        " ESTABLISHED at the end | load before → after |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rec.rounds:
+        for side in FLAP_SIDES:
+            run = rec.find(side, None, r)
+            if run is None:
+                continue
+            label = "stock ClientService (reference)" if side == "baseline" else side
+            out.append(
+                f"| {r + 1} | {label} | {_fmt(_get(run, 'flap', 'attempts'), 0)} |"
+                f" {_fmt(_get(run, 'flap', 'attempts_per_connection'))} |"
+                f" {_fmt(_get(run, 'flap', 'losses'), 0)} |"
+                f" {_fmt(_get(run, 'flap', 'flap_holds'), 0)} |"
+                f" {_fmt(_get(run, 'flap', 'established_at_end'), 0)} | {_load(run)} |"
+            )
+    return out
+
+
+SERIES = [
+    ("netsupervisor (defaults)", "netsupervisor", "#2b6cb0"),
+    ("stock ClientService", "baseline", "#c05621"),
+    ("netsupervisor, connect_rate", "budgeted", "#2f855a"),
+]
+
+
+def stormSVG(rec: Recovery) -> str:
+    """
+    For each size (first round): attempts per 100 ms of each side, one bar
+    panel each, on the same scales within a size; time 0 is the kill.
+    """
+    width, panel, left, gap = 900, 110, 60, 36
+    blocks = []
+    for n in rec.sizes:
+        runs = [
+            (name, rec.find(label, n, rec.rounds[0] if rec.rounds else 0), colour)
+            for name, label, colour in SERIES
+        ]
+        storms = [(name, (run or {}).get("storm", {}), colour) for name, run, colour in runs]
+        blocks.append((n, storms))
+    # The time axis spans the longer of the two default sides; a slower
+    # budgeted run is clipped there.
+    length = max(
+        [len(s.get("histogram", [])) for _, storms in blocks for _, s, _ in storms[:2]] + [1]
+    )
+    barWidth = (width - left - 10) / length
+    height = 30 + sum(30 + len(storms) * (panel + gap) for _, storms in blocks)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        ' font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="18" font-size="14">Reconnect storm: connect attempts per 100 ms,'
+        " peer killed at 0 s (round 1 of the recovery suite)</text>",
+    ]
+    y = 30
+    for n, storms in blocks:
+        peak = max([1, *(max(s.get("histogram", [0]) or [0]) for _, s, _ in storms)])
+        parts.append(
+            f'<text x="{left}" y="{y + 16}" font-weight="bold">N = {n:,}'
+            f" (same scale for the three panels: full height = {peak})</text>"
+        )
+        y += 30
+        for name, storm, colour in storms:
+            top, base = y + 14, y + 14 + panel
+            label = name
+            if name.endswith("connect_rate"):
+                label = f"{name} = {rec.rate:g}"
+            parts.append(
+                f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="black"/>'
+            )
+            parts.append(f'<text x="{left - 5}" y="{top + 10}" text-anchor="end">{peak}</text>')
+            parts.append(f'<text x="{left - 5}" y="{base}" text-anchor="end">0</text>')
+            histogram = storm.get("histogram", [])
+            if len(histogram) > length:
+                label += " (cut where the other two end)"
+            for i, count in enumerate(histogram[:length]):
+                if count:
+                    # At least 2 px: a single probe shows.
+                    h = max(2.0, count / peak * panel)
+                    parts.append(
+                        f'<rect x="{left + i * barWidth:.2f}" y="{base - h:.2f}"'
+                        f' width="{max(barWidth, 0.6):.2f}" height="{h:.2f}" fill="{colour}"/>'
+                    )
+            parts.append(f'<text x="{left}" y="{y + 10}">{label}</text>')
+            restart = storm.get("restart_bin")
+            if restart is not None:
+                x = left + restart * barWidth
+                parts.append(
+                    f'<line x1="{x:.2f}" y1="{top}" x2="{x:.2f}" y2="{base}" stroke="green"'
+                    ' stroke-dasharray="4 3"/>'
+                )
+                parts.append(f'<text x="{x + 3:.2f}" y="{top + 12}" fill="green">peer back</text>')
+            for second in range(0, int(length / 10) + 1, 2):
+                x = left + second * 10 * barWidth
+                parts.append(
+                    f'<text x="{x:.2f}" y="{base + 13}" text-anchor="middle">{second}s</text>'
+                )
+            y += panel + gap
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def chart(rec: Recovery, n: int) -> list[str]:
+    """
+    A text version of the figure at size C{n}: one row per 200 ms, the
+    busiest 100 ms of each side.
+    """
+    round_ = rec.rounds[0] if rec.rounds else 0
+    series = [
+        (label, (rec.find(label, n, round_) or {}).get("storm", {})) for _, label, _ in SERIES
+    ]
+    # As long as the longer of the two default sides (a slower budgeted run is cut).
+    length = max([len(s.get("histogram", [])) for _, s in series[:2]] + [0])
+    if not length:
+        return ["(no storm data)"]
+    out = [
+        f"N = {n:,}: attempts in the busiest 100 ms of each 200 ms (time 0: the kill)",
+        f"{'t (s)':>6} {'netsupervisor':>14} {'stock':>8} {'budgeted':>9}",
+    ]
+    restart = series[0][1].get("restart_bin", -1)
+    for start in range(0, length, 2):
+        values = [max(s.get("histogram", [])[start : start + 2] or [0]) for _, s in series]
+        mark = "  <- peer back (netsupervisor's run)" if start <= restart < start + 2 else ""
+        out.append(f"{start / 10:6.1f} {values[0]:>14} {values[1]:>8} {values[2]:>9}{mark}")
+    return out
+
+
+def section(results: dict[str, Any]) -> list[str]:
+    """
+    The Markdown of the recovery suite.
+    """
+    rec = Recovery(results)
+    machine = results["machine"]
+    when = datetime.fromtimestamp(results["started"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+    failed = [r for r in rec.runs if "error" in r]
+    lines = [
+        "## Fleet-safe recovery (issue 11)",
+        "",
+        "The reconnect storm, the storm under a connect budget, and a flapping peer, netsupervisor",
+        "with its defaults (circuit breaker per target, flap guard; the budget is off by default)",
+        "beside the stock `ClientService` baseline with its own. Rerun with:",
+        "",
+        "```sh",
+        ".venv/bin/python -m benchmarks --suite recovery   # 5,000 and 10,000, two rounds",
+        ".venv/bin/python -m benchmarks --suite recovery --quick --output /tmp/bench   # N = 200",
+        "```",
+        "",
+        "Options: `--sizes`, `--repeat ROUNDS` (default 2; every other round runs the sides in the",
+        "other order), `--connect-rate` (default 1000), `--flap-size` (default 1000),",
+        "`--flap-seconds` (default 60). The figures below are from this run:",
+        "",
+        f"- command: `{results['command']}`, {when}, {results['seconds'] / 60:.0f} minutes",
+        f"- machine: {machine['nproc']} CPUs ({machine['cpu_model']}), Linux {machine['kernel']},"
+        f" Python {machine['python']}, Twisted {machine['twisted']}",
+        "- every run is on its own line below with the 1-minute load average before and after it,",
+        "  and the share of the machine's CPUs other processes used while it ran (the machine is",
+        f"  shared); a run where they used more than {DISTURBED:.0%} is marked *disturbed*.",
+        "",
+    ]
+    if failed:
+        lines += ["**Runs that failed:**", ""]
+        lines += [f"- {r.get('label')} N={r.get('n')}: {r['error']}" for r in failed]
+        lines.append("")
+    lines += [
+        "### Targets",
+        "",
+        *targets(rec),
+        "",
+        "### The storm, side by side",
+        "",
+        "The peer is killed (SIGKILL) with every connection ESTABLISHED and restarted on the same",
+        "port about 5 s later. Attempts are counted in the measured process (netsupervisor:",
+        "transitions into CONNECTING, with their reason; stock: calls of the endpoint's",
+        "`connect`).",
+        '"Everyone back" is the last connection ESTABLISHED again; p50 is when half of them were.',
+        "",
+        *stormTables(rec),
+        f"![attempts per 100 ms during the storm]({SVG_NAME})",
+        "",
+        "```text",
+    ]
+    for n in rec.sizes:
+        lines += [*chart(rec, n), ""]
+    lines[-1:] = ["```", ""]
+    lines += [
+        f"### The storm with `[supervisor] connect_rate = {rec.rate:g}` (`connect_burst = 100`)",
+        "",
+        *budgetTable(rec),
+        "",
+        f"### A flapping peer ({results.get('flap_seconds', 60):g} s)",
+        "",
+        f"{results.get('flap_size', 1000):,} connections are ESTABLISHED to a peer"
+        " (`python -m benchmarks.flappeer`) that then starts",
+        "flapping: on every connection it answers one more heartbeat and drops the connection",
+        "0.5 s later, and it treats every new connection the same way. Attempts are counted",
+        "from then for the time given. **Backoff alone** is netsupervisor with its flap guard off",
+        "(`flap = { max = 0 }`) and every other setting at its default; the stock ClientService",
+        "is shown for reference (its retry delay starts over at every successful connect).",
+        "",
+        *flapTable(rec),
+        "",
+    ]
+    return lines
+
+
+NOTES = """### Reading the figures (recovery suite)
+
+What was learnt from this run and three earlier ones on the same 2-vCPU machine (2026-11-30),
+shared with other work: the "others" figure of each run says how much of the machine other
+processes took; runs above 10% are marked, and some took more than half of it.
+
+- **The attempts before the breaker opens** decide two targets. The breaker opens on failed
+  attempts, and a connection lost from ESTABLISHED is not one. When N connections lose their
+  peer at once, their first retries (full jitter below `backoff.initial`, 1 s) come due while
+  the process is still handling N losses, and the ones due before the first refusals are back
+  all go out: 1,056-1,293 at 5,000 (a fifth to a quarter of N) and 2,958-6,486 at 10,000, in
+  a few scheduler wake-ups within the first one or two seconds. That burst is the peak of every
+  netsupervisor storm above, and it is what takes attempts per connection past 1.2. After it,
+  while the peer is down, only probes go out (3-8 in 5 s), and when it is back the release band
+  stays at or under 200 per 100 ms (203-219 measured): a third to a tenth of stock's peaks.
+- **Counting a loss against the target** closes that gap. With one line more in
+  `Core.judgeLoss` (`self.gate.failed(False)`: a loss from ESTABLISHED counts as a failed
+  attempt, so the breaker opens on the fifth loss, before any retry is due) an experimental run
+  here, heavily disturbed (others 60-76%), made 1.00 attempts per connection at both sizes
+  (probes 7-8, and the releases), with peaks of 220 against stock's 612 at 5,000 and 201
+  against 1,581 at 10,000. Not part of this code: `supervisor/states` is the core's.
+- **Time until everyone is back** is the wait for the next probe (up to `probe_max`, 1 s) plus
+  N / `release_rate` (2.5 s at 5,000, 5 s at 10,000) plus pauses in the band (0.2-0.3 s gaps,
+  the process busy with the connections it just made). At 5,000 that is about 4 s, a tenth
+  faster than stock; at 10,000, 7-8 s against stock's 4.4-4.8 s, because stock sends 1,750-2,300
+  attempts per 100 ms at the returning peer and this machine keeps up with it. Matching stock
+  at 10,000 would take a `release_rate` near 4,000, a band of 400 per 100 ms: a half to a
+  third of stock's peak at 5,000 instead of a third or less. The default keeps the band low;
+  netsupervisor's own cost per new connection (it establishes 10,000 at start in 6-7 s here,
+  where stock takes 1.5-2 s) also caps how fast it can take 10,000 back.
+- **The connect budget** holds its targets in every run: at most 159-186 attempts per 100 ms
+  for `connect_rate = 1000`, `connect_burst = 100`, and everyone back in 5.2 s at 5,000 and
+  11.0-11.4 s at 10,000 (N / 1,000 plus the wait for the probe). The few attempts before the
+  breaker opened (115-205) went through the budget too.
+- **The flapping peer**: 1.00 attempt per connection in 60 s with the flap guard (each
+  connection retried once after its first loss, then held at the second), against 8.30-8.33
+  with the backoff alone (its delays grow because a 1-2 s session never proves healthy), and
+  16.8 for stock `ClientService` (its delay starts over at every successful connect): 0.12x.
+  The guard needs `max = 1` for that: with `max = 2` each connection retries twice (0.24x);
+  and `hold` at least the length of the measurement.
+- **Disturbed runs** agree with the quiet ones where it matters: the first burst, the probes
+  and the band do not depend on the load; the recovery times grow with it (stock's too).
+
+"""
+
+METHOD = """## Method (recovery suite)
+
+- **Processes.** As in the main suite: for every run a fresh peer and a fresh measured child,
+  killed by PID at the end. The runner reads `/proc/loadavg` before and after each run, and
+  `/proc/stat` with the child's and the peers' own CPU time to tell how much of the machine
+  other processes used meanwhile.
+- **Storm.** The child establishes N connections, waits 3 s, asks the runner to kill the peer
+  (SIGKILL) and restart it on the same port 5 s later (`--down`); it records every attempt with
+  its time (and, for netsupervisor, the transition's reason: `retry`, `probe`, `release`) and
+  every connection's first ESTABLISHED after the restart, until all N are back. Peaks are counted
+  in 100 ms bins from the kill.
+- **Sides.** netsupervisor: a `Supervisor` of N `line` connections with every default but the
+  heartbeat's (1 s interval, 0.5 s timeout, 2 misses, as the baseline's): its backoff, its
+  breaker (scope `endpoint`: the N connections share one) and its flap guard. Stock: one
+  `ClientService` per connection with its default retry policy.
+- **Budgeted storm.** The same storm, netsupervisor only, with `[supervisor] connect_rate`
+  (default 1000) and `connect_burst = 100`.
+- **Flapping peer.** `python -m benchmarks.flappeer` serves as the plain peer until the child
+  asks the runner to make it flap (SIGUSR1); attempts are counted from then.
+- **Rounds.** Each round measures every size for both sides, then the flapping peer; every other
+  round runs the sides in the other order.
+"""
