@@ -188,12 +188,8 @@ def launchPeer(
     """
     if protocol == "line":
         peer = yield peers.launch()
-    elif protocol == "redis":
-        peer = yield servers.redis()
-    elif protocol == "nats":
-        peer = yield servers.nats()
     else:
-        peer = yield servers.mosquitto()
+        peer = yield servers.forProtocol(protocol)
     return int(peer.port)
 
 
