@@ -24,6 +24,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from supervisor.eagerwrite import eagerWrite
 from supervisor.interfaces import (
     IConfigurable,
     IConnectionHandle,
@@ -40,6 +41,9 @@ OptionsT = TypeVar("OptionsT", bound="CheckedOptions")
 
 SHOWN = 200
 """The most characters of a rejection's message."""
+
+_parsed: dict[tuple[type[CheckedOptions], frozenset[tuple[str, type, object]]], CheckedOptions] = {}
+_PARSED_LIMIT = 4096
 
 
 class ProtocolError(Exception):
@@ -99,7 +103,21 @@ class BundledPlugin(Generic[OptionsT]):
     protocol: Callable[[IConnectionHandle, OptionsT], ISupervisedProtocol]
 
     def parseOptions(self, options: Mapping[str, object]) -> OptionsT:
-        return self.options.fromMapping(options)
+        # Options are frozen values: connections with equal options (most of
+        # a large fleet) share one, parsed once. The key has each value's
+        # type, since 1 == 1.0 == True and a check may take one, not another.
+        try:
+            key = (self.options, frozenset((k, type(v), v) for k, v in options.items()))
+            return _parsed[key]  # type: ignore[return-value]
+        except TypeError:  # a value that is not hashable (a list): not shared
+            return self.options.fromMapping(options)
+        except KeyError:
+            pass
+        parsed = self.options.fromMapping(options)
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()
+        _parsed[key] = parsed
+        return parsed
 
     def buildProtocol(self, handle: IConnectionHandle, options: OptionsT) -> ISupervisedProtocol:
         return self.protocol(handle, options)
@@ -160,7 +178,9 @@ class PluginProtocol(Protocol):
 
     def __init__(self, handle: IConnectionHandle) -> None:
         self.handle = handle
-        self.secrets: list[bytes] = []
+        # A tuple: most connections read no secret, and ten thousand empty
+        # lists are half a megabyte.
+        self.secrets: tuple[bytes, ...] = ()
         self.rejected = False
 
     def reject(self, message: str, permanent: bool, overloaded: bool = False) -> None:
@@ -190,7 +210,7 @@ class PluginProtocol(Protocol):
         except OSError as e:
             self.reject(f"cannot read {key} {path}: {e.strerror}", permanent=False)
             return None
-        self.secrets.append(secret)
+        self.secrets += (secret,)
         return secret
 
     def write(self, data: bytes) -> None:
@@ -199,6 +219,17 @@ class PluginProtocol(Protocol):
         """
         assert self.transport is not None
         self.transport.write(data)
+
+    def writePing(self, data: bytes) -> None:
+        """
+        Write a heartbeat ping: at once when nothing waits to be sent before
+        it (L{eagerWrite}), which costs less than the transport's round
+        through the reactor for one small write. Only pings, one per
+        heartbeat: the many writes of one turn (answers to a pipelining
+        peer) are better buffered by the transport and sent together.
+        """
+        assert self.transport is not None
+        eagerWrite(self.transport, data)
 
 
 class Reader(TypingProtocol[T_co]):
@@ -296,7 +327,8 @@ class RequestingProtocol(ReadingProtocol[T]):
             self.drained()
 
     def sendPing(self, token: bytes) -> None:
-        self.request(("ping", token), self.PING)
+        self.pipeline.sent(("ping", token))
+        self.writePing(self.PING)
 
     def drain(self) -> Deferred[None]:
         if self.draining is None:
@@ -330,6 +362,15 @@ class LineReader:
         self._searched = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        delimiter = self.delimiter
+        end = len(data) - len(delimiter)
+        if not self.buffer and data.find(delimiter) == end >= 0 and end <= self.maxLength:
+            # A whole line in one read, as a pong mostly is: not copied
+            # through the buffer.
+            return iter((data[:end],))
+        return self._lines(data)
+
+    def _lines(self, data: bytes) -> Iterator[bytes]:
         buffer, delimiter = self.buffer, self.delimiter
         buffer += data
         while True:

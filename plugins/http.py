@@ -221,7 +221,7 @@ class HttpProtocol(PluginProtocol):
             return
         if secret is not None:
             self.authorization = secret.strip()
-            self.secrets.append(self.authorization)
+            self.secrets += (self.authorization,)
         if options.check_on_connect:
             self._request(None)
         else:

@@ -173,7 +173,7 @@ class Int32Protocol(ReadingProtocol[bytes]):
             self.reject(f"unexpected first frame {payload[:80]!r}", permanent=False)
 
     def sendPing(self, token: bytes) -> None:
-        self.send(self.options.ping + token)
+        self.writePing(frame(self.options.ping + token))
 
     def drain(self) -> Deferred[None]:
         if self.options.goodbye:

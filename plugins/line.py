@@ -74,7 +74,7 @@ class LineProtocol(ReadingProtocol[bytes]):
         self.write(line + b"\r\n")
 
     def sendPing(self, token: bytes) -> None:
-        self.sendLine(b"PING " + token)
+        self.writePing(b"PING " + token + b"\r\n")
 
 
 linePlugin = BundledPlugin("line", Options, LineProtocol)

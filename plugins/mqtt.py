@@ -380,7 +380,7 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
 
     def sendPing(self, token: bytes) -> None:
         self.pings.sent(token)
-        self.write(packet(PINGREQ, 0))
+        self.writePing(packet(PINGREQ, 0))
 
     def drain(self) -> Deferred[None]:
         # After DISCONNECT the client closes the connection; the broker

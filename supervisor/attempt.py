@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from supervisor.cycles import releaseTransport
 from supervisor.interfaces import (
     IConnectionHandle,
     IDrainable,
@@ -77,9 +78,10 @@ class _AttemptFactory:
     __slots__ = ("_attempt",)
 
     def __init__(self, attempt: Attempt) -> None:
-        self._attempt = attempt
+        self._attempt: Attempt | None = attempt
 
     def buildProtocol(self, addr: IAddress) -> Attempt:
+        assert self._attempt is not None
         self._attempt.build()
         return self._attempt
 
@@ -87,7 +89,17 @@ class _AttemptFactory:
         pass
 
     def doStop(self) -> None:
+        # Not the end of the attempt: a HostnameEndpoint stops one connector
+        # (an address refused) and starts the next with this same factory.
         pass
+
+    def release(self) -> None:
+        """
+        The attempt's connect is over: let the attempt go, since a failed
+        connect leaves Twisted's connector and the endpoint's factory (which
+        holds this one) in a cycle.
+        """
+        self._attempt = None
 
 
 @implementer(IConnectionHandle, IProtocol, IHandshakeListener, IPushProducer)
@@ -120,7 +132,9 @@ class Attempt:
     __slots__ = (
         "_clock",
         "_connecting",
+        "_detached",
         "_events",
+        "_factory",
         "_keepalive",
         "_options",
         "_plugin",
@@ -161,9 +175,11 @@ class Attempt:
         self.name = name
         self.heartbeatSpec = heartbeatSpec
         self.current = True
+        self._detached = False
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
         self._connecting: Deferred[IProtocol] | None = None
+        self._factory: _AttemptFactory | None = None
 
     # Driven by the machine.
 
@@ -171,7 +187,8 @@ class Attempt:
         """
         Start connecting C{endpoint}.
         """
-        connecting = self._connecting = endpoint.connect(_AttemptFactory(self))
+        factory = self._factory = _AttemptFactory(self)
+        connecting = self._connecting = endpoint.connect(factory)
         connecting.addCallbacks(self._connected, self._report)
 
     def build(self) -> None:
@@ -213,6 +230,7 @@ class Attempt:
         it; a connect in flight is cancelled and a live transport aborted.
         """
         self.current = False
+        self._detached = True
         connecting, self._connecting = self._connecting, None
         if connecting is not None and self.transport is None:
             # Once the transport exists (the plugin may reject inside
@@ -221,6 +239,8 @@ class Attempt:
             connecting.cancel()
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+        else:
+            self.protocol = None
 
     # IProtocol, as the transport sees it.
 
@@ -255,12 +275,17 @@ class Attempt:
             self._events.handshakeCompleted()
 
     def connectionLost(self, reason: Failure) -> None:
-        self.transport = None
+        transport, self.transport = self.transport, None
+        releaseTransport(transport)
         try:
             assert self.protocol is not None
             self.protocol.connectionLost(reason)
         finally:
             self._report(reason)
+            if self._detached:
+                # Nothing needs the plugin's protocol any more; it holds this
+                # attempt (its handle), so keeping it would be a cycle.
+                self.protocol = None
 
     # IPushProducer, as the transport sees it.
 
@@ -312,11 +337,18 @@ class Attempt:
 
     # Internals.
 
+    def _releaseFactory(self) -> None:
+        factory, self._factory = self._factory, None
+        if factory is not None:
+            factory.release()
+
     def _connected(self, protocol: object) -> None:
         self._connecting = None
+        self._releaseFactory()
 
     def _report(self, failure: Failure) -> None:
         self._connecting = None
+        self._releaseFactory()
         if self.current:
             self.current = False
             self._events.failed(failure)

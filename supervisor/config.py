@@ -40,6 +40,7 @@ from supervisor.interfaces import IConfigurable, IProtocolPlugin, OptionError
 from supervisor.options import (
     Check,
     Entries,
+    Flag,
     Integer,
     Number,
     Table,
@@ -62,7 +63,15 @@ from supervisor.shard import Shard
 from supervisor.spec import MAX_ENDPOINTS, ConnectionSpec, PoolSpec, SupervisorSpec
 from supervisor.tls import MaterialError, TLSMaterial, readMaterial
 
-__all__ = ["AdminSpec", "Config", "ConfigError", "SupervisorSpec", "loadConfig", "parseConfig"]
+__all__ = [
+    "AdminSpec",
+    "Config",
+    "ConfigError",
+    "MetricsSpec",
+    "SupervisorSpec",
+    "loadConfig",
+    "parseConfig",
+]
 
 _LISTEN_EXPECTED = "a Twisted server endpoint string (like tcp:9100:interface=127.0.0.1)"
 
@@ -88,6 +97,20 @@ class AdminSpec:
 
 
 @attrs.frozen
+class MetricsSpec:
+    """
+    What C{/metrics} shows (C{[metrics]}).
+
+    @ivar per_connection: the families labelled by C{connection}, a series
+        or more per connection; C{false} keeps only the aggregates (by
+        state, by C{group}, by reason of a reload), for fleets where a
+        series per connection is too many.
+    """
+
+    per_connection: bool = setting(True, Flag())
+
+
+@attrs.frozen
 class Config:
     """
     A whole configuration file.
@@ -101,6 +124,7 @@ class Config:
         members of each pool, pool by pool.
     @ivar supervisor: the process as a whole (C{[supervisor]}).
     @ivar pools: the C{[[pool]]}s, in file order.
+    @ivar metrics: what C{/metrics} shows (C{[metrics]}).
     """
 
     path: str = attrs.field(eq=False)
@@ -108,6 +132,7 @@ class Config:
     connections: tuple[ConnectionSpec, ...] = ()
     supervisor: SupervisorSpec = setting(SupervisorSpec(), Table(SupervisorSpec))
     pools: tuple[PoolSpec, ...] = ()
+    metrics: MetricsSpec = setting(MetricsSpec(), Table(MetricsSpec))
 
     @property
     def shard(self) -> Shard | None:

@@ -125,7 +125,9 @@ class Daemon:
             _fail(str(e))
             raise  # not reached
         try:
-            supervisor = Supervisor(config, self.reactor, shard=self.shardOf(config))
+            supervisor = Supervisor(
+                config, self.reactor, shard=self.shardOf(config), freezeAfterStart=True
+            )
             metrics = SupervisorMetrics(supervisor)
             admin = adminService(supervisor, metrics, config.admin.listen, self.reactor)
         except Exception as e:  # a plugin failing to build, a bad listener

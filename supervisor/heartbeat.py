@@ -7,6 +7,9 @@ After a miss the next ping goes out at once, and after a pong the next ping
 is due C{interval} after the previous one was sent, so a peer that goes
 silent right after a pong is detected within C{interval + timeout * misses}.
 Each heartbeat holds exactly one timer on the shared L{Scheduler} at any time.
+The timeout of a ping is a deadline (L{Scheduler.deadlineAt}): after the
+process was held up past it, it is decided once the pong that may have
+arrived meanwhile has been read.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class Heartbeat:
     def __init__(self, spec: HeartbeatSpec, scheduler: Scheduler, target: HeartbeatTarget) -> None:
         self._spec = spec
         self._scheduler = scheduler
-        self._target = target
+        self._target: HeartbeatTarget | None = target
         self._seq = 0
         self._sentAt = 0.0
         self._timer: Timer | None = None
@@ -77,12 +80,15 @@ class Heartbeat:
 
     def stop(self) -> None:
         """
-        Stop for good; idempotent.
+        Stop for good; idempotent. The target is let go, so that the
+        heartbeat and what it drove (which holds it) are freed without the
+        cyclic garbage collector.
         """
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
         self.awaiting = None
+        self._target = None
 
     @property
     def pending(self) -> bool:
@@ -95,7 +101,8 @@ class Heartbeat:
         """
         The peer answered the ping carrying C{token}; other tokens are stale and ignored.
         """
-        if self._timer is None or token != self.awaiting:
+        target = self._target
+        if self._timer is None or target is None or token != self.awaiting:
             return
         self.awaiting = None
         self.misses = 0
@@ -106,7 +113,7 @@ class Heartbeat:
             # rather than after the timeout check.
             self._timer.cancel()
             self._timer = self._scheduler.callAt(max(nextPing, now), self._due)
-        self._target.heartbeatObserved(now - self._sentAt)
+        target.heartbeatObserved(now - self._sentAt)
 
     def activity(self) -> None:
         """
@@ -131,9 +138,12 @@ class Heartbeat:
         self._seq += 1
         token = self.awaiting = b"%d" % (self._seq,)
         self._sentAt = now
-        self._timer = self._scheduler.callAt(now + self._spec.timeout, self._check)
+        self._timer = self._scheduler.deadlineAt(now + self._spec.timeout, self._check)
+        target = self._target
+        if target is None:
+            return
         try:
-            self._target.sendPing(token)
+            target.sendPing(token)
         except Exception:
             _log.failure("sending a heartbeat ping failed")
 
@@ -144,10 +154,16 @@ class Heartbeat:
                 max(self._sentAt + self._spec.interval, now), self._due
             )
             return
+        target = self._target
+        if target is None:
+            return
         self.misses += 1
-        self._target.heartbeatObserved(None)
+        target.heartbeatObserved(None)
+        if self._timer is None:
+            # An observer stopped it.
+            return
         if self.misses >= self._spec.misses:
             self._timer = None
-            self._target.heartbeatDead(self.misses)
+            target.heartbeatDead(self.misses)
         else:
             self._ping(now)

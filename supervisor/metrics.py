@@ -544,6 +544,20 @@ FAMILIES: Final[tuple[Family, ...]] = (
 """Every metric family, in the order of the exposition."""
 
 
+def shownFamilies(config: Config) -> tuple[Family, ...]:
+    """
+    The families C{/metrics} shows under C{config}: all of them, or, with
+    C{[metrics] per_connection = false}, only those not labelled by
+    C{connection}.
+    """
+    if config.metrics.per_connection:
+        return FAMILIES
+    return _AGGREGATES
+
+
+_AGGREGATES: Final = tuple(family for family in FAMILIES if not family.perConnection)
+
+
 class SupervisorMetrics(Collector):
     """
     The metrics of one L{Supervisor}, as a Prometheus collector registered in
@@ -672,10 +686,10 @@ class SupervisorMetrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """
-        Every metric family, with its samples now.
+        Every metric family shown, with its samples now.
         """
         scrape = _Scrape(self)
-        for family in FAMILIES:
+        for family in shownFamilies(self.supervisor.config):
             yield _metricFamily(family, family.samples(scrape))
 
 
@@ -890,7 +904,7 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
     scrape, text = _Scrape(metrics), _Text(metrics._connectionPairs)
     out: list[str] = []
     lines: Callable[[Family, Iterable[Sample], _Text], Iterable[str]]
-    for family in FAMILIES:
+    for family in shownFamilies(metrics.supervisor.config):
         out.append(family.header())
         if family.kind == "histogram":
             lines = _histogramLines

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from supervisor.config import Config
 from supervisor.connection import SupervisedConnection
 from supervisor.fleet import Fleet
+from supervisor.garbage import StartupCollection
 from supervisor.interfaces import IProtocolPlugin
 from supervisor.operations import Counts, newCounts
 from supervisor.plugin import findPlugin
@@ -31,11 +32,17 @@ from supervisor.transport import clientEndpoints
 
 log = Logger(namespace="netsupervisor.service")
 
+_SHARED_SCHEMES = ("tcp:", "unix:")
+
 EndpointFactory = Callable[
     [ConnectionSpec], IStreamClientEndpoint | Sequence[IStreamClientEndpoint]
 ]
 """Builds the endpoints of a spec: one per C{spec.targets} entry (a spec with
 one endpoint string may have its endpoint alone)."""
+
+START_AT_ONCE = 100
+"""Connections that L{Supervisor.startService} starts before it returns; the
+others start over the reactor's next turns."""
 
 
 @attrs.frozen
@@ -90,6 +97,8 @@ class Supervisor(MultiService):
     @ivar operationCounts: the endings of the operations submitted to each
         connection and pool, by name; a connection replaced after a reload
         goes on counting in the same place.
+    @ivar collection: what holds the garbage collector off start-up and
+        freezes it once over, if anything.
     """
 
     def __init__(
@@ -101,10 +110,19 @@ class Supervisor(MultiService):
         endpoints: EndpointFactory | None = None,
         rng: random.Random | None = None,
         shard: Shard | None = None,
+        collection: StartupCollection | None = None,
+        freezeAfterStart: bool = False,
     ) -> None:
         """
         @param reactor: the clock for every timer, and (unless C{endpoints}
             is given) the reactor endpoints are built on.
+        @param freezeAfterStart: hold off full garbage collections while the
+            connections start, then freeze what start-up built (see
+            L{supervisor.garbage}), as C{twistd netsupervisor} does. Off by
+            default: C{gc.freeze()} concerns the whole process, which the
+            application embedding a supervisor may manage itself.
+        @param collection: what does that (by default, on the C{gc} module);
+            given, it is used whatever C{freezeAfterStart} says.
         @param shard: keep only the connections this shard owns
             (L{supervisor.shard}); by default, every connection.
         @param plugins: finds the plugin for a protocol name.
@@ -120,6 +138,9 @@ class Supervisor(MultiService):
         self._endpoints: EndpointFactory = endpoints or self._endpointFromString
         # TLS settings shared by the connections with the same files and server.
         self._tlsCreators = ClientCreators()
+        # Endpoints shared by the connections with the same endpoint strings
+        # (without TLS): Twisted's client endpoints can connect many times.
+        self._endpointCache: dict[tuple[str, ...], Sequence[IStreamClientEndpoint]] = {}
         self._rng = rng if rng is not None else random.Random()
         self.scheduler = Scheduler(reactor)
         self.fleet = Fleet(self.scheduler, self._rng, config.supervisor)
@@ -142,6 +163,9 @@ class Supervisor(MultiService):
         # The pool of each member name.
         self._poolOf: dict[str, Pool] = {}
         self._applyPools(config.pools)
+        if collection is None and freezeAfterStart:
+            collection = StartupCollection()
+        self.collection = collection
         for spec in config.connections:
             self._add(spec)
 
@@ -155,7 +179,16 @@ class Supervisor(MultiService):
         return attrs.evolve(config, connections=owned)
 
     def _endpointFromString(self, spec: ConnectionSpec) -> Sequence[IStreamClientEndpoint]:
-        return clientEndpoints(self._reactor, spec, self._tlsCreators)
+        # Shared only where parsing reads no file (a tls: string names
+        # certificates, which a reload reads again).
+        shared = not spec.tls.enabled and all(t.startswith(_SHARED_SCHEMES) for t in spec.targets)
+        if not shared:
+            return clientEndpoints(self._reactor, spec, self._tlsCreators)
+        endpoints = self._endpointCache.get(spec.targets)
+        if endpoints is None:
+            endpoints = clientEndpoints(self._reactor, spec, self._tlsCreators)
+            self._endpointCache[spec.targets] = endpoints
+        return endpoints
 
     # Reading.
 
@@ -329,11 +362,22 @@ class Supervisor(MultiService):
 
     def startService(self) -> None:
         """
-        Start every connection (and the child services, such as the admin site).
+        Start every connection (and the child services, such as the admin
+        site): the first L{START_AT_ONCE} at once, the others over the
+        reactor's next turns.
         """
         super().startService()  # type: ignore[no-untyped-call]
-        for connection in list(self._connections.values()):
+        if self.collection is not None:
+            self.addObserver(self.collection.watch(self._connections, self.scheduler))
+        connections = list(self._connections.values())
+        for connection in connections[:START_AT_ONCE]:
             connection.start()
+        # The others over the reactor's next turns: the scheduler runs at most
+        # a resolution's worth of them per turn (each connect is a socket
+        # and a connect call), so that starting ten thousand does not keep
+        # the reactor from reading for a second.
+        for connection in connections[START_AT_ONCE:]:
+            self.scheduler.callLater(0, connection.start)
         log.info("supervising {count} connections", count=len(self._connections), log_system="-")
 
     def stopService(self) -> Deferred[None]:
@@ -347,6 +391,8 @@ class Supervisor(MultiService):
         self.draining = True
         for pool in self._pools.values():
             pool.close()
+        if self.collection is not None:
+            self.collection.cancel()
         everyone = list(self._connections.values()) + list(self._retiring)
         log.info("draining {count} connections", count=len(everyone))
         aborted: list[str] = []
@@ -394,6 +440,8 @@ class Supervisor(MultiService):
             log.info("shard {old} is now shard {new}", old=str(self.shard), new=str(shard))
             self.shard = shard
         config = self._share(config)
+        # The endpoints of the new file's connections are shared among them.
+        self._endpointCache.clear()
         # What each name runs, or will run once its replacement starts.
         old = {
             name: self._replacements.get(name, connection.spec)

@@ -5,6 +5,7 @@ failure (an exception swallowed in a callback is a bug, not noise).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 
@@ -42,3 +43,20 @@ def noLoggedErrors() -> Iterator[list[dict[str, object]]]:
     if errors:
         failures = [str(e.get("log_failure") or e.get("log_format")) for e in errors]
         pytest.fail("errors were logged:\n" + "\n".join(failures))
+
+
+@pytest.fixture(autouse=True)
+def collectorLeftAsFound() -> Iterator[None]:
+    """
+    A supervisor built as the daemon builds it holds full garbage
+    collections off while it starts and freezes what it built
+    (L{supervisor.garbage}): whatever a test started, the collector is as
+    it was afterwards.
+    """
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if gc.get_freeze_count() != frozen:
+            gc.unfreeze()

@@ -154,8 +154,8 @@ def test_messageStaysOnOneLineWhateverThePath() -> None:
 @pytest.mark.parametrize(
     ("text", "keyPath", "expected"),
     [
-        ("colour = 1", "colour", "one of admin, supervisor, defaults, connection"),
-        ("[connections]", "connections", "one of admin, supervisor, defaults, connection"),
+        ("colour = 1", "colour", "one of admin, supervisor, metrics, defaults, connection"),
+        ("[connections]", "connections", "one of admin, supervisor, metrics, defaults, connection"),
         ("[admin]\nport = 1", "admin.port", "one of listen, token_file, ready_share"),
         ("[defaults]\nretries = 1", "defaults.retries", "one of protocol, connect_timeout"),
         ("[defaults.backoff]\nfactor = 2", "defaults.backoff.factor", "one of initial, multiplier"),
@@ -191,6 +191,13 @@ def test_topLevelKeyInATable(text: str, keyPath: str) -> None:
     assertRefusal(error, keyPath, "one of", f'"{key}", which belongs at the top level, before any')
 
 
+def test_metricsPerConnection() -> None:
+    assert parse("").metrics.per_connection is True
+    assert parse("[metrics]\nper_connection = false\n").metrics.per_connection is False
+    error = refused("[metrics]\nper_connectio = false\n")
+    assertRefusal(error, "metrics.per_connectio", "one of per_connection")
+
+
 @pytest.mark.parametrize("key", ["labels", "name", "endpoint"])
 def test_perConnectionKeyInDefaults(key: str) -> None:
     error = refused(f'[defaults]\n{key} = "x"')
@@ -207,6 +214,12 @@ def test_perConnectionKeyInDefaults(key: str) -> None:
         ("[admin]\nlisten = 9100", "admin.listen", "a Twisted server endpoint", "the integer 9100"),
         ("[admin]\ntoken_file = false", "admin.token_file", "a string", "the boolean false"),
         ("[admin]\nready_share = true", "admin.ready_share", "a number from 0 to 1", "the boolean"),
+        (
+            '[metrics]\nper_connection = "no"',
+            "metrics.per_connection",
+            "a boolean",
+            'the string "no"',
+        ),
         ('[defaults]\nprotocol = ["line"]', "defaults.protocol", "one of the known", "an array"),
         ('[defaults]\nconnect_timeout = "10"', "defaults.connect_timeout", "a number > 0", None),
         ("[defaults]\ndrain_timeout = true", "defaults.drain_timeout", "a number >= 0", None),

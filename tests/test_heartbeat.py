@@ -4,6 +4,9 @@ The heartbeat schedule on its own: pings, misses, RTT, liveness.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from twisted.internet.task import Clock
 
 from supervisor.heartbeat import Heartbeat
@@ -156,3 +159,42 @@ def test_aTimeoutLongerThanTheIntervalKeepsTheBound() -> None:
         clock.advance(0.05)
     assert recorder.dead
     assert recorder.dead[0][0] - lastAnswer <= 2 + 5 * 2
+
+
+def test_aPongReadAfterTheProcessWasHeldUpIsNoMiss() -> None:
+    """
+    The pong arrived in time, but the process was held up past the timeout
+    (a long garbage collection) and reads it only then: the timeout is
+    decided after that read, so the ping counts as answered.
+    """
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=1)
+    clock.advance(10)
+    assert recorder.pings == [(10.0, b"1")]
+    clock.advance(5)  # held up from 10.001 to 15; the pong waits unread
+    heartbeat.pong(b"1")  # the first thing the reactor reads
+    clock.advance(0.01)
+    assert recorder.dead == []
+    assert recorder.rtts == [5.0]
+    clock.advance(5)
+    assert [token for _, token in recorder.pings] == [b"1", b"2"]
+
+
+def test_aStoppedHeartbeatLetsItsTargetGo() -> None:
+    """
+    Its target holds the heartbeat (ESTABLISHED does); once stopped, the
+    heartbeat no longer holds its target, so both are freed without the
+    cyclic garbage collector.
+    """
+    clock = Clock()
+    recorder = Recorder(clock)
+    heartbeat = Heartbeat(HeartbeatSpec(10, 2, 3), Scheduler(clock), recorder)
+    recorder.heartbeat = heartbeat  # type: ignore[attr-defined]
+    heartbeat.start(10)
+    target = weakref.ref(recorder)
+    gc.disable()
+    try:
+        heartbeat.stop()
+        del recorder, heartbeat
+        assert target() is None
+    finally:
+        gc.enable()

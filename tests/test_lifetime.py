@@ -103,6 +103,8 @@ def test_aFleetStartedTogetherRotatesSpreadOverTheJitterBand() -> None:
         lambda t: rotations.update([int(t.time)]) if t.reason == "rotation" else None
     )
     supervisor.startService()
+    while len(reactor.tcpClients) < len(specs):  # the rest start over the next turns
+        reactor.advance(0)
     for _, _, factory, _, _ in reactor.tcpClients:
         factory.buildProtocol(ADDRESS).makeConnection(StringTransport())
     for _ in range(610):

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from supervisor.config import AdminSpec, Config
+from supervisor.config import AdminSpec, Config, MetricsSpec
 from supervisor.metrics import FAMILIES, RTT_BUCKETS, SupervisorMetrics, exposition
 from supervisor.service import Supervisor
 from supervisor.shard import Shard
@@ -991,6 +991,8 @@ def startedFleet(
     )
     metrics = SupervisorMetrics(supervisor)
     supervisor.startService()
+    while len(reactor.tcpClients) < len(specs):  # the rest start over the next turns
+        reactor.advance(0)
     return reactor, supervisor, metrics
 
 
@@ -1084,4 +1086,60 @@ def test_itCountsAsAFailedAttemptWithTheReasonTls() -> None:
     metrics = scrape(fleet)
     assert metrics.value("netsupervisor_connect_failures_total", connection="a", reason="tls") == 1
     assert not metrics.has("netsupervisor_disconnects_total", connection="a", reason="lost")
+
+
+def test_perConnectionOffKeepsOnlyTheAggregates() -> None:
+    """
+    C{[metrics] per_connection = false}: no series is labelled by
+    C{connection}; every other series is there, with the same value, in
+    the exposition and in the registry alike.
+    """
+    specs = [spec(f"c{i}", group=f"g{i % 2}") for i in range(6)]
+    fleet = Fleet(*specs).start()
+    fleet.accept("c0")
+    fleet.accept("c1")
+    fleet.refuse("c2")
+    full = scrape(fleet)
+    lean = attrs.evolve(fleet.supervisor.config, metrics=MetricsSpec(per_connection=False))
+    fleet.supervisor.reload(lean)
+    shown = scrape(fleet)
+    reloads = "netsupervisor_config_reloads_total"
+    kept = {
+        key: value
+        for key, value in full.samples.items()
+        if "connection" not in dict(key[1]) and not key[0].startswith(reloads)
+    }
+    assert {k: v for k, v in shown.samples.items() if not k[0].startswith(reloads)} == kept
+    assert shown.value(reloads, result="success") == 1
+    assert shown.value("netsupervisor_connections", state="ESTABLISHED") == 2
+    assert shown.has("netsupervisor_heartbeat_rtt_seconds_count", group="g1")
+    registry = generate_latest(fleet.metrics.registry).decode()
+    assert 'connection="' not in registry
+    assert parse(registry).samples == shown.samples
+    fleet.stop()
+
+
+def test_theSeriesOfEachChoice() -> None:
+    """
+    The counts docs/metrics.md gives: 14 series per connection (and one per
+    reason a connection failed or was dropped), against a fixed number by
+    state, transition and group.
+    """
+    specs = [spec(f"c{i}", group=f"g{i % 3}") for i in range(30)]
+    fleet = Fleet(*specs).start()
+    protocols = [fleet.accept(f"c{i}") for i in range(30)]
+    fleet.advance(10)
+    for protocol in protocols:
+        protocol.answer()  # every connection has an answered heartbeat
+    full = len(scrape(fleet).samples)
+    fleet.supervisor.reload(
+        attrs.evolve(fleet.supervisor.config, metrics=MetricsSpec(per_connection=False))
+    )
+    lean = len(scrape(fleet).samples)
+    # connections 5, state_transitions 2 (IDLE->CONNECTING->ESTABLISHED),
+    # the RTT histogram 17 per group, draining, 2 reloads, shard_info, held
+    # connections 4 (by what holds them), breakers 3 (by state), the connect
+    # budget's queue.
+    assert lean == 5 + 2 + 17 * 3 + 1 + 2 + 1 + 4 + 3 + 1
+    assert full == lean + 14 * 30
     fleet.stop()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
 from plugins._support import (
+    BundledPlugin,
     CheckedOptions,
     LineReader,
     Maybe,
@@ -114,6 +115,29 @@ def test_checkedOptionsFromAMapping() -> None:
     )
     with pytest.raises(OptionError, match="did you mean"):
         Sample.fromMapping({"sise": 3})
+
+
+def test_equalOptionsAreParsedOnceAndShared() -> None:
+    """
+    Connections with equal options share one parsed, frozen value; a value
+    of another type that compares equal (C{True == 1}) is checked anew, and
+    a value that cannot be hashed is parsed every time.
+    """
+    plugin = BundledPlugin("sample", Sample, lambda handle, options: PluginProtocol(handle))
+    first = plugin.parseOptions({"size": 3})
+    assert first == Sample(3, None)
+    assert plugin.parseOptions({"size": 3}) is first
+    assert plugin.parseOptions({"size": 4}) is not first
+    with pytest.raises(OptionError):
+        plugin.parseOptions({"size": 3.0})
+    line = findPlugin("line")
+    assert IConfigurable(line).parseOptions({"lines_are_liveness": True}).lines_are_liveness
+    with pytest.raises(OptionError):
+        IConfigurable(line).parseOptions({"lines_are_liveness": 1})
+    listed = plugin.parseOptions({"size": 3, "name": "x"})
+    assert listed == Sample(3, "x")
+    with pytest.raises(OptionError):
+        plugin.parseOptions({"size": [3]})
 
 
 def test_theGuidesEchoOptionIsCheckedAtLoad() -> None:

@@ -4,6 +4,8 @@ The shared scheduler: never early, one DelayedCall, coalesced when dense.
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
@@ -165,3 +167,164 @@ def test_cancelledTimersDoNotPileUp() -> None:
     assert len(scheduler._heap) <= 2 * 1 + 64 + 1
     keep.cancel()
     assert clock.getDelayedCalls() == []
+
+
+class CountingClock(Clock):
+    """
+    A L{Clock} whose time moves on a microsecond at each reading, as a real
+    one does, and that counts how often its delayed calls are moved.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = 0
+
+    def seconds(self) -> float:
+        self.rightNow += 1e-6
+        return self.rightNow
+
+    def callLater(self, delay: float, callable: Any, *args: object, **kw: object) -> Any:
+        call = super().callLater(delay, callable, *args, **kw)
+        reset = call.reset
+
+        def counted(secondsLater: float) -> None:
+            self.resets += 1
+            reset(secondsLater)
+
+        call.reset = counted  # type: ignore[method-assign]
+        return call
+
+
+def test_laterTimersLeaveTheWakeUpAlone() -> None:
+    """
+    Timers due after the armed wake-up do not move its C{DelayedCall}; one
+    due earlier moves it once.
+    """
+    clock = CountingClock()
+    scheduler = Scheduler(clock)
+    scheduler.callLater(0.5, lambda: None)
+    for i in range(100):
+        scheduler.callLater(0.5 + i / 1000, lambda: None)
+    assert clock.resets == 0
+    scheduler.callLater(0.1, lambda: None)
+    assert clock.resets == 1
+    assert abs(clock.getDelayedCalls()[0].getTime() - 0.1) < 1e-3
+
+
+def test_aLateDeadlineIsDecidedAfterTheNextRead() -> None:
+    """
+    A deadline found more than C{grace} past its time waits one wake-up
+    (the reactor reads in between): what arrived meanwhile can still meet
+    it. An ordinary timer found as late fires at once.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    assert scheduler.grace == 0.02
+    decided: list[float] = []
+    fired: list[float] = []
+    scheduler.deadlineAt(1.0, lambda: decided.append(clock.seconds()))
+    scheduler.callAt(1.0, lambda: fired.append(clock.seconds()))
+    clock.advance(1.5)  # held up for half a second past both
+    assert fired == [1.5]
+    assert decided == []
+    clock.advance(0.01)
+    assert decided == [1.51]
+    assert clock.getDelayedCalls() == []
+
+
+def test_aDeadlineOnTimeIsDecidedAtOnce() -> None:
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    decided: list[float] = []
+    scheduler.deadlineAt(1.0, lambda: decided.append(clock.seconds()))
+    clock.advance(1.02)  # late by no more than the grace
+    assert decided == [1.02]
+
+
+def test_aLateDeadlineCancelledMeanwhileIsNotDecided() -> None:
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    decided: list[float] = []
+    deadline = scheduler.deadlineAt(1.0, lambda: decided.append(clock.seconds()))
+    clock.advance(2.0)
+    deadline.cancel()  # what it waited for arrived
+    clock.advance(0.01)
+    assert decided == []
+    assert len(scheduler) == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_aLateDeadlineWaitsOnlyOnce() -> None:
+    """
+    Held up again before the next wake-up, the deadline is decided then
+    anyway: a process that stays behind does not put it off for ever.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    decided: list[float] = []
+    scheduler.deadlineAt(1.0, lambda: decided.append(clock.seconds()))
+    clock.advance(2.0)
+    clock.advance(1.0)
+    assert decided == [3.0]
+
+
+class TurnClock(Clock):
+    """
+    A L{Clock} that runs, as the reactor does in one turn, only the calls
+    due when it is advanced: a call made meanwhile, even due at once, waits
+    for the next turn.
+    """
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        due = [call for call in self.calls if call.getTime() <= self.rightNow]
+        for call in due:
+            if call in self.calls:
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+
+
+def test_aWakeUpRunsAtMostPerWakeTimersThenYields() -> None:
+    """
+    The rest of the due timers run at the reactor's next turn (a delay of
+    0, after it has read), not a resolution later.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.5, perWake=10)
+    fired: list[int] = []
+    for i in range(25):
+        scheduler.callAt(1.0, lambda i=i: fired.append(i))
+    clock.advance(1.0)
+    assert fired == list(range(10))
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [1.0]
+    clock.advance(0)
+    assert fired == list(range(20))
+    clock.advance(0)
+    assert fired == list(range(25))
+    assert clock.getDelayedCalls() == []
+
+
+def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
+    """
+    Timers that take long (each a millisecond here) stop a wake-up once
+    C{resolution} has passed; the rest run at the next turns.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[int] = []
+
+    def slow(i: int) -> None:
+        clock.rightNow += 0.001
+        fired.append(i)
+
+    for i in range(30):
+        scheduler.callAt(1.0, lambda i=i: slow(i))
+    clock.advance(1.0)
+    assert 10 <= len(fired) <= 11  # about a resolution of work
+    turns = 1
+    while clock.getDelayedCalls():
+        clock.advance(0)
+        turns += 1
+    assert fired == list(range(30))
+    assert turns == 3

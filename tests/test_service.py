@@ -89,6 +89,28 @@ def test_startStartsEveryConnection() -> None:
     ]
 
 
+def test_connectionsWithOneEndpointStringShareOneEndpoint() -> None:
+    """
+    A C{tcp:} or C{unix:} endpoint string is parsed once; other schemes (a
+    C{tls:} string names files that may change) are parsed per connection.
+    """
+    specs = [
+        spec("a"),
+        spec("b"),
+        spec("c", endpoint="tcp:host=127.0.0.1:port=8"),
+        spec("d", endpoint="unix:/tmp/ns.sock"),
+        spec("e", endpoint="unix:/tmp/ns.sock"),
+    ]
+    supervisor = Supervisor(
+        config(*specs), MemoryReactorClock(), plugins=lambda n: ScriptedPlugin()
+    )
+    endpoints = {name: c._core.endpoints.pick() for name, c in supervisor.connections.items()}
+    assert endpoints["a"] is endpoints["b"]
+    assert endpoints["c"] is not endpoints["a"]
+    assert endpoints["d"] is endpoints["e"]
+    assert isinstance(endpoints["a"], TCP4ClientEndpoint)
+
+
 def test_reloadAddsRemovesRestartsAndLeavesTheRestAlone() -> None:
     fleet = Fleet(config(spec("keep"), spec("drop"), spec("change")))
     fleet.supervisor.startService()

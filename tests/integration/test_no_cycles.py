@@ -1,0 +1,142 @@
+"""
+Reconnects leave no reference cycles: everything a connection used is freed
+by reference counting when it drops, so that reconnect churn does not need
+the cyclic garbage collector (which must run over every object of the
+process to find cycles), and objects frozen with C{gc.freeze()} after
+start-up are not kept for ever.
+
+Real C{line} connections on loopback TCP to a real peer, with the cyclic
+collector off and what it would find kept (C{gc.DEBUG_SAVEALL}).
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+from collections.abc import Generator, Iterator
+from random import Random
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.tcp import Client, Connector
+
+from supervisor import BackoffSpec, Config, ConnectionSpec, HeartbeatSpec, Supervisor
+from supervisor.config import AdminSpec
+from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
+
+pytestmark = pytest.mark.integration
+
+N = 10
+HEARTBEAT = HeartbeatSpec(interval=0.2, timeout=0.2, misses=1)
+BACKOFF = BackoffSpec(initial=0.05, max=0.2, reset_after=0.5)
+
+# What a connection's drop must free without the cyclic collector: the
+# connection's own objects, and Twisted's TCP client objects of its
+# connections to the test's peer (other tests' objects may become garbage
+# meanwhile: a server port closing late, say).
+OURS = ("supervisor.", "plugins.")
+
+
+def watched(thing: object, port: int) -> bool:
+    kind = type(thing)
+    if f"{kind.__module__}.".startswith(OURS):
+        return True
+    if kind is Client:
+        return getattr(thing, "realAddress", (None, None))[1] == port
+    if kind is Connector:
+        return getattr(thing, "port", None) == port
+    return False
+
+
+@pytest.fixture
+def savedGarbage() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    # What earlier tests left alive (a connection built without a supervisor
+    # and released late, say) is held until the end, so it cannot turn into
+    # garbage during this test and be taken for this test's.
+    earlier = [o for o in gc.get_objects() if f"{type(o).__module__}.".startswith(OURS)]
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield
+    finally:
+        del earlier
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        gc.collect()
+
+
+def cyclicGarbage(port: int) -> list[str]:
+    """
+    The watched objects the cyclic collector finds unreachable now (then
+    freed).
+    """
+    gc.collect()
+    found = sorted(
+        f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage if watched(o, port)
+    )
+    gc.set_debug(0)
+    gc.garbage.clear()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    return found
+
+
+@pytest_twisted.inlineCallbacks
+def test_dropsLeaveNoCycles(
+    peers: PeerLauncher, savedGarbage: None
+) -> Generator[Deferred[Any], Any, None]:
+    peer = yield peers.launch()
+    specs = tuple(
+        ConnectionSpec(
+            f"c{i}",
+            f"tcp:host={HOST}:port={peer.port}",
+            heartbeat=HEARTBEAT,
+            backoff=BACKOFF,
+            drain_timeout=1.0,
+        )
+        for i in range(N)
+    )
+    supervisor = Supervisor(Config("cycles", AdminSpec(), specs), theReactor(), rng=Random(0))
+    connections = list(supervisor.connections.values())
+
+    def allEstablished() -> bool:
+        return all(c.state == "ESTABLISHED" for c in connections)
+
+    supervisor.startService()
+    try:
+        yield waitFor(allEstablished, 10, "all ESTABLISHED")
+        yield waitFor(lambda: all(c.rtt is not None for c in connections), 5, "heartbeats")
+        assert cyclicGarbage(peer.port) == [], "start-up and heartbeats"
+
+        # The peer's side goes away: each transport is lost.
+        for c in connections:
+            transport = getattr(c.protocol, "transport", None)
+            assert transport is not None
+            transport.abortConnection()
+        yield waitFor(lambda: all(c.attempts >= 2 for c in connections), 5, "new attempts")
+        yield waitFor(allEstablished, 10, "all ESTABLISHED after the losses")
+        assert cyclicGarbage(peer.port) == [], "transports lost"
+
+        # Rotation: a graceful close, then a new attempt.
+        for c in connections:
+            assert c.reconnect()
+        yield waitFor(lambda: all(c.attempts >= 3 for c in connections), 5, "the rotations")
+        yield waitFor(allEstablished, 10, "all ESTABLISHED after the rotations")
+        assert cyclicGarbage(peer.port) == [], "rotations"
+
+        # A silent peer: dropped for heartbeats (the transport is aborted).
+        peer.signal(signal.SIGSTOP)
+        yield waitFor(lambda: not any(c.state == "ESTABLISHED" for c in connections), 5, "drops")
+        peer.signal(signal.SIGCONT)
+        yield waitFor(allEstablished, 10, "all ESTABLISHED after the thaw")
+        assert cyclicGarbage(peer.port) == [], "heartbeat drops"
+
+        yield supervisor.stopService()
+        assert cyclicGarbage(peer.port) == [], "stop"
+    finally:
+        if not supervisor.draining:
+            yield supervisor.stopService()

@@ -1,0 +1,181 @@
+"""
+What a dropped connection leaves is freed by reference counting: the
+attempt lets its plugin's protocol go, its factory lets the attempt go, and
+Twisted's TCP client objects are unlinked (L{releaseTransport}).
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from supervisor.attempt import Attempt, _AttemptFactory
+from supervisor.cycles import releaseTransport
+from supervisor.interfaces import IConnectionHandle
+from supervisor.spec import HeartbeatSpec
+from tests.harness import ADDRESS
+
+
+class Events:
+    """
+    The machine, as far as an attempt can tell: records what it reports.
+    """
+
+    def __init__(self) -> None:
+        self.reported: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.reported.append(name)
+
+
+class Plugin:
+    """
+    Builds protocols that keep their handle, as every plugin's does.
+    """
+
+    name = "kept"
+
+    def buildProtocol(self, handle: IConnectionHandle, options: object) -> Protocol:
+        protocol = Protocol()
+        protocol.handle = handle  # type: ignore[attr-defined]
+        return protocol
+
+
+@pytest.fixture
+def noCollector() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def attemptOn(transport: StringTransport) -> tuple[Attempt, Events]:
+    events = Events()
+    attempt = Attempt(events, "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    _AttemptFactory(attempt).buildProtocol(ADDRESS)
+    attempt.makeConnection(transport)
+    return attempt, events
+
+
+@pytest.mark.parametrize("order", ["lost-then-detached", "detached-then-lost"])
+def test_aDoneAttemptLetsItsProtocolGo(order: str, noCollector: None) -> None:
+    attempt, events = attemptOn(StringTransport())
+    protocol = weakref.ref(attempt.protocol)  # type: ignore[arg-type]
+    if order == "lost-then-detached":
+        attempt.connectionLost(Failure(ConnectionError("lost")))
+        assert attempt.protocol is not None, "the machine may still ask it"
+        attempt.detach()
+    else:
+        attempt.detach()
+        assert attempt.protocol is not None, "its transport is still being closed"
+        attempt.connectionLost(Failure(ConnectionError("aborted")))
+    assert attempt.protocol is None
+    assert protocol() is None
+    assert events.reported == (["failed"] if order == "lost-then-detached" else [])
+
+
+def test_theFactoryLetsTheAttemptGoOnceItsConnectIsOver() -> None:
+    """
+    Once the connect has failed, the factory holds the attempt no more
+    (after a failed connect, Twisted's connector and the endpoint's factory,
+    which holds this one, stay in a cycle).
+    """
+    attempt = Attempt(Events(), "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    endpoint = Endpoint()
+    attempt.connect(endpoint)  # type: ignore[arg-type]
+    factory = endpoint.factories[0]
+    assert factory._attempt is attempt
+    endpoint.connecting[0].errback(ConnectionRefusedError())
+    assert factory._attempt is None
+
+
+def test_aStoppedFactoryStillBuildsTheNextAddresssProtocol() -> None:
+    """
+    A HostnameEndpoint stops the connector of a refused address and starts
+    the next address's with the same factory: stopping is not the end of
+    the attempt.
+    """
+    attempt = Attempt(Events(), "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    endpoint = Endpoint()
+    attempt.connect(endpoint)  # type: ignore[arg-type]
+    factory = endpoint.factories[0]
+    factory.doStart()
+    factory.doStop()
+    factory.doStart()
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is attempt
+    assert attempt.protocol is not None
+
+
+class Endpoint:
+    def __init__(self) -> None:
+        self.factories: list[Any] = []
+        self.connecting: list[Deferred[Any]] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        self.factories.append(factory)
+        self.connecting.append(Deferred())
+        return self.connecting[-1]
+
+
+class Connector:
+    transport: object
+    factory: object
+
+
+class WrappingFactory:
+    _connector: object
+
+
+class Client:
+    connector: object
+
+
+class TLSLayer:
+    transport: object
+
+
+def linked() -> tuple[Client, Connector, WrappingFactory]:
+    client, connector, factory = Client(), Connector(), WrappingFactory()
+    client.connector = connector
+    connector.transport = client
+    connector.factory = factory
+    factory._connector = connector
+    return client, connector, factory
+
+
+def test_releaseUnlinksTheClientItsConnectorAndTheEndpointsFactory() -> None:
+    client, connector, factory = linked()
+    releaseTransport(client)
+    assert connector.transport is None
+    assert factory._connector is None
+    assert client.connector is connector, "Twisted still reads it to finish the close"
+    assert connector.factory is factory
+
+
+def test_releaseLooksThroughATLSLayer() -> None:
+    client, connector, factory = linked()
+    tls = TLSLayer()
+    tls.transport = client
+    releaseTransport(tls)
+    assert connector.transport is None
+    assert factory._connector is None
+
+
+def test_releaseLeavesOthersAlone() -> None:
+    client, connector, _ = linked()
+    other = Client()
+    other.connector = connector  # not the connector's transport
+    releaseTransport(other)
+    assert connector.transport is client
+    releaseTransport(None)
+    releaseTransport(StringTransport())
