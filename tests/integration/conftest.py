@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import pytest
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -207,6 +207,29 @@ def portIsFree(port: int) -> bool:
     return True
 
 
+class Reapable(Protocol):
+    """
+    A process a test started, that it kills and waits for by its PID.
+    """
+
+    def reap(self) -> None: ...
+
+
+def reapEach(processes: Iterable[Reapable]) -> None:
+    """
+    Reap every one of C{processes}, even when reaping one fails; then raise
+    the first failure, if any.
+    """
+    errors: list[BaseException] = []
+    for process in processes:
+        try:
+            process.reap()
+        except BaseException as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
 class PeerLauncher:
     """
     Starts peer processes and remembers them all, so that the fixture's
@@ -259,14 +282,7 @@ class PeerLauncher:
         """
         Kill and wait for every process started.
         """
-        errors: list[BaseException] = []
-        for peer in self.started:
-            try:
-                peer.reap()
-            except BaseException as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        reapEach(self.started)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     STARTUP_TIMEOUT,
     ephemeralPortRange,
     portIsFree,
+    reapEach,
     theReactor,
     waitFor,
 )
@@ -346,14 +347,7 @@ class ServerLauncher:
         return self.mosquitto(users=users)
 
     def reapAll(self) -> None:
-        errors: list[BaseException] = []
-        for server in self.started:
-            try:
-                server.reap()
-            except BaseException as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        reapEach(self.started)
 
 
 def runProgram(argv: list[str], timeout: float = 5.0) -> Deferred[tuple[bytes, bytes, int]]:
