@@ -569,25 +569,30 @@ def test_whatTheListenerAddressDecides(
         assert warnings == []
 
 
-def test_adminServiceChecksHostOnALoopbackListener() -> None:
+def listenedOn(listen: str) -> tuple[int, object, int, str]:
+    """
+    What the admin service, started and stopped with C{listen} as its
+    endpoint, asked a memory reactor to listen on: (port, factory, backlog,
+    interface).
+    """
     reactor = MemoryReactorClock()
     fleet = Fleet(spec("a"))
-    service = adminService(fleet.supervisor, fleet.metrics, "tcp:9100:interface=\\:\\:1", reactor)
+    service = adminService(fleet.supervisor, fleet.metrics, listen, reactor)
     service.startService()
-    [(_, site, _, interface)] = reactor.tcpServers
+    service.stopService()
+    [listened] = reactor.tcpServers
+    return listened
+
+
+def test_adminServiceChecksHostOnALoopbackListener() -> None:
+    _, site, _, interface = listenedOn("tcp:9100:interface=\\:\\:1")
     assert interface == "::1"
     assert isinstance(site, AdminSite) and site.checkHost
-    service.stopService()
 
 
 def test_adminServiceBindsLoopbackForABareTcpPort() -> None:
-    reactor = MemoryReactorClock()
-    fleet = Fleet(spec("a"))
-    service = adminService(fleet.supervisor, fleet.metrics, "tcp:9100", reactor)
-    service.startService()
-    [(port, _, _, interface)] = reactor.tcpServers
+    port, _, _, interface = listenedOn("tcp:9100")
     assert (port, interface) == (9100, "127.0.0.1")
-    service.stopService()
 
 
 def test_theChannelIsTheSitesProtocol(world: World) -> None:
