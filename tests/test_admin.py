@@ -18,7 +18,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from supervisor.admin import AdminRoot, adminService, adminSite
@@ -27,6 +26,7 @@ from supervisor.metrics import SupervisorMetrics
 from supervisor.service import Supervisor
 from supervisor.spec import BreakerSpec, FlapSpec, SupervisorSpec
 from tests.harness import ScriptedPlugin
+from tests.logs import loggedMessages
 from tests.test_metrics import Fleet, config, spec
 
 T = TypeVar("T")
@@ -648,13 +648,8 @@ def test_aTokenFileOthersMayUseIs500(
 ) -> None:
     fleet, _ = guarded(tokenFile)
     tokenFile.chmod(mode)
-    warnings: list[str] = []
-    observer = lambda event: warnings.append(formatEvent(event))  # noqa: E731
-    globalLogPublisher.addObserver(observer)
-    try:
+    with loggedMessages() as warnings:
         answer = Client(fleet).post("/connections/a/drain", token=TOKEN)
-    finally:
-        globalLogPublisher.removeObserver(observer)
     assert answer.code == 500
     assert answer.json() == {
         "error": "admin.token_file may be read or written by others than its owner"

@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 import plugins
 import supervisor.plugin
@@ -37,6 +37,7 @@ from supervisor.plugin import (
     availablePlugins,
     findPlugin,
 )
+from tests.logs import isWarning, loggedMessages
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_NAMES = {"http", "int32", "line", "mqtt", "nats", "redis"}
@@ -120,17 +121,8 @@ def warnings() -> Iterator[list[str]]:
     """
     The warnings logged while the test runs.
     """
-    seen: list[str] = []
-
-    def observe(event: dict[str, object]) -> None:
-        if event.get("log_level") == LogLevel.warn:
-            seen.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with loggedMessages(isWarning) as seen:
         yield seen
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 @pytest.fixture
