@@ -179,6 +179,32 @@ class Processes:
             process.stop()
 
 
+def twistdCommand(
+    config: Path,
+    admin: str,
+    *extra: str,
+    options: tuple[str, ...] = (),
+    twistd: Path = BIN / "twistd",
+) -> list[str]:
+    """
+    The command line of C{twistd -n netsupervisor} with C{config} and the
+    admin API on the server endpoint C{admin}; C{extra} are twistd's own
+    options, C{options} more of the subcommand's.
+    """
+    return [
+        str(twistd),
+        "-n",
+        "--pidfile=",
+        *extra,
+        "netsupervisor",
+        "--config",
+        str(config),
+        "--admin",
+        admin,
+        *options,
+    ]
+
+
 class Daemon(Process):
     """
     C{twistd -n netsupervisor} with the given config, admin on a free port.
@@ -202,18 +228,9 @@ class Daemon(Process):
         self.admin = freePort()
         self.config = config
         super().__init__(
-            [
-                str(twistd),
-                "-n",
-                "--pidfile=",
-                *extra,
-                "netsupervisor",
-                "--config",
-                str(config),
-                "--admin",
-                f"tcp:{self.admin}:interface={HOST}",
-                *options,
-            ],
+            twistdCommand(
+                config, f"tcp:{self.admin}:interface={HOST}", *extra, options=options, twistd=twistd
+            ),
             directory,
             directory / "twistd.log",
             env,
