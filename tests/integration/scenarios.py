@@ -131,6 +131,23 @@ def establishWithRtt(
 
 
 @inlineCallbacks
+def answeredAtFirstAttempt(
+    connection: SupervisedConnection, what: str
+) -> Generator[Deferred[Any], Any, Recorder]:
+    """
+    Start C{connection}: ESTABLISHED at its first attempt, with a heartbeat
+    answered within 10 s (C{what} names that in a timeout's message). What
+    the connection reported.
+    """
+    seen = Recorder(connection)
+    connection.start()
+    yield waitFor(lambda: connection.rtt is not None, 10, f"{what}\n{seen}")
+    assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")], str(seen)
+    assert connection.attempts == 1
+    return seen
+
+
+@inlineCallbacks
 def killAndRestart(
     server: ServerProcess, connection: SupervisedConnection, seen: Recorder
 ) -> Generator[Deferred[Any], Any, None]:

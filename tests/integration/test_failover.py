@@ -24,6 +24,7 @@ from supervisor.transport import clientEndpoints
 from tests.hosts import HostsResolver, ResolvingReactor
 from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
 from tests.integration.pong import PongServer
+from tests.integration.scenarios import answeredAtFirstAttempt
 from tests.integration.servers import freePort
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
@@ -155,12 +156,8 @@ def test_aNameWithTwoAddressesOneDeadEstablishesOnTheOther(
     server = PongServer(interface=live)
     resolver = HostsResolver({"svc.test": [dead, live]})
     c = connection(f"tcp:host=svc.test:port={server.port}", resolver=resolver)
-    seen = Recorder(c)
-    c.start()
     try:
-        yield waitFor(lambda: c.rtt is not None, 10, f"ESTABLISHED with a heartbeat\n{seen}")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
-        assert c.attempts == 1
+        yield answeredAtFirstAttempt(c, "ESTABLISHED with a heartbeat")
         assert server.peers == [live]
         assert resolver.lookups == ["svc.test"]
         # Resolved again on the next attempt.
