@@ -101,6 +101,18 @@ class Site:
             (self.path / f"{name}.py").write_text(textwrap.dedent(source))
             self.modules.append(name)
 
+    def installPlugin(self, distribution: str, version: str, name: str, module: str) -> None:
+        """
+        Install C{distribution} with one entry point, C{name}, for the
+        plugin named C{name} in its module C{module}.
+        """
+        self.install(
+            distribution,
+            version,
+            f"{name} = {module}:plugin",
+            **{module: PLUGIN_MODULE.format(name=name)},
+        )
+
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
@@ -146,12 +158,7 @@ def dropInFolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 def test_anInstalledDistributionAddsAPluginThroughItsEntryPoint(site: Site) -> None:
-    site.install(
-        "netsupervisor-fake",
-        "1.0",
-        "fake = fake_plugin_a:plugin",
-        fake_plugin_a=PLUGIN_MODULE.format(name="fake"),
-    )
+    site.installPlugin("netsupervisor-fake", "1.0", "fake", "fake_plugin_a")
     found = availablePlugins()
     assert set(found) == BUNDLED_NAMES | {"fake"}
     assert found.origins["fake"] == (
@@ -165,22 +172,12 @@ def test_anInstalledDistributionAddsAPluginThroughItsEntryPoint(site: Site) -> N
 
 def test_aDistributionInstalledAfterTheFirstSearchIsFoundByTheNext(site: Site) -> None:
     assert "late" not in availablePlugins()
-    site.install(
-        "late-plugin",
-        "2.0",
-        "late = late_plugin:plugin",
-        late_plugin=PLUGIN_MODULE.format(name="late"),
-    )
+    site.installPlugin("late-plugin", "2.0", "late", "late_plugin")
     assert findPlugin("late").name == "late"
 
 
 def test_aNameTakenByABundledPluginIsRefusedNamingBoth(site: Site) -> None:
-    site.install(
-        "netsupervisor-line",
-        "3.1",
-        "line = other_line:plugin",
-        other_line=PLUGIN_MODULE.format(name="line"),
-    )
+    site.installPlugin("netsupervisor-line", "3.1", "line", "other_line")
     with pytest.raises(PluginError) as refused:
         availablePlugins()
     assert str(refused.value) == (
@@ -193,8 +190,8 @@ def test_aNameTakenByABundledPluginIsRefusedNamingBoth(site: Site) -> None:
 
 
 def test_twoDistributionsWithOneNameAreRefusedNamingBoth(site: Site) -> None:
-    site.install("mc-one", "1.0", "mc = mc_one:plugin", mc_one=PLUGIN_MODULE.format(name="mc"))
-    site.install("mc-two", "0.9", "mc = mc_two:plugin", mc_two=PLUGIN_MODULE.format(name="mc"))
+    site.installPlugin("mc-one", "1.0", "mc", "mc_one")
+    site.installPlugin("mc-two", "0.9", "mc", "mc_two")
     with pytest.raises(PluginError) as refused:
         availablePlugins()
     message = str(refused.value)
