@@ -225,10 +225,8 @@ def test_aServerCertificateAcceptedByTheSettings(
 ) -> Generator[Deferred[Any], Any, None]:
     listening = serve(getattr(pki, server))
     c = connection(listening.port, tlsTable(pki.trusted, pki.client, setting))
-    c.start()
     try:
-        yield waitFor(lambda: c.rtt is not None, 10, "ESTABLISHED with a heartbeat")
-        assert c.attempts == 1
+        yield answeredAtFirstAttempt(c, "ESTABLISHED with a heartbeat")
         assert set(listening.certificates) == {"client-1"}
     finally:
         yield stopAtLast(c)
