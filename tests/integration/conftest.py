@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 if TYPE_CHECKING:
+    from tests.integration.pong import PongServer
     from tests.integration.servers import ServerLauncher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,3 +313,26 @@ def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
         yield launcher
     finally:
         launcher.reapAll()
+
+
+@pytest.fixture
+def pongs() -> Iterator[Callable[..., PongServer]]:
+    """
+    Starts L{tests.integration.pong.PongServer}s (its arguments, by name);
+    every one is stopped at teardown, even when the test failed.
+    """
+    # Imported here: tests.integration.pong imports this module.
+    from tests.integration.pong import PongServer
+
+    started: list[PongServer] = []
+
+    def start(**arguments: Any) -> PongServer:
+        server = PongServer(**arguments)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
