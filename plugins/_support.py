@@ -12,9 +12,9 @@ should not import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Generic, Literal, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 from typing import Protocol as TypingProtocol
 
 import attrs
@@ -32,8 +32,10 @@ from supervisor.interfaces import (
     IProtocolPlugin,
     ISupervisedProtocol,
 )
+from supervisor.operations import ConnectionLost
 from supervisor.options import Check, structure
 from supervisor.pipeline import Pipeline
+from supervisor.policy import failureOf
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -212,6 +214,14 @@ class PluginProtocol(Protocol):
             return None
         self.secrets += (secret,)
         return secret
+
+    def failWaiting(self, waiting: Iterable[Deferred[Any]], why: str) -> None:
+        """
+        Fail each of C{waiting} with L{supervisor.operations.ConnectionLost}
+        saying C{why}: the connection went before the peer answered them.
+        """
+        for answer in waiting:
+            answer.errback(failureOf(ConnectionLost(self.handle.name, why)))
 
     def write(self, data: bytes) -> None:
         """

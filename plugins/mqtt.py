@@ -50,10 +50,9 @@ from supervisor.interfaces import (
     ISupervisedProtocol,
     OptionError,
 )
-from supervisor.operations import ConnectionLost, Submitter
+from supervisor.operations import Submitter
 from supervisor.options import Integer, Text, setting
 from supervisor.pipeline import Pipeline
-from supervisor.policy import failureOf
 from supervisor.spec import HeartbeatSpec
 
 CONNECT = 1
@@ -327,9 +326,7 @@ class MqttProtocol(ReadingProtocol[tuple[int, int, bytes]]):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         waiting, self.unacknowledged = self.unacknowledged, {}
-        for acknowledged in waiting.values():
-            lost = ConnectionLost(self.handle.name, "lost before the broker's PUBACK")
-            acknowledged.errback(failureOf(lost))
+        self.failWaiting(waiting.values(), "lost before the broker's PUBACK")
         super().connectionLost(reason)
 
     def connectionMade(self) -> None:

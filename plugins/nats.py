@@ -47,7 +47,7 @@ from plugins._support import (
     speaking,
 )
 from supervisor.interfaces import IConnectionHandle
-from supervisor.operations import ConnectionLost, Submitter
+from supervisor.operations import Submitter
 from supervisor.options import Integer, Text, quote, setting
 from supervisor.policy import failureOf
 
@@ -308,9 +308,9 @@ class NatsProtocol(RequestingProtocol[bytes | tuple[bytes, bytes]]):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         waiting = [*self.confirming, *self.unconfirmed]
         self.confirming, self.unconfirmed = deque(), []
-        for publish in waiting:
-            lost = ConnectionLost(self.handle.name, "lost before the server confirmed it")
-            publish.confirmed.errback(failureOf(lost))
+        self.failWaiting(
+            (publish.confirmed for publish in waiting), "lost before the server confirmed it"
+        )
         super().connectionLost(reason)
 
     # The server's.

@@ -43,7 +43,7 @@ from plugins._support import (
     speaking,
 )
 from supervisor.interfaces import IConnectionHandle, OptionError
-from supervisor.operations import ConnectionLost, Submitter
+from supervisor.operations import Submitter
 from supervisor.options import Integer, Text, describe, setting
 from supervisor.policy import failureOf
 
@@ -443,10 +443,7 @@ class RedisProtocol(RequestingProtocol[Reply | None]):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         commands, self.commands = self.commands, deque()
-        for reply in commands:
-            reply.errback(
-                failureOf(ConnectionLost(self.handle.name, "lost with the command in flight"))
-            )
+        self.failWaiting(commands, "lost with the command in flight")
         super().connectionLost(reason)
 
     def connectionMade(self) -> None:

@@ -198,6 +198,16 @@ def refuse(key: str, expected: str, found: str) -> OptionError:
     return OptionError(key, f"expected {expected}, got {found}")
 
 
+def _within(kind: str, low: str, high: str | None, strict: bool = False) -> str:
+    """
+    What a range check expects: C{kind} from C{low} to C{high}, or above
+    C{low} (C{strict}: not C{low} itself) when there is no C{high}.
+    """
+    if high is not None:
+        return f"{kind} from {low} to {high}"
+    return f"{kind} {'>' if strict else '>='} {low}"
+
+
 @attrs.frozen
 class Number:
     """
@@ -209,9 +219,8 @@ class Number:
     high: float | None = None
 
     def expected(self) -> str:
-        if self.high is not None:
-            return f"a number from {renderNumber(self.low)} to {renderNumber(self.high)}"
-        return f"a number {'>' if self.strict else '>='} {renderNumber(self.low)}"
+        high = None if self.high is None else renderNumber(self.high)
+        return _within("a number", renderNumber(self.low), high, self.strict)
 
     def check(self, value: object, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -238,9 +247,7 @@ class Integer:
     high: int | None = None
 
     def expected(self) -> str:
-        if self.high is not None:
-            return f"an integer from {self.low} to {self.high}"
-        return f"an integer >= {self.low}"
+        return _within("an integer", str(self.low), None if self.high is None else str(self.high))
 
     def check(self, value: object, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):

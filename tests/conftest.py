@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
-from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel
 from zope.interface import provider
+
+from tests.logs import observing
 
 settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -35,11 +37,8 @@ def noLoggedErrors() -> Iterator[list[dict[str, object]]]:
         if "log_failure" in event or level in (LogLevel.error, LogLevel.critical):
             errors.append(event)
 
-    globalLogPublisher.addObserver(observe)
-    try:
+    with observing(observe):
         yield errors
-    finally:
-        globalLogPublisher.removeObserver(observe)
     if errors:
         failures = [str(e.get("log_failure") or e.get("log_format")) for e in errors]
         pytest.fail("errors were logged:\n" + "\n".join(failures))

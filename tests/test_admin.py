@@ -18,7 +18,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from supervisor.admin import AdminRoot, adminService, adminSite
@@ -27,6 +26,7 @@ from supervisor.metrics import SupervisorMetrics
 from supervisor.service import Supervisor
 from supervisor.spec import BreakerSpec, FlapSpec, SupervisorSpec
 from tests.harness import ScriptedPlugin
+from tests.logs import loggedMessages
 from tests.test_metrics import Fleet, config, spec
 
 T = TypeVar("T")
@@ -107,6 +107,23 @@ def tokenFile(tmp_path: Path) -> Path:
 
 def fleetWith(*names: str, **admin: Any) -> Fleet:
     return Fleet(*(spec(n) for n in names), **admin)
+
+
+def guarded(tokenFile: Path) -> tuple[Fleet, Any]:
+    """
+    A started fleet of one connection, C{a}, ESTABLISHED, whose actions
+    need the token in C{tokenFile}; and C{a}'s protocol.
+    """
+    fleet = fleetWith("a", token_file=str(tokenFile)).start()
+    return fleet, fleet.accept("a")
+
+
+def stopUnchanged(fleet: Fleet) -> None:
+    """
+    Check that the refused actions left C{a} ESTABLISHED, and stop.
+    """
+    assert fleet.state("a") == "ESTABLISHED"
+    fleet.stop()
 
 
 # Health, readiness, metrics -------------------------------------------------
@@ -524,13 +541,11 @@ def test_actionsAreDisabledWithoutATokenFile() -> None:
         answer = Client(fleet).post(f"/connections/a/{action}", token=TOKEN)
         assert answer.code == 403
         assert answer.json() == {"error": "admin actions are disabled: admin.token_file is not set"}
-    assert fleet.state("a") == "ESTABLISHED"
-    fleet.stop()
+    stopUnchanged(fleet)
 
 
 def test_missingOrMalformedAuthorizationIs401(tokenFile: Path) -> None:
-    fleet = fleetWith("a", token_file=str(tokenFile)).start()
-    fleet.accept("a")
+    fleet, _ = guarded(tokenFile)
     client = Client(fleet)
     for header in (None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer ", f"Bearer {TOKEN} extra", TOKEN):
         answer = client.post("/connections/a/reconnect", header=header)
@@ -538,26 +553,22 @@ def test_missingOrMalformedAuthorizationIs401(tokenFile: Path) -> None:
         challenge = answer.header("www-authenticate")
         assert challenge is not None and challenge.startswith("Bearer"), header
         assert set(answer.json()) == {"error"}
-    assert fleet.state("a") == "ESTABLISHED"
-    fleet.stop()
+    stopUnchanged(fleet)
 
 
 def test_wrongTokenIs403(tokenFile: Path) -> None:
-    fleet = fleetWith("a", token_file=str(tokenFile)).start()
-    fleet.accept("a")
+    fleet, _ = guarded(tokenFile)
     client = Client(fleet)
     for token in ("wrong", TOKEN + "x", TOKEN[:-1]):
         answer = client.post("/connections/a/drain", token=token)
         assert answer.code == 403
         assert answer.json() == {"error": "invalid bearer token"}
         assert TOKEN.encode() not in answer.body
-    assert fleet.state("a") == "ESTABLISHED"
-    fleet.stop()
+    stopUnchanged(fleet)
 
 
 def test_reconnectWithTheToken(tokenFile: Path) -> None:
-    fleet = fleetWith("a", token_file=str(tokenFile)).start()
-    protocol = fleet.accept("a")
+    fleet, protocol = guarded(tokenFile)
     client = Client(fleet)
     answer = client.post("/connections/a/reconnect", header=f"bearer  {TOKEN}")
     assert answer.code == 202
@@ -635,16 +646,10 @@ def test_theTokenIsReadAtEveryRequest(tokenFile: Path) -> None:
 def test_aTokenFileOthersMayUseIs500(
     tokenFile: Path, mode: int, noLoggedErrors: list[dict[str, object]]
 ) -> None:
-    fleet = fleetWith("a", token_file=str(tokenFile)).start()
-    fleet.accept("a")
+    fleet, _ = guarded(tokenFile)
     tokenFile.chmod(mode)
-    warnings: list[str] = []
-    observer = lambda event: warnings.append(formatEvent(event))  # noqa: E731
-    globalLogPublisher.addObserver(observer)
-    try:
+    with loggedMessages() as warnings:
         answer = Client(fleet).post("/connections/a/drain", token=TOKEN)
-    finally:
-        globalLogPublisher.removeObserver(observer)
     assert answer.code == 500
     assert answer.json() == {
         "error": "admin.token_file may be read or written by others than its owner"

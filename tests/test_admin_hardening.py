@@ -23,7 +23,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,6 +38,7 @@ from supervisor.admin.channel import (
 from supervisor.admin.listener import ListeningWatcher, loopbackByDefault, onListening
 from supervisor.admin.site import isLoopbackAddress, isLoopbackHost
 from supervisor.config import AdminSpec
+from tests.logs import isWarning, loggedMessages, observing
 from tests.test_admin import TOKEN
 from tests.test_metrics import Fleet, spec
 
@@ -366,16 +367,13 @@ def test_clientsPastMaxClientsAreClosedAtOnce() -> None:
         if event.get("log_namespace") == "netsupervisor.admin":
             messages.append((event["log_level"], formatEvent(event)))
 
-    globalLogPublisher.addObserver(observe)
-    try:
+    with observing(observe):
         clients = [world.client() for _ in range(3)]
         for _ in range(5):
             assert world.site.buildProtocol(PEER) is None
         clients[0].close()
         clients[0] = world.client()
         assert world.site.buildProtocol(PEER) is None
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert world.site.clients == 3 and world.site.turnedAway == 6
     assert messages == [
         (
@@ -548,18 +546,9 @@ class Endpoint:
 def test_whatTheListenerAddressDecides(
     world: World, address: Any, tokenFile: str, checkHost: bool, warned: bool
 ) -> None:
-    warnings: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if event.get("log_level") == LogLevel.warn:
-            warnings.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with loggedMessages(isWarning) as warnings:
         watcher = ListeningWatcher(Endpoint(address), onListening(world.site, lambda: tokenFile))
         watcher.listen(world.site)
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert world.site.checkHost is checkHost
     if warned:
         [warning] = warnings
@@ -569,25 +558,30 @@ def test_whatTheListenerAddressDecides(
         assert warnings == []
 
 
-def test_adminServiceChecksHostOnALoopbackListener() -> None:
+def listenedOn(listen: str) -> tuple[int, object, int, str]:
+    """
+    What the admin service, started and stopped with C{listen} as its
+    endpoint, asked a memory reactor to listen on: (port, factory, backlog,
+    interface).
+    """
     reactor = MemoryReactorClock()
     fleet = Fleet(spec("a"))
-    service = adminService(fleet.supervisor, fleet.metrics, "tcp:9100:interface=\\:\\:1", reactor)
+    service = adminService(fleet.supervisor, fleet.metrics, listen, reactor)
     service.startService()
-    [(_, site, _, interface)] = reactor.tcpServers
+    service.stopService()
+    [listened] = reactor.tcpServers
+    return listened
+
+
+def test_adminServiceChecksHostOnALoopbackListener() -> None:
+    _, site, _, interface = listenedOn("tcp:9100:interface=\\:\\:1")
     assert interface == "::1"
     assert isinstance(site, AdminSite) and site.checkHost
-    service.stopService()
 
 
 def test_adminServiceBindsLoopbackForABareTcpPort() -> None:
-    reactor = MemoryReactorClock()
-    fleet = Fleet(spec("a"))
-    service = adminService(fleet.supervisor, fleet.metrics, "tcp:9100", reactor)
-    service.startService()
-    [(port, _, _, interface)] = reactor.tcpServers
+    port, _, _, interface = listenedOn("tcp:9100")
     assert (port, interface) == (9100, "127.0.0.1")
-    service.stopService()
 
 
 def test_theChannelIsTheSitesProtocol(world: World) -> None:

@@ -6,7 +6,6 @@ and never anything but L{ConfigError}.
 from __future__ import annotations
 
 import copy
-import math
 import re
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from supervisor.interfaces import (
     IProtocolPlugin,
     ISupervisedProtocol,
 )
-from supervisor.options import Choice, Integer, setting, structure
+from supervisor.options import Choice, Integer, renderNumber, setting, structure
 from supervisor.service import Supervisor
 from supervisor.spec import BackoffSpec, ConnectionSpec, HeartbeatSpec
 
@@ -1039,11 +1038,7 @@ def _tomlValue(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
+        return renderNumber(value)
     if isinstance(value, str):
         return _tomlString(value)
     if isinstance(value, list):

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from supervisor.config import ConfigError
 from supervisor.daemon import Daemon, Options
+from tests.logs import loggedMessages
 
 
 class FakeReactor:
@@ -54,18 +55,10 @@ def daemon() -> tuple[Daemon, FakeReactor]:
 
 def test_theFirstStopSignalStopsTheReactorOnce() -> None:
     d, reactor = daemon()
-    messages: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        messages.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with loggedMessages() as messages:
         d.onStop(signal.SIGTERM, None)
         d.onStop(signal.SIGTERM, None)
         d.onStop(signal.SIGINT, None)
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert reactor.stops == [("sigTerm", signal.SIGTERM)]
     assert "SIGTERM received while draining; still draining" in messages
     assert "SIGINT received while draining; still draining" in messages
@@ -193,16 +186,8 @@ def test_aSighupWhileDrainingIsIgnoredAndSaysSo(tmp_path: Any) -> None:
     d.supervisor = Supervisor(loadConfig(str(path)), MemoryReactorClock())
     d.supervisor.draining = True
     path.write_text('[[connection]]\nname = "b"\nendpoint = "tcp:host=127.0.0.1:port=1"\n')
-    messages: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        messages.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with loggedMessages() as messages:
         d.reload()
-    finally:
-        globalLogPublisher.removeObserver(observe)
     assert "SIGHUP received while draining; the configuration is not reloaded" in messages
     assert d.supervisor.reloads == {"success": 0, "failure": 0}
     assert list(d.supervisor.connections) == ["a"]

@@ -34,6 +34,18 @@ class Recorder:
     def heartbeatDead(self, misses: int) -> None:
         self.dead.append((self.clock.seconds(), misses))
 
+    def deadAfter(self, step: float, limit: int) -> float:
+        """
+        Advance the clock C{step} at a time, at most C{limit} times, until
+        the heartbeat declares the peer dead: when it did.
+        """
+        for _ in range(limit):
+            if self.dead:
+                break
+            self.clock.advance(step)
+        assert self.dead, f"not dead after {limit} steps of {step} s"
+        return self.dead[0][0]
+
 
 def make(
     interval: float = 10, timeout: float = 2, misses: int = 3
@@ -105,12 +117,7 @@ def test_detectionWithinTheBoundAfterALastPong() -> None:
     clock.advance(10)
     heartbeat.pong(recorder.pings[-1][1])
     lastAnswer = clock.seconds()
-    for _ in range(100):
-        if recorder.dead:
-            break
-        clock.advance(0.5)
-    assert recorder.dead
-    assert recorder.dead[0][0] - lastAnswer <= 10 + 2 * 2
+    assert recorder.deadAfter(0.5, 100) - lastAnswer <= 10 + 2 * 2
 
 
 def test_activityCountsAsLivenessAndPostponesPings() -> None:
@@ -153,12 +160,7 @@ def test_aTimeoutLongerThanTheIntervalKeepsTheBound() -> None:
     clock.advance(1.9)
     assert [t for t, _ in recorder.pings] == [2, 4]
     lastAnswer = 2.1
-    for _ in range(400):
-        if recorder.dead:
-            break
-        clock.advance(0.05)
-    assert recorder.dead
-    assert recorder.dead[0][0] - lastAnswer <= 2 + 5 * 2
+    assert recorder.deadAfter(0.05, 400) - lastAnswer <= 2 + 5 * 2
 
 
 def test_aPongReadAfterTheProcessWasHeldUpIsNoMiss() -> None:

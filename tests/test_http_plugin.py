@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -162,12 +163,9 @@ def test_permanentStatusesAreConfigurable() -> None:
     h.assertState("CLOSED", "handshake")
 
 
-def test_slowAnswerUnderTheTimeout() -> None:
-    scenarios.slowPong(harness(), server(200), delay=0.3)
-
-
-def test_slowAnswerOverTheTimeoutIsAMiss() -> None:
-    scenarios.slowPong(harness(), server(200), delay=0.7)
+@pytest.mark.parametrize("delay", [0.3, 0.7], ids=["under-the-timeout", "over-the-timeout"])
+def test_aSlowAnswerIsMeasuredUnderTheTimeoutAndAMissOverIt(delay: float) -> None:
+    scenarios.slowPong(harness(), server(200), delay=delay)
 
 
 def test_aLateAnswerDoesNotCountButTheNextRequestFollows() -> None:

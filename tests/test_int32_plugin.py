@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from twisted.protocols.basic import Int32StringReceiver
 
 from plugins.int32 import Options
@@ -94,12 +95,9 @@ def test_aSilentPeerIsDroppedForHeartbeat() -> None:
     assert took <= HEARTBEAT.detectionBound + 0.05
 
 
-def test_slowPongUnderTheTimeoutIsMeasured() -> None:
-    scenarios.slowPong(harness(), echoPongs, delay=0.3)
-
-
-def test_slowPongOverTheTimeoutIsAMiss() -> None:
-    scenarios.slowPong(harness(), echoPongs, delay=0.6)
+@pytest.mark.parametrize("delay", [0.3, 0.6], ids=["under-the-timeout", "over-the-timeout"])
+def test_aSlowPongIsMeasuredUnderTheTimeoutAndAMissOverIt(delay: float) -> None:
+    scenarios.slowPong(harness(), echoPongs, delay=delay)
 
 
 def test_customPingAndPongPrefixes() -> None:

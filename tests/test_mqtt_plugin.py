@@ -358,12 +358,9 @@ def test_aSilentBrokerIsDroppedForHeartbeat() -> None:
     assert took <= HEARTBEAT.detectionBound + 0.05
 
 
-def test_slowPingrespUnderTheTimeoutIsMeasured() -> None:
-    scenarios.slowPong(harness(), broker, delay=0.3)
-
-
-def test_slowPingrespOverTheTimeoutIsAMiss() -> None:
-    scenarios.slowPong(harness(), broker, delay=0.6)
+@pytest.mark.parametrize("delay", [0.3, 0.6], ids=["under-the-timeout", "over-the-timeout"])
+def test_aSlowPingrespIsMeasuredUnderTheTimeoutAndAMissOverIt(delay: float) -> None:
+    scenarios.slowPong(harness(), broker, delay=delay)
 
 
 def test_aBrokerSilentAfterConnectTimesTheHandshakeOut() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from supervisor.operations import (
@@ -30,6 +31,17 @@ def world(**spec: Any) -> World:
     spec.setdefault("heartbeat", QUIET)
     spec.setdefault("backoff", NO_JITTER)
     return World(**spec)
+
+
+def established(**spec: Any) -> tuple[World, ScriptedProtocol, StringTransport]:
+    """
+    A L{world} whose connection is started and ESTABLISHED: it, and the
+    protocol and transport of its attempt.
+    """
+    w = world(**spec)
+    w.connection.start()
+    protocol, transport = w.accept()
+    return w, protocol, transport
 
 
 class Recorder:
@@ -84,9 +96,7 @@ def finish(w: World) -> None:
 
 
 def test_anOperationOnAnEstablishedConnectionRunsAtOnce() -> None:
-    w = world()
-    w.connection.start()
-    protocol, _ = w.accept()
+    w, protocol, _ = established()
     op = Recorder(w, result=42)
     assert outcome(w.connection.submit(op)) == 42
     assert op.ranOn == [(protocol, "ESTABLISHED")]
@@ -179,9 +189,7 @@ def test_aShorterTimeoutAppliesToWhatWaits() -> None:
 
 
 def test_anOperationInFlightWhenTheConnectionIsLostEndsLostAndIsNotRunAgain() -> None:
-    w = world()
-    w.connection.start()
-    protocol, _ = w.accept()
+    w, protocol, _ = established()
     answer: Deferred[str] = Deferred()
     calls: list[Any] = []
 
@@ -205,9 +213,7 @@ def test_anOperationInFlightWhenTheConnectionIsLostEndsLostAndIsNotRunAgain() ->
 
 
 def test_aProtocolThatFailsItsRequestsWithConnectionLostCountsThemLost() -> None:
-    w = world()
-    w.connection.start()
-    w.accept()
+    w, _, _ = established()
     answer: Deferred[str] = Deferred()
     d = w.connection.submit(lambda p: answer)
     answer.errback(ConnectionLost("c1", "the transport went away"))
@@ -217,9 +223,7 @@ def test_aProtocolThatFailsItsRequestsWithConnectionLostCountsThemLost() -> None
 
 
 def test_theOperationsOwnErrors() -> None:
-    w = world()
-    w.connection.start()
-    w.accept()
+    w, _, _ = established()
 
     def raises(p: Any) -> None:
         raise ValueError("mine")
@@ -234,9 +238,7 @@ def test_theOperationsOwnErrors() -> None:
 
 
 def test_aCoroutineOperation() -> None:
-    w = world()
-    w.connection.start()
-    w.accept()
+    w, _, _ = established()
     answer: Deferred[int] = Deferred()
 
     async def op(p: Any) -> int:
@@ -260,9 +262,7 @@ def test_aSubmitToAClosedConnectionIsRefusedAtOnce() -> None:
 
 def test_aDrainRefusesWhatWaitsAndLetsWhatIsInFlightFinish() -> None:
     plugin = ScriptedPlugin(drainAtOnce=False)
-    w = world(plugin=plugin, drain_timeout=10.0)
-    w.connection.start()
-    protocol, transport = w.accept()
+    w, protocol, transport = established(plugin=plugin, drain_timeout=10.0)
     answer: Deferred[str] = Deferred()
     inFlight = w.connection.submit(lambda p: answer)
     transport.writeBlocked = True
@@ -287,9 +287,7 @@ def test_aDrainRefusesWhatWaitsAndLetsWhatIsInFlightFinish() -> None:
 
 
 def test_whatIsInFlightAtTheDrainDeadlineIsLost() -> None:
-    w = world(drain_timeout=5.0)
-    w.connection.start()
-    _, transport = w.accept()
+    w, _, transport = established(drain_timeout=5.0)
     d = w.connection.submit(lambda p: Deferred())
     w.connection.drain()
     w.advance(4.9)
@@ -302,9 +300,7 @@ def test_whatIsInFlightAtTheDrainDeadlineIsLost() -> None:
 
 
 def test_duringARotationOperationsWaitForTheNextConnection() -> None:
-    w = world(max_lifetime=10.0, lifetime_jitter=0.0)
-    w.connection.start()
-    first, _ = w.accept()
+    w, first, _ = established(max_lifetime=10.0, lifetime_jitter=0.0)
     w.advance(10)
     assert w.path()[-1] == ("ESTABLISHED", "CLOSING", "rotation")
     op = Recorder(w, result="x")
@@ -325,9 +321,7 @@ def test_aCallbackMayStopTheConnection() -> None:
     Endings a change of state causes come on the next turn, outside the
     machine: an errback may stop or reconnect the connection.
     """
-    w = world()
-    w.connection.start()
-    protocol, _ = w.accept()
+    w, protocol, _ = established()
     d = w.connection.submit(lambda p: Deferred())
     stops: list[Deferred[None]] = []
     d.addErrback(lambda f: stops.append(w.connection.stop()))
@@ -355,9 +349,7 @@ def test_cancellingAWaitingOperationTakesItOutOfTheQueue() -> None:
 
 
 def test_cancellingAnOperationInFlightCancelsItsDeferred() -> None:
-    w = world()
-    w.connection.start()
-    w.accept()
+    w, _, _ = established()
     cancelled: list[object] = []
     answer: Deferred[None] = Deferred(cancelled.append)
     d = w.connection.submit(lambda p: answer)
@@ -392,9 +384,7 @@ def test_backpressure() -> None:
 
 
 def test_theFlushStopsWhenThePeerStopsReading() -> None:
-    w = world()
-    w.connection.start()
-    protocol, _ = w.accept()
+    w, protocol, _ = established()
     ran: list[int] = []
 
     def op(i: int) -> Any:
@@ -421,9 +411,7 @@ def test_aTransportGoneBeforeTheMachineKnowsRunsNothing() -> None:
     operation submitted then (from the protocol's own errbacks, say) waits
     for the next connection.
     """
-    w = world()
-    w.connection.start()
-    protocol, _ = w.accept()
+    w, protocol, _ = established()
     answer: Deferred[None] = Deferred()
     resubmitted: list[Deferred[Any]] = []
     op = Recorder(w, result="again")
@@ -480,9 +468,7 @@ def test_aSubmitFromATransitionObserverRunsOnTheEstablishedProtocol(result: obje
 
 
 def test_twoOperationsMayReturnOneDeferred() -> None:
-    w = world()
-    w.connection.start()
-    protocol, _ = w.accept()
+    w, protocol, _ = established()
     shared: Deferred[str] = Deferred()
     first = w.connection.submit(lambda p: shared)
     second = w.connection.submit(lambda p: shared)
@@ -507,9 +493,7 @@ def test_theDeferredOfARunningOperationIsItsOwn() -> None:
     An operation that runs at once and returns a Deferred: submit returns
     that Deferred (counted by its first callback), no other.
     """
-    w = world()
-    w.connection.start()
-    w.accept()
+    w, _, _ = established()
     answer: Deferred[str] = Deferred()
     assert w.connection.submit(lambda p: answer) is answer
     answer.callback("x")

@@ -171,23 +171,19 @@ def test_checkMappingLeavesNestedTablesUnbuilt() -> None:
     assert checkMapping(Entry, {"window": {"low": 3}}) == {"window": {"low": 3}}
 
 
-def test_aConflictIsReportedWhereTheInnermostLayerSetOneOfItsKeys() -> None:
+@pytest.mark.parametrize(
+    ("defaults", "entry", "key", "problem"),
+    [
+        ({"low": 8}, {"high": 5}, "entry.window.high", "expected an integer >= low (8), got 5"),
+        ({"high": 5}, {"low": 8}, "entry.window.low", "expected an integer <= high (5), got 8"),
+    ],
+)
+def test_aConflictIsReportedWhereTheInnermostLayerSetOneOfItsKeys(
+    defaults: dict[str, int], entry: dict[str, int], key: str, problem: str
+) -> None:
     with pytest.raises(OptionError) as info:
-        layers(
-            ("defaults", {"window": {"low": 8}}), ("entry", {"name": "x", "window": {"high": 5}})
-        )
-    assert (info.value.key, info.value.problem) == (
-        "entry.window.high",
-        "expected an integer >= low (8), got 5",
-    )
-    with pytest.raises(OptionError) as info:
-        layers(
-            ("defaults", {"window": {"high": 5}}), ("entry", {"name": "x", "window": {"low": 8}})
-        )
-    assert (info.value.key, info.value.problem) == (
-        "entry.window.low",
-        "expected an integer <= high (5), got 8",
-    )
+        layers(("defaults", {"window": defaults}), ("entry", {"name": "x", "window": entry}))
+    assert (info.value.key, info.value.problem) == (key, problem)
 
 
 def test_aConflictOfOneLayerIsReportedAtItsFirstKey() -> None:

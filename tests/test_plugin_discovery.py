@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 import plugins
 import supervisor.plugin
@@ -37,6 +37,7 @@ from supervisor.plugin import (
     availablePlugins,
     findPlugin,
 )
+from tests.logs import isWarning, loggedMessages
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_NAMES = {"http", "int32", "line", "mqtt", "nats", "redis"}
@@ -100,6 +101,18 @@ class Site:
             (self.path / f"{name}.py").write_text(textwrap.dedent(source))
             self.modules.append(name)
 
+    def installPlugin(self, distribution: str, version: str, name: str, module: str) -> None:
+        """
+        Install C{distribution} with one entry point, C{name}, for the
+        plugin named C{name} in its module C{module}.
+        """
+        self.install(
+            distribution,
+            version,
+            f"{name} = {module}:plugin",
+            **{module: PLUGIN_MODULE.format(name=name)},
+        )
+
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
@@ -120,17 +133,8 @@ def warnings() -> Iterator[list[str]]:
     """
     The warnings logged while the test runs.
     """
-    seen: list[str] = []
-
-    def observe(event: dict[str, object]) -> None:
-        if event.get("log_level") == LogLevel.warn:
-            seen.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with loggedMessages(isWarning) as seen:
         yield seen
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 @pytest.fixture
@@ -154,12 +158,7 @@ def dropInFolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 def test_anInstalledDistributionAddsAPluginThroughItsEntryPoint(site: Site) -> None:
-    site.install(
-        "netsupervisor-fake",
-        "1.0",
-        "fake = fake_plugin_a:plugin",
-        fake_plugin_a=PLUGIN_MODULE.format(name="fake"),
-    )
+    site.installPlugin("netsupervisor-fake", "1.0", "fake", "fake_plugin_a")
     found = availablePlugins()
     assert set(found) == BUNDLED_NAMES | {"fake"}
     assert found.origins["fake"] == (
@@ -173,22 +172,12 @@ def test_anInstalledDistributionAddsAPluginThroughItsEntryPoint(site: Site) -> N
 
 def test_aDistributionInstalledAfterTheFirstSearchIsFoundByTheNext(site: Site) -> None:
     assert "late" not in availablePlugins()
-    site.install(
-        "late-plugin",
-        "2.0",
-        "late = late_plugin:plugin",
-        late_plugin=PLUGIN_MODULE.format(name="late"),
-    )
+    site.installPlugin("late-plugin", "2.0", "late", "late_plugin")
     assert findPlugin("late").name == "late"
 
 
 def test_aNameTakenByABundledPluginIsRefusedNamingBoth(site: Site) -> None:
-    site.install(
-        "netsupervisor-line",
-        "3.1",
-        "line = other_line:plugin",
-        other_line=PLUGIN_MODULE.format(name="line"),
-    )
+    site.installPlugin("netsupervisor-line", "3.1", "line", "other_line")
     with pytest.raises(PluginError) as refused:
         availablePlugins()
     assert str(refused.value) == (
@@ -201,8 +190,8 @@ def test_aNameTakenByABundledPluginIsRefusedNamingBoth(site: Site) -> None:
 
 
 def test_twoDistributionsWithOneNameAreRefusedNamingBoth(site: Site) -> None:
-    site.install("mc-one", "1.0", "mc = mc_one:plugin", mc_one=PLUGIN_MODULE.format(name="mc"))
-    site.install("mc-two", "0.9", "mc = mc_two:plugin", mc_two=PLUGIN_MODULE.format(name="mc"))
+    site.installPlugin("mc-one", "1.0", "mc", "mc_one")
+    site.installPlugin("mc-two", "0.9", "mc", "mc_two")
     with pytest.raises(PluginError) as refused:
         availablePlugins()
     message = str(refused.value)

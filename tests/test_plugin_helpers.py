@@ -48,6 +48,15 @@ def established(
     return h, h.accept()
 
 
+def answered(h: PluginHarness, peer: FakePeer, answer: bytes) -> tuple[PluginHarness, FakePeer]:
+    """
+    The peer sends C{answer} to the handshake: ESTABLISHED ("ready").
+    """
+    peer.send(answer)
+    h.assertState("ESTABLISHED", "ready")
+    return h, peer
+
+
 def finish(h: PluginHarness, peer: FakePeer) -> None:
     """
     Stop; the peer closes when asked; nothing is left scheduled.
@@ -127,9 +136,7 @@ def test_aFrameOverMaxFrameLengthIsAnError() -> None:
 def redisEstablished() -> tuple[PluginHarness, FakePeer]:
     h, peer = established("redis")
     assert commands(peer.take()) == [[b"CLIENT", b"SETNAME", b"redis-1"], [b"PING"]]
-    peer.send(b"+OK\r\n+PONG\r\n")
-    h.assertState("ESTABLISHED", "ready")
-    return h, peer
+    return answered(h, peer, b"+OK\r\n+PONG\r\n")
 
 
 def test_aCommandFiresWithItsReply() -> None:
@@ -265,9 +272,7 @@ def test_badScalarsAreProtocolErrors(data: bytes) -> None:
 def natsEstablished(greeting: bytes = INFO) -> tuple[PluginHarness, FakePeer]:
     h, peer = established("nats", greeting=greeting)
     assert peer.take().endswith(b"PING\r\n")
-    peer.send(b"PONG\r\n")
-    h.assertState("ESTABLISHED", "ready")
-    return h, peer
+    return answered(h, peer, b"PONG\r\n")
 
 
 def test_aPublishIsConfirmedByTheNextPong() -> None:
@@ -377,9 +382,7 @@ def test_badMessagesDropTheConnection(data: bytes) -> None:
 def mqttEstablished() -> tuple[PluginHarness, FakePeer]:
     h, peer = established("mqtt")
     peer.take()
-    peer.send(connack(0))
-    h.assertState("ESTABLISHED", "ready")
-    return h, peer
+    return answered(h, peer, connack(0))
 
 
 def publishes(data: bytes) -> list[tuple[int, bytes, int | None, bytes]]:

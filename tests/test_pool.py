@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from supervisor.config import AdminSpec, Config, ConfigError, parseConfig
 from supervisor.operations import ConnectionClosed, QueueFull, QueueTimeout
+from supervisor.pool import Pool
 from supervisor.shard import Shard, owner
 from supervisor.spec import HeartbeatSpec, PoolSpec, QueueSpec
 from tests.test_operations import errorOf
@@ -61,6 +62,18 @@ class PoolFleet(Fleet):
         self.reactor.advance(0)
         assert done.called
         assert self.reactor.getDelayedCalls() == []
+
+
+def startedPool(config: Config, *established: str) -> tuple[PoolFleet, Pool]:
+    """
+    A started fleet of C{config} whose members named in C{established} are
+    ESTABLISHED; and its pool C{p}.
+    """
+    fleet = PoolFleet(config)
+    fleet.supervisor.startService()
+    for name in established:
+        fleet.accept(name)
+    return fleet, fleet.supervisor.pool("p")
 
 
 # The configuration.
@@ -182,11 +195,7 @@ def test_poolsAndConnectionsByName() -> None:
 
 
 def test_theMemberWithTheFewestInFlightTakesTheOperation() -> None:
-    fleet = PoolFleet(pooled(3))
-    fleet.supervisor.startService()
-    for name in ("p.0", "p.1", "p.2"):
-        fleet.accept(name)
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(3), "p.0", "p.1", "p.2")
     ranOn: list[str] = []
     answers: list[Deferred[None]] = []
 
@@ -209,20 +218,14 @@ def test_theMemberWithTheFewestInFlightTakesTheOperation() -> None:
 
 
 def test_tiesGoRoundTheMembers() -> None:
-    fleet = PoolFleet(pooled(3))
-    fleet.supervisor.startService()
-    for name in ("p.0", "p.1", "p.2"):
-        fleet.accept(name)
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(3), "p.0", "p.1", "p.2")
     ranOn = [fired(pool.submit(lambda p: p.handle.name)) for _ in range(6)]
     assert ranOn == ["p.0", "p.1", "p.2", "p.0", "p.1", "p.2"]
     fleet.finish()
 
 
 def test_thePoolQueuesUntilAMemberIsEstablished() -> None:
-    fleet = PoolFleet(pooled(2))
-    fleet.supervisor.startService()
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(2))
     ran: list[tuple[int, str]] = []
     results = [pool.submit(lambda p, i=i: ran.append((i, p.handle.name))) for i in range(3)]
     assert pool.depth == 3
@@ -237,9 +240,7 @@ def test_thePoolQueuesUntilAMemberIsEstablished() -> None:
 
 
 def test_thePoolQueueTimesOut() -> None:
-    fleet = PoolFleet(pooled(2))
-    fleet.supervisor.startService()
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(2))
     d = pool.submit(lambda p: None)
     fleet.reactor.advance(5.01)
     failure = fired(d)
@@ -249,9 +250,7 @@ def test_thePoolQueueTimesOut() -> None:
 
 
 def test_aPoolWhoseMembersAreAllClosedRefuses() -> None:
-    fleet = PoolFleet(pooled(2))
-    fleet.supervisor.startService()
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(2))
     waiting = pool.submit(lambda p: None)
     fleet.supervisor.connection("p.0").drain()
     fleet.reactor.advance(0)
@@ -264,9 +263,7 @@ def test_aPoolWhoseMembersAreAllClosedRefuses() -> None:
 
 
 def test_stoppingClosesThePool() -> None:
-    fleet = PoolFleet(pooled(2))
-    fleet.supervisor.startService()
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(2))
     waiting = pool.submit(lambda p: None)
     fleet.finish()
     assert errorOf(waiting) is ConnectionClosed
@@ -276,10 +273,8 @@ def test_stoppingClosesThePool() -> None:
 def test_anOperationOnAMemberLostInFlightIsLost() -> None:
     from supervisor.operations import ConnectionLost
 
-    fleet = PoolFleet(pooled(2))
-    fleet.supervisor.startService()
-    fleet.accept("p.0")
-    d = fleet.supervisor.pool("p").submit(lambda p: Deferred())
+    fleet, pool = startedPool(pooled(2), "p.0")
+    d = pool.submit(lambda p: Deferred())
     fleet.lose("p.0")
     fleet.reactor.advance(0)
     assert errorOf(d) is ConnectionLost
@@ -290,9 +285,7 @@ def test_anOperationOnAMemberLostInFlightIsLost() -> None:
 def test_cancellingAPoolOperation() -> None:
     from twisted.internet.defer import CancelledError
 
-    fleet = PoolFleet(pooled(2))
-    fleet.supervisor.startService()
-    pool = fleet.supervisor.pool("p")
+    fleet, pool = startedPool(pooled(2))
     queued = pool.submit(lambda p: None)
     queued.cancel()
     assert errorOf(queued) is CancelledError and pool.depth == 0
@@ -308,12 +301,16 @@ def test_cancellingAPoolOperation() -> None:
 # Rotation.
 
 
+def rotating(size: int) -> Config:
+    """
+    A pool of C{size} whose members' lifetime is exactly 10 s, with no
+    heartbeats.
+    """
+    return pooled(size, max_lifetime=10.0, lifetime_jitter=0.0, heartbeat=HeartbeatSpec(interval=0))
+
+
 def test_theLastEstablishedMemberDoesNotRotateUntilAnotherIs() -> None:
-    fleet = PoolFleet(
-        pooled(2, max_lifetime=10.0, lifetime_jitter=0.0, heartbeat=HeartbeatSpec(interval=0))
-    )
-    fleet.supervisor.startService()
-    fleet.accept("p.0")
+    fleet, _ = startedPool(rotating(2), "p.0")
     fleet.reactor.advance(5)
     fleet.accept("p.1")
     fleet.reactor.advance(5)
@@ -336,11 +333,7 @@ def test_theLastEstablishedMemberDoesNotRotateUntilAnotherIs() -> None:
 
 
 def test_aPoolOfOneRotatesAnyway() -> None:
-    fleet = PoolFleet(
-        pooled(1, max_lifetime=10.0, lifetime_jitter=0.0, heartbeat=HeartbeatSpec(interval=0))
-    )
-    fleet.supervisor.startService()
-    fleet.accept("p.0")
+    fleet, _ = startedPool(rotating(1), "p.0")
     fleet.reactor.advance(10)
     assert fleet.state("p.0") == "CLOSING"
     fleet.finish()
@@ -350,10 +343,8 @@ def test_aPoolOfOneRotatesAnyway() -> None:
 
 
 def test_thePoolOutlivesReloadsThatResizeIt() -> None:
-    fleet = PoolFleet(pooled(2))
+    fleet, pool = startedPool(pooled(2))
     supervisor = fleet.supervisor
-    supervisor.startService()
-    pool = supervisor.pool("p")
     report = supervisor.reload(pooled(3))
     assert report.added == ("p.2",)
     assert supervisor.pool("p") is pool
@@ -371,11 +362,8 @@ def test_thePoolOutlivesReloadsThatResizeIt() -> None:
 
 
 def test_aReplacedMemberIsAttachedAgain() -> None:
-    fleet = PoolFleet(pooled(1))
+    fleet, pool = startedPool(pooled(1), "p.0")
     supervisor = fleet.supervisor
-    supervisor.startService()
-    fleet.accept("p.0")
-    pool = supervisor.pool("p")
     old = supervisor.connection("p.0")
     supervisor.reload(pooled(1, connect_timeout=3.0))
     waiting = pool.submit(lambda p: p.handle)
@@ -390,10 +378,8 @@ def test_aReplacedMemberIsAttachedAgain() -> None:
 
 
 def test_aRemovedPoolIsClosed() -> None:
-    fleet = PoolFleet(pooled(2))
+    fleet, pool = startedPool(pooled(2))
     supervisor = fleet.supervisor
-    supervisor.startService()
-    pool = supervisor.pool("p")
     waiting = pool.submit(lambda p: None)
     supervisor.reload(Config("f.toml", AdminSpec(), ()))
     assert errorOf(waiting) is ConnectionClosed

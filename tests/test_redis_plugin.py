@@ -334,12 +334,9 @@ def test_aSilentServerIsDroppedForHeartbeat() -> None:
     assert took <= HEARTBEAT.detectionBound + 0.05
 
 
-def test_slowPongUnderTheTimeoutIsMeasured() -> None:
-    scenarios.slowPong(harness(), answer, delay=0.3)
-
-
-def test_slowPongOverTheTimeoutIsAMiss() -> None:
-    scenarios.slowPong(harness(), answer, delay=0.6)
+@pytest.mark.parametrize("delay", [0.3, 0.6], ids=["under-the-timeout", "over-the-timeout"])
+def test_aSlowPongIsMeasuredUnderTheTimeoutAndAMissOverIt(delay: float) -> None:
+    scenarios.slowPong(harness(), answer, delay=delay)
 
 
 def test_pingsArePongedFifoWithRtt() -> None:

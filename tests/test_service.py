@@ -10,13 +10,13 @@ from typing import Any
 import attrs
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 
 from supervisor.config import AdminSpec, Config
 from supervisor.service import Supervisor
 from supervisor.spec import ConnectionSpec, HeartbeatSpec
 from supervisor.states.records import Transition
 from tests.harness import ADDRESS, ScriptedPlugin
+from tests.logs import loggedMessages
 
 
 def spec(name: str, **kwargs: Any) -> ConnectionSpec:
@@ -197,13 +197,8 @@ def test_stopDrainsEveryConnectionAndCountsAborts(noLoggedErrors: list[Any]) -> 
     fast.drains[0].callback(None)
     fast.handle.connectionLost(_done())  # type: ignore[attr-defined]
     assert fleet.state("fast") == "CLOSED" and not done.called
-    messages: list[str] = []
-    observer = lambda event: messages.append(formatEvent(event))  # noqa: E731
-    globalLogPublisher.addObserver(observer)
-    try:
+    with loggedMessages() as messages:
         fleet.reactor.advance(5.0)
-    finally:
-        globalLogPublisher.removeObserver(observer)
     assert fleet.state("slow") == "CLOSED"
     assert done.called
     assert "drain finished: 1 of 3 connections aborted at drain_timeout" in messages

@@ -55,7 +55,9 @@ def logText() -> Generator[list[str], None, None]:
     Every log event of the test, formatted, so that a test can say that no
     traceback was logged.
     """
-    from twisted.logger import formatEvent, globalLogPublisher
+    from twisted.logger import formatEvent
+
+    from tests.logs import observing
 
     lines: list[str] = []
 
@@ -66,8 +68,5 @@ def logText() -> Generator[list[str], None, None]:
             text += "\n" + failure.getTraceback()
         lines.append(text)
 
-    globalLogPublisher.addObserver(observe)
-    try:
+    with observing(observe):
         yield lines
-    finally:
-        globalLogPublisher.removeObserver(observe)

@@ -77,96 +77,83 @@ class Case:
     then: tuple[Fault, ...] = ()
 
 
+def survives(
+    name: str,
+    fault: Fault,
+    what: str,
+    minRtt: float = 0.0,
+    early: bool = False,
+    then: tuple[Fault, ...] = (),
+) -> Case:
+    """
+    A case where the connection stays ESTABLISHED under C{fault}, with
+    round trips of at least C{minRtt}.
+    """
+    return Case(name, (fault,), early, "survives", what, minRtt=minRtt, then=then)
+
+
+def dropped(name: str, fault: Fault, what: str, reasons: set[str], bound: float) -> Case:
+    """
+    A case where C{fault}, put in force once ESTABLISHED, drops the
+    connection to IDLE within C{bound}, for one of C{reasons}.
+    """
+    return Case(name, (fault,), False, "dropped", what, frozenset(reasons), bound)
+
+
 HEARTBEAT_BOUND = HEARTBEAT.detectionBound + SLACK
 IMMEDIATE_BOUND = SLACK
 
 CASES = (
-    Case(
-        "latency",
-        (Latency(0.05),),
-        early=True,
-        outcome="survives",
-        what="50 ms each way, from the first byte",
-        minRtt=0.1,
+    survives("latency", Latency(0.05), "50 ms each way, from the first byte", 0.1, early=True),
+    survives(
+        "jitter", Latency(0.01, jitter=0.08), "10-90 ms each way, order kept", 0.02, early=True
     ),
-    Case(
-        "jitter",
-        (Latency(0.01, jitter=0.08),),
-        early=True,
-        outcome="survives",
-        what="10-90 ms each way, order kept",
-        minRtt=0.02,
-    ),
-    Case(
+    dropped(
         "latency-over-timeout",
-        (Latency(0.3),),
-        early=False,
-        outcome="dropped",
-        what="300 ms each way: a round trip past the heartbeat timeout",
-        reasons=frozenset({"heartbeat"}),
-        bound=HEARTBEAT_BOUND,
+        Latency(0.3),
+        "300 ms each way: a round trip past the heartbeat timeout",
+        {"heartbeat"},
+        HEARTBEAT_BOUND,
     ),
-    Case(
+    dropped(
         "stall",
-        (Stall(),),
-        early=False,
-        outcome="dropped",
-        what="nothing forwarded either way, connection kept open",
-        reasons=frozenset({"heartbeat"}),
-        bound=HEARTBEAT_BOUND,
+        Stall(),
+        "nothing forwarded either way, connection kept open",
+        {"heartbeat"},
+        HEARTBEAT_BOUND,
     ),
-    Case(
-        "blackhole",
-        (Blackhole(),),
-        early=False,
-        outcome="dropped",
-        what="bytes read and dropped, no close",
-        reasons=frozenset({"heartbeat"}),
-        bound=HEARTBEAT_BOUND,
+    dropped(
+        "blackhole", Blackhole(), "bytes read and dropped, no close", {"heartbeat"}, HEARTBEAT_BOUND
     ),
-    Case(
+    dropped(
         "reset",
-        (Reset(),),
-        early=False,
-        outcome="dropped",
-        what="TCP reset both ways; new connections reset on accept",
-        reasons=frozenset({"lost"}),
-        bound=IMMEDIATE_BOUND,
+        Reset(),
+        "TCP reset both ways; new connections reset on accept",
+        {"lost"},
+        IMMEDIATE_BOUND,
     ),
-    Case(
+    dropped(
         "halfclose",
-        (HalfClose(),),
-        early=False,
-        outcome="dropped",
-        what="FIN toward the supervisor, its side left open",
-        reasons=frozenset({"lost"}),
-        bound=IMMEDIATE_BOUND,
+        HalfClose(),
+        "FIN toward the supervisor, its side left open",
+        {"lost"},
+        IMMEDIATE_BOUND,
     ),
-    Case(
-        "bandwidth",
-        (Bandwidth(200.0),),
-        early=False,
-        outcome="survives",
-        what="200 bytes/s each way",
-        minRtt=4 / 200.0,
-    ),
-    Case(
+    survives("bandwidth", Bandwidth(200.0), "200 bytes/s each way", 4 / 200.0),
+    # A parser that sees garbage refuses it ("lost"); one that never sees a
+    # whole frame waits, and the heartbeat ends it.
+    dropped(
         "corrupt",
-        (Corrupt(toward="client"),),
-        early=False,
-        outcome="dropped",
-        what="every byte toward the supervisor changed",
-        # A parser that sees garbage refuses it ("lost"); one that never
-        # sees a whole frame waits, and the heartbeat ends it.
-        reasons=frozenset({"lost", "heartbeat"}),
-        bound=HEARTBEAT_BOUND,
+        Corrupt(toward="client"),
+        "every byte toward the supervisor changed",
+        {"lost", "heartbeat"},
+        HEARTBEAT_BOUND,
     ),
-    Case(
+    survives(
         "fragment",
-        (Fragment(),),
+        Fragment(),
+        "one byte per write: each reactor turn in the handshake, then 5 ms apart",
         early=True,
-        outcome="survives",
-        what="one byte per write: each reactor turn in the handshake, then 5 ms apart",
         then=(Fragment(interval=0.005),),
     ),
 )
@@ -180,6 +167,22 @@ def firstAnswerSince(trial: Trial, when: float) -> float:
 
 
 @inlineCallbacks
+def recoveryOnceCleared(trial: Trial, what: str) -> Generator[Deferred[Any], Any, float]:
+    """
+    Clear every fault: the connection is ESTABLISHED with an answered
+    heartbeat within C{RECOVERY_BOUND}. How long the first answer took.
+    """
+    trial.proxy.setFaults()
+    clearedAt = trial.now()
+    yield waitFor(
+        lambda: trial.connection.state == "ESTABLISHED" and trial.seen.answeredSince(clearedAt),
+        RECOVERY_BOUND,
+        what,
+    )
+    return firstAnswerSince(trial, clearedAt) - clearedAt
+
+
+@inlineCallbacks
 def launchPeer(
     protocol: str, peers: PeerLauncher, servers: ServerLauncher
 ) -> Generator[Deferred[Any], Any, int]:
@@ -188,12 +191,8 @@ def launchPeer(
     """
     if protocol == "line":
         peer = yield peers.launch()
-    elif protocol == "redis":
-        peer = yield servers.redis()
-    elif protocol == "nats":
-        peer = yield servers.nats()
     else:
-        peer = yield servers.mosquitto()
+        peer = yield servers.forProtocol(protocol)
     return int(peer.port)
 
 
@@ -316,14 +315,9 @@ def test_fault(
             assert {t.reason for t in during if t.from_ == "ESTABLISHED"} <= case.reasons, str(seen)
             found["attempts_under_fault"] = connection.attempts - attempts + 1
 
-            trial.proxy.setFaults()
-            clearedAt = trial.now()
-            yield waitFor(
-                lambda: connection.state == "ESTABLISHED" and seen.answeredSince(clearedAt),
-                RECOVERY_BOUND,
-                "ESTABLISHED with an answered heartbeat after the fault is cleared",
+            found["recovery_seconds"] = yield recoveryOnceCleared(
+                trial, "ESTABLISHED with an answered heartbeat after the fault is cleared"
             )
-            found["recovery_seconds"] = firstAnswerSince(trial, clearedAt) - clearedAt
 
         yield trial.stop()
         assert connection.state == "CLOSED"
@@ -378,14 +372,7 @@ def test_stalledHandshake(
         else:
             assert trial.sample("netsupervisor_disconnects_total", reason="heartbeat") == 1
 
-        trial.proxy.setFaults()
-        clearedAt = trial.now()
-        yield waitFor(
-            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(clearedAt),
-            RECOVERY_BOUND,
-            "ESTABLISHED once the stall is cleared",
-        )
-        recovered = firstAnswerSince(trial, clearedAt) - clearedAt
+        recovered = yield recoveryOnceCleared(trial, "ESTABLISHED once the stall is cleared")
         yield trial.stop()
         assert [line for line in logText if "Traceback" in line] == []
         assert openSockets() == trial.socketsBefore

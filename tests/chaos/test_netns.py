@@ -25,7 +25,7 @@ import pytest
 
 from tests.chaos.conftest import Figures
 from tests.chaos.netns import PEER_ADDRESS, Namespaces, requireRoot
-from tests.integration.daemon import poll
+from tests.integration.daemon import poll, twistdCommand
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,16 +122,7 @@ def test_droppedPathIsDetectedByHeartbeats(
     config.write_text(configText())
     daemon = namespaces.start(
         namespaces.supervisorSide,
-        [
-            str(Path(sys.executable).parent / "twistd"),
-            "-n",
-            "--pidfile=",
-            "netsupervisor",
-            "--config",
-            str(config),
-            "--admin",
-            f"tcp:{ADMIN_PORT}:interface=127.0.0.1",
-        ],
+        twistdCommand(config, f"tcp:{ADMIN_PORT}:interface=127.0.0.1"),
         tmp_path / "twistd.log",
     )
     admin = Admin(namespaces)

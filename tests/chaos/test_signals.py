@@ -46,7 +46,7 @@ import pytest
 
 from tests.chaos.conftest import Figures
 from tests.integration.conftest import ephemeralPortRange, portIsFree
-from tests.integration.daemon import Daemon, Peer, Process, poll
+from tests.integration.daemon import Daemon, Peer, Process, Processes, poll, stoppedAtEnd
 
 pytestmark = pytest.mark.integration
 
@@ -262,43 +262,32 @@ def stopCleanly(daemon: Daemon, connections: int) -> tuple[int, float]:
     return code, seconds
 
 
-class World:
+class World(Processes):
     """
     The processes of one test, every one stopped by its PID at the end: a
     steady peer, a peer that a test kills and starts again, the daemon.
     """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.processes: list[Process] = []
+        super().__init__(directory)
         self.stormPort = quietPort()
         self.steadyPort = quietPort()
         self.config = directory / "netsupervisor.toml"
 
-    def peer(self, port: int, wait: bool = True) -> Peer:
-        peer = Peer(port, self.directory, len(self.processes), backlog=1024, wait=wait)
-        self.processes.append(peer)
-        return peer
+    def peer(self, port: int | None = None, backlog: int = 1024, wait: bool = True) -> Peer:
+        """
+        A peer with a listen queue long enough for a storm.
+        """
+        return super().peer(port, backlog, wait)
 
     def daemon(self, fleet: Fleet) -> Daemon:
         fleet.write()
-        daemon = Daemon(fleet.path, self.directory)
-        self.processes.append(daemon)
-        return daemon
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.signal(signal.SIGCONT)
-            process.stop()
+        return self.started(Daemon(fleet.path, self.directory))
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop()
+    yield from stoppedAtEnd(World(tmp_path))
 
 
 def listed(daemon: Daemon) -> dict[str, str]:
@@ -537,27 +526,28 @@ def redisServer(world: World) -> Process:
     from tests.integration.servers import accepts, findProgram
 
     program = findProgram("redis-server")
-    server = Process(
-        [
-            program,
-            "--port",
-            str(world.stormPort),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxclients",
-            "4096",
-            # Connections come from 127.77.x.y, which protected mode refuses.
-            "--protected-mode",
-            "no",
-        ],
-        world.directory,
-        world.directory / "redis.log",
+    server = world.started(
+        Process(
+            [
+                program,
+                "--port",
+                str(world.stormPort),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxclients",
+                "4096",
+                # Connections come from 127.77.x.y, which protected mode refuses.
+                "--protected-mode",
+                "no",
+            ],
+            world.directory,
+            world.directory / "redis.log",
+        )
     )
-    world.processes.append(server)
     poll(lambda: accepts(world.stormPort), 15, "redis-server to listen")
     return server
 

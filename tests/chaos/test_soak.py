@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.conftest import Figures
-from tests.integration.daemon import Peer, Process, freePort, poll
+from tests.integration.daemon import Peer, Process, freePort, poll, stoppedAtEnd
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,11 +76,7 @@ class FlappingPeer:
 
 @pytest.fixture
 def flapping(tmp_path: Path) -> Iterator[FlappingPeer]:
-    peer = FlappingPeer(tmp_path)
-    try:
-        yield peer
-    finally:
-        peer.stop()
+    yield from stoppedAtEnd(FlappingPeer(tmp_path))
 
 
 def soak(port: int, directory: Path, name: str, *extra: str) -> dict[str, Any]:

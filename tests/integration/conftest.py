@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import pytest
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 if TYPE_CHECKING:
+    from tests.integration.pong import PongServer
     from tests.integration.servers import ServerLauncher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,6 +218,29 @@ def portIsFree(port: int) -> bool:
     return True
 
 
+class Reapable(Protocol):
+    """
+    A process a test started, that it kills and waits for by its PID.
+    """
+
+    def reap(self) -> None: ...
+
+
+def reapEach(processes: Iterable[Reapable]) -> None:
+    """
+    Reap every one of C{processes}, even when reaping one fails; then raise
+    the first failure, if any.
+    """
+    errors: list[BaseException] = []
+    for process in processes:
+        try:
+            process.reap()
+        except BaseException as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
 class PeerLauncher:
     """
     Starts peer processes and remembers them all, so that the fixture's
@@ -272,14 +296,7 @@ class PeerLauncher:
         """
         Kill and wait for every process started.
         """
-        errors: list[BaseException] = []
-        for peer in self.started:
-            try:
-                peer.reap()
-            except BaseException as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        reapEach(self.started)
 
 
 @pytest.fixture
@@ -309,3 +326,26 @@ def servers(tmp_path: Path) -> Iterator[ServerLauncher]:
         yield launcher
     finally:
         launcher.reapAll()
+
+
+@pytest.fixture
+def pongs() -> Iterator[Callable[..., PongServer]]:
+    """
+    Starts L{tests.integration.pong.PongServer}s (its arguments, by name);
+    every one is stopped at teardown, even when the test failed.
+    """
+    # Imported here: tests.integration.pong imports this module.
+    from tests.integration.pong import PongServer
+
+    started: list[PongServer] = []
+
+    def start(**arguments: Any) -> PongServer:
+        server = PongServer(**arguments)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

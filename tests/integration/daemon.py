@@ -15,9 +15,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
@@ -131,6 +131,80 @@ class Peer(Process):
         poll(lambda: "listening on" in self.output(), 15, f"peer on {self.port} to listen")
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+P = TypeVar("P", bound=Process)
+
+
+def stoppedAtEnd(thing: S) -> Iterator[S]:
+    """
+    C{thing}, for a fixture to yield (C{yield from stoppedAtEnd(...)}), and
+    stopped when the test is over, whatever happened.
+    """
+    try:
+        yield thing
+    finally:
+        thing.stop()
+
+
+class Processes:
+    """
+    The processes of one test, started in C{directory}; L{stop} stops every
+    one by its PID (the last started first).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.processes: list[Process] = []
+
+    def started(self, process: P) -> P:
+        """
+        C{process}, kept to be stopped at the end.
+        """
+        self.processes.append(process)
+        return process
+
+    def peer(self, port: int | None = None, backlog: int = 50, wait: bool = True) -> Peer:
+        """
+        A line peer on C{port} (by default a free one); see L{Peer}.
+        """
+        port = freePort() if port is None else port
+        return self.started(Peer(port, self.directory, len(self.processes), backlog, wait))
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def twistdCommand(
+    config: Path,
+    admin: str,
+    *extra: str,
+    options: tuple[str, ...] = (),
+    twistd: Path = BIN / "twistd",
+) -> list[str]:
+    """
+    The command line of C{twistd -n netsupervisor} with C{config} and the
+    admin API on the server endpoint C{admin}; C{extra} are twistd's own
+    options, C{options} more of the subcommand's.
+    """
+    return [
+        str(twistd),
+        "-n",
+        "--pidfile=",
+        *extra,
+        "netsupervisor",
+        "--config",
+        str(config),
+        "--admin",
+        admin,
+        *options,
+    ]
+
+
 class Daemon(Process):
     """
     C{twistd -n netsupervisor} with the given config, admin on a free port.
@@ -154,18 +228,9 @@ class Daemon(Process):
         self.admin = freePort()
         self.config = config
         super().__init__(
-            [
-                str(twistd),
-                "-n",
-                "--pidfile=",
-                *extra,
-                "netsupervisor",
-                "--config",
-                str(config),
-                "--admin",
-                f"tcp:{self.admin}:interface={HOST}",
-                *options,
-            ],
+            twistdCommand(
+                config, f"tcp:{self.admin}:interface={HOST}", *extra, options=options, twistd=twistd
+            ),
             directory,
             directory / "twistd.log",
             env,

@@ -1,13 +1,15 @@
 """
-What every real-server plugin test does the same way: the timings, and the
-freeze-and-thaw scenario (SIGSTOP, heartbeat drop, no ESTABLISHED while
-frozen, SIGCONT, back and stable).
+What the real-server tests of the plugins do the same way: the timings, the
+connection to a server on the loopback address, a secret file, and the
+scenarios (established with an RTT, killed and restarted, frozen and
+thawed, refused for good, a graceful stop).
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -31,60 +33,10 @@ SLACK = 1.0
 """Honest slack for a loaded machine: process scheduling, the reactor's turn."""
 
 
-@inlineCallbacks
-def freezeAndThaw(
-    server: ServerProcess, connection: SupervisedConnection
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    Start C{connection} against C{server}, SIGSTOP the server: the connection
-    is dropped for "heartbeat" within the bound, and no attempt reaches
-    ESTABLISHED while the server is frozen (its handshake needs the server's
-    answer); SIGCONT: back to ESTABLISHED with an answered heartbeat, and
-    stable. Stops the connection at the end, whatever happened.
-    """
-    reactor = theReactor()
-    seen = Recorder(connection)
-    try:
-        connection.start()
-        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
-
-        frozen = len(seen.transitions)
-        frozenAt = reactor.seconds()
-        server.signal(signal.SIGSTOP)
-        bound = HEARTBEAT.detectionBound + SLACK
-        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
-        drop = seen.transitions[frozen]
-        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
-        assert drop.time - frozenAt <= bound
-
-        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
-        outage = seen.transitions[frozen + 1 :]
-        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
-        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
-
-        thawedAt = reactor.seconds()
-        server.signal(signal.SIGCONT)
-        yield waitFor(
-            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
-            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
-            "ESTABLISHED with an answered heartbeat after SIGCONT",
-        )
-        settled = len(seen.transitions)
-        yield holdsFor(
-            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
-        )
-        yield connection.stop().addTimeout(3.0, reactor)
-        assert connection.state == "CLOSED"
-    finally:
-        server.signal(signal.SIGCONT)
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
-
-
 def connectionTo(protocol: str, name: str, port: int, **options: object) -> SupervisedConnection:
     """
     A connection with the shared timings to C{port} on the loopback address,
-    speaking the bundled plugin C{protocol}.
+    speaking the bundled plugin C{protocol} with C{options}.
     """
     reactor = theReactor()
     spec = ConnectionSpec(
@@ -102,6 +54,66 @@ def connectionTo(protocol: str, name: str, port: int, **options: object) -> Supe
     )
 
 
+def secretFile(directory: Path, text: str) -> str:
+    """
+    The path of a new file in C{directory} holding C{text} on one line.
+    """
+    path = directory / "secret"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+@inlineCallbacks
+def freezeAndThaw(
+    server: ServerProcess, connection: SupervisedConnection
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Start C{connection} against C{server}, SIGSTOP the server once a
+    heartbeat is answered: the connection is dropped for "heartbeat" within
+    the bound, and no attempt reaches ESTABLISHED while the server is frozen
+    (its handshake needs the server's answer); SIGCONT: back to ESTABLISHED
+    with an answered heartbeat, and stable for longer than a silent peer
+    could be. Stops the connection at the end, whatever happened.
+    """
+    reactor = theReactor()
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
+
+        frozen = len(seen.transitions)
+        frozenAt = reactor.seconds()
+        server.signal(signal.SIGSTOP)
+        bound = HEARTBEAT.detectionBound + SLACK
+        yield waitFor(lambda: len(seen.transitions) > frozen, bound, "the drop")
+        drop = seen.transitions[frozen]
+        assert (drop.from_, drop.to, drop.reason) == ("ESTABLISHED", "IDLE", "heartbeat"), str(seen)
+        assert drop.time - frozenAt <= bound, str(seen)
+
+        yield waitFor(lambda: connection.attempts >= 3, 10.0, "attempts while frozen")
+        outage = seen.transitions[frozen + 1 :]
+        assert "ESTABLISHED" not in {t.to for t in outage}, str(seen)
+        assert "timeout" in {t.reason for t in outage if t.to == "IDLE"}, str(seen)
+
+        thawedAt = reactor.seconds()
+        server.signal(signal.SIGCONT)
+        yield waitFor(
+            lambda: connection.state == "ESTABLISHED" and seen.answeredSince(thawedAt),
+            CONNECT_TIMEOUT + BACKOFF.max + HEARTBEAT.detectionBound + SLACK + 1.0,
+            "ESTABLISHED with an answered heartbeat after SIGCONT",
+        )
+        settled = len(seen.transitions)
+        yield holdsFor(
+            lambda: len(seen.transitions) == settled, HEARTBEAT.detectionBound + 0.5, "stable"
+        )
+        assert connection.state == "ESTABLISHED"
+        yield connection.stop().addTimeout(3.0, reactor)
+        assert connection.state == "CLOSED"
+    finally:
+        server.signal(signal.SIGCONT)
+        yield stopAtLast(connection)
+
+
 @inlineCallbacks
 def establishWithRtt(
     connection: SupervisedConnection, seen: Recorder
@@ -113,8 +125,26 @@ def establishWithRtt(
     yield waitFor(lambda: connection.state == "ESTABLISHED", 5.0, "ESTABLISHED")
     yield waitFor(lambda: connection.rtt is not None, 2.0, "a heartbeat RTT")
     assert connection.rtt is not None
+    # Loopback answers in well under the timeout (the late-check margin aside).
     assert 0.0 <= connection.rtt < HEARTBEAT.timeout + 0.1
     assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
+
+
+@inlineCallbacks
+def answeredAtFirstAttempt(
+    connection: SupervisedConnection, what: str
+) -> Generator[Deferred[Any], Any, Recorder]:
+    """
+    Start C{connection}: ESTABLISHED at its first attempt, with a heartbeat
+    answered within 10 s (C{what} names that in a timeout's message). What
+    the connection reported.
+    """
+    seen = Recorder(connection)
+    connection.start()
+    yield waitFor(lambda: connection.rtt is not None, 10, f"{what}\n{seen}")
+    assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")], str(seen)
+    assert connection.attempts == 1
+    return seen
 
 
 @inlineCallbacks
@@ -143,6 +173,30 @@ def killAndRestart(
 
 
 @inlineCallbacks
+def refusedForGood(
+    connection: SupervisedConnection, why: str, secret: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    Start C{connection}: CLOSED after its one attempt, for good, reason
+    "handshake" with C{why} in the detail, and C{secret} nowhere in what
+    it reported. Stops the connection at the end, whatever happened.
+    """
+    seen = Recorder(connection)
+    try:
+        connection.start()
+        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
+        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
+        final = seen.transitions[-1]
+        assert final.reason == "handshake"
+        assert why in (final.detail or ""), str(seen)
+        assert connection.attempts == 1
+        assert secret not in str(seen)
+        assert secret not in (connection.lastError or "")
+    finally:
+        yield stopAtLast(connection)
+
+
+@inlineCallbacks
 def stopGracefully(connection: SupervisedConnection) -> Generator[Deferred[Any], Any, None]:
     """
     Stop: ESTABLISHED -> CLOSING -> CLOSED within 3 s.
@@ -151,4 +205,4 @@ def stopGracefully(connection: SupervisedConnection) -> Generator[Deferred[Any],
     assert [(t.from_, t.to) for t in connection.history[-2:]] == [
         ("ESTABLISHED", "CLOSING"),
         ("CLOSING", "CLOSED"),
-    ]
+    ], connection.history

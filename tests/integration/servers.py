@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     STARTUP_TIMEOUT,
     ephemeralPortRange,
     portIsFree,
+    reapEach,
     theReactor,
     waitFor,
 )
@@ -328,15 +329,25 @@ class ServerLauncher:
 
         return self._launch("memcached", argv)
 
+    def forProtocol(
+        self, protocol: str, user: str | None = None, password: str | None = None
+    ) -> Deferred[ServerProcess]:
+        """
+        The server that the bundled plugin C{protocol} (C{redis}, C{nats} or
+        C{mqtt}) speaks to; with C{password}, clients must authenticate
+        (redis: C{requirepass}, for its default user; nats and mqtt: as
+        C{user}).
+        """
+        if protocol == "redis":
+            return self.redis(requirepass=password)
+        if protocol == "nats":
+            return self.nats(user=user, password=password)
+        assert protocol == "mqtt", protocol
+        users = {user: password} if user is not None and password is not None else None
+        return self.mosquitto(users=users)
+
     def reapAll(self) -> None:
-        errors: list[BaseException] = []
-        for server in self.started:
-            try:
-                server.reap()
-            except BaseException as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        reapEach(self.started)
 
 
 def runProgram(argv: list[str], timeout: float = 5.0) -> Deferred[tuple[bytes, bytes, int]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import Daemon, Peer, Process, freePort, poll
+from tests.integration.daemon import Daemon, Peer, Processes, freePort, poll, stoppedAtEnd
 from tests.programs import requireProgram
 
 pytestmark = pytest.mark.integration
@@ -37,36 +37,27 @@ def configText(port: int, names: list[str], extra: str = "") -> str:
     )
 
 
-class World:
+class World(Processes):
+    """
+    Line peers, each on the one port of the test, and the daemon.
+    """
+
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.processes: list[Process] = []
+        super().__init__(directory)
         self.port = freePort()
         self.config = directory / "netsupervisor.toml"
 
-    def peer(self) -> Peer:
-        peer = Peer(self.port, self.directory, len(self.processes))
-        self.processes.append(peer)
-        return peer
+    def peer(self, port: int | None = None, backlog: int = 50, wait: bool = True) -> Peer:
+        return super().peer(self.port if port is None else port, backlog, wait)
 
     def daemon(self, names: list[str], *extra: str) -> Daemon:
         self.config.write_text(configText(self.port, names))
-        daemon = Daemon(self.config, self.directory, *extra)
-        self.processes.append(daemon)
-        return daemon
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
+        return self.started(Daemon(self.config, self.directory, *extra))
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop()
+    yield from stoppedAtEnd(World(tmp_path))
 
 
 def allIn(daemon: Daemon, state: str, names: list[str]) -> bool:

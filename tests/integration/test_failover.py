@@ -10,7 +10,7 @@ a name that resolves to nothing is the transient reason C{dns}.
 from __future__ import annotations
 
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from supervisor.transport import clientEndpoints
 from tests.hosts import HostsResolver, ResolvingReactor
 from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
 from tests.integration.pong import PongServer
+from tests.integration.scenarios import answeredAtFirstAttempt
 from tests.integration.servers import freePort
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 
@@ -118,8 +119,10 @@ def test_killingTheLivePeerMovesToTheNext(
 
 
 @pytest_twisted.inlineCallbacks
-def test_roundRobinSpreadsAttemptsOverEveryEndpoint() -> Generator[Deferred[Any], Any, None]:
-    servers = [PongServer() for _ in range(3)]
+def test_roundRobinSpreadsAttemptsOverEveryEndpoint(
+    pongs: Callable[..., PongServer],
+) -> Generator[Deferred[Any], Any, None]:
+    servers = [pongs() for _ in range(3)]
     c = connection(*(tcp(s.port) for s in servers), failover="round_robin")
     used: list[str] = []
     c.addObserver(lambda t: used.append(c.endpoint) if t.to == "ESTABLISHED" else None)
@@ -137,8 +140,6 @@ def test_roundRobinSpreadsAttemptsOverEveryEndpoint() -> Generator[Deferred[Any]
         assert [len(s.peers) for s in servers] == [3, 3, 3]
     finally:
         yield stopAtLast(c)
-        for server in servers:
-            server.stop()
 
 
 @pytest.mark.parametrize(
@@ -146,21 +147,17 @@ def test_roundRobinSpreadsAttemptsOverEveryEndpoint() -> Generator[Deferred[Any]
 )
 @pytest_twisted.inlineCallbacks
 def test_aNameWithTwoAddressesOneDeadEstablishesOnTheOther(
-    live: str, dead: str
+    live: str, dead: str, pongs: Callable[..., PongServer]
 ) -> Generator[Deferred[Any], Any, None]:
     """
     The dead address comes first: refused, then the live one, within the
     same attempt (HostnameEndpoint's "happy eyeballs").
     """
-    server = PongServer(interface=live)
+    server = pongs(interface=live)
     resolver = HostsResolver({"svc.test": [dead, live]})
     c = connection(f"tcp:host=svc.test:port={server.port}", resolver=resolver)
-    seen = Recorder(c)
-    c.start()
     try:
-        yield waitFor(lambda: c.rtt is not None, 10, f"ESTABLISHED with a heartbeat\n{seen}")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
-        assert c.attempts == 1
+        yield answeredAtFirstAttempt(c, "ESTABLISHED with a heartbeat")
         assert server.peers == [live]
         assert resolver.lookups == ["svc.test"]
         # Resolved again on the next attempt.
@@ -169,12 +166,13 @@ def test_aNameWithTwoAddressesOneDeadEstablishesOnTheOther(
         assert resolver.lookups == ["svc.test", "svc.test"]
     finally:
         yield stopAtLast(c)
-        server.stop()
 
 
 @pytest_twisted.inlineCallbacks
-def test_aNameThatResolvesToNothingIsRetriedAsDns() -> Generator[Deferred[Any], Any, None]:
-    server = PongServer()
+def test_aNameThatResolvesToNothingIsRetriedAsDns(
+    pongs: Callable[..., PongServer],
+) -> Generator[Deferred[Any], Any, None]:
+    server = pongs()
     resolver = HostsResolver({})
     c = connection(f"tcp:host=later.test:port={server.port}", resolver=resolver)
     seen = Recorder(c)
@@ -190,4 +188,3 @@ def test_aNameThatResolvesToNothingIsRetriedAsDns() -> Generator[Deferred[Any], 
         assert server.peers == [HOST]
     finally:
         yield stopAtLast(c)
-        server.stop()

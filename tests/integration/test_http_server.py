@@ -18,15 +18,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from supervisor import (
-    BackoffSpec,
-    ConnectionSpec,
-    HeartbeatSpec,
-    SupervisedConnection,
-    Transition,
-    findPlugin,
-)
+from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
 from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
+from tests.integration.test_loopback_line import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +50,29 @@ class Health(Resource):
         return b"health\n"
 
 
+def listen(health: Health) -> Deferred[IListeningPort]:
+    """
+    Serve C{health} on a free loopback port.
+    """
+    return TCP4ServerEndpoint(theReactor(), 0, interface=HOST).listen(Site(health))
+
+
+def healthConnection(name: str, listening: IListeningPort, **spec: Any) -> SupervisedConnection:
+    """
+    An C{http} connection, with the heartbeats of these tests, to the
+    server C{listening}.
+    """
+    reactor = theReactor()
+    port = listening.getHost().port  # type: ignore[attr-defined]
+    endpoint = f"tcp:host={HOST}:port={port}"
+    return SupervisedConnection(
+        ConnectionSpec(name, endpoint, protocol="http", heartbeat=HEARTBEAT, **spec),
+        clientFromString(reactor, endpoint),
+        findPlugin("http"),
+        reactor,
+    )
+
+
 def stateOf(connection: SupervisedConnection) -> str:
     """
     The state read afresh (a plain C{str}: no narrowing between readings).
@@ -65,37 +82,23 @@ def stateOf(connection: SupervisedConnection) -> str:
 
 @pytest_twisted.inlineCallbacks
 def test_200Then503Then401() -> Generator[Deferred[Any], Any, None]:
-    reactor = theReactor()
     health = Health()
-    listening: IListeningPort = yield TCP4ServerEndpoint(reactor, 0, interface=HOST).listen(
-        Site(health)
+    listening = yield listen(health)
+    connection = healthConnection(
+        "http-1",
+        listening,
+        connect_timeout=2.0,
+        drain_timeout=2.0,
+        backoff=BACKOFF,
+        options={"path": "/healthz"},
     )
-    port = listening.getHost().port  # type: ignore[attr-defined]
-    endpoint = f"tcp:host={HOST}:port={port}"
-    connection = SupervisedConnection(
-        ConnectionSpec(
-            "http-1",
-            endpoint,
-            protocol="http",
-            connect_timeout=2.0,
-            drain_timeout=2.0,
-            heartbeat=HEARTBEAT,
-            backoff=BACKOFF,
-            options={"path": "/healthz"},
-        ),
-        clientFromString(reactor, endpoint),
-        findPlugin("http"),
-        reactor,
-    )
-    transitions: list[Transition] = []
-    rtts: list[float | None] = []
-    connection.addObserver(transitions.append)
-    connection.addHeartbeatObserver(lambda name, rtt: rtts.append(rtt))
+    seen = Recorder(connection)
+    transitions = seen.transitions
     try:
         connection.start()
         yield waitFor(lambda: connection.state == "ESTABLISHED", WAIT, "ESTABLISHED")
-        yield waitFor(lambda: len(rtts) >= 3, WAIT, "three answered heartbeats")
-        assert None not in rtts
+        yield waitFor(lambda: len(seen.heartbeats) >= 3, WAIT, "three answered heartbeats")
+        assert None not in [rtt for _, rtt in seen.heartbeats]
         assert connection.state == "ESTABLISHED"
         assert len(health.peers) == 1, "every heartbeat on the one supervised connection"
 
@@ -130,19 +133,8 @@ def test_200Then503Then401() -> Generator[Deferred[Any], Any, None]:
 
 @pytest_twisted.inlineCallbacks
 def test_drainOnARealServer() -> Generator[Deferred[Any], Any, None]:
-    reactor = theReactor()
-    health = Health()
-    listening: IListeningPort = yield TCP4ServerEndpoint(reactor, 0, interface=HOST).listen(
-        Site(health)
-    )
-    port = listening.getHost().port  # type: ignore[attr-defined]
-    endpoint = f"tcp:host={HOST}:port={port}"
-    connection = SupervisedConnection(
-        ConnectionSpec("http-2", endpoint, protocol="http", heartbeat=HEARTBEAT),
-        clientFromString(reactor, endpoint),
-        findPlugin("http"),
-        reactor,
-    )
+    listening = yield listen(Health())
+    connection = healthConnection("http-2", listening)
     try:
         connection.start()
         yield waitFor(lambda: connection.state == "ESTABLISHED", WAIT, "ESTABLISHED")

@@ -7,7 +7,7 @@ connection: set as configured over TCP (an address and a name) and over TLS
 from __future__ import annotations
 
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,10 @@ def config(port: int, host: str, keepalive: str, tls: str = "") -> str:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 @pytest_twisted.inlineCallbacks
-def test_keepaliveIsSetOnTheSocket(host: str) -> Generator[Deferred[Any], Any, None]:
-    server = PongServer()
+def test_keepaliveIsSetOnTheSocket(
+    host: str, pongs: Callable[..., PongServer]
+) -> Generator[Deferred[Any], Any, None]:
+    server = pongs()
     c = yield established(config(server.port, host, "{ idle = 7, interval = 2.5, count = 4 }"))
     try:
         assert readBack(clientSocket(c, tls=False)) == {
@@ -94,16 +96,15 @@ def test_keepaliveIsSetOnTheSocket(host: str) -> Generator[Deferred[Any], Any, N
         }
     finally:
         yield stopAtLast(c)
-        server.stop()
 
 
 @pytest_twisted.inlineCallbacks
 def test_keepaliveIsSetOnTheTCPSocketUnderTLS(
-    tmp_path: Path,
+    tmp_path: Path, pongs: Callable[..., PongServer]
 ) -> Generator[Deferred[Any], Any, None]:
     ca = Authority(tmp_path / "pki")
     client = ca.issue("client-1", client=True)
-    server = PongServer(tls=serverOptions(ca, ca.issue("server")))
+    server = pongs(tls=serverOptions(ca, ca.issue("server")))
     tls = (
         f'tls = {{ enabled = true, ca = "{ca.path}", cert = "{client.certPath}", '
         f'key = "{client.keyPath}" }}\n'
@@ -119,16 +120,16 @@ def test_keepaliveIsSetOnTheTCPSocketUnderTLS(
         }, "interval = 0 keeps the system's default"
     finally:
         yield stopAtLast(c)
-        server.stop()
 
 
 @pytest_twisted.inlineCallbacks
-def test_idleZeroLeavesTheSocketAsItIs() -> Generator[Deferred[Any], Any, None]:
-    server = PongServer()
+def test_idleZeroLeavesTheSocketAsItIs(
+    pongs: Callable[..., PongServer],
+) -> Generator[Deferred[Any], Any, None]:
+    server = pongs()
     c = yield established(config(server.port, "127.0.0.1", "{ idle = 0, interval = 5, count = 3 }"))
     try:
         assert readBack(clientSocket(c, tls=False)) == defaults()
         assert defaults()["SO_KEEPALIVE"] == 0
     finally:
         yield stopAtLast(c)
-        server.stop()

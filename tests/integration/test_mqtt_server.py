@@ -2,8 +2,8 @@
 The C{mqtt} plugin against a real mosquitto broker (Debian's package) on a
 free loopback port: CONNECT with credentials from a password file made by
 C{mosquitto_passwd}, the keep-alive the broker sees, RTT, a killed and
-restarted broker, a frozen broker, bad credentials, and the DISCONNECT of a
-drain in the broker's log.
+restarted broker, and the DISCONNECT of a drain in the broker's log. A
+frozen broker and bad credentials: test_real_servers.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from plugins.mqtt import keepAliveFor
-from supervisor import SupervisedConnection
 from tests.integration.conftest import holdsFor, waitFor
 from tests.integration.scenarios import (
     HEARTBEAT,
     connectionTo,
     establishWithRtt,
-    freezeAndThaw,
     killAndRestart,
+    secretFile,
     stopGracefully,
 )
 from tests.integration.servers import ServerLauncher, ServerProcess
@@ -37,19 +36,9 @@ USER = "probe"
 PASSWORD = "mqtt-password-7"
 
 
-def mqttConnection(name: str, port: int, **options: object) -> SupervisedConnection:
-    return connectionTo("mqtt", name, port, **options)
-
-
 def brokerLog(server: ServerProcess) -> list[str]:
     path = server.directory / "mosquitto.log"
     return path.read_text(errors="replace").splitlines() if path.exists() else []
-
-
-def passwordFile(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "mqtt-pass"
-    path.write_text(text + "\n")
-    return str(path)
 
 
 @pytest_twisted.inlineCallbacks
@@ -63,8 +52,12 @@ def test_handshakeRttKillRestartAndDisconnect(
     DISCONNECT ("disconnected", not "closed its connection").
     """
     server = yield servers.mosquitto(users={USER: PASSWORD})
-    connection = mqttConnection(
-        "mqtt-main", server.port, username=USER, password_file=passwordFile(tmp_path, PASSWORD)
+    connection = connectionTo(
+        "mqtt",
+        "mqtt-main",
+        server.port,
+        username=USER,
+        password_file=secretFile(tmp_path, PASSWORD),
     )
     seen = Recorder(connection)
     try:
@@ -95,51 +88,4 @@ def test_handshakeRttKillRestartAndDisconnect(
         assert not any("exceeded timeout" in line for line in log), log
         assert PASSWORD not in str(seen)
     finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
-
-
-@pytest_twisted.inlineCallbacks
-def test_frozenBrokerIsDroppedForHeartbeats(
-    servers: ServerLauncher,
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
-    ESTABLISHED (no CONNACK); SIGCONT: back.
-    """
-    server = yield servers.mosquitto()
-    connection = mqttConnection("mqtt-freeze", server.port)
-    yield freezeAndThaw(server, connection)
-
-
-@pytest.mark.parametrize("auth", ["wrong-password", "anonymous", "unknown-user"])
-@pytest_twisted.inlineCallbacks
-def test_badCredentialsCloseForGood(
-    servers: ServerLauncher, tmp_path: Path, auth: str
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    A broker with a password file and C{allow_anonymous false}: a wrong
-    password, no credentials, or an unknown user are refused in CONNACK
-    (mosquitto answers 5, not authorised): CLOSED at once, permanently,
-    reason "handshake"; no password in what the connection reports.
-    """
-    server = yield servers.mosquitto(users={USER: PASSWORD})
-    options: dict[str, object] = {}
-    if auth == "wrong-password":
-        options = {"username": USER, "password_file": passwordFile(tmp_path, "not-" + PASSWORD)}
-    elif auth == "unknown-user":
-        options = {"username": "nobody", "password_file": passwordFile(tmp_path, PASSWORD)}
-    connection = mqttConnection("mqtt-auth", server.port, **options)
-    seen = Recorder(connection)
-    try:
-        connection.start()
-        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
-        final = seen.transitions[-1]
-        assert final.reason == "handshake"
-        assert "CONNACK refused: 5 (not authorised)" in (final.detail or ""), str(seen)
-        assert connection.attempts == 1
-        assert PASSWORD not in str(seen)
-    finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
+        yield stopAtLast(connection)

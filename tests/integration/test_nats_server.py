@@ -1,8 +1,9 @@
 """
 The C{nats} plugin against a real nats-server (Debian's package) on a free
 loopback port: the real INFO/CONNECT/PING handshake with credentials, RTT,
-a killed and restarted server, a frozen server, bad credentials, and the
-flush of a drain seen by the server (its monitoring port and its trace log).
+a killed and restarted server, and the flush of a drain seen by the
+server (its monitoring port and its trace log). A frozen server and bad
+credentials: test_real_servers.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 
-from supervisor import SupervisedConnection
-from tests.integration.conftest import HOST, theReactor, waitFor
+from tests.integration.conftest import HOST, theReactor
 from tests.integration.scenarios import (
     connectionTo,
     establishWithRtt,
-    freezeAndThaw,
     killAndRestart,
+    secretFile,
     stopGracefully,
 )
 from tests.integration.servers import ServerLauncher, ServerProcess
@@ -35,10 +35,6 @@ pytestmark = pytest.mark.integration
 
 USER = "watcher"
 PASSWORD = "nats-password-42"
-
-
-def natsConnection(name: str, port: int, **options: object) -> SupervisedConnection:
-    return connectionTo("nats", name, port, **options)
 
 
 @inlineCallbacks
@@ -53,12 +49,6 @@ def connz(server: ServerProcess, state: str = "open") -> Generator[Any, Any, lis
     return connections
 
 
-def passFile(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "nats-pass"
-    path.write_text(text + "\n")
-    return str(path)
-
-
 @pytest_twisted.inlineCallbacks
 def test_handshakeRttKillRestartAndFlush(
     servers: ServerLauncher, tmp_path: Path
@@ -70,8 +60,8 @@ def test_handshakeRttKillRestartAndFlush(
     a "Client Closed" connection.
     """
     server = yield servers.nats(user=USER, password=PASSWORD)
-    connection = natsConnection(
-        "nats-main", server.port, user=USER, pass_file=passFile(tmp_path, PASSWORD)
+    connection = connectionTo(
+        "nats", "nats-main", server.port, user=USER, pass_file=secretFile(tmp_path, PASSWORD)
     )
     seen = Recorder(connection)
     try:
@@ -100,51 +90,4 @@ def test_handshakeRttKillRestartAndFlush(
         assert ourLines[-1].endswith("Client connection closed: Client Closed"), ourLines[-3:]
         assert PASSWORD not in str(seen)
     finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
-
-
-@pytest_twisted.inlineCallbacks
-def test_frozenServerIsDroppedForHeartbeats(
-    servers: ServerLauncher,
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
-    ESTABLISHED (no INFO, no PONG); SIGCONT: back.
-    """
-    server = yield servers.nats()
-    connection = natsConnection("nats-freeze", server.port)
-    yield freezeAndThaw(server, connection)
-
-
-@pytest.mark.parametrize("auth", ["wrong-password", "no-credentials", "token-instead"])
-@pytest_twisted.inlineCallbacks
-def test_badCredentialsCloseForGood(
-    servers: ServerLauncher, tmp_path: Path, auth: str
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    A server with C{authorization { user, password }}: a wrong password, no
-    credentials, or a token: CLOSED at once, permanently, reason
-    "handshake", with the server's "Authorization Violation"; no secret in
-    what the connection reports.
-    """
-    server = yield servers.nats(user=USER, password=PASSWORD)
-    options: dict[str, object] = {}
-    if auth == "wrong-password":
-        options = {"user": USER, "pass_file": passFile(tmp_path, "not-" + PASSWORD)}
-    elif auth == "token-instead":
-        options = {"token_file": passFile(tmp_path, PASSWORD)}
-    connection = natsConnection("nats-auth", server.port, **options)
-    seen = Recorder(connection)
-    try:
-        connection.start()
-        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
-        final = seen.transitions[-1]
-        assert final.reason == "handshake"
-        assert "Authorization Violation" in (final.detail or ""), str(seen)
-        assert connection.attempts == 1
-        assert PASSWORD not in str(seen)
-    finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
+        yield stopAtLast(connection)

@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from tests import grafana
-from tests.integration.daemon import HOST, Daemon, Peer, Process, freePort, poll
+from tests.integration.daemon import HOST, Daemon, Process, Processes, freePort, poll, stoppedAtEnd
 from tests.programs import requireProgram
 
 pytestmark = pytest.mark.integration
@@ -151,42 +151,24 @@ class Prometheus(Process):
         return result
 
 
-class Scene:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.processes: list[Process] = []
-
-    def start(self, process: Process) -> Process:
-        self.processes.append(process)
-        return process
-
-    def peer(self) -> Peer:
-        peer = Peer(freePort(), self.directory, len(self.processes))
-        self.processes.append(peer)
-        return peer
+class Scene(Processes):
+    """
+    The processes of the test: line peers, the flapper, the daemon, Prometheus.
+    """
 
     def flapper(self) -> int:
-        process = Process(
-            [sys.executable, "-c", FLAPPER], self.directory, self.directory / "flapper.log"
+        process = self.started(
+            Process([sys.executable, "-c", FLAPPER], self.directory, self.directory / "flapper.log")
         )
-        self.processes.append(process)
         line = poll(
             lambda: re.search(r"listening on [\d.]+:(\d+)", process.output()), 15, "the flapper"
         )
         return int(line.group(1))
 
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-
 
 @pytest.fixture
 def scene(tmp_path: Path) -> Iterator[Scene]:
-    s = Scene(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from stoppedAtEnd(Scene(tmp_path))
 
 
 # The flapper's connection keeps flapping for NetsupervisorConnectionFlapping
@@ -245,10 +227,10 @@ def test_everyDashboardAndRuleExpressionFindsData(scene: Scene) -> None:
     config = scene.directory / "netsupervisor.toml"
     config.write_text(configText(steady.port, down.port, flap, slow.port, dead))
     daemon = Daemon(config, scene.directory)
-    scene.start(daemon)
+    scene.started(daemon)
     instance = f"{HOST}:{daemon.admin}"
     prometheus = Prometheus(program, scene.directory, instance, RULE_FILES)
-    scene.start(prometheus)
+    scene.started(prometheus)
 
     names = ["steady-1", "steady-2", "plain", "down", "slow"]
     poll(

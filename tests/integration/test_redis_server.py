@@ -1,7 +1,8 @@
 """
 The C{redis} plugin against a real redis-server (Debian's package) on a
 free loopback port: the real handshake, RTT, a killed and restarted server,
-a frozen server, bad credentials, and the QUIT of a drain seen by the server.
+the QUIT of a drain seen by the server, and a least-privilege ACL user.
+A frozen server and bad credentials: test_real_servers.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from supervisor import SupervisedConnection
-from tests.integration.conftest import HOST, theReactor, waitFor
+from tests.integration.conftest import HOST, waitFor
 from tests.integration.scenarios import (
     connectionTo,
     establishWithRtt,
-    freezeAndThaw,
     killAndRestart,
     stopGracefully,
 )
@@ -35,10 +34,6 @@ pytestmark = pytest.mark.integration
 
 
 PASSWORD = "correct-horse-battery"
-
-
-def redisConnection(name: str, port: int, **options: object) -> SupervisedConnection:
-    return connectionTo("redis", name, port, **options)
 
 
 @inlineCallbacks
@@ -71,7 +66,7 @@ def test_handshakeRttKillRestartAndQuit(
     server = yield servers.redis(requirepass=PASSWORD)
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
-    connection = redisConnection("redis-main", server.port, password_file=str(secret))
+    connection = connectionTo("redis", "redis-main", server.port, password_file=str(secret))
     seen = Recorder(connection)
     try:
         yield establishWithRtt(connection, seen)
@@ -89,58 +84,7 @@ def test_handshakeRttKillRestartAndQuit(
         assert "name=redis-main" not in clients
         assert PASSWORD not in str(seen)
     finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
-
-
-@pytest_twisted.inlineCallbacks
-def test_frozenServerIsDroppedForHeartbeats(
-    servers: ServerLauncher,
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    SIGSTOP: dropped for "heartbeat"; while frozen, attempts never become
-    ESTABLISHED (the handshake needs the server's answer); SIGCONT: back.
-    """
-    server = yield servers.redis()
-    connection = redisConnection("redis-freeze", server.port)
-    yield freezeAndThaw(server, connection)
-
-
-@pytest.mark.parametrize("auth", ["wrong-password", "no-password", "wrong-user"])
-@pytest_twisted.inlineCallbacks
-def test_badCredentialsCloseForGood(
-    servers: ServerLauncher, tmp_path: Path, auth: str
-) -> Generator[Deferred[Any], Any, None]:
-    """
-    A wrong password (WRONGPASS), none at all (NOAUTH), or an unknown ACL
-    user: CLOSED at once with a permanent "handshake" reason, no retry, and
-    the password nowhere in what the connection reports.
-    """
-    server = yield servers.redis(requirepass=PASSWORD)
-    secret = tmp_path / "password"
-    secret.write_text("not-" + PASSWORD)
-    options: dict[str, object] = {}
-    if auth == "wrong-password":
-        options["password_file"] = str(secret)
-    elif auth == "wrong-user":
-        secret.write_text(PASSWORD)
-        options.update(password_file=str(secret), username="nobody", hello=3)
-    connection = redisConnection("redis-auth", server.port, **options)
-    seen = Recorder(connection)
-    try:
-        connection.start()
-        yield waitFor(lambda: connection.state == "CLOSED", 5.0, "CLOSED")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "CLOSED")], str(seen)
-        final = seen.transitions[-1]
-        assert final.reason == "handshake"
-        expected = "NOAUTH" if auth == "no-password" else "WRONGPASS"
-        assert expected in (final.detail or ""), str(seen)
-        assert connection.attempts == 1
-        assert PASSWORD not in str(seen)
-        assert PASSWORD not in (connection.lastError or "")
-    finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
+        yield stopAtLast(connection)
 
 
 @pytest_twisted.inlineCallbacks
@@ -156,10 +100,9 @@ def test_aLeastPrivilegeAclUserWithHello3(
     server = yield servers.redis(requirepass=PASSWORD, extra=(acl,))
     secret = tmp_path / "password"
     secret.write_text("acl-password\n")
-    connection = redisConnection(
-        "redis-acl", server.port, username="monitor", password_file=str(secret), hello=3
+    connection = connectionTo(
+        "redis", "redis-acl", server.port, username="monitor", password_file=str(secret), hello=3
     )
-    seen = Recorder(connection)
     try:
         connection.start()
         yield waitFor(lambda: connection.rtt is not None, 5.0, "a heartbeat RTT")
@@ -167,13 +110,8 @@ def test_aLeastPrivilegeAclUserWithHello3(
         ours = [line for line in clients.splitlines() if "name=redis-acl" in line]
         assert len(ours) == 1, clients
         assert "user=monitor" in ours[0] and "resp=3" in ours[0], ours
-        yield connection.stop().addTimeout(3.0, theReactor())
-        assert [(t.from_, t.to) for t in connection.history[-2:]] == [
-            ("ESTABLISHED", "CLOSING"),
-            ("CLOSING", "CLOSED"),
-        ], str(seen)
+        yield stopGracefully(connection)
         after = yield cli(server, "INFO", "commandstats", password=PASSWORD)
         assert quitCalls(after) == 1, after
     finally:
-        if connection.state != "CLOSED":
-            yield stopAtLast(connection)
+        yield stopAtLast(connection)

@@ -27,7 +27,7 @@ import pytest
 
 from supervisor.peer import raiseFileLimit
 from supervisor.shard import owner
-from tests.integration.daemon import BIN, HOST, Daemon, Peer, Process, freePort, poll
+from tests.integration.daemon import BIN, HOST, Daemon, Processes, freePort, poll, stoppedAtEnd
 from tests.programs import requireProgram
 
 pytestmark = pytest.mark.integration
@@ -44,22 +44,20 @@ COMMON = (
 )
 
 
-class Fleet:
+class Fleet(Processes):
     """
     A line peer and the shard processes, each in a directory of its own;
     every process is stopped by its PID at the end.
     """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.processes: list[Process] = []
+        super().__init__(directory)
         self.shards: list[Daemon] = []
         self.port = freePort()
         self.token = directory / "token"
         self.token.write_text(TOKEN + "\n")
         self.token.chmod(0o600)
-        self.peer = Peer(self.port, directory, 0)
-        self.processes.append(self.peer)
+        self.peer(self.port)
         self.connections = "".join(
             f'[[connection]]\nname = "{n}"\nendpoint = "tcp:host={HOST}:port={self.port}"\n'
             for n in NAMES
@@ -82,27 +80,18 @@ class Fleet:
     def start(self, index: int, count: int) -> Daemon:
         home = self.directory / f"shard-{index}"
         home.mkdir()
-        daemon = Daemon(self.write(index, count), home)
-        self.processes.append(daemon)
+        daemon = self.started(Daemon(self.write(index, count), home))
         self.shards.append(daemon)
         return daemon
 
     def urls(self) -> list[str]:
         return [f"http://{HOST}:{d.admin}" for d in self.shards]
 
-    def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
-
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     raiseFileLimit()  # inherited by the peer and the daemons
-    f = Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from stoppedAtEnd(Fleet(tmp_path))
 
 
 def snapshot(daemon: Daemon) -> dict[str, dict[str, Any]]:

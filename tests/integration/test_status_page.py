@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration.browser import Browser, pngSize
 from tests.integration.conftest import ROOT
-from tests.integration.daemon import HOST, Daemon, Peer, Process, freePort, poll
+from tests.integration.daemon import HOST, Daemon, Process, Processes, freePort, poll, stoppedAtEnd
 from tests.programs import requireProgram
 
 pytestmark = pytest.mark.integration
@@ -249,34 +249,33 @@ def configText(lines: dict[str, int], errorPort: int) -> str:
     )
 
 
-class World:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.processes: list[Process] = []
-        self.browser: Browser | None = None
+class World(Processes):
+    """
+    Line peers, a peer that answers errors, the daemon and the browser.
+    """
 
-    def peer(self) -> Peer:
-        peer = Peer(freePort(), self.directory, len(self.processes))
-        self.processes.append(peer)
-        return peer
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.browser: Browser | None = None
 
     def errorPeer(self) -> tuple[Process, int]:
         port = freePort()
         script = self.directory / "error_peer.py"
         script.write_text(ERROR_PEER)
-        process = Process(
-            [sys.executable, str(script), str(port)], self.directory, self.directory / "error.log"
+        process = self.started(
+            Process(
+                [sys.executable, str(script), str(port)],
+                self.directory,
+                self.directory / "error.log",
+            )
         )
-        self.processes.append(process)
         poll(lambda: "listening on" in process.output(), 15, "the error peer to listen")
         return process, port
 
     def daemon(self, config: str) -> Daemon:
         path = self.directory / "netsupervisor.toml"
         path.write_text(config)
-        daemon = Daemon(path, self.directory)
-        self.processes.append(daemon)
-        return daemon
+        return self.started(Daemon(path, self.directory))
 
     def open(self) -> Browser:
         self.browser = Browser(self.directory)
@@ -287,19 +286,14 @@ class World:
             if self.browser is not None:
                 self.browser.stop()
         finally:
-            for process in self.processes:
-                process.stop()
+            super().stop()
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     requireProgram("chromium")
     requireProgram("chromedriver")
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        w.stop()
+    yield from stoppedAtEnd(World(tmp_path))
 
 
 def statesShown(browser: Browser) -> dict[str, str]:

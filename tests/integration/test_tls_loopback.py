@@ -27,6 +27,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from supervisor import ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
 from supervisor.spec import BackoffSpec
 from tests.integration.conftest import theReactor, waitFor
+from tests.integration.scenarios import answeredAtFirstAttempt
 
 pytestmark = pytest.mark.integration
 
@@ -124,11 +125,9 @@ def test_aTrustedCertificateEstablishesAfterTheHandshake(
 ) -> Generator[Deferred[object], object, None]:
     port, trust = tlsServer
     connection = _connection(f"tls:host=localhost:port={port}:trustRoots={trust}")
-    connection.start()
     try:
-        yield waitFor(lambda: connection.rtt is not None, 10, "a heartbeat over TLS")
+        yield answeredAtFirstAttempt(connection, "a heartbeat over TLS")
         assert connection.state == "ESTABLISHED"
-        assert connection.attempts == 1
     finally:
         yield connection.stop()
     assert connection.state == "CLOSED"

@@ -29,6 +29,7 @@ from supervisor.spec import ConnectionSpec
 from supervisor.transport import clientEndpoints
 from tests.integration.conftest import theReactor, waitFor
 from tests.integration.pong import PongServer
+from tests.integration.scenarios import answeredAtFirstAttempt
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 from tests.tlsca import Authority, Issued
 
@@ -139,12 +140,8 @@ def test_theRightClientCertificateEstablishes(
 ) -> Generator[Deferred[Any], Any, None]:
     server = serve()
     c = connection(server.port, tlsTable(pki.trusted, pki.client))
-    seen = Recorder(c)
-    c.start()
     try:
-        yield waitFor(lambda: c.rtt is not None, 10, "a heartbeat answered over mutual TLS")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
-        assert c.attempts == 1
+        yield answeredAtFirstAttempt(c, "a heartbeat answered over mutual TLS")
         assert server.certificates and set(server.certificates) == {"client-1"}
     finally:
         yield stopAtLast(c)
@@ -228,10 +225,8 @@ def test_aServerCertificateAcceptedByTheSettings(
 ) -> Generator[Deferred[Any], Any, None]:
     listening = serve(getattr(pki, server))
     c = connection(listening.port, tlsTable(pki.trusted, pki.client, setting))
-    c.start()
     try:
-        yield waitFor(lambda: c.rtt is not None, 10, "ESTABLISHED with a heartbeat")
-        assert c.attempts == 1
+        yield answeredAtFirstAttempt(c, "ESTABLISHED with a heartbeat")
         assert set(listening.certificates) == {"client-1"}
     finally:
         yield stopAtLast(c)

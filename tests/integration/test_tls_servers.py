@@ -21,6 +21,7 @@ from supervisor import SupervisedConnection, findPlugin
 from supervisor.config import parseConfig
 from supervisor.transport import clientEndpoints
 from tests.integration.conftest import theReactor, waitFor
+from tests.integration.scenarios import answeredAtFirstAttempt
 from tests.integration.servers import ServerLauncher, TLSListener
 from tests.integration.test_loopback_line import Recorder, stopAtLast
 from tests.tlsca import Authority, Issued
@@ -61,12 +62,8 @@ def establishesThenRefusesWithoutACertificate(
     protocol: str, port: int, ca: Authority
 ) -> Generator[Deferred[Any], Any, None]:
     right = connection(protocol, port, ca, ca.issue("client-1", client=True))
-    seen = Recorder(right)
-    right.start()
     try:
-        yield waitFor(lambda: right.rtt is not None, 10, f"a heartbeat over TLS\n{seen}")
-        assert seen.pairs() == [("IDLE", "CONNECTING"), ("CONNECTING", "ESTABLISHED")]
-        assert right.attempts == 1
+        yield answeredAtFirstAttempt(right, "a heartbeat over TLS")
     finally:
         yield stopAtLast(right)
 
