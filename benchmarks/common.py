@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 HEARTBEAT_INTERVAL = 1.0
 """Seconds between pings, for both implementations."""
@@ -61,3 +62,85 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "max": max(values) if values else math.nan,
         "count": float(len(values)),
     }
+
+
+def stormMarks(
+    storm: dict[str, Any],
+    left: float,
+    barWidth: float,
+    top: float,
+    base: float,
+    length: int,
+    every: int,
+    label: str,
+) -> list[str]:
+    """
+    SVG for one storm panel's time axis: a dashed line (and C{label}) where
+    the peer came back, and a tick label every C{every} seconds along
+    C{length} bins of 100 ms.
+    """
+    parts = []
+    restart = storm.get("restart_bin")
+    if restart is not None:
+        x = left + restart * barWidth
+        parts.append(
+            f'<line x1="{x:.2f}" y1="{top}" x2="{x:.2f}" y2="{base}" stroke="green"'
+            ' stroke-dasharray="4 3"/>'
+        )
+        parts.append(f'<text x="{x + 3:.2f}" y="{top + 12}" fill="green">{label}</text>')
+    for second in range(0, int(length / 10) + 1, every):
+        x = left + second * 10 * barWidth
+        parts.append(f'<text x="{x:.2f}" y="{base + 13}" text-anchor="middle">{second}s</text>')
+    return parts
+
+
+def valueAt(run: dict[str, Any] | None, *path: str) -> float | None:
+    """
+    The number at C{path} in a run's results, or L{None} when it is missing
+    or not a number.
+    """
+    value: Any = run
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def formatNumber(value: float | None, digits: int = 2) -> str:
+    """
+    C{value} with thousands separators, or C{n/a}.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def formatRatio(a: float | None, b: float | None) -> str:
+    """
+    C{a / b} as C{0.52x}, or C{n/a}.
+    """
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def verdict(ok: bool | None) -> str:
+    """
+    A target's verdict for the report.
+    """
+    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def failedRuns(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """
+    The report's lines for the runs that failed (none when none did).
+    """
+    failed = [r for r in runs if "error" in r]
+    if not failed:
+        return []
+    lines = ["**Runs that failed:**", ""]
+    lines += [f"- {r.get('label', r.get('impl'))} N={r.get('n')}: {r['error']}" for r in failed]
+    return [*lines, ""]

@@ -11,36 +11,15 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from benchmarks.common import failedRuns, stormMarks
+from benchmarks.common import formatNumber as _fmt
+from benchmarks.common import formatRatio as _ratio
+from benchmarks.common import valueAt as _get
+from benchmarks.common import verdict as _verdict
+
 SVG_NAME = "performance-storm.svg"
 
 Run = dict[str, Any]
-
-
-def _get(run: Run | None, *path: str) -> float | None:
-    value: Any = run
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None or math.isnan(value):
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "n/a"
-    return f"{a / b:.2f}x"
-
-
-def _verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
 
 DISTURBED = 0.10
@@ -320,19 +299,7 @@ def stormSVG(rec: Recovery) -> str:
                         f' width="{max(barWidth, 0.6):.2f}" height="{h:.2f}" fill="{colour}"/>'
                     )
             parts.append(f'<text x="{left}" y="{y + 10}">{label}</text>')
-            restart = storm.get("restart_bin")
-            if restart is not None:
-                x = left + restart * barWidth
-                parts.append(
-                    f'<line x1="{x:.2f}" y1="{top}" x2="{x:.2f}" y2="{base}" stroke="green"'
-                    ' stroke-dasharray="4 3"/>'
-                )
-                parts.append(f'<text x="{x + 3:.2f}" y="{top + 12}" fill="green">peer back</text>')
-            for second in range(0, int(length / 10) + 1, 2):
-                x = left + second * 10 * barWidth
-                parts.append(
-                    f'<text x="{x:.2f}" y="{base + 13}" text-anchor="middle">{second}s</text>'
-                )
+            parts += stormMarks(storm, left, barWidth, top, base, length, 2, "peer back")
             y += panel + gap
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
@@ -395,10 +362,7 @@ def section(results: dict[str, Any]) -> list[str]:
         f"  shared); a run where they used more than {DISTURBED:.0%} is marked *disturbed*.",
         "",
     ]
-    if failed:
-        lines += ["**Runs that failed:**", ""]
-        lines += [f"- {r.get('label')} N={r.get('n')}: {r['error']}" for r in failed]
-        lines.append("")
+    lines += failedRuns(failed)
     lines += [
         "### Targets",
         "",
@@ -443,45 +407,35 @@ def section(results: dict[str, Any]) -> list[str]:
 
 NOTES = """### Reading the figures (recovery suite)
 
-What was learnt from this run and three earlier ones on the same 2-vCPU machine (2026-11-30),
+What was learnt from this run and five earlier ones on the same 2-vCPU machine (2026-11-30),
 shared with other work: the "others" figure of each run says how much of the machine other
 processes took; runs above 10% are marked, and some took more than half of it.
 
-- **The attempts before the breaker opens** decide two targets. The breaker opens on failed
-  attempts, and a connection lost from ESTABLISHED is not one. When N connections lose their
-  peer at once, their first retries (full jitter below `backoff.initial`, 1 s) come due while
-  the process is still handling N losses, and the ones due before the first refusals are back
-  all go out: 1,056-1,293 at 5,000 (a fifth to a quarter of N) and 2,958-6,486 at 10,000, in
-  a few scheduler wake-ups within the first one or two seconds. That burst is the peak of every
-  netsupervisor storm above, and it is what takes attempts per connection past 1.2. After it,
-  while the peer is down, only probes go out (3-8 in 5 s), and when it is back the release band
-  stays at or under 200 per 100 ms (203-219 measured): a third to a tenth of stock's peaks.
-- **Counting a loss against the target** closes that gap. With one line more in
-  `Core.judgeLoss` (`self.gate.failed(False)`: a loss from ESTABLISHED counts as a failed
-  attempt, so the breaker opens on the fifth loss, before any retry is due) an experimental run
-  here, heavily disturbed (others 60-76%), made 1.00 attempts per connection at both sizes
-  (probes 7-8, and the releases), with peaks of 220 against stock's 612 at 5,000 and 201
-  against 1,581 at 10,000. Not part of this code: `supervisor/states` is the core's.
-- **Time until everyone is back** is the wait for the next probe (up to `probe_max`, 1 s) plus
-  N / `release_rate` (2.5 s at 5,000, 5 s at 10,000) plus pauses in the band (0.2-0.3 s gaps,
-  the process busy with the connections it just made). At 5,000 that is about 4 s, a tenth
-  faster than stock; at 10,000, 7-8 s against stock's 4.4-4.8 s, because stock sends 1,750-2,300
-  attempts per 100 ms at the returning peer and this machine keeps up with it. Matching stock
-  at 10,000 would take a `release_rate` near 4,000, a band of 400 per 100 ms: a half to a
-  third of stock's peak at 5,000 instead of a third or less. The default keeps the band low;
-  netsupervisor's own cost per new connection (it establishes 10,000 at start in 6-7 s here,
-  where stock takes 1.5-2 s) also caps how fast it can take 10,000 back.
-- **The connect budget** holds its targets in every run: at most 159-186 attempts per 100 ms
-  for `connect_rate = 1000`, `connect_burst = 100`, and everyone back in 5.2 s at 5,000 and
-  11.0-11.4 s at 10,000 (N / 1,000 plus the wait for the probe). The few attempts before the
-  breaker opened (115-205) went through the budget too.
+- **Losses open the breaker.** A member's connection lost from ESTABLISHED counts against
+  its target like a failed attempt, so when N connections lose their peer at once the breaker
+  opens on the fifth loss, before any retry is due (full jitter below `backoff.initial`, 1 s).
+  While the peer is down only probes go out (one every 0.25-0.5 s): 1.00 attempts per
+  connection from the kill to everyone back, at both sizes, against stock's 2.3-2.9. Earlier
+  runs, before losses counted, let the retries due before the first refusals out: a fifth to
+  two thirds of N in the first second or two, the peak of every storm and 1.2-1.65 attempts
+  per connection.
+- **Time until everyone is back** is the wait for the next probe (up to `probe_max`, 0.5 s)
+  plus the release, spread over about 2.5 s whatever N (2,000 a second at 5,000, 4,000 at
+  10,000, the cap `release_rate`), plus pauses in the band: at 10,000 the process is busy
+  establishing the connections it just released (gaps of 100-200 ms with no release), and
+  that, not the pace, is what keeps it near stock there (0.88-1.01x), where at 5,000 it is
+  about 0.7x. A fixed pace cannot do both: 3,000 a second kept the peak under 0.35x of stock's
+  at 10,000 but not at 5,000 (329 per 100 ms against 807), and took 10,000 back no sooner.
+- **The connect budget** holds its targets in every run: at most 157-180 attempts per 100 ms
+  for `connect_rate = 1000`, `connect_burst = 100`, and everyone back in 5.0 s at 5,000 and
+  10.7 s at 10,000 (N / 1,000 plus the wait for the probe).
 - **The flapping peer**: 1.00 attempt per connection in 60 s with the flap guard (each
   connection retried once after its first loss, then held at the second), against 8.30-8.33
   with the backoff alone (its delays grow because a 1-2 s session never proves healthy), and
   16.8 for stock `ClientService` (its delay starts over at every successful connect): 0.12x.
   The guard needs `max = 1` for that: with `max = 2` each connection retries twice (0.24x);
   and `hold` at least the length of the measurement.
-- **Disturbed runs** agree with the quiet ones where it matters: the first burst, the probes
+- **Disturbed runs** agree with the quiet ones where it matters: attempts per connection, the probes
   and the band do not depend on the load; the recovery times grow with it (stock's too).
 
 """

@@ -19,7 +19,13 @@ from benchmarks.common import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_MISSES,
     HEARTBEAT_TIMEOUT,
+    failedRuns,
+    stormMarks,
 )
+from benchmarks.common import formatNumber as _fmt
+from benchmarks.common import formatRatio as _ratio
+from benchmarks.common import valueAt as _get
+from benchmarks.common import verdict as _verdict
 
 SVG_NAME = "performance-storm.svg"
 
@@ -52,29 +58,6 @@ def machineInfo() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "twisted": twisted.__version__,
     }
-
-
-def _get(run: dict[str, Any] | None, *path: str) -> float | None:
-    value: Any = run
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
-        return "n/a"
-    return f"{a / b:.2f}x"
 
 
 # (label, path, scale, digits)
@@ -198,25 +181,9 @@ def _svg(ns: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
                     f'<rect x="{x:.2f}" y="{base_ - h:.2f}" width="{max(barWidth, 0.5):.2f}"'
                     f' height="{h:.2f}" fill="{colour}"/>'
                 )
-        restart = storm.get("restart_bin")
-        if restart is not None:
-            x = left + restart * barWidth
-            parts.append(
-                f'<line x1="{x:.2f}" y1="{y0}" x2="{x:.2f}" y2="{base_}" stroke="green"'
-                ' stroke-dasharray="4 3"/>'
-            )
-            parts.append(f'<text x="{x + 3:.2f}" y="{y0 + 12}" fill="green">peer restarted</text>')
-        for second in range(0, int(length / 10) + 1, 5):
-            x = left + second * 10 * barWidth
-            parts.append(
-                f'<text x="{x:.2f}" y="{base_ + 14}" text-anchor="middle">{second}s</text>'
-            )
+        parts += stormMarks(storm, left, barWidth, y0, base_, length, 5, "peer restarted")
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
-
-
-def _verdict(ok: bool | None) -> str:
-    return "n/a (not measured)" if ok is None else ("**met**" if ok else "**missed**")
 
 
 def _targets(
@@ -367,11 +334,7 @@ def _mainSection(results: dict[str, Any], path: Path, storm_svg: bool) -> list[s
         f" misses {HEARTBEAT_MISSES}: detection bound {DETECTION_BOUND} s",
         "",
     ]
-    failed = [r for r in runs if "error" in r]
-    if failed:
-        lines += ["**Runs that failed:**", ""]
-        lines += [f"- {r['impl']} N={r['n']}: {r['error']}" for r in failed]
-        lines.append("")
+    lines += failedRuns(runs)
     lines += [
         "### Targets (issue 4)",
         "",

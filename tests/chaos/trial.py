@@ -33,7 +33,7 @@ from supervisor import (
 from supervisor.metrics import SupervisorMetrics, exposition
 from supervisor.testing.chaos import ChaosProxy
 from tests.integration.conftest import HOST, theReactor
-from tests.integration.test_loopback_line import Recorder
+from tests.integration.scenarios import Recorder
 
 HEARTBEAT = HeartbeatSpec(interval=0.25, timeout=0.25, misses=2)
 BACKOFF = BackoffSpec(initial=0.05, max=0.5, jitter="full", reset_after=1.0)

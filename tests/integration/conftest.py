@@ -13,7 +13,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, cast
@@ -22,6 +21,8 @@ import pytest
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+
+from tests.integration.daemon import peerCommand
 
 if TYPE_CHECKING:
     from tests.integration.pong import PongServer
@@ -90,17 +91,7 @@ class PeerProcess:
         self.logPath = logPath
         self._log: IO[bytes] = logPath.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "supervisor.peer",
-                "--host",
-                HOST,
-                "--port",
-                str(requestedPort),
-                "--backlog",
-                str(backlog),
-            ],
+            peerCommand(requestedPort, backlog),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

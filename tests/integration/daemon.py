@@ -23,6 +23,24 @@ HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
 
 
+def peerCommand(port: int, backlog: int = 50) -> list[str]:
+    """
+    The command line of a line peer (C{python -m supervisor.peer}) on
+    C{HOST}:C{port} with a listen queue of C{backlog}.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "supervisor.peer",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--backlog",
+        str(backlog),
+    ]
+
+
 def freePort() -> int:
     """
     A TCP port on 127.0.0.1 that nothing listens on right now.
@@ -106,17 +124,7 @@ class Peer(Process):
         @param wait: wait (bounded) until it listens; else see L{listening}.
         """
         super().__init__(
-            [
-                sys.executable,
-                "-m",
-                "supervisor.peer",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--backlog",
-                str(backlog),
-            ],
+            peerCommand(port, backlog),
             directory,
             directory / f"peer-{port}-{n}.log",
         )

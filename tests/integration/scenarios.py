@@ -18,19 +18,95 @@ from twisted.internet.endpoints import clientFromString
 from supervisor import (
     BackoffSpec,
     ConnectionSpec,
+    FlapSpec,
     HeartbeatSpec,
     SupervisedConnection,
+    Transition,
     findPlugin,
 )
 from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
 from tests.integration.servers import ServerProcess
-from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 HEARTBEAT = HeartbeatSpec(interval=0.3, timeout=0.3, misses=2)
 BACKOFF = BackoffSpec(initial=0.1, max=0.5, jitter="full", reset_after=1.0)
 CONNECT_TIMEOUT = 1.0
 SLACK = 1.0
 """Honest slack for a loaded machine: process scheduling, the reactor's turn."""
+
+
+class Recorder:
+    """
+    Everything one connection reported: transitions and heartbeats, timed.
+    """
+
+    def __init__(self, connection: SupervisedConnection) -> None:
+        self.connection = connection
+        self.transitions: list[Transition] = []
+        self.heartbeats: list[tuple[float, float | None]] = []
+        self.links: list[tuple[str, str]] = []
+        connection.addObserver(self._transition)
+        connection.addHeartbeatObserver(self._heartbeat)
+
+    def _transition(self, transition: Transition) -> None:
+        self.transitions.append(transition)
+        if transition.to == "ESTABLISHED":
+            protocol = self.connection.protocol
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                self.links.append((str(transport.getHost()), str(transport.getPeer())))
+
+    def _heartbeat(self, name: str, rtt: float | None) -> None:
+        self.heartbeats.append((theReactor().seconds(), rtt))
+
+    def pairs(self, since: int = 0) -> list[tuple[str, str]]:
+        """
+        (from, to) of the transitions from index C{since} on.
+        """
+        return [(t.from_, t.to) for t in self.transitions[since:]]
+
+    def __str__(self) -> str:
+        start = self.transitions[0].time if self.transitions else 0.0
+        lines = [
+            f"{t.time - start:7.3f} {t.from_} -> {t.to} ({t.reason}: {t.detail})"
+            for t in self.transitions
+        ]
+        lines += [f"link: {host} -> {peer}" for host, peer in self.links]
+        return "\n".join(lines)
+
+    def answeredSince(self, when: float) -> bool:
+        """
+        Whether a heartbeat was answered after C{when}.
+        """
+        return any(at > when and rtt is not None for at, rtt in self.heartbeats)
+
+
+def lineConnection(name: str, port: int) -> SupervisedConnection:
+    """
+    A connection to the peer on C{port}, with timings small enough for a test.
+    """
+    reactor = theReactor()
+    spec = ConnectionSpec(
+        name=name,
+        endpoint=f"tcp:host={HOST}:port={port}",
+        protocol="line",
+        connect_timeout=2.0,
+        drain_timeout=1.0,
+        backoff=BACKOFF,
+        heartbeat=HEARTBEAT,
+        # A frozen peer is dropped, reconnected (its kernel still accepts)
+        # and dropped again within a second: the flap guard would hold it.
+        flap=FlapSpec(max=0),
+    )
+    endpoint = clientFromString(reactor, spec.endpoint)
+    return SupervisedConnection(spec, endpoint, findPlugin(spec.protocol), reactor)
+
+
+def stopAtLast(connection: SupervisedConnection) -> Deferred[None]:
+    """
+    Close C{connection} if a failed test left it open, so that none of its
+    timers or sockets outlive the test.
+    """
+    return connection.stop().addTimeout(5.0, theReactor())
 
 
 def connectionTo(protocol: str, name: str, port: int, **options: object) -> SupervisedConnection:

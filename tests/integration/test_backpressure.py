@@ -19,7 +19,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from tests.integration.conftest import waitFor
-from tests.integration.test_loopback_line import Recorder, lineConnection, stopAtLast
+from tests.integration.scenarios import Recorder, lineConnection, stopAtLast
 
 pytestmark = pytest.mark.integration
 

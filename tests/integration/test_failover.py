@@ -24,9 +24,8 @@ from supervisor.transport import clientEndpoints
 from tests.hosts import HostsResolver, ResolvingReactor
 from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
 from tests.integration.pong import PongServer
-from tests.integration.scenarios import answeredAtFirstAttempt
+from tests.integration.scenarios import Recorder, answeredAtFirstAttempt, stopAtLast
 from tests.integration.servers import freePort
-from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 pytestmark = pytest.mark.integration
 

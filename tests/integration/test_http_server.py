@@ -20,7 +20,7 @@ from twisted.web.server import Request, Site
 
 from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
 from tests.integration.conftest import HOST, holdsFor, theReactor, waitFor
-from tests.integration.test_loopback_line import Recorder
+from tests.integration.scenarios import Recorder
 
 pytestmark = pytest.mark.integration
 

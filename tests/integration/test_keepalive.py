@@ -20,7 +20,7 @@ from supervisor.config import parseConfig
 from supervisor.transport import clientEndpoints
 from tests.integration.conftest import theReactor, waitFor
 from tests.integration.pong import PongServer
-from tests.integration.test_loopback_line import stopAtLast
+from tests.integration.scenarios import stopAtLast
 from tests.integration.test_tls_mutual import serverOptions
 from tests.tlsca import Authority
 

@@ -20,14 +20,15 @@ from plugins.mqtt import keepAliveFor
 from tests.integration.conftest import holdsFor, waitFor
 from tests.integration.scenarios import (
     HEARTBEAT,
+    Recorder,
     connectionTo,
     establishWithRtt,
     killAndRestart,
     secretFile,
+    stopAtLast,
     stopGracefully,
 )
 from tests.integration.servers import ServerLauncher, ServerProcess
-from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,15 @@ from twisted.internet.task import deferLater
 
 from tests.integration.conftest import HOST, theReactor
 from tests.integration.scenarios import (
+    Recorder,
     connectionTo,
     establishWithRtt,
     killAndRestart,
     secretFile,
+    stopAtLast,
     stopGracefully,
 )
 from tests.integration.servers import ServerLauncher, ServerProcess
-from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 pytestmark = pytest.mark.integration
 

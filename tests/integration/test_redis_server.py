@@ -17,9 +17,11 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 
 from tests.integration.conftest import HOST, waitFor
 from tests.integration.scenarios import (
+    Recorder,
     connectionTo,
     establishWithRtt,
     killAndRestart,
+    stopAtLast,
     stopGracefully,
 )
 from tests.integration.servers import (
@@ -28,7 +30,6 @@ from tests.integration.servers import (
     findProgram,
     runProgram,
 )
-from tests.integration.test_loopback_line import Recorder, stopAtLast
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,7 @@ from supervisor.spec import ConnectionSpec
 from supervisor.transport import clientEndpoints
 from tests.integration.conftest import theReactor, waitFor
 from tests.integration.pong import PongServer
-from tests.integration.scenarios import answeredAtFirstAttempt
-from tests.integration.test_loopback_line import Recorder, stopAtLast
+from tests.integration.scenarios import Recorder, answeredAtFirstAttempt, stopAtLast
 from tests.tlsca import Authority, Issued
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,8 @@ from supervisor import SupervisedConnection, findPlugin
 from supervisor.config import parseConfig
 from supervisor.transport import clientEndpoints
 from tests.integration.conftest import theReactor, waitFor
-from tests.integration.scenarios import answeredAtFirstAttempt
+from tests.integration.scenarios import Recorder, answeredAtFirstAttempt, stopAtLast
 from tests.integration.servers import ServerLauncher, TLSListener
-from tests.integration.test_loopback_line import Recorder, stopAtLast
 from tests.tlsca import Authority, Issued
 
 pytestmark = pytest.mark.integration
