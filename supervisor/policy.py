@@ -238,10 +238,20 @@ class ReconnectPolicy:
         a flap hold).
         """
         if self._establishedAt is not None:
-            self._proven = now - self._establishedAt >= self.resetAfter and (
-                self._answered or not self.needsAnswer
-            )
+            self._proven = self.proven(now)
             self._establishedAt = None
+
+    def proven(self, now: float) -> bool:
+        """
+        Whether the connection ESTABLISHED now, were it to end at C{now},
+        proved healthy: up for C{reset_after} seconds and, when heartbeats
+        are on, with a heartbeat answered.
+        """
+        return (
+            self._establishedAt is not None
+            and now - self._establishedAt >= self.resetAfter
+            and (self._answered or not self.needsAnswer)
+        )
 
     def answered(self) -> None:
         """

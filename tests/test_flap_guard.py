@@ -118,6 +118,26 @@ def test_aLossExactlyWithinSecondsAgoNoLongerCounts() -> None:
     w.stop()
 
 
+def test_lossesOfConnectionsThatProvedHealthyDoNotCount() -> None:
+    """
+    A connection lost after it proved healthy (up for C{reset_after}; no
+    heartbeats here) is a peer restarted now and then, not a flapping one:
+    however often within the window, it is not held. Only the losses of
+    sessions that proved nothing count.
+    """
+    w = world(FlapSpec(max=1, within=120.0, hold=30.0))
+    for _ in range(4):
+        flap(w, up=10.5)  # reset_after = 10: proved healthy each time
+        assert w.connection.held == "backoff"
+    flap(w, up=0.5)  # one loss that counts: not more than max
+    assert w.connection.held == "backoff"
+    flap(w, up=0.5)
+    assert w.connection.held == "flapping"
+    assert w.connection.flapHolds == 1
+    w.stop()
+    w.assertQuiet()
+
+
 def test_holdZeroClosesTheConnection() -> None:
     w = world(FlapSpec(max=2, within=60.0, hold=0.0))
     for _ in range(3):

@@ -282,9 +282,13 @@ class Core:
             # idle rule: the target's breaker counts it.
             self.gate.lost()
         flap = self.spec.flap
-        if not flap.enabled:
-            return "retry", cause
         now = self.now()
+        if not flap.enabled or self.policy.proven(now):
+            # A connection that proved healthy before it was lost (up for
+            # reset_after, a heartbeat answered) is not flapping: a peer
+            # restarted now and then is not held, one that drops every
+            # session before it proves anything is.
+            return "retry", cause
         losses = self.losses
         if losses is None:
             losses = self.losses = deque()
