@@ -314,9 +314,7 @@ def _countLoss(inputs: BreakerInputs, core: BreakerCore, data: _Closed, ticket: 
     # any of them has failed; counted, the first losses open the breaker and
     # those retries are held behind a probe instead of hitting a dead peer.
     # A loss followed by a successful reconnect starts the count over.
-    core.failures += 1
-    if core.failures >= core.spec.failures:
-        inputs.trip()
+    _countFailure(inputs, core, data, ticket, False)
 
 
 def _countSuccess(inputs: BreakerInputs, core: BreakerCore, data: _Closed, ticket: Ticket) -> None:
