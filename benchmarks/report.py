@@ -557,6 +557,33 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
+What the 2026-11-30 runs show (this one, quiet: no run disturbed; and one 20 minutes earlier
+with 13 of its 18 runs disturbed, other processes taking 6-68% of the machine, whose medians
+agree with these within the spread shown except start-up, 1.19-1.33x stock there, and
+detection at 5,000, 2.02 s there):
+
+- **10,000 is no longer near saturation.** netsupervisor uses 42-48% of a core at 10,000
+  (stock 70-72%), no run of either side was saturated, and the reactor lag p99 is 6-9 ms
+  against stock's 215-313 ms (stock ran 13-16 full collections of 277-288 ms each in the
+  window; netsupervisor no collection at all). The 11-23 runs had netsupervisor at 78-91% of a
+  core there.
+- **CPU per heartbeat** is 0.60-0.67x stock at 10,000, 0.68-0.74x at 5,000 (median 0.71x,
+  just over the target) and about stock's at 1,000: the shared scheduler saves reactor wake-ups
+  and `DelayedCall`s, which weigh more the more connections share a turn; at 1,000 each turn
+  serves few pings, and per ping the work is about a `LoopingCall`'s.
+- **Start-up** is 1.2-2.2x stock (from 4-5x on 11-23): a few tenths of a second at 1,000 and
+  5,000, 0.4-0.8 s more than stock at 10,000. The profile below shows the transition log
+  events, two per connection, built and then dropped by the level filter, at about a seventh
+  of start-up's time.
+- **Dead-peer detection** is within the bound at 1,000, at it at 5,000 (2.05-2.14 s against
+  2.10 s: the median misses by 7 ms; stock 2.48 s), but 2.4-3.0 s at
+  10,000 (stock 2.4-3.2 s): all 10,000 deadlines fall due within one interval, and each miss
+  drops a connection, which starts its reconnect in the same turns. Not investigated further.
+- **Memory per ESTABLISHED connection** is 1.17-1.24x stock (6.5-7.3 KiB against 5.5-5.9 KiB),
+  where the 11-23 runs measured 0.92-0.94x: what the resilience, lifetime and queue work added
+  to each connection is not paid back. Not investigated. The benchmark builds its `Supervisor`
+  in code, without the daemon's start-up freeze (`freezeAfterStart`).
+
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
 freeze); kept for the record, the figures above supersede theirs:
