@@ -23,6 +23,10 @@ DETECTION_BOUND = HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT * HEARTBEAT_MISSES
 
 IMPLEMENTATIONS = ("netsupervisor", "baseline")
 
+WAITING = frozenset({"<method 'poll' of 'select.epoll' objects>"})
+"""The profile entries that are the reactor's wait for events: in a
+wall-clock profile, idle time."""
+
 
 def rssBytes() -> int:
     """
@@ -144,3 +148,77 @@ def failedRuns(runs: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["**Runs that failed:**", ""]
     lines += [f"- {r.get('label', r.get('impl'))} N={r.get('n')}: {r['error']}" for r in failed]
     return [*lines, ""]
+
+
+DISTURBED = 0.10
+"""A run is marked disturbed when other processes used more than this share
+of the machine's CPUs while it ran."""
+
+SATURATED = 0.90
+"""A run is marked saturated when its measured process used more than this
+share of a core over the steady window."""
+
+
+def loadText(run: dict[str, Any] | None, mark: bool = True) -> str:
+    """
+    A run's 1-minute load average before and after it and the share of the
+    machine other processes used meanwhile, marked disturbed above
+    L{DISTURBED} when C{mark}.
+    """
+    if not run:
+        return "n/a"
+    before, after = run.get("loadavg_before") or [math.nan], run.get("loadavg_after") or [math.nan]
+    share = valueAt(run, "other_cpu_share")
+    text = f"{before[0]:.2f} → {after[0]:.2f}; others {formatNumber(share and share * 100, 0)}%"
+    if mark and share is not None and share > DISTURBED:
+        text += " (disturbed)"
+    return text
+
+
+def saturated(run: dict[str, Any] | None) -> bool:
+    """
+    Whether a run's measured process used more than L{SATURATED} of a core
+    over its steady window.
+    """
+    share = valueAt(run, "steady", "cpu_share")
+    return share is not None and share > SATURATED
+
+
+def spread(values: Sequence[float | None]) -> tuple[float, float, float] | None:
+    """
+    The median, minimum and maximum of the numbers among C{values} (NaN and
+    L{None} left out), or L{None} when there are none.
+    """
+    numbers = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not numbers:
+        return None
+    middle = len(numbers) // 2
+    median = numbers[middle] if len(numbers) % 2 else (numbers[middle - 1] + numbers[middle]) / 2
+    return median, numbers[0], numbers[-1]
+
+
+def formatSpread(
+    values: Sequence[float | None], digits: int = 2, unit: str = "", scale: float = 1.0
+) -> str:
+    """
+    The median of C{values} with the minimum and maximum beside it, as
+    C{0.61x (0.58-0.66)} for C{unit="x"}; only the value when there is one
+    or all are equal; C{n/a} when there is none.
+    """
+    found = spread(values)
+    if found is None:
+        return "n/a"
+    median, low, high = (v * scale for v in found)
+    text = formatNumber(median, digits) + unit
+    if formatNumber(low, digits) != formatNumber(high, digits):
+        text += f" ({formatNumber(low, digits)}-{formatNumber(high, digits)})"
+    return text
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """
+    C{a / b}, or L{None} when either is missing or C{b} is 0.
+    """
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b

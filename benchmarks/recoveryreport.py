@@ -7,35 +7,19 @@ storm, the flapping peer, and the storm figure
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
-from benchmarks.common import failedRuns, stormMarks
+from benchmarks.common import DISTURBED, failedRuns, stormMarks
 from benchmarks.common import formatNumber as _fmt
 from benchmarks.common import formatRatio as _ratio
+from benchmarks.common import loadText as _load
 from benchmarks.common import valueAt as _get
 from benchmarks.common import verdict as _verdict
 
 SVG_NAME = "performance-storm.svg"
 
 Run = dict[str, Any]
-
-
-DISTURBED = 0.10
-"""A run is marked disturbed when other processes used more than this share
-of the machine's CPUs while it ran."""
-
-
-def _load(run: Run | None) -> str:
-    if not run:
-        return "n/a"
-    before, after = run.get("loadavg_before") or [math.nan], run.get("loadavg_after") or [math.nan]
-    share = _get(run, "other_cpu_share")
-    text = f"{before[0]:.2f} → {after[0]:.2f}; others {_fmt(share and share * 100, 0)}%"
-    if share is not None and share > DISTURBED:
-        text += " (disturbed)"
-    return text
 
 
 class Recovery:

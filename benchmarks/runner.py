@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.common import IMPLEMENTATIONS
+from benchmarks.common import IMPLEMENTATIONS, loadText
 from benchmarks.report import machineInfo, writeReport
 from supervisor.peer import raiseFileLimit
 
@@ -298,16 +298,35 @@ def _measure(run: Run, peer: Peer, arguments: argparse.Namespace, log: IO[str]) 
 
 def mainRuns(arguments: argparse.Namespace) -> tuple[list[Run], int]:
     """
-    The main suite: each implementation at each size; the storm at 5,000
-    (or the largest size).
+    The main suite, C{--repeat} rounds: each implementation at each size;
+    the storm at 5,000 (or the largest size). Every other round runs the
+    sides in the other order.
     """
     sizes: list[int] = arguments.sizes
     stormSize = 5000 if 5000 in sizes else max(sizes)
     runs = []
-    for n in sizes:
-        phases = ("steady", "scrape", *(("storm",) if n == stormSize else ()), "detection")
-        runs += [Run(impl, n, phases) for impl in arguments.impls]
+    for round_ in range(arguments.repeat):
+        for n in sizes:
+            phases = ("steady", "scrape", *(("storm",) if n == stormSize else ()), "detection")
+            pair = [Run(impl, n, phases, tags={"round": round_}) for impl in arguments.impls]
+            if round_ % 2:
+                pair.reverse()
+            runs += pair
     return runs, stormSize
+
+
+def profileRun(arguments: argparse.Namespace) -> Run:
+    """
+    C{--profile}: netsupervisor at the largest size under cProfile, for
+    start-up and the steady window.
+    """
+    return Run(
+        "netsupervisor",
+        max(arguments.sizes),
+        ("steady",),
+        options=("--profile",),
+        tags={"profiled": True},
+    )
 
 
 def recoveryRuns(arguments: argparse.Namespace) -> list[Run]:
@@ -382,7 +401,17 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="comma-separated N (default 1000,5000,10000; recovery: 5000,10000)",
     )
-    parser.add_argument("--repeat", type=int, default=2, help="recovery: rounds (default 2)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds, each side first in turn (default 3; recovery: 2)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run netsupervisor at the largest size under cProfile (profile.json)",
+    )
     parser.add_argument(
         "--connect-rate",
         type=float,
@@ -418,6 +447,8 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     recovery = arguments.suite == "recovery"
     default = "200" if quick else ("5000,10000" if recovery else "1000,5000,10000")
     arguments.sizes = [int(s) for s in (arguments.sizes or default).split(",")]
+    if arguments.repeat is None:
+        arguments.repeat = 2 if recovery else 3
     if arguments.flap_seconds is None:
         arguments.flap_seconds = 10.0 if quick else 60.0
     if quick:
@@ -449,20 +480,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path = arguments.output
     if arguments.from_results:
         source = Path(arguments.from_results)
-        main, recovery = (
-            _load(source.parent / "results.json"),
-            _load(source.parent / "recovery.json"),
-        )
-        if source.name == "recovery.json":
-            recovery = json.loads(source.read_text())
+        found = {
+            name: _load(source.parent / name)
+            for name in ("results.json", "recovery.json", "profile.json")
+        }
+        if source.name in found:
+            found[source.name] = json.loads(source.read_text())
         else:
-            main = json.loads(source.read_text())
-        writeReport(main, arguments.report, recovery)
+            found["results.json"] = json.loads(source.read_text())
+        writeReport(
+            found["results.json"],
+            arguments.report,
+            found["recovery.json"],
+            found["profile.json"],
+        )
         print(f"report: {arguments.report}")
         return 0
     raiseFileLimit()
     started = time.time()
-    if arguments.suite == "recovery":
+    if arguments.profile:
+        runs, stormSize = [profileRun(arguments)], max(arguments.sizes)
+        name = "profile.json"
+    elif arguments.suite == "recovery":
         runs, stormSize = recoveryRuns(arguments), max(arguments.sizes)
         name = "recovery.json"
     else:
@@ -476,8 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         results_.append(measure(run, arguments, sys.stderr))
-        load = results_[-1]
-        print(f"   load {load['loadavg_before']} -> {load['loadavg_after']}", file=sys.stderr)
+        print(f"   load {loadText(results_[-1])}", file=sys.stderr)
     results = {
         "command": " ".join(
             ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
@@ -488,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": arguments.quick,
         "sizes": arguments.sizes,
         "storm_size": stormSize,
+        "repeat": 1 if arguments.profile else arguments.repeat,
         "machine": machineInfo(),
         "runs": results_,
     }
@@ -497,8 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["connect_rate"] = arguments.connect_rate
     output.mkdir(parents=True, exist_ok=True)
     (output / name).write_text(json.dumps(results, indent=1) + "\n")
-    main, recovery = _load(output / "results.json"), _load(output / "recovery.json")
-    writeReport(main, arguments.report, recovery)
+    writeReport(
+        _load(output / "results.json"),
+        arguments.report,
+        _load(output / "recovery.json"),
+        _load(output / "profile.json"),
+    )
     print(f"results: {output / name}; report: {arguments.report}")
     errors = [r for r in results_ if "error" in r]
     for r in errors:

@@ -84,7 +84,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert ns["reload"]["unchanged"] == 199
     assert _number(ns, "reload", "total_seconds") > 0
     report = (tmp_path / "performance.md").read_text()
-    assert "## Targets (issue 4)" in report
+    assert "## Targets (issue 17)" in report
     assert (tmp_path / "performance-storm.svg").read_text().startswith("<svg")
 
 
