@@ -6,37 +6,20 @@ timing threshold here (see docs/library.md for the figures).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benchmarkrun import runBenchmarks
 
 pytestmark = pytest.mark.integration
 
 
 def test_aQuickRun(tmp_path: Path) -> None:
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--submit",
-            *("--ops", "3000", "--rounds", "2", "--batch", "100"),
-            *("--output", str(tmp_path)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert process.returncode == 0, process.stderr[-4000:]
-    results = json.loads((tmp_path / "submit.json").read_text())
+    few = ("--ops", "3000", "--rounds", "2", "--batch", "100")
+    results, printed = runBenchmarks(tmp_path, "submit.json", "--submit", *few, timeout=120)
     peers = {"peer", "sink"} | ({"redis"} if shutil.which("redis-server") else set())
     assert set(results["peers"]) == peers
     for peer, ways in results["peers"].items():
@@ -50,4 +33,4 @@ def test_aQuickRun(tmp_path: Path) -> None:
                 # A fraction of direct's rate; tiny runs on a busy machine
                 # may make it anything, so only its being a number is checked.
                 assert math.isfinite(way["overhead"]) and way["overhead"] < 1
-    assert "overhead" in process.stdout
+    assert "overhead" in printed

@@ -6,16 +6,13 @@ No timing thresholds: only that every section is there and makes sense.
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benchmarkrun import runBenchmarks
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +31,7 @@ def test_quick_run(tmp_path: Path) -> None:
     """
     The quick run measures both implementations in every section.
     """
-    process = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert process.returncode == 0, process.stderr[-4000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    results, _ = runBenchmarks(tmp_path, "results.json", "--quick", timeout=180)
     assert results["sizes"] == [200]
     assert results["storm_size"] == 200
     runs = {run["impl"]: run for run in results["runs"]}
@@ -94,26 +83,8 @@ def test_quick_recovery_run(tmp_path: Path) -> None:
     and with a connect budget, and the flapping peer for the three sides,
     with the load around every run; and it writes the report and the figure.
     """
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--suite",
-            "recovery",
-            "--quick",
-            "--flap-seconds",
-            "3",
-            "--output",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == 0, process.stderr[-4000:]
-    results = json.loads((tmp_path / "recovery.json").read_text())
+    quick = ("--suite", "recovery", "--quick", "--flap-seconds", "3")
+    results, _ = runBenchmarks(tmp_path, "recovery.json", *quick, timeout=300)
     assert results["suite"] == "recovery"
     labels = [run["label"] for run in results["runs"]]
     assert labels == [
