@@ -241,6 +241,10 @@ def configText(lines: dict[str, int], errorPort: int) -> str:
     entries.append(
         f'[[connection]]\nname = "cache-1"\nendpoint = "tcp:host={HOST}:port={errorPort}"\n'
         f'protocol = "redis"\nlabels = {{ group = "cache" }}\n'
+        # Probes further apart than its retries: between two probes it waits
+        # held by the breaker (not by its own backoff), long enough for the
+        # page, refreshed every 2 s, to show it.
+        "breaker = { probe_interval = 3.0, probe_max = 3.0 }\n"
     )
     return (
         '[defaults]\nprotocol = "line"\ndrain_timeout = 1.0\nconnect_timeout = 2.0\n'
