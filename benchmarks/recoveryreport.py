@@ -44,6 +44,17 @@ class Recovery:
                 return run
         return None
 
+    def storms(self) -> list[tuple[int, int, Run | None, Run | None]]:
+        """
+        (N, round, netsupervisor's run, the baseline's run) of every storm
+        pair, by size then round.
+        """
+        return [
+            (n, r, self.find("netsupervisor", n, r), self.find("baseline", n, r))
+            for n in self.sizes
+            for r in self.rounds
+        ]
+
     def first(self, n: int, round_: int) -> str:
         """
         Which side of the storm pair ran first.
@@ -60,39 +71,33 @@ class Recovery:
 
 def targets(rec: Recovery) -> list[str]:
     out = ["| target | N | round | figures | verdict |", "| --- | ---: | ---: | --- | --- |"]
-    for n in rec.sizes:
-        for r in rec.rounds:
-            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
-            a = _get(ns, "storm", "attempts_per_connection_until_back")
-            b = _get(base, "storm", "attempts_per_connection_until_back")
-            out.append(
-                f"| attempts per connection, kill → everyone back ≤ 1.2 | {n:,} | {r + 1} |"
-                f" {_fmt(a)} (stock {_fmt(b)}) | {_verdict(None if a is None else a <= 1.2)} |"
-            )
-    for n in rec.sizes:
-        for r in rec.rounds:
-            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
-            a, b = (
-                _get(ns, "storm", "peak_attempts_per_100ms"),
-                _get(base, "storm", "peak_attempts_per_100ms"),
-            )
-            ok = None if a is None or not b else a <= 0.35 * b
-            out.append(
-                f"| peak attempts in any 100 ms ≤ 0.35x stock | {n:,} | {r + 1} |"
-                f" {_fmt(a, 0)} vs {_fmt(b, 0)} = {_ratio(a, b)} | {_verdict(ok)} |"
-            )
-    for n in rec.sizes:
-        for r in rec.rounds:
-            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
-            a, b = _get(ns, "storm", "recovery_seconds"), _get(base, "storm", "recovery_seconds")
-            pa = _get(ns, "storm", "recovery_p50_seconds")
-            pb = _get(base, "storm", "recovery_p50_seconds")
-            ok = None if a is None or not b else a <= b
-            out.append(
-                f"| everyone ESTABLISHED after the restart ≤ 1.0x stock | {n:,} | {r + 1} |"
-                f" {_fmt(a)} s vs {_fmt(b)} s = {_ratio(a, b)} (p50 {_fmt(pa)} s vs"
-                f" {_fmt(pb)} s) | {_verdict(ok)} |"
-            )
+    for n, r, ns, base in rec.storms():
+        a = _get(ns, "storm", "attempts_per_connection_until_back")
+        b = _get(base, "storm", "attempts_per_connection_until_back")
+        out.append(
+            f"| attempts per connection, kill → everyone back ≤ 1.2 | {n:,} | {r + 1} |"
+            f" {_fmt(a)} (stock {_fmt(b)}) | {_verdict(None if a is None else a <= 1.2)} |"
+        )
+    for n, r, ns, base in rec.storms():
+        a, b = (
+            _get(ns, "storm", "peak_attempts_per_100ms"),
+            _get(base, "storm", "peak_attempts_per_100ms"),
+        )
+        ok = None if a is None or not b else a <= 0.35 * b
+        out.append(
+            f"| peak attempts in any 100 ms ≤ 0.35x stock | {n:,} | {r + 1} |"
+            f" {_fmt(a, 0)} vs {_fmt(b, 0)} = {_ratio(a, b)} | {_verdict(ok)} |"
+        )
+    for n, r, ns, base in rec.storms():
+        a, b = _get(ns, "storm", "recovery_seconds"), _get(base, "storm", "recovery_seconds")
+        pa = _get(ns, "storm", "recovery_p50_seconds")
+        pb = _get(base, "storm", "recovery_p50_seconds")
+        ok = None if a is None or not b else a <= b
+        out.append(
+            f"| everyone ESTABLISHED after the restart ≤ 1.0x stock | {n:,} | {r + 1} |"
+            f" {_fmt(a)} s vs {_fmt(b)} s = {_ratio(a, b)} (p50 {_fmt(pa)} s vs"
+            f" {_fmt(pb)} s) | {_verdict(ok)} |"
+        )
     for n in rec.sizes:
         for r in rec.rounds:
             run = rec.find("budgeted", n, r)
@@ -153,24 +158,22 @@ STORM_ROWS: list[tuple[str, tuple[str, ...], int]] = [
 
 def stormTables(rec: Recovery) -> list[str]:
     out = []
-    for n in rec.sizes:
-        for r in rec.rounds:
-            ns, base = rec.find("netsupervisor", n, r), rec.find("baseline", n, r)
-            out += [
-                f"**N = {n:,}, round {r + 1}** ({rec.first(n, r)} ran first)",
-                "",
-                "| measure | netsupervisor | stock ClientService | ratio |",
-                "| --- | ---: | ---: | ---: |",
-            ]
-            for label, path, digits in STORM_ROWS:
-                a, b = _get(ns, *path), _get(base, *path)
-                ratio = _ratio(a, b) if not label.startswith(" ") and b else ""
-                out.append(f"| {label} | {_fmt(a, digits)} | {_fmt(b, digits)} | {ratio} |")
-            out.append(
-                f"| load average (1 min) before → after; other processes | {_load(ns)} |"
-                f" {_load(base)} | |"
-            )
-            out.append("")
+    for n, r, ns, base in rec.storms():
+        out += [
+            f"**N = {n:,}, round {r + 1}** ({rec.first(n, r)} ran first)",
+            "",
+            "| measure | netsupervisor | stock ClientService | ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, path, digits in STORM_ROWS:
+            a, b = _get(ns, *path), _get(base, *path)
+            ratio = _ratio(a, b) if not label.startswith(" ") and b else ""
+            out.append(f"| {label} | {_fmt(a, digits)} | {_fmt(b, digits)} | {ratio} |")
+        out.append(
+            f"| load average (1 min) before → after; other processes | {_load(ns)} |"
+            f" {_load(base)} | |"
+        )
+        out.append("")
     return out
 
 

@@ -408,16 +408,7 @@ def test_releasesNeverExceedReleaseRate() -> None:
     """
     rate = 50.0
     bench = Bench(failures=1, probe_interval=0.1, probe_max=1.0, release_rate=rate)
-    held = halfOpen(bench, 301)
-    names = {m.name: m for m in held}
-    start = bench.clock.seconds()
-    while bench.breaker.held:
-        before = len(bench.log)
-        calls = bench.clock.getDelayedCalls()
-        bench.clock.advance(calls[0].getTime() - bench.clock.seconds())
-        for _, name, _ in bench.log[before:]:
-            bench.breaker.succeeded(names[name])  # every release succeeds at once
-    times = [t - start for t, _, _ in bench.log]
+    times = releaseTimes(bench, halfOpen(bench, 301))
     burst = max(1.0, rate * bench.scheduler.resolution)
     for i, t in enumerate(times):
         # the (i+1)-th release cannot come before (i + 1 - burst) / rate
