@@ -213,6 +213,8 @@ class Pool(WaitingLine):
             inner.addBoth(self._ran, entry)
         if not queue:
             self._disarm()
+            if not self._queue:
+                self._queue = None
         elif self._hopeless():
             error = ConnectionClosed(self.name, self._whereabouts())
             for entry in self._takeQueue():
