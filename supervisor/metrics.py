@@ -646,7 +646,13 @@ class SupervisorMetrics(Collector):
         config = self.supervisor.config
         self._groupsOf = config
         self._groups = {spec.name: spec.group for spec in config.connections}
-        self._info = {spec.name: (spec.protocol, spec.group) for spec in config.connections}
+        # One (protocol, group) tuple for all the connections that share it.
+        kinds: dict[tuple[str, str], tuple[str, str]] = {}
+        info: dict[str, tuple[str, str]] = {}
+        for spec in config.connections:
+            kind = (spec.protocol, spec.group)
+            info[spec.name] = kinds.setdefault(kind, kind)
+        self._info = info
         self._groupSet = frozenset(self._groups.values())
 
     def _prune(self, connections: dict[str, SupervisedConnection]) -> None:

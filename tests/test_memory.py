@@ -10,13 +10,21 @@ structure built where none should be.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+import gc
+import weakref
+from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from supervisor.metrics import SupervisorMetrics
 from supervisor.operations import ConnectionLost, Operations, QueueTimeout
+from supervisor.scheduler import Scheduler
 from supervisor.spec import HeartbeatSpec, QueueSpec
 from tests.harness import World
 from tests.test_operations import errorOf, outcome
 from tests.test_pool import pooled, startedPool
+from tests.test_service import Fleet, config, spec
 
 HEARTBEATS = HeartbeatSpec(interval=1.0, timeout=0.5, misses=2)
 
@@ -90,3 +98,71 @@ def test_aPoolLetsItsQueueGoOnceEmptied() -> None:
     assert waiting.called
     assert pool._queue is None
     fleet.finish()
+
+
+def test_aCancelledTimerLetsItsCallbackGo() -> None:
+    """
+    A cancelled timer waits in the heap until its time; what its callback
+    holds (a connect timeout's closure holds the machine) does not.
+    """
+
+    class Holder:
+        def call(self) -> None:
+            pass
+
+    clock = Clock()
+    scheduler = Scheduler(clock)
+    live = scheduler.callLater(20, lambda: None)
+    holder = Holder()
+    held = weakref.ref(holder)
+    timer = scheduler.callLater(10, holder.call)
+    del holder
+    gc.collect()
+    assert held() is not None
+    timer.cancel()
+    assert held() is None, "freed by reference counting, at once"
+    clock.advance(20)
+    assert not live.active and len(scheduler) == 0
+
+
+def test_theConnectionsOfASupervisorShareWhatTheyHaveAlike() -> None:
+    fleet = Fleet(config(spec("a"), spec("b")))
+    fleet.supervisor.startService()
+    a, b = (fleet.supervisor.connection(name)._core for name in ("a", "b"))
+    assert a.observers and a.observers is b.observers
+    assert a.heartbeatObservers and a.heartbeatObservers is b.heartbeatObservers
+    assert a.attempt is not None and b.attempt is not None
+    assert a.attempt._clock is b.attempt._clock
+    metrics = SupervisorMetrics(fleet.supervisor)
+    metrics._refreshGroups()
+    assert metrics._info["a"] is metrics._info["b"]
+
+
+def test_theObjectsOfAConnectionAreSlotted() -> None:
+    w = World(heartbeat=HEARTBEATS)
+    w.connection.start()
+    protocol, _ = w.accept()
+    w.advance(1.0)
+    core: Any = w.connection._core
+    current = core.current
+    objects = {
+        "connection": w.connection,
+        "core": core,
+        "operations": core.operations,
+        "attempt": core.attempt,
+        "state": current,
+        "heartbeat": current.heartbeat,
+        "heartbeat timer": current.heartbeat._timer,
+        "policy": core.policy,
+        "backoff": core.policy.backoff,
+        "gate": core.gate,
+        "endpoints": core.endpoints,
+        "history": core.history[-1],
+    }
+    assert all(o is not None for o in objects.values())
+    withDict = [name for name, o in objects.items() if hasattr(o, "__dict__")]
+    assert withDict == []
+    protocol.answer()
+    w.lose(protocol, ConnectionError("gone"))
+    assert core.current.state == "IDLE"
+    assert not hasattr(core.current, "__dict__")
