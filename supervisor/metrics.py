@@ -43,6 +43,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from supervisor.operations import RESULTS
 from supervisor.states.records import (
     BREAKER_STATES,
     CONNECT_FAILURE_REASONS,
@@ -320,9 +321,10 @@ class _Scrape:
         for name in self.names:
             byResult = counts.get(name)
             if byResult is not None and any(byResult.values()):
-                yield from (((name, r), n) for r, n in byResult.items())
+                yield from (((name, r), byResult[r]) for r in RESULTS)
         for pool in self.pools:
-            yield from (((pool.name, r), n) for r, n in pool.counts.items())
+            byResult = pool.counts
+            yield from (((pool.name, r), byResult[r]) for r in RESULTS)
 
     @staticmethod
     def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:

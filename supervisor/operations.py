@@ -33,7 +33,7 @@ the queue, whose bound holds, instead of being written without limit.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable
 from inspect import iscoroutine
 from typing import Any, Final, Literal, Protocol, TypeVar, cast, get_args, overload
@@ -71,8 +71,10 @@ Result = Literal["ok", "error", "full", "timeout", "closed", "lost"]
 
 RESULTS: Final[tuple[Result, ...]] = get_args(Result)
 
-Counts = dict[str, int]
-"""Operations ended, by L{Result}."""
+Counts = Counter[str]
+"""Operations ended, by L{Result}: a result not counted yet reads 0 and is
+not listed (most connections never count any; six zeros each would be a
+dict of 270 bytes)."""
 
 Mode = Literal["run", "wait", "refuse"]
 """What a state does with a submitted operation: run it now, queue it, or
@@ -111,9 +113,9 @@ class Host(Protocol):
 
 def newCounts() -> Counts:
     """
-    Every L{Result} at 0.
+    Nothing counted yet: every L{Result} reads 0.
     """
-    return dict.fromkeys(RESULTS, 0)
+    return Counter()
 
 
 class OperationError(Exception):

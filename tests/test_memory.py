@@ -48,6 +48,16 @@ def test_anEstablishedConnectionNobodySubmitsToBuildsNoQueue() -> None:
     assert built(w.connection.operations) == set()
 
 
+def test_theCountsOfAConnectionHoldOnlyWhatWasCounted() -> None:
+    w = World(heartbeat=HeartbeatSpec(interval=0))
+    w.connection.start()
+    w.accept()
+    counts = w.connection.operations.counts
+    assert len(counts) == 0 and counts["ok"] == 0
+    w.connection.submit(lambda p: None)
+    assert counts == {"ok": 1}
+
+
 def test_theQueueIsLetGoOnceItEmpties() -> None:
     w = World(heartbeat=HeartbeatSpec(interval=0))
     w.connection.start()
