@@ -327,7 +327,7 @@ class WaitingLine:
         self._queue.remove(entry)
         if not self._queue:
             self._disarm()
-            self._queue = None
+            self._letGoIfEmpty()
         self._end(entry, "error", failureOf(CancelledError()))
 
     def _relay(self, outcome: object, entry: Submitted) -> None:
@@ -342,7 +342,10 @@ class WaitingLine:
         if self._queue:
             when = self._queue[0].since + self._queueSpec().timeout
             self._timer = self._scheduler.callAt(when, self._expire)
-        else:
+
+    def _letGoIfEmpty(self) -> None:
+        # No deque while nothing waits (see __init__).
+        if not self._queue:
             self._queue = None
 
     def _disarm(self) -> None:
@@ -358,6 +361,7 @@ class WaitingLine:
         while queue and queue[0].since + timeout <= now:
             message = f"waited {timeout:g}s; {self._whereabouts()}"
             self._end(queue.popleft(), "timeout", failureOf(QueueTimeout(self.name, message)))
+        self._letGoIfEmpty()
         self._arm()
 
     def retuned(self) -> None:
@@ -662,8 +666,7 @@ class Operations(WaitingLine):
             self._run(queue.popleft())
         if not queue:
             self._disarm()
-        if not self._queue:
-            self._queue = None
+        self._letGoIfEmpty()
         watcher = self.watcher
         if watcher is not None:
             try:
