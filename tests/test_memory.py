@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from supervisor.config import parseConfig
 from supervisor.metrics import SupervisorMetrics
 from supervisor.operations import ConnectionLost, Operations, QueueTimeout
 from supervisor.scheduler import Scheduler
@@ -176,3 +177,19 @@ def test_theObjectsOfAConnectionAreSlotted() -> None:
     w.lose(protocol, ConnectionError("gone"))
     assert core.current.state == "IDLE"
     assert not hasattr(core.current, "__dict__")
+
+
+def test_theEntriesOfAFileShareTheTablesTheyLeaveToDefaults() -> None:
+    text = (
+        '[defaults]\nprotocol = "line"\nheartbeat = { interval = 2.0 }\n'
+        "backoff = { initial = 0.5 }\n"
+        + "".join(
+            f'[[connection]]\nname = "{name}"\nendpoint = "tcp:host=127.0.0.1:port=7"\n{own}'
+            for name, own in (("a", ""), ("b", ""), ("c", "heartbeat = { timeout = 1.0 }\n"))
+        )
+    )
+    a, b, c = parseConfig(text, "f.toml", protocols=("line",)).connections
+    assert a.heartbeat is b.heartbeat and a.backoff is b.backoff
+    assert a.heartbeat.interval == 2.0 and a.backoff.initial == 0.5
+    assert c.heartbeat is not a.heartbeat and c.backoff is a.backoff
+    assert (c.heartbeat.interval, c.heartbeat.timeout) == (2.0, 1.0)
