@@ -193,3 +193,12 @@ def test_theEntriesOfAFileShareTheTablesTheyLeaveToDefaults() -> None:
     assert a.heartbeat.interval == 2.0 and a.backoff.initial == 0.5
     assert c.heartbeat is not a.heartbeat and c.backoff is a.backoff
     assert (c.heartbeat.interval, c.heartbeat.timeout) == (2.0, 1.0)
+
+
+def test_connectionsWithTheSameLabelsShareThem() -> None:
+    a, b = (spec(name, labels={"group": "g", "zone": "z"}) for name in ("a", "b"))
+    assert a.labels == (("group", "g"), ("zone", "z"))
+    assert a.labels is b.labels
+    # Only text is shared: 1 and True are equal, not the same label value.
+    assert spec("c", labels={"n": 1}).labels[0][1] == 1
+    assert spec("d", labels={"n": True}).labels[0][1] is True
