@@ -91,6 +91,9 @@ class NetsupervisorDriver:
         heartbeat = HeartbeatSpec(
             interval=HEARTBEAT_INTERVAL, timeout=HEARTBEAT_TIMEOUT, misses=HEARTBEAT_MISSES
         )
+        # One of each for all, as the configuration loader shares the tables
+        # that [defaults] sets.
+        flap = FlapSpec() if flapGuard else FlapSpec(max=0)
         specs = tuple(
             ConnectionSpec(
                 name=connectionName(i),
@@ -98,7 +101,7 @@ class NetsupervisorDriver:
                 protocol="line",
                 heartbeat=heartbeat,
                 labels={"group": "bench"},
-                flap=FlapSpec() if flapGuard else FlapSpec(max=0),
+                flap=flap,
             )
             for i in range(n)
         )

@@ -69,6 +69,15 @@ class AttemptEvents(Protocol):
         "The plugin saw a frame that proves the peer alive."
 
 
+class Writer(Protocol):
+    """
+    What writes on an attempt and waits while its writes are blocked.
+    """
+
+    def writable(self) -> None:
+        "What was written has been sent after L{Attempt.writeBlocked} was set."
+
+
 @implementer(IProtocolFactory)
 class _AttemptFactory:
     """
@@ -125,7 +134,7 @@ class Attempt:
     @ivar transport: the transport, from C{makeConnection} until it is lost.
     @ivar lastInbound: when bytes last arrived, on the connection's clock.
     @ivar writeBlocked: what is written waits for the peer to read it.
-    @ivar writable: called when what was written has been sent after
+    @ivar writer: told when what was written has been sent after
         L{writeBlocked} was set (the connection's operations go on).
     """
 
@@ -145,8 +154,8 @@ class Attempt:
         "name",
         "protocol",
         "transport",
-        "writable",
         "writeBlocked",
+        "writer",
     )
 
     def __init__(
@@ -169,7 +178,7 @@ class Attempt:
         self.lastInbound = clock()
         self.writeBlocked = False
         self._producing = False
-        self.writable: Callable[[], object] | None = None
+        self.writer: Writer | None = None
         self._plugin = plugin
         self._options = options
         self.name = name
@@ -310,8 +319,8 @@ class Attempt:
         self.writeBlocked = False
         if self.transport is not None:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
-        if self.writable is not None:
-            self.writable()
+        if self.writer is not None:
+            self.writer.writable()
 
     def stopProducing(self) -> None:
         """

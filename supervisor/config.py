@@ -43,6 +43,7 @@ from supervisor.options import (
     Flag,
     Integer,
     Number,
+    SharedTables,
     Table,
     Text,
     checkMapping,
@@ -433,6 +434,9 @@ class _Checker:
         # The TLS files read during this load (each set once, however many
         # connections share it), or why they were refused.
         self.materials: dict[tuple[str, str, str], TLSMaterial | MaterialError] = {}
+        # The tables of [defaults] as the entries that leave them alone
+        # have them: one object each for all of them.
+        self.tables: SharedTables = {}
 
     def document(self, document: Mapping[str, object]) -> Config:
         """
@@ -542,7 +546,10 @@ class _Checker:
             ConnectionSpec, entry, at, checks=self.connectionChecks, unknown=_unknownKey
         )
         spec = merge(
-            ConnectionSpec, [("defaults", defaults), (at, own)], checks=self.connectionChecks
+            ConnectionSpec,
+            [("defaults", defaults), (at, own)],
+            checks=self.connectionChecks,
+            shared=self.tables,
         )
         if spec.protocol not in self.protocol.names:
             raise OptionError(

@@ -59,6 +59,9 @@ class SupervisedConnection:
         rng: random.Random | None = None,
         fleet: Fleet | None = None,
         counts: Counts | None = None,
+        *,
+        observers: tuple[Observer, ...] = (),
+        heartbeatObservers: tuple[HeartbeatObserver, ...] = (),
     ) -> None:
         """
         @param spec: what to supervise and how.
@@ -77,6 +80,11 @@ class SupervisedConnection:
         @param counts: where to count the endings of its operations (to
             go on with the counts of the connection it replaces); by
             default, counts of its own.
+        @param observers: transition observers from the start, as
+            L{addObserver} adds them (a supervisor gives all its
+            connections the same tuple, rather than one each).
+        @param heartbeatObservers: heartbeat observers from the start, as
+            L{addHeartbeatObserver} adds them.
         """
         if scheduler is None:
             scheduler = Scheduler(clock)
@@ -97,6 +105,8 @@ class SupervisedConnection:
             ),
             since=scheduler.now(),
             options=pluginOptions(plugin, spec),
+            observers=observers,
+            heartbeatObservers=heartbeatObservers,
         )
         self._core.operations = self._operations = Operations(self._core, clock, counts)
         self._inputs: Inputs = ConnectionMachine(self._core)

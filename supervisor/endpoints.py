@@ -45,9 +45,8 @@ class Endpoints:
     """
 
     __slots__ = (
-        "_attempts",
+        "_counts",
         "_endpoints",
-        "_failures",
         "_index",
         "_lastFailed",
         "_picked",
@@ -80,8 +79,8 @@ class Endpoints:
         self._index = start % len(endpoints)
         self._picked = False
         self._lastFailed = False
-        self._attempts = [0] * len(endpoints)
-        self._failures = [0] * len(endpoints)
+        # Attempts and failures of endpoint i at 2i and 2i + 1: one list, not two.
+        self._counts = [0] * (2 * len(endpoints))
 
     @property
     def inUse(self) -> str:
@@ -99,23 +98,22 @@ class Endpoints:
             self._index = (self._index + 1) % len(self._endpoints)
         self._picked = True
         self._lastFailed = False
-        self._attempts[self._index] += 1
+        self._counts[2 * self._index] += 1
         return self._endpoints[self._index]
 
     def failed(self) -> None:
         """
         The attempt on the endpoint picked last failed.
         """
-        self._failures[self._index] += 1
+        self._counts[2 * self._index + 1] += 1
         self._lastFailed = True
 
     def records(self) -> tuple[EndpointRecord, ...]:
         """
         How each endpoint fared, in order.
         """
+        counts = self._counts
         return tuple(
-            EndpointRecord(description, attempts, failures)
-            for description, attempts, failures in zip(
-                self.descriptions, self._attempts, self._failures, strict=True
-            )
+            EndpointRecord(description, counts[2 * i], counts[2 * i + 1])
+            for i, description in enumerate(self.descriptions)
         )

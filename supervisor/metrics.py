@@ -43,6 +43,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from supervisor.operations import RESULTS
 from supervisor.states.records import (
     BREAKER_STATES,
     CONNECT_FAILURE_REASONS,
@@ -320,9 +321,10 @@ class _Scrape:
         for name in self.names:
             byResult = counts.get(name)
             if byResult is not None and any(byResult.values()):
-                yield from (((name, r), n) for r, n in byResult.items())
+                yield from (((name, r), byResult[r]) for r in RESULTS)
         for pool in self.pools:
-            yield from (((pool.name, r), n) for r, n in pool.counts.items())
+            byResult = pool.counts
+            yield from (((pool.name, r), byResult[r]) for r in RESULTS)
 
     @staticmethod
     def byReason(counts: dict[str, dict[str, int]]) -> Iterator[Sample]:
@@ -646,7 +648,13 @@ class SupervisorMetrics(Collector):
         config = self.supervisor.config
         self._groupsOf = config
         self._groups = {spec.name: spec.group for spec in config.connections}
-        self._info = {spec.name: (spec.protocol, spec.group) for spec in config.connections}
+        # One (protocol, group) tuple for all the connections that share it.
+        kinds: dict[tuple[str, str], tuple[str, str]] = {}
+        info: dict[str, tuple[str, str]] = {}
+        for spec in config.connections:
+            kind = (spec.protocol, spec.group)
+            info[spec.name] = kinds.setdefault(kind, kind)
+        self._info = info
         self._groupSet = frozenset(self._groups.values())
 
     def _prune(self, connections: dict[str, SupervisedConnection]) -> None:

@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, datetime, time
 from types import MappingProxyType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import attrs
 
@@ -485,11 +485,35 @@ def checkMapping(
     return checked
 
 
+SharedTables = dict[tuple[type, tuple[int, ...]], tuple[tuple[Mapping[str, Any], ...], object]]
+"""Nested tables already built, by class and the identities of their layers
+(which the entry keeps, so that an identity is not reused meanwhile)."""
+
+
+def _mergeShared(
+    cls: type[T], layers: Sequence[tuple[str, Mapping[str, Any]]], shared: SharedTables
+) -> T:
+    """
+    L{merge}, giving the object built before from the same layer mappings
+    (not merely equal ones: that needs no hashing, and a layer refused
+    before was never kept).
+    """
+    mappings = tuple(layer for _, layer in layers)
+    key = (cls, tuple(map(id, mappings)))
+    found = shared.get(key)
+    if found is not None and all(a is b for a, b in zip(found[0], mappings, strict=True)):
+        return cast(T, found[1])
+    value = merge(cls, layers)
+    shared[key] = (mappings, value)
+    return value
+
+
 def merge(
     cls: type[T],
     layers: Sequence[tuple[str, Mapping[str, Any]]],
     *,
     checks: Mapping[str, Check[Any]] | None = None,
+    shared: SharedTables | None = None,
 ) -> T:
     """
     Build C{cls} from checked layers (each the path it was found at and what
@@ -499,6 +523,9 @@ def merge(
 
     @param checks: as given to L{checkMapping}, for what a missing required
         field expects.
+    @param shared: where nested tables built from the very same layers
+        before are found again: the entries of one file that leave a table
+        to C{[defaults]} get one object for it, not one each.
     @raise OptionError: for a missing required field (at the innermost
         layer's path), or a rule across fields: a L{Conflict} at the key
         the innermost layer that set one of its keys set, another
@@ -525,7 +552,7 @@ def merge(
             expected = check.expected() if check is not None else "a value"
             raise refuse(child(innermost, key), expected, "nothing (missing)")
     for key, (table, given) in tables.items():
-        values[key] = merge(table, given)
+        values[key] = merge(table, given) if shared is None else _mergeShared(table, given, shared)
     try:
         return cls(**values)
     except OptionError as e:

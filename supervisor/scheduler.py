@@ -35,6 +35,10 @@ from twisted.logger import Logger
 _log = Logger()
 
 
+def _cancelled() -> None:
+    "What a cancelled L{Timer} calls instead of its callback: never called."
+
+
 class Timer:
     """
     One scheduled call in a L{Scheduler}; cancel it with L{Timer.cancel}.
@@ -61,6 +65,10 @@ class Timer:
         """
         if self.active:
             self.active = False
+            # A cancelled timer may wait in the heap until its time comes
+            # (a connect timeout, ten seconds): what its callback holds
+            # need not wait with it.
+            self._callback = _cancelled
             self._scheduler._released()
 
     def __repr__(self) -> str:
@@ -77,6 +85,8 @@ class Scheduler:
         held up).
     @ivar perWake: the most timers one wake-up runs; it also stops after
         C{resolution} seconds of work.
+    @ivar now: the current time of the underlying clock (a callable: one
+        for all, which each connection's attempts keep as their clock).
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class Scheduler:
         perWake: int = 1000,
     ) -> None:
         self._clock = clock
+        self.now: Callable[[], float] = clock.seconds
         self.resolution = resolution
         self.grace = 2 * resolution if grace is None else grace
         self.perWake = perWake
@@ -105,12 +116,6 @@ class Scheduler:
         The number of timers still to fire.
         """
         return self._live
-
-    def now(self) -> float:
-        """
-        The current time of the underlying clock.
-        """
-        return self._clock.seconds()
 
     def callLater(self, delay: float, callback: Callable[[], object]) -> Timer:
         """

@@ -155,9 +155,9 @@ class Supervisor(MultiService):
         self._observers: tuple[Observer, ...] = ()
         self._heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
         self._stopping: Deferred[None] | None = None
-        # One bound method for all connections, not one per connection.
-        self._relayTransition: Observer = self._transition
-        self._relayHeartbeat: HeartbeatObserver = self._heartbeat
+        # One bound method, in one tuple, for all connections: not one each.
+        self._transitionRelays: tuple[Observer, ...] = (self._transition,)
+        self._heartbeatRelays: tuple[HeartbeatObserver, ...] = (self._heartbeat,)
         self.operationCounts: dict[str, Counts] = {}
         self._pools: dict[str, Pool] = {}
         # The pool of each member name.
@@ -288,9 +288,9 @@ class Supervisor(MultiService):
             self._rng,
             self.fleet,
             self._countsOf(spec.name),
+            observers=self._transitionRelays,
+            heartbeatObservers=self._heartbeatRelays,
         )
-        connection.addObserver(self._relayTransition)
-        connection.addHeartbeatObserver(self._relayHeartbeat)
         self._connections[spec.name] = connection
         pool = self._poolOf.get(spec.name)
         if pool is not None:

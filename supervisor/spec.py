@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from random import Random
 from typing import ClassVar, Final, Literal, get_args
 
@@ -314,6 +315,23 @@ def _pairs(value: Mapping[str, object] | Pairs) -> Pairs:
     return tuple(sorted((str(k), v) for k, v in items))
 
 
+def _labels(value: Mapping[str, object] | Pairs) -> Pairs:
+    pairs = _pairs(value)
+    if all(type(v) is str for _, v in pairs):
+        # Text only: 1, 1.0 and True are equal, not the same label value.
+        return _sharedLabels(pairs)
+    return pairs
+
+
+@lru_cache(maxsize=4096)
+def _sharedLabels(pairs: Pairs) -> Pairs:
+    """
+    The first of the equal label sets seen lately: the connections of a
+    group share one tuple of labels, not one each.
+    """
+    return pairs
+
+
 @attrs.frozen
 class ConnectionSpec:
     """
@@ -375,7 +393,7 @@ class ConnectionSpec:
     idle_timeout: float = setting(0.0, Number(0))
     queue: QueueSpec = setting(QueueSpec(), Table(QueueSpec))
     options: Pairs = attrs.field(default=(), converter=_pairs)
-    labels: Pairs = attrs.field(default=(), converter=_pairs)
+    labels: Pairs = attrs.field(default=(), converter=_labels)
 
     def __attrs_post_init__(self) -> None:
         if self.endpoint and self.endpoints:

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from supervisor.config import AdminSpec, Config, MetricsSpec
 from supervisor.metrics import FAMILIES, RTT_BUCKETS, SupervisorMetrics, exposition
+from supervisor.operations import RESULTS
 from supervisor.service import Supervisor
 from supervisor.shard import Shard
 from supervisor.spec import (
@@ -279,7 +280,11 @@ def test_everyFamilyOfTheSpecWithItsTypeAndLabels() -> None:
     waiting.addErrback(lambda f: None)
     fleet.lose(protocol)
     s = scrape(fleet)
-    assert s.value("netsupervisor_operations_total", connection="a", result="ok") == 1
+    # Every result from 0 once a connection has counted one; none before.
+    assert {
+        r: s.value("netsupervisor_operations_total", connection="a", result=r) for r in RESULTS
+    } == {**dict.fromkeys(RESULTS, 0), "ok": 1}
+    assert not s.has("netsupervisor_operations_total", connection="b", result="ok")
     assert s.value("netsupervisor_queue_depth", connection="b") == 1
     assert s.value("netsupervisor_queue_depth", connection="a") == 0
     families = EXPECTED | ADDITIONS
