@@ -125,8 +125,9 @@ class Attempt:
     @ivar transport: the transport, from C{makeConnection} until it is lost.
     @ivar lastInbound: when bytes last arrived, on the connection's clock.
     @ivar writeBlocked: what is written waits for the peer to read it.
-    @ivar writable: called when what was written has been sent after
-        L{writeBlocked} was set (the connection's operations go on).
+    @ivar writable: called when whether the transport takes writes changes:
+        L{writeBlocked} is set or cleared, or the transport is gone (the
+        connection's operations wait, or go on).
     """
 
     __slots__ = (
@@ -277,6 +278,8 @@ class Attempt:
     def connectionLost(self, reason: Failure) -> None:
         transport, self.transport = self.transport, None
         releaseTransport(transport)
+        if self.writable is not None:
+            self.writable()
         try:
             assert self.protocol is not None
             self.protocol.connectionLost(reason)
@@ -302,6 +305,8 @@ class Attempt:
         self.writeBlocked = True
         if self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
+        if self.writable is not None:
+            self.writable()
 
     def resumeProducing(self) -> None:
         """

@@ -265,6 +265,9 @@ class WaitingLine:
         "Why operations wait, in a few words (for messages)."
         raise NotImplementedError()
 
+    def _queueShrank(self) -> None:
+        "Operations left the queue (a subclass may then run operations at once)."
+
     # Reading.
 
     @property
@@ -318,6 +321,7 @@ class WaitingLine:
         self._queue.remove(entry)
         if not self._queue:
             self._disarm()
+            self._queueShrank()
         self._end(entry, "error", failureOf(CancelledError()))
 
     def _relay(self, outcome: object, entry: Submitted) -> None:
@@ -347,6 +351,8 @@ class WaitingLine:
             message = f"waited {timeout:g}s; {self._whereabouts()}"
             self._end(queue.popleft(), "timeout", failureOf(QueueTimeout(self.name, message)))
         self._arm()
+        if not queue:
+            self._queueShrank()
 
     def retuned(self) -> None:
         """
@@ -359,6 +365,7 @@ class WaitingLine:
     def _takeQueue(self) -> deque[Submitted]:
         queue, self._queue = self._queue, deque()
         self._disarm()
+        self._queueShrank()
         return queue
 
 
@@ -386,6 +393,7 @@ class Operations(WaitingLine):
         "_inFlight",
         "_lost",
         "_pending",
+        "_runOn",
         "_settling",
         "_turn",
         "watcher",
@@ -404,6 +412,10 @@ class Operations(WaitingLine):
         self._settling: list[Deferred[None]] = []
         self._turn: IDelayedCall | None = None
         self.watcher: Callable[[], object] | None = None
+        # The protocol an operation submitted now runs on at once, else
+        # None: kept current on every change of the machine's state, of the
+        # transport's writability and of the queue (L{_recheck}).
+        self._runOn: Any = None
 
     @property
     def name(self) -> str:
@@ -429,7 +441,7 @@ class Operations(WaitingLine):
         """
         Whether an operation submitted now would run at once.
         """
-        return not self._queue and self._mode() == "run" and self._writable()
+        return self._runOn is not None
 
     @property
     def refuses(self) -> bool:
@@ -445,6 +457,18 @@ class Operations(WaitingLine):
     def _writable(self) -> bool:
         attempt = self._core.attempt
         return attempt is not None and attempt.transport is not None and not attempt.writeBlocked
+
+    def _recheck(self) -> None:
+        # Whether operations run at once changed, or may have.
+        if not self._queue and self._core.current.takesOperations == "run" and self._writable():
+            attempt = self._core.attempt
+            assert attempt is not None
+            self._runOn = attempt.protocol
+        else:
+            self._runOn = None
+
+    def _queueShrank(self) -> None:
+        self._recheck()
 
     # Submitting.
 
@@ -462,23 +486,25 @@ class Operations(WaitingLine):
         Run C{operation(protocol)} on the ESTABLISHED protocol now, or queue
         it; see the module's docstring for how the result fires.
         """
-        core = self._core
-        mode = core.current.takesOperations
-        if mode == "run" and not self._queue:
-            # The fast path, inline: it is the cost of every operation on a
-            # busy connection.
-            attempt = core.attempt
-            if attempt is not None and attempt.transport is not None and not attempt.writeBlocked:
-                try:
-                    result = operation(attempt.protocol)
-                except Exception:
-                    self.counts["error"] += 1
-                    return fail()
-                if result is None or not (isinstance(result, Deferred) or iscoroutine(result)):
-                    self.counts["ok"] += 1
-                    return succeed(result)
-                return self._fly(result)
-        if mode == "refuse":
+        # The fast path, one test: it is the cost of every operation on a
+        # busy connection.
+        protocol = self._runOn
+        if protocol is None:
+            return self._submitLater(operation)
+        try:
+            result = operation(protocol)
+        except Exception:
+            self.counts["error"] += 1
+            return fail()
+        if result is None or not (isinstance(result, Deferred) or iscoroutine(result)):
+            self.counts["ok"] += 1
+            return succeed(result)
+        return self._fly(result)
+
+    def _submitLater(self, operation: Callable[[Any], object]) -> Deferred[Any]:
+        # The connection does not run operations at once now: queue the
+        # operation, or refuse it.
+        if self._mode() == "refuse":
             return self._refused(ConnectionClosed(self.name, self._whereabouts()))
         return self._wait(operation)
 
@@ -515,17 +541,25 @@ class Operations(WaitingLine):
     def _answered(self, outcome: object, flight: int) -> object:
         # The first callback of an operation's Deferred: count its ending
         # and pass it on. One counted lost already ends lost.
-        if self._inFlight.pop(flight, None) is None:
+        inFlight = self._inFlight
+        if inFlight.pop(flight, None) is None:
             self._lost.pop(flight, None)
             if isinstance(outcome, Failure) and isinstance(outcome.value, ConnectionLost):
                 return outcome
             return failureOf(ConnectionLost(self.name, "lost with the operation in flight"))
         self.counts[outcomeOf(outcome)] += 1
-        if not self._inFlight:
+        if not inFlight and self._settling:
             self._settled()
         return outcome
 
     # Told by the machine.
+
+    def stateChanged(self) -> None:
+        """
+        The machine entered a state: operations may run at once now, or no
+        longer.
+        """
+        self._recheck()
 
     def established(self) -> None:
         """
@@ -535,8 +569,15 @@ class Operations(WaitingLine):
         """
         attempt = self._core.attempt
         assert attempt is not None
-        attempt.writable = self._kickIfNeeded
+        attempt.writable = self._writabilityChanged
         self._kickIfNeeded()
+
+    def _writabilityChanged(self) -> None:
+        # The transport's outbound buffer filled or emptied, or the
+        # transport is gone: once it takes writes again, what waits goes on.
+        self._recheck()
+        if self._writable():
+            self._kickIfNeeded()
 
     def disconnected(self) -> None:
         """
@@ -627,6 +668,7 @@ class Operations(WaitingLine):
             self._run(queue.popleft())
         if not queue:
             self._disarm()
+            self._recheck()
         watcher = self.watcher
         if watcher is not None:
             try:
