@@ -222,16 +222,6 @@ class Submitted:
             deferred.callback(outcome)
 
 
-def outcomeOf(outcome: object) -> Result:
-    """
-    The ending of an operation that ran and gave C{outcome}: C{lost} for a
-    L{ConnectionLost}, C{error} for another failure, else C{ok}.
-    """
-    if isinstance(outcome, Failure):
-        return "lost" if isinstance(outcome.value, ConnectionLost) else "error"
-    return "ok"
-
-
 class WaitingLine:
     """
     Operations waiting, in order: at most C{queue.max}, each at most
@@ -496,10 +486,18 @@ class Operations(WaitingLine):
         except Exception:
             self.counts["error"] += 1
             return fail()
-        if result is None or not (isinstance(result, Deferred) or iscoroutine(result)):
+        if result is None:
             self.counts["ok"] += 1
-            return succeed(result)
-        return self._fly(result)
+            return succeed(None)
+        if isinstance(result, Deferred):
+            # In flight, as L{_fly} does, inline (a command and its reply).
+            flight = self._flights = self._flights + 1
+            self._inFlight[flight] = result
+            return result.addBoth(self._answered, flight)
+        if iscoroutine(result):
+            return self._fly(result)
+        self.counts["ok"] += 1
+        return succeed(result)
 
     def _submitLater(self, operation: Callable[[Any], object]) -> Deferred[Any]:
         # The connection does not run operations at once now: queue the
@@ -547,7 +545,10 @@ class Operations(WaitingLine):
             if isinstance(outcome, Failure) and isinstance(outcome.value, ConnectionLost):
                 return outcome
             return failureOf(ConnectionLost(self.name, "lost with the operation in flight"))
-        self.counts[outcomeOf(outcome)] += 1
+        if isinstance(outcome, Failure):
+            self.counts["lost" if isinstance(outcome.value, ConnectionLost) else "error"] += 1
+        else:
+            self.counts["ok"] += 1
         if not inFlight and self._settling:
             self._settled()
         return outcome
