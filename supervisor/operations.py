@@ -20,7 +20,11 @@ The connection machine drives it by explicit calls from the states' data
 factories (L{Operations.established}, L{Operations.disconnected},
 L{Operations.closing}, L{Operations.closed}); whether an operation may run,
 must wait or is refused is read from the machine's current state
-(L{supervisor.states.core.StateData.takesOperations}), never kept here.
+(L{supervisor.states.core.StateData.takesOperations}), never kept here;
+only its consequence for C{submit}'s fast path (the protocol an operation
+runs on at once, if any) is, recomputed whenever the machine enters a
+state (L{Operations.stateChanged}), the transport's writability changes,
+or the queue empties.
 What a change of state ends (a lost operation, a refused queue) and the
 queue's flush on entering ESTABLISHED happen on the next turn of the
 reactor, never from inside the machine: a callback may call C{stop()} or
