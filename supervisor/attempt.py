@@ -75,7 +75,10 @@ class Writer(Protocol):
     """
 
     def writable(self) -> None:
-        "What was written has been sent after L{Attempt.writeBlocked} was set."
+        """
+        Whether the attempt takes writes changed: L{Attempt.writeBlocked} was
+        set or cleared, or the transport is gone.
+        """
 
 
 @implementer(IProtocolFactory)
@@ -134,8 +137,9 @@ class Attempt:
     @ivar transport: the transport, from C{makeConnection} until it is lost.
     @ivar lastInbound: when bytes last arrived, on the connection's clock.
     @ivar writeBlocked: what is written waits for the peer to read it.
-    @ivar writer: told when what was written has been sent after
-        L{writeBlocked} was set (the connection's operations go on).
+    @ivar writer: told when whether the transport takes writes changes:
+        L{writeBlocked} is set or cleared, or the transport is gone (the
+        connection's operations wait, or go on).
     """
 
     __slots__ = (
@@ -286,6 +290,8 @@ class Attempt:
     def connectionLost(self, reason: Failure) -> None:
         transport, self.transport = self.transport, None
         releaseTransport(transport)
+        if self.writer is not None:
+            self.writer.writable()
         try:
             assert self.protocol is not None
             self.protocol.connectionLost(reason)
@@ -311,6 +317,8 @@ class Attempt:
         self.writeBlocked = True
         if self.transport is not None:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
+        if self.writer is not None:
+            self.writer.writable()
 
     def resumeProducing(self) -> None:
         """

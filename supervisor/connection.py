@@ -47,7 +47,26 @@ class SupervisedConnection:
     timers share one C{DelayedCall}.
     """
 
-    __slots__ = ("_core", "_inputs", "_operations")
+    __slots__ = ("_core", "_inputs", "_operations", "submit")
+
+    submit: Callable[[Callable[[Any], object]], Deferred[Any]]
+    """
+    C{submit(operation)}: run C{operation(protocol)} on the ESTABLISHED
+    protocol, now if it is ESTABLISHED and nothing waits, else in turn once
+    it is; it may return a L{Deferred} (or a coroutine) for its result.
+
+    The Deferred returned fires exactly once: with the operation's result;
+    with its own error; or with L{supervisor.operations.QueueFull} (at
+    once: C{queue.max} wait), L{supervisor.operations.QueueTimeout} (it
+    waited C{queue.timeout}), L{supervisor.operations.ConnectionClosed}
+    (closing for good or CLOSED), L{supervisor.operations.ConnectionLost}
+    (lost while in flight; it is not run again). For an operation that runs
+    at once and returns a Deferred, it is that Deferred. Cancelling it takes
+    a waiting operation out of the queue and cancels one in flight.
+
+    (It is L{Operations.submit} of the connection's operations itself: one
+    call less per operation.)
+    """
 
     def __init__(
         self,
@@ -109,6 +128,7 @@ class SupervisedConnection:
             heartbeatObservers=heartbeatObservers,
         )
         self._core.operations = self._operations = Operations(self._core, clock, counts)
+        self.submit = self._operations.submit
         self._inputs: Inputs = ConnectionMachine(self._core)
         if fleet is None:
             fleet = Fleet(scheduler, rng)
@@ -268,24 +288,6 @@ class SupervisedConnection:
         How many submitted operations wait for the connection.
         """
         return self._core.operations.depth
-
-    def submit(self, operation: Callable[[Any], object]) -> Deferred[Any]:
-        """
-        Run C{operation(protocol)} on the ESTABLISHED protocol, now if it
-        is ESTABLISHED and nothing waits, else in turn once it is; it may
-        return a L{Deferred} (or a coroutine) for its result.
-
-        The Deferred returned fires exactly once: with the operation's
-        result; with its own error; or with
-        L{supervisor.operations.QueueFull} (at once: C{queue.max} wait),
-        L{supervisor.operations.QueueTimeout} (it waited C{queue.timeout}),
-        L{supervisor.operations.ConnectionClosed} (closing for good or
-        CLOSED), L{supervisor.operations.ConnectionLost} (lost while in
-        flight; it is not run again). For an operation that runs at once
-        and returns a Deferred, it is that Deferred. Cancelling it takes a
-        waiting operation out of the queue and cancels one in flight.
-        """
-        return self._operations.submit(operation)
 
     def holdRotationWhile(self, hold: Callable[[], bool] | None) -> None:
         """

@@ -20,7 +20,11 @@ The connection machine drives it by explicit calls from the states' data
 factories (L{Operations.established}, L{Operations.disconnected},
 L{Operations.closing}, L{Operations.closed}); whether an operation may run,
 must wait or is refused is read from the machine's current state
-(L{supervisor.states.core.StateData.takesOperations}), never kept here.
+(L{supervisor.states.core.StateData.takesOperations}), never kept here;
+only its consequence for C{submit}'s fast path (the protocol an operation
+runs on at once, if any) is, recomputed whenever the machine enters a
+state (L{Operations.stateChanged}), the transport's writability changes,
+or the queue empties.
 What a change of state ends (a lost operation, a refused queue) and the
 queue's flush on entering ESTABLISHED happen on the next turn of the
 reactor, never from inside the machine: a callback may call C{stop()} or
@@ -224,16 +228,6 @@ class Submitted:
             deferred.callback(outcome)
 
 
-def outcomeOf(outcome: object) -> Result:
-    """
-    The ending of an operation that ran and gave C{outcome}: C{lost} for a
-    L{ConnectionLost}, C{error} for another failure, else C{ok}.
-    """
-    if isinstance(outcome, Failure):
-        return "lost" if isinstance(outcome.value, ConnectionLost) else "error"
-    return "ok"
-
-
 class WaitingLine:
     """
     Operations waiting, in order: at most C{queue.max}, each at most
@@ -268,6 +262,15 @@ class WaitingLine:
     def _whereabouts(self) -> str:
         "Why operations wait, in a few words (for messages)."
         raise NotImplementedError()
+
+    def _queueShrank(self) -> None:
+        """
+        Operations left the queue: an empty one is let go (no deque while
+        nothing waits, see C{__init__}); a subclass may then run operations
+        at once.
+        """
+        if not self._queue:
+            self._queue = None
 
     # Reading.
 
@@ -327,7 +330,7 @@ class WaitingLine:
         self._queue.remove(entry)
         if not self._queue:
             self._disarm()
-            self._letGoIfEmpty()
+            self._queueShrank()
         self._end(entry, "error", failureOf(CancelledError()))
 
     def _relay(self, outcome: object, entry: Submitted) -> None:
@@ -343,11 +346,6 @@ class WaitingLine:
             when = self._queue[0].since + self._queueSpec().timeout
             self._timer = self._scheduler.callAt(when, self._expire)
 
-    def _letGoIfEmpty(self) -> None:
-        # No deque while nothing waits (see __init__).
-        if not self._queue:
-            self._queue = None
-
     def _disarm(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None:
@@ -361,7 +359,7 @@ class WaitingLine:
         while queue and queue[0].since + timeout <= now:
             message = f"waited {timeout:g}s; {self._whereabouts()}"
             self._end(queue.popleft(), "timeout", failureOf(QueueTimeout(self.name, message)))
-        self._letGoIfEmpty()
+        self._queueShrank()
         self._arm()
 
     def retuned(self) -> None:
@@ -375,6 +373,7 @@ class WaitingLine:
     def _takeQueue(self) -> Iterable[Submitted]:
         queue, self._queue = self._queue, None
         self._disarm()
+        self._queueShrank()
         return () if queue is None else queue
 
 
@@ -402,6 +401,7 @@ class Operations(WaitingLine):
         "_inFlight",
         "_lost",
         "_pending",
+        "_runOn",
         "_settling",
         "_turn",
         "watcher",
@@ -421,6 +421,10 @@ class Operations(WaitingLine):
         self._settling: list[Deferred[None]] | None = None
         self._turn: IDelayedCall | None = None
         self.watcher: Callable[[], object] | None = None
+        # The protocol an operation submitted now runs on at once, else
+        # None: kept current on every change of the machine's state, of the
+        # transport's writability and of the queue (L{_recheck}).
+        self._runOn: Any = None
 
     @property
     def name(self) -> str:
@@ -447,7 +451,7 @@ class Operations(WaitingLine):
         """
         Whether an operation submitted now would run at once.
         """
-        return not self._queue and self._mode() == "run" and self._writable()
+        return self._runOn is not None
 
     @property
     def refuses(self) -> bool:
@@ -463,6 +467,19 @@ class Operations(WaitingLine):
     def _writable(self) -> bool:
         attempt = self._core.attempt
         return attempt is not None and attempt.transport is not None and not attempt.writeBlocked
+
+    def _recheck(self) -> None:
+        # Whether operations run at once changed, or may have.
+        if not self._queue and self._core.current.takesOperations == "run" and self._writable():
+            attempt = self._core.attempt
+            assert attempt is not None
+            self._runOn = attempt.protocol
+        else:
+            self._runOn = None
+
+    def _queueShrank(self) -> None:
+        super()._queueShrank()
+        self._recheck()
 
     # Submitting.
 
@@ -480,23 +497,36 @@ class Operations(WaitingLine):
         Run C{operation(protocol)} on the ESTABLISHED protocol now, or queue
         it; see the module's docstring for how the result fires.
         """
-        core = self._core
-        mode = core.current.takesOperations
-        if mode == "run" and not self._queue:
-            # The fast path, inline: it is the cost of every operation on a
-            # busy connection.
-            attempt = core.attempt
-            if attempt is not None and attempt.transport is not None and not attempt.writeBlocked:
-                try:
-                    result = operation(attempt.protocol)
-                except Exception:
-                    self.counts["error"] += 1
-                    return fail()
-                if result is None or not (isinstance(result, Deferred) or iscoroutine(result)):
-                    self.counts["ok"] += 1
-                    return succeed(result)
-                return self._fly(result)
-        if mode == "refuse":
+        # The fast path, one test: it is the cost of every operation on a
+        # busy connection.
+        protocol = self._runOn
+        if protocol is None:
+            return self._submitLater(operation)
+        try:
+            result = operation(protocol)
+        except Exception:
+            self.counts["error"] += 1
+            return fail()
+        if result is None:
+            self.counts["ok"] += 1
+            return succeed(None)
+        if isinstance(result, Deferred):
+            # In flight, as L{_fly} does, inline (a command and its reply).
+            flight = self._flights = self._flights + 1
+            inFlight = self._inFlight
+            if inFlight is None:
+                inFlight = self._inFlight = {}
+            inFlight[flight] = result
+            return result.addBoth(self._answered, flight)
+        if iscoroutine(result):
+            return self._fly(result)
+        self.counts["ok"] += 1
+        return succeed(result)
+
+    def _submitLater(self, operation: Callable[[Any], object]) -> Deferred[Any]:
+        # The connection does not run operations at once now: queue the
+        # operation, or refuse it.
+        if self._mode() == "refuse":
             return self._refused(ConnectionClosed(self.name, self._whereabouts()))
         return self._wait(operation)
 
@@ -543,12 +573,22 @@ class Operations(WaitingLine):
             if isinstance(outcome, Failure) and isinstance(outcome.value, ConnectionLost):
                 return outcome
             return failureOf(ConnectionLost(self.name, "lost with the operation in flight"))
-        self.counts[outcomeOf(outcome)] += 1
-        if not inFlight:
+        if isinstance(outcome, Failure):
+            self.counts["lost" if isinstance(outcome.value, ConnectionLost) else "error"] += 1
+        else:
+            self.counts["ok"] += 1
+        if not inFlight and self._settling:
             self._settled()
         return outcome
 
     # Told by the machine.
+
+    def stateChanged(self) -> None:
+        """
+        The machine entered a state: operations may run at once now, or no
+        longer.
+        """
+        self._recheck()
 
     def established(self) -> None:
         """
@@ -642,10 +682,13 @@ class Operations(WaitingLine):
 
     def writable(self) -> None:
         """
-        What the connection wrote has been sent after its transport's
-        buffer was full (L{supervisor.attempt.Writer}): what waits goes on.
+        Whether the transport takes writes changed (L{supervisor.attempt.Writer}):
+        its outbound buffer filled or emptied, or the transport is gone. Once
+        it takes writes again, what waits goes on.
         """
-        self._kickIfNeeded()
+        self._recheck()
+        if self._writable():
+            self._kickIfNeeded()
 
     def _kickIfNeeded(self) -> None:
         # A connection nobody submits to schedules nothing.
@@ -666,7 +709,7 @@ class Operations(WaitingLine):
             self._run(queue.popleft())
         if not queue:
             self._disarm()
-        self._letGoIfEmpty()
+            self._queueShrank()
         watcher = self.watcher
         if watcher is not None:
             try:

@@ -213,7 +213,7 @@ class Pool(WaitingLine):
             inner.addBoth(self._ran, entry)
         if not queue:
             self._disarm()
-            self._letGoIfEmpty()
+            self._queueShrank()
         elif self._hopeless():
             error = ConnectionClosed(self.name, self._whereabouts())
             for entry in self._takeQueue():

@@ -358,6 +358,26 @@ class OperationsLife(RuleBasedStateMachine):
             assert mine == sorted(mine), mine
 
     @invariant()
+    def runsAtOnceExactlyWhenItMay(self) -> None:
+        # What the fast path of submit keeps, updated as things change,
+        # agrees with the connection's state, transport and queue now.
+        self._learn()
+        for connection in self.known.values():
+            core = connection._core
+            attempt = core.attempt
+            may = (
+                connection.queueDepth == 0
+                and core.current.takesOperations == "run"
+                and attempt is not None
+                and attempt.transport is not None
+                and not attempt.writeBlocked
+            )
+            assert connection.operations.runsNow == may, (connection, core.current)
+            if may:
+                assert attempt is not None
+                assert connection.operations._runOn is attempt.protocol
+
+    @invariant()
     def countedAsSeen(self) -> None:
         counted = {result: 0 for result in RESULTS}
         for counts in self.counts.values():

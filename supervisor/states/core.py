@@ -230,9 +230,11 @@ class Core:
 
     def enter(self, data: StateData) -> None:
         """
-        Called by every state's data factory: C{data} is now current.
+        Called by every state's data factory: C{data} is now current (the
+        operations learn whether they may run).
         """
         self.current = data
+        self.operations.stateChanged()
 
     def classify(self, failure: Failure) -> Classification:
         """
