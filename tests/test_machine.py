@@ -16,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
+from supervisor.heartbeat import PHASES
 from supervisor.spec import BackoffSpec, BreakerSpec, FlapSpec, HeartbeatSpec
 from tests.harness import ADDRESS, ScriptedPlugin, World
 
@@ -266,13 +267,20 @@ def test_heartbeatsOffMeansNoTimers() -> None:
 
 
 def test_connectionsThatCameUpTogetherPingAtDifferentTimes() -> None:
+    """
+    Connections that came up together spread their first pings over the
+    grid points (every C{interval / PHASES}) of the second half of an
+    interval, rather than pinging together.
+    """
     firsts = set()
-    for seed in range(20):
+    for seed in range(40):
         world, protocol, _ = established(heartbeat=HeartbeatSpec(interval=10), seed=seed)
         while not protocol.pings:  # type: ignore[attr-defined]
             world.advance(0.01)
         firsts.add(round(world.reactor.seconds(), 2))
-    assert len(firsts) >= 15
+    step = 10 / PHASES
+    assert len(firsts) >= 8
+    assert all(min(t % step, step - t % step) <= 0.011 for t in firsts)
 
 
 def test_stopBeforeStart() -> None:
