@@ -164,7 +164,13 @@ def test_cancelledTimersDoNotPileUp() -> None:
     for _ in range(10_000):
         scheduler.callLater(500, lambda: None).cancel()
     assert len(scheduler) == 1
-    assert len(scheduler._heap) <= 2 * 1 + 64 + 1
+    assert scheduler._entries <= 2 * 1 + 64 + 1
+    assert len(scheduler._keys) <= 2 * 1 + 64 + 1
+    # Cancelled in a slot that keeps a live timer.
+    for i in range(10_000):
+        scheduler.callLater(1000 + i * 1e-9, lambda: None).cancel()
+    assert len(scheduler) == 1
+    assert scheduler._entries <= 2 * 1 + 64 + 1
     keep.cancel()
     assert clock.getDelayedCalls() == []
 
@@ -328,3 +334,99 @@ def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
         turns += 1
     assert fired == list(range(30))
     assert turns == 3
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 5),  # when
+            st.sampled_from(["plain", "deadline"]),
+            st.integers(-1, 30),  # which timer this one's callback cancels (-1: none)
+            st.floats(0, 2) | st.none(),  # a timer this one's callback adds, that much later
+        ),
+        max_size=40,
+    ),
+    st.floats(0.001, 0.5),
+    st.integers(1, 5),
+    st.lists(st.floats(0.01, 0.3), min_size=1, max_size=20),
+)
+def test_callbacksThatCancelAndAddKeepEveryPromise(
+    timers: list[tuple[float, str, int, float | None]],
+    resolution: float,
+    perWake: int,
+    steps: list[float],
+) -> None:
+    """
+    Timers whose callbacks cancel others and add new ones, a few per wake-up,
+    the clock moving in uneven steps: each timer fires at most once, never
+    before its time, never once cancelled; every other one fires; at most
+    one C{DelayedCall} at any time and none at the end.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=resolution, perWake=perWake)
+    handles: list[Any] = []
+    whens: list[float] = []
+    fired: list[tuple[int, float]] = []
+    cancelled: set[int] = set()
+
+    def schedule(when: float, kind: str, cancels: int, adds: float | None) -> None:
+        index = len(handles)
+
+        def callback() -> None:
+            fired.append((index, clock.seconds()))
+            if 0 <= cancels < len(handles) and cancels != index:
+                if handles[cancels].active:
+                    cancelled.add(cancels)
+                handles[cancels].cancel()
+            if adds is not None and len(handles) < 80:
+                schedule(clock.seconds() + adds, "plain", -1, None)
+
+        add = scheduler.deadlineAt if kind == "deadline" else scheduler.callAt
+        handles.append(add(when, callback))
+        whens.append(when)
+
+    for timer in timers:
+        schedule(*timer)
+    for i in range(20_000):
+        calls = clock.getDelayedCalls()
+        assert len(calls) <= 1
+        if not calls:
+            break
+        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
+    assert clock.getDelayedCalls() == []
+    assert len(scheduler) == 0
+    indices = [i for i, _ in fired]
+    assert len(indices) == len(set(indices))
+    assert all(t >= whens[i] for i, t in fired)
+    assert not set(indices) & cancelled
+    assert set(indices) | cancelled == set(range(len(handles)))
+
+
+def test_timersOfOneWakeUpFireInTimeOrder() -> None:
+    """
+    Timers that come due in one wake-up fire earliest first, whatever the
+    order they were added in, within a slot as across slots.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[float] = []
+    for when in (1.009, 1.001, 1.005, 0.5, 1.0, 1.02):
+        scheduler.callAt(when, lambda when=when: fired.append(when))
+    clock.advance(0.5)
+    clock.advance(1.0)
+    assert fired == [0.5, 1.0, 1.001, 1.005, 1.009, 1.02]
+
+
+def test_aDenseSlotIsAddedToWithoutMovingTheWakeUp() -> None:
+    """
+    Adding ten thousand timers costs no step of a heap each: they share the
+    slots of their C{resolution}, and one C{DelayedCall} stays armed.
+    """
+    clock = CountingClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    for i in range(10_000):
+        scheduler.callAt(1 + (i % 100) / 1000, lambda: None)
+    assert len(scheduler._slots) == 10
+    assert len(scheduler._keys) == 10
+    assert clock.resets == 0
+    assert len(clock.getDelayedCalls()) == 1
