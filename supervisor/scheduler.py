@@ -21,9 +21,9 @@ in time. The reactor runs due timers before it reads its sockets, so after
 the process was held up (a long garbage collection, a busy host) a deadline
 could be decided while what would meet it sits unread. A deadline found more
 than L{Scheduler.grace} past its time is therefore decided at the next
-wake-up instead, once the reactor has read what arrived: once, and only when
-late, so that a process that is behind does no more than one more step per
-late deadline.
+wake-up instead, once the reactor has read what arrived, ahead of the timers
+due after it: once, and only when late, so that a process that is behind
+does no more than one more step per late deadline.
 """
 
 from __future__ import annotations
@@ -279,10 +279,13 @@ class Scheduler:
                             self._restore(rest.key, rest.timers)
                         return
                     if timer._deadline and timer.when < late:
-                        # Held up past it: decide after the reactor has read.
+                        # Held up past it: decide after the reactor has read,
+                        # at the next wake-up, ahead of the timers due
+                        # after it (behind them, a process that is behind
+                        # would decide it only once it caught up with them).
                         timer._deadline = False
                         slot.live -= 1
-                        self._insert(timer, due)
+                        self._insert(timer, slot.key)
                         continue
                     timer.active = False
                     self._live -= 1

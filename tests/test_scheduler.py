@@ -430,3 +430,24 @@ def test_aDenseSlotIsAddedToWithoutMovingTheWakeUp() -> None:
     assert len(scheduler._keys) == 10
     assert clock.resets == 0
     assert len(clock.getDelayedCalls()) == 1
+
+
+def test_aLateDeadlineIsDecidedAheadOfABacklog() -> None:
+    """
+    Held up, with more timers due than a wake-up runs: a late deadline is
+    decided at the very next wake-up, ahead of the backlog of timers due
+    after it, not once the process has caught up with them.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01, perWake=10)
+    order: list[str] = []
+    scheduler.deadlineAt(1.0, lambda: order.append("deadline"))
+    for i in range(50):
+        scheduler.callAt(1.0 + i / 100, lambda i=i: order.append(f"t{i}"))
+    clock.advance(2.0)  # held up for a second past all of them
+    assert order == [f"t{i}" for i in range(10)]
+    clock.advance(0)
+    assert order[10] == "deadline"
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    assert order[11:] == [f"t{i}" for i in range(10, 50)]
