@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.cycles import releaseTransport
+from supervisor.heartbeat import Heartbeat
 from supervisor.interfaces import (
     IConnectionHandle,
     IDrainable,
@@ -42,6 +43,10 @@ from supervisor.interfaces import (
 from supervisor.policy import PluginRejection, failureOf
 from supervisor.spec import HeartbeatSpec, KeepaliveSpec
 from supervisor.transport import setKeepalive
+
+_BUSY = "__automat_postponed__"
+"""The attribute of an Automat machine's inputs that is a list while it
+handles an input (and L{None} otherwise)."""
 
 
 class AttemptEvents(Protocol):
@@ -127,6 +132,10 @@ class Attempt:
     @ivar writeBlocked: what is written waits for the peer to read it.
     @ivar writable: called when what was written has been sent after
         L{writeBlocked} was set (the connection's operations go on).
+    @ivar pongTo: while ESTABLISHED with heartbeats, the heartbeat that the
+        plugin's pongs go to straight when the machine is not handling
+        another input: what the machine's C{pong} input does in
+        ESTABLISHED, without its dispatch, on every heartbeat's path.
     """
 
     __slots__ = (
@@ -143,6 +152,7 @@ class Attempt:
         "heartbeatSpec",
         "lastInbound",
         "name",
+        "pongTo",
         "protocol",
         "transport",
         "writable",
@@ -175,6 +185,7 @@ class Attempt:
         self.name = name
         self.heartbeatSpec = heartbeatSpec
         self.current = True
+        self.pongTo: Heartbeat | None = None
         self._detached = False
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
@@ -326,7 +337,14 @@ class Attempt:
 
     def pong(self, token: bytes) -> None:
         if self.current:
-            self._events.pong(token)
+            heartbeat = self.pongTo
+            # Automat marks the machine busy with the list of inputs it
+            # postponed; while it is (or if that mark is not found), the
+            # pong goes through the machine, to be handled in its turn.
+            if heartbeat is not None and getattr(self._events, _BUSY, ()) is None:
+                heartbeat.pong(token)
+            else:
+                self._events.pong(token)
 
     def activity(self) -> None:
         if self.current:
