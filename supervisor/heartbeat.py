@@ -4,20 +4,22 @@ wait C{timeout} for each pong, drop the connection after C{misses}
 consecutive misses, and measure the round trip.
 
 After a miss the next ping goes out at once, and after a pong the next ping
-is due at most C{interval} after the previous one was sent, so a peer that
-goes silent right after a pong is detected within C{interval + timeout *
-misses}.
+is due C{interval} after the previous one was due (at most C{interval} after
+it was sent), so a peer that goes silent right after a pong is detected
+within C{interval + timeout * misses}.
 Each heartbeat holds exactly one timer on the shared L{Scheduler} at any time.
 The timeout of a ping is a deadline (L{Scheduler.deadlineAt}), withdrawn when
 the pong arrives: only a miss makes it fire. After the process was held up
 past it, it is decided once the pong that may have arrived meanwhile has been
 read.
 
-Pings are due on a grid of C{interval / PHASES} seconds of the clock: each
-one is moved up to that much sooner (a ping sent a little late is followed
-by the next one an interval after it was due). Heartbeats of one interval
-then share a few wake-ups of the scheduler, and their pongs a few reads,
-rather than each waking the process on its own.
+The first ping is due on a grid of C{interval / PHASES} seconds of the
+clock (moved up to that much sooner), and so are the next ones, each an
+interval after the last was due: a ping sent late (a busy process) does not
+move the schedule, so heartbeats stay spread over the grid rather than piling
+up on its later points. Heartbeats of one interval then share a few wake-ups
+of the scheduler, and their pongs a few reads, rather than each waking the
+process on its own.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Heartbeat:
     """
 
     __slots__ = (
+        "_due",
         "_scheduler",
         "_sentAt",
         "_seq",
@@ -77,6 +80,7 @@ class Heartbeat:
         self._scheduler = scheduler
         self._target: HeartbeatTarget | None = target
         self._seq = 0
+        self._due = 0.0
         self._sentAt = 0.0
         self._timer: Timer | None = None
         self.awaiting: bytes | None = None
@@ -91,7 +95,9 @@ class Heartbeat:
         the past.
         """
         now = self._scheduler.now()
-        self._timer = self._scheduler.callAt(max(self._onGrid(now + firstDelay), now), self._due)
+        self._timer = self._scheduler.callAt(
+            max(self._onGrid(now + firstDelay), now), self._pingDue
+        )
 
     def stop(self) -> None:
         """
@@ -124,7 +130,7 @@ class Heartbeat:
         now = self._scheduler.now()
         # The deadline is met: withdraw it, and wait for the next ping.
         self._timer.cancel()
-        self._timer = self._scheduler.callAt(self._nextPing(now), self._due)
+        self._timer = self._scheduler.callAt(self._nextPing(now), self._pingDue)
         target.heartbeatObserved(now - self._sentAt)
 
     def activity(self) -> None:
@@ -149,18 +155,19 @@ class Heartbeat:
 
     def _nextPing(self, now: float) -> float:
         """
-        When the ping after the one answered is due: at most an interval
-        after it was sent, on the grid (so as soon as an interval after it
-        was due, when it was sent less than a step late), or now if that is
-        past.
+        When the ping after the one answered is due: an interval after it
+        was due (so at most an interval after it was sent, and on the grid),
+        or now if that is past.
         """
-        return max(self._onGrid(self._sentAt + self._spec.interval), now)
+        return max(self._due + self._spec.interval, now)
 
-    def _due(self) -> None:
+    def _pingDue(self) -> None:
         now = self._scheduler.now()
+        assert self._timer is not None
+        self._due = self._timer.when
         quietSince = self.lastActivity
         if quietSince is not None and quietSince + self._spec.interval > now:
-            self._timer = self._scheduler.callAt(quietSince + self._spec.interval, self._due)
+            self._timer = self._scheduler.callAt(quietSince + self._spec.interval, self._pingDue)
             return
         self._ping(now)
 
@@ -181,7 +188,7 @@ class Heartbeat:
         now = self._scheduler.now()
         if self.awaiting is None:
             # Answered by activity (a pong withdraws the deadline).
-            self._timer = self._scheduler.callAt(self._nextPing(now), self._due)
+            self._timer = self._scheduler.callAt(self._nextPing(now), self._pingDue)
             return
         target = self._target
         if target is None:
@@ -195,4 +202,6 @@ class Heartbeat:
             self._timer = None
             target.heartbeatDead(self.misses)
         else:
+            # At once; the next ones an interval after this one.
+            self._due = now
             self._ping(now)
