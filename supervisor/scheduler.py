@@ -155,12 +155,7 @@ class Scheduler:
         """
         Call C{callback} at C{when} on the clock (never earlier).
         """
-        timer = Timer(self, when, callback)
-        self._live += 1
-        self._insert(timer, int(when * self._perSecond))
-        if when < self._callTime and not self._waking:
-            self._arm()
-        return timer
+        return self._add(Timer(self, when, callback))
 
     def deadlineAt(self, when: float, callback: Callable[[], object]) -> Timer:
         """
@@ -169,10 +164,12 @@ class Scheduler:
         L{grace}, it is called one wake-up later, after the reactor has read
         what arrived meanwhile.
         """
-        timer = Timer(self, when, callback, deadline=True)
+        return self._add(Timer(self, when, callback, deadline=True))
+
+    def _add(self, timer: Timer) -> Timer:
         self._live += 1
-        self._insert(timer, int(when * self._perSecond))
-        if when < self._callTime and not self._waking:
+        self._insert(timer, int(timer.when * self._perSecond))
+        if timer.when < self._callTime and not self._waking:
             self._arm()
         return timer
 
