@@ -93,6 +93,16 @@ class _Slot:
 _when = attrgetter("when")
 
 
+def _unlink(timers: list[Timer]) -> None:
+    """
+    Let C{timers} go of the slot that is letting them go: a timer and its
+    slot hold each other, and a process with ten thousand heartbeats should
+    not need the cyclic garbage collector to free them.
+    """
+    for timer in timers:
+        timer._slot = None
+
+
 class Scheduler:
     """
     Slots of L{Timer}s driven by one C{DelayedCall} on C{clock}.
@@ -185,13 +195,21 @@ class Scheduler:
         timer._slot = slot
         self._entries += 1
 
+    def _clear(self) -> None:
+        """
+        Drop every slot: no timer is left to fire.
+        """
+        for slot in self._slots.values():
+            _unlink(slot.timers)
+        self._slots.clear()
+        self._keys.clear()
+        self._entries = 0
+
     def _released(self, timer: Timer) -> None:
         self._live -= 1
         if self._live == 0:
             # Nothing left to do: no DelayedCall may outlive the last timer.
-            self._slots.clear()
-            self._keys.clear()
-            self._entries = 0
+            self._clear()
             if self._call is not None:
                 self._call.cancel()
                 self._call = None
@@ -206,6 +224,7 @@ class Scheduler:
             # All cancelled: drop the slot (its number waits in the heap).
             del slots[slot.key]
             self._entries -= len(slot.timers)
+            _unlink(slot.timers)
             if len(self._keys) > 2 * len(slots) + 64:
                 self._keys = list(slots)
                 heapq.heapify(self._keys)
@@ -214,6 +233,7 @@ class Scheduler:
             # they outnumber the live ones, drop them.
             entries = 0
             for each in slots.values():
+                _unlink([t for t in each.timers if not t.active])
                 each.timers = [t for t in each.timers if t.active]
                 entries += len(each.timers)
             self._entries = entries
@@ -261,6 +281,7 @@ class Scheduler:
                     timers.sort(key=_when)
                 for position, timer in enumerate(timers):
                     if not timer.active:
+                        timer._slot = None
                         continue
                     if timer.when > now:
                         # The rest of the slot is not due yet.
@@ -285,6 +306,7 @@ class Scheduler:
                         self._insert(timer, slot.key)
                         continue
                     timer.active = False
+                    timer._slot = None
                     self._live -= 1
                     slot.live -= 1
                     left -= 1
@@ -295,9 +317,7 @@ class Scheduler:
         finally:
             self._waking = False
             if self._live == 0:
-                self._slots.clear()
-                self._keys.clear()
-                self._entries = 0
+                self._clear()
             else:
                 self._arm()
 
@@ -307,6 +327,7 @@ class Scheduler:
         ones of C{timers}: a wake-up took them out and did not run them.
         """
         kept = [timer for timer in timers if timer.active]
+        _unlink([timer for timer in timers if not timer.active])
         if not kept:
             return
         slot = self._slots.get(key)

@@ -4,6 +4,7 @@ The shared scheduler: never early, one DelayedCall, coalesced when dense.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from hypothesis import given
@@ -451,3 +452,36 @@ def test_aLateDeadlineIsDecidedAheadOfABacklog() -> None:
     while clock.getDelayedCalls():
         clock.advance(0)
     assert order[11:] == [f"t{i}" for i in range(10, 50)]
+
+
+def test_timersLeaveNoReferenceCyclesBehind() -> None:
+    """
+    A timer and its slot hold each other while it waits; whether it fires,
+    is cancelled, waits behind a slice or empties the scheduler, what is
+    done with is freed by reference counting, without the cyclic garbage
+    collector (ten thousand heartbeats a second would keep it busy).
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        clock = TurnClock()
+        scheduler = Scheduler(clock, resolution=0.01, perWake=50)
+        timers = [scheduler.callAt(1 + i / 1000, lambda: None) for i in range(300)]
+        deadlines = [scheduler.deadlineAt(1 + i / 1000, lambda: None) for i in range(300)]
+        for timer in timers[::3] + deadlines[::2]:
+            timer.cancel()
+        for i in range(300):  # a whole slot cancelled
+            scheduler.callAt(5 + i / 100_000, lambda: None).cancel()
+        clock.advance(2.0)  # held up: late deadlines wait, slices yield
+        for _ in range(1000):
+            calls = clock.getDelayedCalls()
+            if not calls:
+                break
+            clock.advance(max(0, calls[0].getTime() - clock.seconds()))
+        for timer in [scheduler.callAt(3, lambda: None) for _ in range(10)]:
+            timer.cancel()  # the last live one empties the scheduler
+        del timers, deadlines, timer
+        assert len(scheduler) == 0
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
