@@ -43,7 +43,7 @@ class Timer:
     One scheduled call in a L{Scheduler}; cancel it with L{Timer.cancel}.
     """
 
-    __slots__ = ("_callback", "_deadline", "_scheduler", "_slot", "active", "when")
+    __slots__ = ("_callback", "_deadline", "_index", "_scheduler", "_slot", "active", "when")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Timer:
         self._callback = callback
         self._deadline = deadline
         self._slot: _Slot | None = None
+        self._index = 0
         self.when = when
         self.active = True
 
@@ -73,8 +74,8 @@ class Timer:
 
 class _Slot:
     """
-    The timers of one slot of C{resolution} seconds, in the order they were
-    added (cancelled ones included until the slot comes up or is compacted).
+    The timers of one slot of C{resolution} seconds (a cancelled one is taken
+    out at once, unless a wake-up under way took the slot out).
 
     @ivar live: how many of them are still active.
     @ivar first: the earliest C{when} among them (possibly of one cancelled
@@ -188,6 +189,7 @@ class Scheduler:
         if slot is None:
             slot = self._slots[key] = _Slot(key)
             heapq.heappush(self._keys, key)
+        timer._index = len(slot.timers)
         slot.timers.append(timer)
         slot.live += 1
         if timer.when < slot.first:
@@ -220,23 +222,25 @@ class Scheduler:
             return
         slot.live -= 1
         slots = self._slots
-        if slot.live == 0 and slots.get(slot.key) is slot:
-            # All cancelled: drop the slot (its number waits in the heap).
+        if slots.get(slot.key) is not slot:
+            # Taken out by a wake-up under way, which skips it.
+            return
+        # Out of its slot at once (the last one takes its place): freed now,
+        # as a heartbeat's withdrawn check is, rather than when the slot
+        # comes up, which would leave the garbage collector to count them.
+        timer._slot = None
+        timers = slot.timers
+        last = timers.pop()
+        if last is not timer:
+            timers[timer._index] = last
+            last._index = timer._index
+        self._entries -= 1
+        if not timers:
+            # Its number waits in the heap until popped.
             del slots[slot.key]
-            self._entries -= len(slot.timers)
-            _unlink(slot.timers)
             if len(self._keys) > 2 * len(slots) + 64:
                 self._keys = list(slots)
                 heapq.heapify(self._keys)
-        elif self._entries > 2 * self._live + 64:
-            # Cancelled timers wait in their slots until these come up; when
-            # they outnumber the live ones, drop them.
-            entries = 0
-            for each in slots.values():
-                _unlink([t for t in each.timers if not t.active])
-                each.timers = [t for t in each.timers if t.active]
-                entries += len(each.timers)
-            self._entries = entries
 
     def _arm(self) -> None:
         keys, slots = self._keys, self._slots
@@ -337,7 +341,8 @@ class Scheduler:
         slot.timers = kept + slot.timers
         slot.live += len(kept)
         self._entries += len(kept)
-        for timer in kept:
+        for index, timer in enumerate(slot.timers):
             timer._slot = slot
+            timer._index = index
             if timer.when < slot.first:
                 slot.first = timer.when
