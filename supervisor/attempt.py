@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from supervisor.cycles import releaseTransport
+from supervisor.heartbeat import Heartbeat
 from supervisor.interfaces import (
     IConnectionHandle,
     IDrainable,
@@ -42,6 +43,10 @@ from supervisor.interfaces import (
 from supervisor.policy import PluginRejection, failureOf
 from supervisor.spec import HeartbeatSpec, KeepaliveSpec
 from supervisor.transport import setKeepalive
+
+_BUSY = "__automat_postponed__"
+"""The attribute of an Automat machine's inputs that is a list while it
+handles an input (and L{None} otherwise)."""
 
 
 class AttemptEvents(Protocol):
@@ -140,6 +145,10 @@ class Attempt:
     @ivar writer: told when whether the transport takes writes changes:
         L{writeBlocked} is set or cleared, or the transport is gone (the
         connection's operations wait, or go on).
+    @ivar pongTo: while ESTABLISHED with heartbeats, the heartbeat that the
+        plugin's pongs go to straight when the machine is not handling
+        another input: what the machine's C{pong} input does in
+        ESTABLISHED, without its dispatch, on every heartbeat's path.
     """
 
     __slots__ = (
@@ -156,6 +165,7 @@ class Attempt:
         "heartbeatSpec",
         "lastInbound",
         "name",
+        "pongTo",
         "protocol",
         "transport",
         "writeBlocked",
@@ -188,6 +198,7 @@ class Attempt:
         self.name = name
         self.heartbeatSpec = heartbeatSpec
         self.current = True
+        self.pongTo: Heartbeat | None = None
         self._detached = False
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
@@ -343,7 +354,14 @@ class Attempt:
 
     def pong(self, token: bytes) -> None:
         if self.current:
-            self._events.pong(token)
+            heartbeat = self.pongTo
+            # Automat marks the machine busy with the list of inputs it
+            # postponed; while it is (or if that mark is not found), the
+            # pong goes through the machine, to be handled in its turn.
+            if heartbeat is not None and getattr(self._events, _BUSY, ()) is None:
+                heartbeat.pong(token)
+            else:
+                self._events.pong(token)
 
     def activity(self) -> None:
         if self.current:

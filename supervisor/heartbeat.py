@@ -4,12 +4,22 @@ wait C{timeout} for each pong, drop the connection after C{misses}
 consecutive misses, and measure the round trip.
 
 After a miss the next ping goes out at once, and after a pong the next ping
-is due C{interval} after the previous one was sent, so a peer that goes
-silent right after a pong is detected within C{interval + timeout * misses}.
+is due C{interval} after the previous one was due (at most C{interval} after
+it was sent), so a peer that goes silent right after a pong is detected
+within C{interval + timeout * misses}.
 Each heartbeat holds exactly one timer on the shared L{Scheduler} at any time.
-The timeout of a ping is a deadline (L{Scheduler.deadlineAt}): after the
-process was held up past it, it is decided once the pong that may have
-arrived meanwhile has been read.
+The timeout of a ping is a deadline (L{Scheduler.deadlineAt}), withdrawn when
+the pong arrives: only a miss makes it fire. After the process was held up
+past it, it is decided once the pong that may have arrived meanwhile has been
+read.
+
+The first ping is due on a grid of C{interval / PHASES} seconds of the
+clock (moved up to that much sooner), and so are the next ones, each an
+interval after the last was due: a ping sent late (a busy process) does not
+move the schedule, so heartbeats stay spread over the grid rather than piling
+up on its later points. Heartbeats of one interval then share a few wake-ups
+of the scheduler, and their pongs a few reads, rather than each waking the
+process on its own.
 """
 
 from __future__ import annotations
@@ -22,6 +32,10 @@ from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import HeartbeatSpec
 
 _log = Logger(namespace="netsupervisor.heartbeat")
+
+PHASES = 20
+"""How many points of an interval pings may be due at: with a 1 s interval,
+every 50 ms of the clock."""
 
 
 class HeartbeatTarget(Protocol):
@@ -49,6 +63,7 @@ class Heartbeat:
     """
 
     __slots__ = (
+        "_due",
         "_scheduler",
         "_sentAt",
         "_seq",
@@ -65,6 +80,7 @@ class Heartbeat:
         self._scheduler = scheduler
         self._target: HeartbeatTarget | None = target
         self._seq = 0
+        self._due = 0.0
         self._sentAt = 0.0
         self._timer: Timer | None = None
         self.awaiting: bytes | None = None
@@ -74,9 +90,14 @@ class Heartbeat:
     def start(self, firstDelay: float) -> None:
         """
         Send the first ping after C{firstDelay} seconds (spread by the caller
-        so that connections that came up together do not ping together).
+        so that connections that came up together do not ping together),
+        moved sooner to the grid of C{interval / PHASES} seconds, never into
+        the past.
         """
-        self._timer = self._scheduler.callLater(firstDelay, self._due)
+        now = self._scheduler.now()
+        self._timer = self._scheduler.callAt(
+            max(self._onGrid(now + firstDelay), now), self._pingDue
+        )
 
     def stop(self) -> None:
         """
@@ -107,12 +128,9 @@ class Heartbeat:
         self.awaiting = None
         self.misses = 0
         now = self._scheduler.now()
-        nextPing = self._sentAt + self._spec.interval
-        if nextPing < self._timer.when:
-            # The timeout is longer than the interval: ping on schedule
-            # rather than after the timeout check.
-            self._timer.cancel()
-            self._timer = self._scheduler.callAt(max(nextPing, now), self._due)
+        # The deadline is met: withdraw it, and wait for the next ping.
+        self._timer.cancel()
+        self._timer = self._scheduler.callAt(self._nextPing(now), self._pingDue)
         target.heartbeatObserved(now - self._sentAt)
 
     def activity(self) -> None:
@@ -126,11 +144,30 @@ class Heartbeat:
         self.awaiting = None
         self.misses = 0
 
-    def _due(self) -> None:
+    def _onGrid(self, when: float) -> float:
+        """
+        The last point of the grid of pings at or before C{when}.
+        """
+        step = self._spec.interval / PHASES
+        # A microsecond over (more than a float's error on an epoch's
+        # seconds), so that a point computed a hair short is still its own.
+        return (when + 1e-6) // step * step
+
+    def _nextPing(self, now: float) -> float:
+        """
+        When the ping after the one answered is due: an interval after it
+        was due (so at most an interval after it was sent, and on the grid),
+        or now if that is past.
+        """
+        return max(self._due + self._spec.interval, now)
+
+    def _pingDue(self) -> None:
         now = self._scheduler.now()
+        assert self._timer is not None
+        self._due = self._timer.when
         quietSince = self.lastActivity
         if quietSince is not None and quietSince + self._spec.interval > now:
-            self._timer = self._scheduler.callAt(quietSince + self._spec.interval, self._due)
+            self._timer = self._scheduler.callAt(quietSince + self._spec.interval, self._pingDue)
             return
         self._ping(now)
 
@@ -150,9 +187,8 @@ class Heartbeat:
     def _check(self) -> None:
         now = self._scheduler.now()
         if self.awaiting is None:
-            self._timer = self._scheduler.callAt(
-                max(self._sentAt + self._spec.interval, now), self._due
-            )
+            # Answered by activity (a pong withdraws the deadline).
+            self._timer = self._scheduler.callAt(self._nextPing(now), self._pingDue)
             return
         target = self._target
         if target is None:
@@ -166,4 +202,6 @@ class Heartbeat:
             self._timer = None
             target.heartbeatDead(self.misses)
         else:
+            # At once; the next ones an interval after this one.
+            self._due = now
             self._ping(now)

@@ -3,9 +3,12 @@ One shared schedule for the timers of many connections.
 
 Ten thousand connections with their own C{callLater} each make ten thousand
 C{DelayedCall}s in the reactor's heap and, at 1 Hz heartbeats, ten thousand
-reactor wake-ups a second. L{Scheduler} keeps its timers in its own heap and
-holds a single C{DelayedCall} for the earliest of them. A timer never fires
-early; when timers are dense, wake-ups are coalesced so that at most one
+reactor wake-ups a second. L{Scheduler} keeps its timers in slots of
+C{resolution} seconds (a dictionary of lists and a heap of the slots'
+numbers: adding a timer appends it to a list, and only a new slot costs a
+heap step; the timers of a slot fire earliest first) and holds a single
+C{DelayedCall} for the earliest of them. A timer never fires early; when
+timers are dense, wake-ups are coalesced so that at most one
 happens per C{resolution} seconds, and a timer may fire up to C{resolution}
 late. When sparse, each fires on time. A wake-up runs timers for at most
 C{resolution} seconds (or C{perWake} of them): when more are due, the rest
@@ -18,16 +21,16 @@ in time. The reactor runs due timers before it reads its sockets, so after
 the process was held up (a long garbage collection, a busy host) a deadline
 could be decided while what would meet it sits unread. A deadline found more
 than L{Scheduler.grace} past its time is therefore decided at the next
-wake-up instead, once the reactor has read what arrived: once, and only when
-late, so that a process that is behind does no more than one more heap step
-per late deadline.
+wake-up instead, once the reactor has read what arrived, ahead of the timers
+due after it: once, and only when late, so that a process that is behind
+does no more than one more step per late deadline.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from itertools import count
+from operator import attrgetter
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -44,7 +47,7 @@ class Timer:
     One scheduled call in a L{Scheduler}; cancel it with L{Timer.cancel}.
     """
 
-    __slots__ = ("_callback", "_deadline", "_scheduler", "active", "when")
+    __slots__ = ("_callback", "_deadline", "_index", "_scheduler", "_slot", "active", "when")
 
     def __init__(
         self,
@@ -56,6 +59,8 @@ class Timer:
         self._scheduler = scheduler
         self._callback = callback
         self._deadline = deadline
+        self._slot: _Slot | None = None
+        self._index = 0
         self.when = when
         self.active = True
 
@@ -65,21 +70,54 @@ class Timer:
         """
         if self.active:
             self.active = False
-            # A cancelled timer may wait in the heap until its time comes
-            # (a connect timeout, ten seconds): what its callback holds
+            # A cancelled timer in a slot that a wake-up has taken stays
+            # there until the wake-up passes it: what its callback holds
             # need not wait with it.
             self._callback = _cancelled
-            self._scheduler._released()
+            self._scheduler._released(self)
 
     def __repr__(self) -> str:
         return f"<Timer at {self.when!r} active={self.active}>"
 
 
+class _Slot:
+    """
+    The timers of one slot of C{resolution} seconds (a cancelled one is taken
+    out at once, unless a wake-up under way took the slot out).
+
+    @ivar live: how many of them are still active.
+    @ivar first: the earliest C{when} among them (possibly of one cancelled
+        since: then the wake-up it sets is early, never late).
+    """
+
+    __slots__ = ("first", "key", "live", "timers")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.timers: list[Timer] = []
+        self.live = 0
+        self.first = float("inf")
+
+
+_when = attrgetter("when")
+
+
+def _unlink(timers: list[Timer]) -> None:
+    """
+    Let C{timers} go of the slot that is letting them go: a timer and its
+    slot hold each other, and a process with ten thousand heartbeats should
+    not need the cyclic garbage collector to free them.
+    """
+    for timer in timers:
+        timer._slot = None
+
+
 class Scheduler:
     """
-    A heap of L{Timer}s driven by one C{DelayedCall} on C{clock}.
+    Slots of L{Timer}s driven by one C{DelayedCall} on C{clock}.
 
-    @ivar resolution: the shortest time between two wake-ups.
+    @ivar resolution: the shortest time between two wake-ups, and the width
+        of a slot.
     @ivar grace: how late a deadline may be found and still be decided at
         once (by default two resolutions: later than that, the reactor was
         held up).
@@ -101,9 +139,15 @@ class Scheduler:
         self.resolution = resolution
         self.grace = 2 * resolution if grace is None else grace
         self.perWake = perWake
-        self._heap: list[tuple[float, int, Timer]] = []
-        self._sequence = count()
+        self._perSecond = 1 / resolution
+        # The slots by number (int(when / resolution)), and a heap of the
+        # numbers: a number stays there after its slot emptied, until popped.
+        self._slots: dict[int, _Slot] = {}
+        self._keys: list[int] = []
         self._live = 0
+        # Timers held in the slots, cancelled ones included.
+        self._entries = 0
+        self._waking = False
         self._call: IDelayedCall | None = None
         # When _call is due: comparing with this, rather than with
         # _call.getTime(), which the clock computed from a slightly later
@@ -127,7 +171,7 @@ class Scheduler:
         """
         Call C{callback} at C{when} on the clock (never earlier).
         """
-        return self._push(Timer(self, when, callback))
+        return self._add(Timer(self, when, callback))
 
     def deadlineAt(self, when: float, callback: Callable[[], object]) -> Timer:
         """
@@ -136,37 +180,80 @@ class Scheduler:
         L{grace}, it is called one wake-up later, after the reactor has read
         what arrived meanwhile.
         """
-        return self._push(Timer(self, when, callback, deadline=True))
+        return self._add(Timer(self, when, callback, deadline=True))
 
-    def _push(self, timer: Timer) -> Timer:
-        heapq.heappush(self._heap, (timer.when, next(self._sequence), timer))
+    def _add(self, timer: Timer) -> Timer:
         self._live += 1
-        self._arm()
+        self._insert(timer, int(timer.when * self._perSecond))
+        if timer.when < self._callTime and not self._waking:
+            self._arm()
         return timer
 
-    def _released(self) -> None:
+    def _insert(self, timer: Timer, key: int) -> None:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(key)
+            heapq.heappush(self._keys, key)
+        timer._index = len(slot.timers)
+        slot.timers.append(timer)
+        slot.live += 1
+        if timer.when < slot.first:
+            slot.first = timer.when
+        timer._slot = slot
+        self._entries += 1
+
+    def _clear(self) -> None:
+        """
+        Drop every slot: no timer is left to fire.
+        """
+        for slot in self._slots.values():
+            _unlink(slot.timers)
+        self._slots.clear()
+        self._keys.clear()
+        self._entries = 0
+
+    def _released(self, timer: Timer) -> None:
         self._live -= 1
-        heap = self._heap
         if self._live == 0:
             # Nothing left to do: no DelayedCall may outlive the last timer.
-            heap.clear()
+            self._clear()
             if self._call is not None:
                 self._call.cancel()
                 self._call = None
                 self._callTime = float("inf")
-        elif len(heap) > 2 * self._live + 64:
-            # Cancelled timers wait in the heap until they come up; when they
-            # outnumber the live ones, drop them (in place: _wake may be
-            # iterating this very list).
-            heap[:] = [entry for entry in heap if entry[2].active]
-            heapq.heapify(heap)
+            return
+        slot = timer._slot
+        if slot is None:
+            return
+        slot.live -= 1
+        slots = self._slots
+        if slots.get(slot.key) is not slot:
+            # Taken out by a wake-up under way, which skips it.
+            return
+        # Out of its slot at once (the last one takes its place): freed now,
+        # as a heartbeat's withdrawn check is, rather than when the slot
+        # comes up, which would leave the garbage collector to count them.
+        timer._slot = None
+        timers = slot.timers
+        last = timers.pop()
+        if last is not timer:
+            timers[timer._index] = last
+            last._index = timer._index
+        self._entries -= 1
+        if not timers:
+            # Its number waits in the heap until popped.
+            del slots[slot.key]
+            if len(self._keys) > 2 * len(slots) + 64:
+                self._keys = list(slots)
+                heapq.heapify(self._keys)
 
     def _arm(self) -> None:
-        while self._heap and not self._heap[0][2].active:
-            heapq.heappop(self._heap)
-        if not self._heap:
+        keys, slots = self._keys, self._slots
+        while keys and keys[0] not in slots:
+            heapq.heappop(keys)
+        if not keys:
             return
-        target = max(self._heap[0][0], self._lastWake + self.resolution)
+        target = max(slots[keys[0]].first, self._lastWake + self.resolution)
         if target >= self._callTime:
             return
         delay = max(target - self._clock.seconds(), 0.0)
@@ -180,35 +267,87 @@ class Scheduler:
         self._call = None
         self._callTime = float("inf")
         now = self._lastWake = self._clock.seconds()
-        # Timers added while this batch runs wait for the next wake-up, so a
-        # callback that schedules at "now" cannot starve the reactor.
-        limit = next(self._sequence)
-        heap = self._heap
+        # The slots that may hold due timers, taken out first: timers added
+        # while this batch runs go to new slots and wait for the next
+        # wake-up, so a callback that schedules at "now" cannot starve the
+        # reactor.
+        due = int(now * self._perSecond)
+        keys, slots = self._keys, self._slots
+        batch = []
+        while keys and keys[0] <= due:
+            slot = slots.pop(heapq.heappop(keys), None)
+            if slot is not None:
+                batch.append(slot)
+                self._entries -= len(slot.timers)
         late = now - self.grace
         seconds, enough = self._clock.seconds, now + self.resolution
         left = self.perWake
-        while heap and heap[0][0] <= now and heap[0][1] < limit:
-            if left == 0 or seconds() > enough:
-                # More are due: the rest at the reactor's next turn, after
-                # it has read and written, not a resolution later.
-                self._lastWake = float("-inf")
-                break
-            timer = heapq.heappop(heap)[2]
-            if not timer.active:
-                continue
-            if timer._deadline and timer.when < late:
-                # Held up past it: decide after the reactor has read.
-                timer._deadline = False
-                heapq.heappush(heap, (now, next(self._sequence), timer))
-                continue
-            timer.active = False
-            self._live -= 1
-            left -= 1
-            try:
-                timer._callback()
-            except Exception:
-                _log.failure("scheduled call {timer!r} failed", timer=timer)
-        if self._live == 0:
-            heap.clear()
-        else:
-            self._arm()
+        self._waking = True
+        try:
+            for index, slot in enumerate(batch):
+                timers = slot.timers
+                if len(timers) > 1:
+                    timers.sort(key=_when)
+                for position, timer in enumerate(timers):
+                    if not timer.active:
+                        timer._slot = None
+                        continue
+                    if timer.when > now:
+                        # The rest of the slot is not due yet.
+                        self._restore(slot.key, timers[position:])
+                        break
+                    if left == 0 or seconds() > enough:
+                        # More are due: the rest at the reactor's next turn,
+                        # after it has read and written, not a resolution
+                        # later.
+                        self._lastWake = float("-inf")
+                        self._restore(slot.key, timers[position:])
+                        for rest in batch[index + 1 :]:
+                            self._restore(rest.key, rest.timers)
+                        return
+                    if timer._deadline and timer.when < late:
+                        # Held up past it: decide after the reactor has read,
+                        # at the next wake-up, ahead of the timers due
+                        # after it (behind them, a process that is behind
+                        # would decide it only once it caught up with them).
+                        timer._deadline = False
+                        slot.live -= 1
+                        self._insert(timer, slot.key)
+                        continue
+                    timer.active = False
+                    timer._slot = None
+                    self._live -= 1
+                    slot.live -= 1
+                    left -= 1
+                    try:
+                        timer._callback()
+                    except Exception:
+                        _log.failure("scheduled call {timer!r} failed", timer=timer)
+        finally:
+            self._waking = False
+            if self._live == 0:
+                self._clear()
+            else:
+                self._arm()
+
+    def _restore(self, key: int, timers: list[Timer]) -> None:
+        """
+        Put back into slot C{key}, ahead of any added meanwhile, the active
+        ones of C{timers}: a wake-up took them out and did not run them.
+        """
+        kept = [timer for timer in timers if timer.active]
+        _unlink([timer for timer in timers if not timer.active])
+        if not kept:
+            return
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(key)
+            heapq.heappush(self._keys, key)
+        slot.timers = kept + slot.timers
+        slot.live += len(kept)
+        self._entries += len(kept)
+        for index, timer in enumerate(slot.timers):
+            timer._slot = slot
+            timer._index = index
+            if timer.when < slot.first:
+                slot.first = timer.when

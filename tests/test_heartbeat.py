@@ -9,7 +9,7 @@ import weakref
 
 from twisted.internet.task import Clock
 
-from supervisor.heartbeat import Heartbeat
+from supervisor.heartbeat import PHASES, Heartbeat
 from supervisor.scheduler import Scheduler
 from supervisor.spec import HeartbeatSpec
 
@@ -200,3 +200,33 @@ def test_aStoppedHeartbeatLetsItsTargetGo() -> None:
         assert target() is None
     finally:
         gc.enable()
+
+
+def test_pingsAreDueOnTheGridAndALatePingKeepsTheSchedule() -> None:
+    """
+    Pings are due on the grid of C{interval / PHASES}: heartbeats started a
+    little apart ping together. One sent late (a busy process) is followed by
+    the next an interval after it was due, not after it was sent, so that
+    heartbeats do not drift onto the grid's later points and pile up there.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock)
+    spec = HeartbeatSpec(interval=1, timeout=0.5, misses=2)
+    recorders = [Recorder(clock) for _ in range(2)]
+    heartbeats = [Heartbeat(spec, scheduler, recorder) for recorder in recorders]
+    heartbeats[0].start(0.71)
+    heartbeats[1].start(0.74)
+    assert spec.interval / PHASES == 0.05
+    clock.advance(0.7 + 0.12)  # the pings due at 0.7 go out 0.12 s late
+    assert [r.pings for r in recorders] == [[(0.82, b"1")], [(0.82, b"1")]]
+    for heartbeat in heartbeats:
+        heartbeat.pong(b"1")
+    clock.advance(1.69 - 0.82)
+    assert all(len(r.pings) == 1 for r in recorders)
+    clock.advance(0.02)  # due at 1.7, not at 0.82 + 1
+    assert [(round(t, 6), token) for r in recorders for t, token in r.pings[1:]] == [
+        (1.71, b"2"),
+        (1.71, b"2"),
+    ]
+    for heartbeat in heartbeats:
+        heartbeat.stop()

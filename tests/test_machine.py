@@ -16,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
+from supervisor.heartbeat import PHASES
 from supervisor.spec import BackoffSpec, BreakerSpec, FlapSpec, HeartbeatSpec
 from tests.harness import ADDRESS, ScriptedPlugin, World
 
@@ -260,19 +261,66 @@ def test_heartbeatRttIsReportedToObservers() -> None:
     assert world.connection.rtt == pytest.approx(0.25)
 
 
+class WatchedInputs:
+    """
+    The machine's inputs as an attempt sees them, recording the pongs given
+    to the machine; C{busy} makes the machine seem to handle another input.
+    """
+
+    def __init__(self, inputs: object, busy: bool) -> None:
+        self.inputs = inputs
+        self.pongs: list[bytes] = []
+        self.__automat_postponed__: list[object] | None = [] if busy else None
+
+    def pong(self, token: bytes) -> None:
+        self.pongs.append(token)
+        self.inputs.pong(token)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inputs, name)
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_aPongGoesStraightToTheHeartbeatUnlessTheMachineIsBusy(busy: bool) -> None:
+    """
+    While ESTABLISHED, a pong skips the machine's dispatch (its C{pong}
+    input there does nothing but hand it to the heartbeat); while the
+    machine handles another input, it goes through the machine, which
+    handles it in its turn. Either way it is the same answered heartbeat.
+    """
+    world, protocol, _ = established(heartbeat=HeartbeatSpec(interval=1, timeout=1, misses=1))
+    attempt = protocol.handle  # type: ignore[attr-defined]
+    inputs = attempt._events = WatchedInputs(attempt._events, busy)
+    while not protocol.pings:  # type: ignore[attr-defined]
+        world.advance(0.1)
+    world.advance(0.25)
+    protocol.answer()  # type: ignore[attr-defined]
+    assert inputs.pongs == ([b"1"] if busy else [])
+    assert world.connection.rtt == pytest.approx(0.25)
+    world.connection.stop()
+    assert attempt.pongTo is None
+
+
 def test_heartbeatsOffMeansNoTimers() -> None:
     world, _, _ = established(heartbeat=HeartbeatSpec(interval=0))
     world.assertQuiet()
 
 
 def test_connectionsThatCameUpTogetherPingAtDifferentTimes() -> None:
+    """
+    Connections that came up together spread their first pings over the
+    grid points (every C{interval / PHASES}) of the second half of an
+    interval, rather than pinging together.
+    """
     firsts = set()
-    for seed in range(20):
+    for seed in range(40):
         world, protocol, _ = established(heartbeat=HeartbeatSpec(interval=10), seed=seed)
         while not protocol.pings:  # type: ignore[attr-defined]
             world.advance(0.01)
         firsts.add(round(world.reactor.seconds(), 2))
-    assert len(firsts) >= 15
+    step = 10 / PHASES
+    assert len(firsts) >= 8
+    assert all(min(t % step, step - t % step) <= 0.011 for t in firsts)
 
 
 def test_stopBeforeStart() -> None:

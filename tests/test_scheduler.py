@@ -4,6 +4,7 @@ The shared scheduler: never early, one DelayedCall, coalesced when dense.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from hypothesis import given
@@ -164,7 +165,13 @@ def test_cancelledTimersDoNotPileUp() -> None:
     for _ in range(10_000):
         scheduler.callLater(500, lambda: None).cancel()
     assert len(scheduler) == 1
-    assert len(scheduler._heap) <= 2 * 1 + 64 + 1
+    assert scheduler._entries <= 2 * 1 + 64 + 1
+    assert len(scheduler._keys) <= 2 * 1 + 64 + 1
+    # Cancelled in a slot that keeps a live timer.
+    for i in range(10_000):
+        scheduler.callLater(1000 + i * 1e-9, lambda: None).cancel()
+    assert len(scheduler) == 1
+    assert scheduler._entries <= 2 * 1 + 64 + 1
     keep.cancel()
     assert clock.getDelayedCalls() == []
 
@@ -328,3 +335,153 @@ def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
         turns += 1
     assert fired == list(range(30))
     assert turns == 3
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 5),  # when
+            st.sampled_from(["plain", "deadline"]),
+            st.integers(-1, 30),  # which timer this one's callback cancels (-1: none)
+            st.floats(0, 2) | st.none(),  # a timer this one's callback adds, that much later
+        ),
+        max_size=40,
+    ),
+    st.floats(0.001, 0.5),
+    st.integers(1, 5),
+    st.lists(st.floats(0.01, 0.3), min_size=1, max_size=20),
+)
+def test_callbacksThatCancelAndAddKeepEveryPromise(
+    timers: list[tuple[float, str, int, float | None]],
+    resolution: float,
+    perWake: int,
+    steps: list[float],
+) -> None:
+    """
+    Timers whose callbacks cancel others and add new ones, a few per wake-up,
+    the clock moving in uneven steps: each timer fires at most once, never
+    before its time, never once cancelled; every other one fires; at most
+    one C{DelayedCall} at any time and none at the end.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=resolution, perWake=perWake)
+    handles: list[Any] = []
+    whens: list[float] = []
+    fired: list[tuple[int, float]] = []
+    cancelled: set[int] = set()
+
+    def schedule(when: float, kind: str, cancels: int, adds: float | None) -> None:
+        index = len(handles)
+
+        def callback() -> None:
+            fired.append((index, clock.seconds()))
+            if 0 <= cancels < len(handles) and cancels != index:
+                if handles[cancels].active:
+                    cancelled.add(cancels)
+                handles[cancels].cancel()
+            if adds is not None and len(handles) < 80:
+                schedule(clock.seconds() + adds, "plain", -1, None)
+
+        add = scheduler.deadlineAt if kind == "deadline" else scheduler.callAt
+        handles.append(add(when, callback))
+        whens.append(when)
+
+    for timer in timers:
+        schedule(*timer)
+    for i in range(20_000):
+        calls = clock.getDelayedCalls()
+        assert len(calls) <= 1
+        if not calls:
+            break
+        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
+    assert clock.getDelayedCalls() == []
+    assert len(scheduler) == 0
+    indices = [i for i, _ in fired]
+    assert len(indices) == len(set(indices))
+    assert all(t >= whens[i] for i, t in fired)
+    assert not set(indices) & cancelled
+    assert set(indices) | cancelled == set(range(len(handles)))
+
+
+def test_timersOfOneWakeUpFireInTimeOrder() -> None:
+    """
+    Timers that come due in one wake-up fire earliest first, whatever the
+    order they were added in, within a slot as across slots.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[float] = []
+    for when in (1.009, 1.001, 1.005, 0.5, 1.0, 1.02):
+        scheduler.callAt(when, lambda when=when: fired.append(when))
+    clock.advance(0.5)
+    clock.advance(1.0)
+    assert fired == [0.5, 1.0, 1.001, 1.005, 1.009, 1.02]
+
+
+def test_aDenseSlotIsAddedToWithoutMovingTheWakeUp() -> None:
+    """
+    Adding ten thousand timers costs no step of a heap each: they share the
+    slots of their C{resolution}, and one C{DelayedCall} stays armed.
+    """
+    clock = CountingClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    for i in range(10_000):
+        scheduler.callAt(1 + (i % 100) / 1000, lambda: None)
+    assert len(scheduler._slots) == 10
+    assert len(scheduler._keys) == 10
+    assert clock.resets == 0
+    assert len(clock.getDelayedCalls()) == 1
+
+
+def test_aLateDeadlineIsDecidedAheadOfABacklog() -> None:
+    """
+    Held up, with more timers due than a wake-up runs: a late deadline is
+    decided at the very next wake-up, ahead of the backlog of timers due
+    after it, not once the process has caught up with them.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01, perWake=10)
+    order: list[str] = []
+    scheduler.deadlineAt(1.0, lambda: order.append("deadline"))
+    for i in range(50):
+        scheduler.callAt(1.0 + i / 100, lambda i=i: order.append(f"t{i}"))
+    clock.advance(2.0)  # held up for a second past all of them
+    assert order == [f"t{i}" for i in range(10)]
+    clock.advance(0)
+    assert order[10] == "deadline"
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    assert order[11:] == [f"t{i}" for i in range(10, 50)]
+
+
+def test_timersLeaveNoReferenceCyclesBehind() -> None:
+    """
+    A timer and its slot hold each other while it waits; whether it fires,
+    is cancelled, waits behind a slice or empties the scheduler, what is
+    done with is freed by reference counting, without the cyclic garbage
+    collector (ten thousand heartbeats a second would keep it busy).
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        clock = TurnClock()
+        scheduler = Scheduler(clock, resolution=0.01, perWake=50)
+        timers = [scheduler.callAt(1 + i / 1000, lambda: None) for i in range(300)]
+        deadlines = [scheduler.deadlineAt(1 + i / 1000, lambda: None) for i in range(300)]
+        for timer in timers[::3] + deadlines[::2]:
+            timer.cancel()
+        for i in range(300):  # a whole slot cancelled
+            scheduler.callAt(5 + i / 100_000, lambda: None).cancel()
+        clock.advance(2.0)  # held up: late deadlines wait, slices yield
+        for _ in range(1000):
+            calls = clock.getDelayedCalls()
+            if not calls:
+                break
+            clock.advance(max(0, calls[0].getTime() - clock.seconds()))
+        for timer in [scheduler.callAt(3, lambda: None) for _ in range(10)]:
+            timer.cancel()  # the last live one empties the scheduler
+        del timers, deadlines, timer
+        assert len(scheduler) == 0
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

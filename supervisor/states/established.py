@@ -41,6 +41,7 @@ class Established(StateData):
 
     def leave(self) -> None:
         self._core.policy.left(self._core.now())
+        self._attempt.pongTo = None
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self._watch is not None:
@@ -119,7 +120,7 @@ def establish(inputs: Inputs, core: Core) -> Established:
     data = Established(inputs, core, attempt)
     spec = core.spec.heartbeat
     if spec.enabled:
-        heartbeat = data.heartbeat = Heartbeat(spec, core.scheduler, data)
+        heartbeat = data.heartbeat = attempt.pongTo = Heartbeat(spec, core.scheduler, data)
         heartbeat.start(spec.interval * (0.5 + 0.5 * core.rng.random()))
     data.watch(core.spec.drawLifetime(core.rng))
     core.enter(data)
