@@ -107,7 +107,9 @@ class NetsupervisorDriver:
         config = Config(
             path="<benchmark>", admin=AdminSpec(), connections=specs, supervisor=self.budget
         )
-        self.supervisor = Supervisor(config, reactor)
+        # Full collections held off while the connections start, and what
+        # start-up built frozen, as twistd netsupervisor does.
+        self.supervisor = Supervisor(config, reactor, freezeAfterStart=True)
         self.metrics = SupervisorMetrics(self.supervisor)
         self.supervisor.addObserver(self._transition)
         self.supervisor.addHeartbeatObserver(self._heartbeat)
