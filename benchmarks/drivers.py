@@ -91,14 +91,16 @@ class NetsupervisorDriver:
         heartbeat = HeartbeatSpec(
             interval=HEARTBEAT_INTERVAL, timeout=HEARTBEAT_TIMEOUT, misses=HEARTBEAT_MISSES
         )
+        flap = FlapSpec() if flapGuard else FlapSpec(max=0)
+        endpoint = self.endpointString()
         specs = tuple(
             ConnectionSpec(
                 name=connectionName(i),
-                endpoint=self.endpointString(),
+                endpoint=endpoint,
                 protocol="line",
                 heartbeat=heartbeat,
                 labels={"group": "bench"},
-                flap=FlapSpec() if flapGuard else FlapSpec(max=0),
+                flap=flap,
             )
             for i in range(n)
         )
