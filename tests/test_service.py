@@ -99,18 +99,26 @@ class SlowConnects(TCP4ClientEndpoint):
         return super().connect(factory)
 
 
+def slowFleet(count: int) -> tuple[MemoryReactorClock, Supervisor]:
+    """
+    A supervisor of C{count} connections whose connects take a millisecond each.
+    """
+    reactor = MemoryReactorClock()
+    supervisor = Supervisor(
+        config(*(spec(f"c{i:03d}") for i in range(count))),
+        reactor,
+        plugins=lambda name: ScriptedPlugin(),
+        endpoints=lambda s: SlowConnects(reactor, "127.0.0.1", 7),
+    )
+    return reactor, supervisor
+
+
 def test_startServiceStartsASliceAtOnceAndTheRestOverTheNextTurns() -> None:
     """
     C{startService} starts connections for L{START_SLICE} seconds, and as
     many again at each of the reactor's next turns, none waiting longer.
     """
-    reactor = MemoryReactorClock()
-    supervisor = Supervisor(
-        config(*(spec(f"c{i:03d}") for i in range(40))),
-        reactor,
-        plugins=lambda name: ScriptedPlugin(),
-        endpoints=lambda s: SlowConnects(reactor, "127.0.0.1", 7),
-    )
+    reactor, supervisor = slowFleet(40)
     attempts: list[str] = []
     supervisor.addObserver(lambda t: attempts.append(t.connection))
     perSlice = round(START_SLICE / 0.001) + 1
@@ -135,13 +143,7 @@ def test_startServiceStartsASliceAtOnceAndTheRestOverTheNextTurns() -> None:
 
 
 def test_stopBeforeEveryConnectionStartedStartsNoMore() -> None:
-    reactor = MemoryReactorClock()
-    supervisor = Supervisor(
-        config(*(spec(f"c{i:03d}") for i in range(40))),
-        reactor,
-        plugins=lambda name: ScriptedPlugin(),
-        endpoints=lambda s: SlowConnects(reactor, "127.0.0.1", 7),
-    )
+    reactor, supervisor = slowFleet(40)
     supervisor.startService()
     started = len(reactor.tcpClients)
     assert 0 < started < 40
