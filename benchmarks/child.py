@@ -10,10 +10,13 @@ receives the runner's answers (C{{"killed": t}}, C{{"restarted": t}},
 C{{"frozen": t}}, times in C{time.time()} seconds, which is also the
 reactor's clock).
 
-Phases (C{--phases}, in this order): establish all N (always); C{steady}
-window (CPU per ping, reactor lag of a 10 ms probe timer, GC pauses);
+Phases (C{--phases}, in this order): establish all N (always; with the
+reactor lag of a 10 ms probe timer from the start of the connections until
+all are ESTABLISHED); C{steady} window (CPU per ping, the probe's reactor
+lag, GC pauses);
 C{scrape}: for netsupervisor, C{/metrics} exposition and a one-entry
-reload; C{storm}: the peer is killed and restarted (the reconnect storm);
+reload; C{storm}: the peer is killed and restarted (the reconnect storm; the probe's
+reactor lag from the kill until all are ESTABLISHED again);
 C{flap}: the peer starts flapping (it answers one more heartbeat on each
 connection, then drops it 0.5 s later, and so on for every new one) and
 attempts are counted for C{--flap-seconds}; C{detection}: the peer is
@@ -108,6 +111,12 @@ class LagProbe:
         if self.call is not None and self.call.active():
             self.call.cancel()
         self.call = None
+
+    def figures(self) -> dict[str, float]:
+        """
+        The lags recorded so far in milliseconds (count, p50, p99, max...).
+        """
+        return {k: v * 1e3 if k != "count" else v for k, v in summary(self.lags).items()}
 
 
 class GCWatch:
@@ -249,7 +258,7 @@ class Controller:
     async def establish(self) -> None:
         from benchmarks.drivers import BaselineDriver, NetsupervisorDriver
 
-        started = time.time()
+        started, cpu0 = time.time(), cpuSeconds()
         reasons: dict[str, int] = {}
         lossReasons: dict[str, int] = {}
         self.attemptReasons, self.lossReasons = reasons, lossReasons
@@ -265,10 +274,20 @@ class Controller:
             )
         else:
             self.driver = BaselineDriver(self, self.n, self.args.port, self.reactor)
+        # The probe from the start: a driver that starts everything at once
+        # holds the reactor, and the probe's first firing is that late.
+        probe = LagProbe(self.reactor)
+        self.gcWatch.pauses.clear()
+        self.gcWatch.on = True
+        probe.start()
         profile = self.profiler()
         self.driver.start()
         ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.establish_timeout)
         self.profiled("start-up", profile)
+        cpu = cpuSeconds() - cpu0
+        probe.stop()
+        self.gcWatch.on = False
+        pauses = [p for _, p in self.gcWatch.pauses]
         elapsed = self.lastEstablished - started
         gc.collect()
         await self.sleep(0.5)
@@ -279,8 +298,11 @@ class Controller:
             "all_established": ok,
             "established": len(self.up),
             "seconds": elapsed,
+            "cpu_seconds": cpu,
             "attempts_by_reason": reasons,
             "losses_by_reason": lossReasons,
+            "lag_ms": probe.figures(),
+            "gc_pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
         }
         self.result["memory"] = {
             "rss_before_bytes": self.rssBefore,
@@ -314,7 +336,7 @@ class Controller:
             "pings": pings,
             "pings_per_second": pings / wall,
             "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
-            "lag_ms": {k: v * 1e3 if k != "count" else v for k, v in summary(probe.lags).items()},
+            "lag_ms": probe.figures(),
             "gc_collections_by_generation": gcCounts,
             "gc_pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
             "gc_pause_total_ms": sum(pauses) * 1e3,
@@ -416,10 +438,13 @@ class Controller:
         lossReasons: dict[str, int] = {}
         self.lossReasons = lossReasons
         holds0 = self.flapHolds()
+        probe = LagProbe(self.reactor)
+        probe.start()
         restarted = self.expect("restarted")
         killed = await self.request("kill-peer", "killed")
         restart: float = await restarted
         ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.storm_timeout)
+        probe.stop()
         end = self.lastEstablished if ok else time.time()
         await self.sleep(0.5)
         self.attemptTimes = self.attemptReasons = self.establishedTimes = None
@@ -455,6 +480,7 @@ class Controller:
             "bin_seconds": BIN,
             "restart_bin": restartBin,
             "histogram": histogram,
+            "lag_ms": probe.figures(),
         }
         self.log(
             f"storm: back in {end - restart:.1f} s after restart, peak {max(histogram)}/100 ms,"
@@ -577,12 +603,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.protocols.basic import LineOnlyReceiver
 
     # Log warnings and worse to stderr; info events (one per transition) are
-    # dropped, as both implementations would be configured in production.
+    # dropped, as both implementations would be configured in production:
+    # netsupervisor is told so (it then builds no info event per transition),
+    # the baseline's factory is not noisy.
+    from supervisor.logs import setLogLevel
+
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
         redirectStandardIO=False,
     )
+    setLogLevel(LogLevel.warn)
     # Import everything either driver needs before the memory baseline.
     import benchmarks.drivers  # noqa: F401
     import supervisor.metrics

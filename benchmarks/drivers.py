@@ -94,10 +94,11 @@ class NetsupervisorDriver:
         # One of each for all, as the configuration loader shares the tables
         # that [defaults] sets.
         flap = FlapSpec() if flapGuard else FlapSpec(max=0)
+        endpoint = self.endpointString()
         specs = tuple(
             ConnectionSpec(
                 name=connectionName(i),
-                endpoint=self.endpointString(),
+                endpoint=endpoint,
                 protocol="line",
                 heartbeat=heartbeat,
                 labels={"group": "bench"},
@@ -110,7 +111,9 @@ class NetsupervisorDriver:
         config = Config(
             path="<benchmark>", admin=AdminSpec(), connections=specs, supervisor=self.budget
         )
-        self.supervisor = Supervisor(config, reactor)
+        # Full collections held off while the connections start, and what
+        # start-up built frozen, as twistd netsupervisor does.
+        self.supervisor = Supervisor(config, reactor, freezeAfterStart=True)
         self.metrics = SupervisorMetrics(self.supervisor)
         self.supervisor.addObserver(self._transition)
         self.supervisor.addHeartbeatObserver(self._heartbeat)

@@ -10,7 +10,7 @@ objects start-up made last. At ten thousand connections each takes tens to
 hundreds of milliseconds, during which nothing is read and no heartbeat is
 sent.
 
-L{StartupCollection} holds off full collections while a supervisor starts
+L{StartupCollection} holds off full collections while a supervisor is built and starts
 (young ones go on, and collect what failed connects leave), then freezes
 (C{gc.freeze()}) everything there is once start-up is over: the collector
 never traverses those objects again. That is safe because a connection that

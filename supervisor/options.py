@@ -366,9 +366,14 @@ class Entries(Generic[T]):
 _CHECK = "netsupervisor.check"
 
 
-def _validator(check: Check[T]) -> Callable[[object, attrs.Attribute[T], T], None]:
+def _validator(
+    check: Check[T], accepted: object = attrs.NOTHING
+) -> Callable[[object, attrs.Attribute[T], T], None]:
     def validate(instance: object, attribute: attrs.Attribute[T], value: T) -> None:
-        check.check(value, attribute.name)
+        # C{accepted} (a default) passed the check when the field was
+        # declared: a spec of ten thousand connections mostly has its defaults.
+        if value is not accepted:
+            check.check(value, attribute.name)
 
     return validate
 
@@ -378,7 +383,15 @@ def setting(default: T, check: Check[T]) -> T:
     An attrs field with a default, checked by C{check} both when it is built
     directly (a C{ValueError}) and through L{structure} (an L{OptionError}).
     """
-    field: T = attrs.field(default=default, **checked(check))
+    accepted: object = default
+    try:
+        check.check(default, "default")
+    except ValueError:
+        # A default its check refuses stays refused wherever it is used.
+        accepted = attrs.NOTHING
+    field: T = attrs.field(
+        default=default, validator=_validator(check, accepted), metadata={_CHECK: check}
+    )
     return field
 
 

@@ -6,12 +6,13 @@ Twisted service. Usable on its own (a library) or from C{twistd}.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from supervisor.config import Config
@@ -40,9 +41,11 @@ EndpointFactory = Callable[
 """Builds the endpoints of a spec: one per C{spec.targets} entry (a spec with
 one endpoint string may have its endpoint alone)."""
 
-START_AT_ONCE = 100
-"""Connections that L{Supervisor.startService} starts before it returns; the
-others start over the reactor's next turns."""
+START_SLICE = 0.003
+"""Seconds that L{Supervisor.startService} spends starting connections
+before it returns, and then in each of the reactor's next turns until all
+are started: each turn also completes the connects of the turn before, so
+that the reactor is never held for long and never idle while some wait."""
 
 
 @attrs.frozen
@@ -117,7 +120,7 @@ class Supervisor(MultiService):
         @param reactor: the clock for every timer, and (unless C{endpoints}
             is given) the reactor endpoints are built on.
         @param freezeAfterStart: hold off full garbage collections while the
-            connections start, then freeze what start-up built (see
+            connections are built and start, then freeze what start-up built (see
             L{supervisor.garbage}), as C{twistd netsupervisor} does. Off by
             default: C{gc.freeze()} concerns the whole process, which the
             application embedding a supervisor may manage itself.
@@ -155,6 +158,8 @@ class Supervisor(MultiService):
         self._observers: tuple[Observer, ...] = ()
         self._heartbeatObservers: tuple[HeartbeatObserver, ...] = ()
         self._stopping: Deferred[None] | None = None
+        # The next turn's start of connections not started yet, if any.
+        self._starting: IDelayedCall | None = None
         # One bound method, in one tuple, for all connections: not one each.
         self._transitionRelays: tuple[Observer, ...] = (self._transition,)
         self._heartbeatRelays: tuple[HeartbeatObserver, ...] = (self._heartbeat,)
@@ -166,6 +171,9 @@ class Supervisor(MultiService):
         if collection is None and freezeAfterStart:
             collection = StartupCollection()
         self.collection = collection
+        if collection is not None:
+            # Building ten thousand connections is start-up too.
+            collection.starting()
         for spec in config.connections:
             self._add(spec)
 
@@ -363,22 +371,29 @@ class Supervisor(MultiService):
     def startService(self) -> None:
         """
         Start every connection (and the child services, such as the admin
-        site): the first L{START_AT_ONCE} at once, the others over the
-        reactor's next turns.
+        site): for L{START_SLICE} seconds at once, the others over the
+        reactor's next turns, as many in each.
         """
         super().startService()  # type: ignore[no-untyped-call]
         if self.collection is not None:
             self.addObserver(self.collection.watch(self._connections, self.scheduler))
-        connections = list(self._connections.values())
-        for connection in connections[:START_AT_ONCE]:
-            connection.start()
-        # The others over the reactor's next turns: the scheduler runs at most
-        # a resolution's worth of them per turn (each connect is a socket
-        # and a connect call), so that starting ten thousand does not keep
-        # the reactor from reading for a second.
-        for connection in connections[START_AT_ONCE:]:
-            self.scheduler.callLater(0, connection.start)
+        self._startSlice(deque(self._connections.values()))
         log.info("supervising {count} connections", count=len(self._connections), log_system="-")
+
+    def _startSlice(self, waiting: deque[SupervisedConnection]) -> None:
+        # Start connections for START_SLICE seconds (each is a socket and a
+        # connect call); the rest at the reactor's next turn, once it has
+        # completed the connects made so far, so that ten thousand neither
+        # keep it from reading for a second nor wait on a timer.
+        self._starting = None
+        seconds = self._reactor.seconds
+        enough = seconds() + START_SLICE
+        while waiting:
+            waiting.popleft().start()
+            if seconds() > enough:
+                break
+        if waiting:
+            self._starting = self._reactor.callLater(0, self._startSlice, waiting)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -389,6 +404,9 @@ class Supervisor(MultiService):
         if self._stopping is not None:
             return self._stopping
         self.draining = True
+        if self._starting is not None:
+            self._starting.cancel()
+            self._starting = None
         for pool in self._pools.values():
             pool.close()
         if self.collection is not None:

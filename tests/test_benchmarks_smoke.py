@@ -41,6 +41,11 @@ def test_quick_run(tmp_path: Path) -> None:
         assert run["n"] == 200
         assert run["establish"]["all_established"] is True
         assert run["establish"]["established"] == 200
+        assert _number(run, "establish", "cpu_seconds") > 0
+        # The probe ran while the connections were being made, and in the storm.
+        for phase in ("establish", "storm"):
+            assert _number(run, phase, "lag_ms", "count") >= 1
+            assert 0 <= _number(run, phase, "lag_ms", "p99") <= _number(run, phase, "lag_ms", "max")
         assert _number(run, "memory", "bytes_per_connection") > 0
         steady = run["steady"]
         assert steady["still_established"] == 200
@@ -74,6 +79,8 @@ def test_quick_run(tmp_path: Path) -> None:
     assert _number(ns, "reload", "total_seconds") > 0
     report = (tmp_path / "performance.md").read_text()
     assert "## Targets (issue 17)" in report
+    assert "| reactor lag p99 ≤ 20 ms while establishing all N |" in report
+    assert "| 200 | reactor lag, kill → everyone back: max (ms) |" in report
     assert (tmp_path / "performance-storm.svg").read_text().startswith("<svg")
 
 

@@ -102,6 +102,19 @@ def test_aSupervisorFreezesOnceEveryConnectionHasStarted() -> None:
     assert collector.thresholds == (700, 10, 10)
 
 
+def test_fullCollectionsAreHeldOffWhileTheConnectionsAreBuilt() -> None:
+    """
+    Building the connections is start-up too; a supervisor stopped without
+    ever starting gives the collector its thresholds back.
+    """
+    collector = FakeCollector()
+    fleet = Fleet(config(spec("a")), collection=StartupCollection(collector))
+    assert collector.thresholds == (700, 10, NO_FULL_COLLECTIONS)
+    fleet.supervisor.stopService()
+    assert collector.thresholds == (700, 10, 10)
+    assert collector.frozen == 0
+
+
 def test_aSupervisorStoppedWhileStartingFreezesNothing() -> None:
     collector = FakeCollector()
     fleet = Fleet(config(spec("a")), collection=StartupCollection(collector))

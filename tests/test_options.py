@@ -123,6 +123,25 @@ def test_directConstructionIsCheckedToo() -> None:
         Outer(size=0)
 
 
+def test_aDefaultItsCheckRefusesIsRefusedWhenUsed() -> None:
+    """
+    A default that passes its check is not checked again at every instance;
+    one that does not (a way to say "required") is still refused, built
+    directly or through L{structure}.
+    """
+
+    @attrs.frozen
+    class Required:
+        host: str = setting("", Text(what="a host name", pattern=re.compile(r"\S+")))
+
+    with pytest.raises(ValueError, match="host: expected a host name"):
+        Required()
+    with pytest.raises(OptionError, match="expected a host name"):
+        structure(Required, {})
+    assert Required(host="db").host == "db"
+    assert Outer().size == 16384
+
+
 def test_hugeIntegerIsShortened() -> None:
     error = refused({"size": -(10**100)})
     assert error.problem.endswith("...")

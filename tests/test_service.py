@@ -12,7 +12,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from supervisor.config import AdminSpec, Config
-from supervisor.service import Supervisor
+from supervisor.service import START_SLICE, Supervisor
 from supervisor.spec import ConnectionSpec, HeartbeatSpec
 from supervisor.states.records import Transition
 from tests.harness import ADDRESS, ScriptedPlugin
@@ -87,6 +87,72 @@ def test_startStartsEveryConnection() -> None:
         ("b", "CONNECTING"),
         ("a", "ESTABLISHED"),
     ]
+
+
+class SlowConnects(TCP4ClientEndpoint):
+    """
+    An endpoint whose every connect takes a millisecond of the clock.
+    """
+
+    def connect(self, factory: Any) -> Any:
+        self._reactor.rightNow += 0.001  # type: ignore[attr-defined]
+        return super().connect(factory)
+
+
+def slowFleet(count: int) -> tuple[MemoryReactorClock, Supervisor]:
+    """
+    A supervisor of C{count} connections whose connects take a millisecond each.
+    """
+    reactor = MemoryReactorClock()
+    supervisor = Supervisor(
+        config(*(spec(f"c{i:03d}") for i in range(count))),
+        reactor,
+        plugins=lambda name: ScriptedPlugin(),
+        endpoints=lambda s: SlowConnects(reactor, "127.0.0.1", 7),
+    )
+    return reactor, supervisor
+
+
+def test_startServiceStartsASliceAtOnceAndTheRestOverTheNextTurns() -> None:
+    """
+    C{startService} starts connections for L{START_SLICE} seconds, and as
+    many again at each of the reactor's next turns, none waiting longer.
+    """
+    reactor, supervisor = slowFleet(40)
+    attempts: list[str] = []
+    supervisor.addObserver(lambda t: attempts.append(t.connection))
+    perSlice = round(START_SLICE / 0.001) + 1
+    supervisor.startService()
+    started = [len(reactor.tcpClients)]
+    while len(reactor.tcpClients) < 40:
+        # The next slice is due at once, not a timer's resolution later; it
+        # runs at the reactor's next turn (where calls it adds wait for the
+        # turn after, unlike in Clock.advance).
+        [turn] = [c for c in reactor.getDelayedCalls() if c.getTime() <= reactor.seconds()]
+        reactor.calls.remove(turn)
+        turn.func(*turn.args, **turn.kw)
+        started.append(len(reactor.tcpClients))
+    # A slice ends with the first start that finds it over (give or take a
+    # rounding of the clock's sums).
+    slices = [b - a for a, b in zip([0, *started], started, strict=False)]
+    assert started[-1] == 40
+    assert all(perSlice - 1 <= n <= perSlice for n in slices[:-1]), slices
+    assert 0 < slices[-1] <= perSlice
+    # In the order of the configuration.
+    assert attempts == sorted(supervisor.connections)
+
+
+def test_stopBeforeEveryConnectionStartedStartsNoMore() -> None:
+    reactor, supervisor = slowFleet(40)
+    supervisor.startService()
+    started = len(reactor.tcpClients)
+    assert 0 < started < 40
+    done = supervisor.stopService()
+    reactor.advance(0)
+    assert len(reactor.tcpClients) == started
+    assert done.called
+    assert {c.state for c in supervisor.connections.values()} == {"CLOSED"}
+    assert reactor.getDelayedCalls() == []
 
 
 def test_connectionsWithOneEndpointStringShareOneEndpoint() -> None:

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from supervisor.attempt import Attempt, AttemptEvents
 from supervisor.endpoints import Endpoints
 from supervisor.fleet import Gate
 from supervisor.interfaces import Classification, IFailureClassifier, IProtocolPlugin
+from supervisor.logs import logsAt
 from supervisor.operations import Mode, Operations
 from supervisor.policy import (
     HeartbeatTimeout,
@@ -35,8 +36,9 @@ from supervisor.states.records import Cause, Held, State, Transition
 HISTORY_LENGTH = 50
 
 log = Logger(namespace="netsupervisor.connection")
-"""Where transitions are logged: one event per transition, with the
-connection's name and the L{Transition} as C{transition}."""
+"""Where transitions are logged: one info event per transition, with the
+connection's name and the L{Transition} as C{transition} (unless
+L{supervisor.logs.setLogLevel} says info events are not kept)."""
 
 Observer = Callable[[Transition], object]
 """Receives every transition of a connection."""
@@ -325,15 +327,16 @@ class Core:
             self.history.append(record)
             if len(self.history) > HISTORY_LENGTH:
                 del self.history[0]
-            log.info(
-                "{connection} {from_} -> {to} ({reason}{detail})",
-                connection=record.connection,
-                from_=old,
-                to=new,
-                reason=record.reason,
-                detail=f": {record.detail}" if record.detail else "",
-                transition=record,
-            )
+            if logsAt(LogLevel.info):
+                log.info(
+                    "{connection} {from_} -> {to} ({reason}{detail})",
+                    connection=record.connection,
+                    from_=old,
+                    to=new,
+                    reason=record.reason,
+                    detail=f": {record.detail}" if record.detail else "",
+                    transition=record,
+                )
             for observer in self.observers:
                 try:
                     observer(record)
