@@ -574,32 +574,28 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
-What the 2026-11-30 runs show (this one, quiet: no run disturbed; and one 20 minutes earlier
-with 13 of its 18 runs disturbed, other processes taking 6-68% of the machine, whose medians
-agree with these within the spread shown except start-up, 1.19-1.33x stock there, and
-detection at 5,000, 2.02 s there):
+What the 2026-11-30 23:10 run shows (quiet: load under 0.7, other processes 0-1%), after
+the second round of issue-17 work (heartbeats on a grid of interval/20 whose pongs withdraw
+their checks, the scheduler in 10 ms slots, late deadlines decided first, the pong fast path,
+start-up in 3 ms slices, no transition event built for a process that drops info events, the
+lazy per-connection structures):
 
-- **10,000 is no longer near saturation.** netsupervisor uses 42-48% of a core at 10,000
-  (stock 70-72%), no run of either side was saturated, and the reactor lag p99 is 6-9 ms
-  against stock's 215-313 ms (stock ran 13-16 full collections of 277-288 ms each in the
-  window; netsupervisor no collection at all). The 11-23 runs had netsupervisor at 78-91% of a
-  core there.
-- **CPU per heartbeat** is 0.60-0.67x stock at 10,000, 0.68-0.74x at 5,000 (median 0.71x,
-  just over the target) and about stock's at 1,000: the shared scheduler saves reactor wake-ups
-  and `DelayedCall`s, which weigh more the more connections share a turn; at 1,000 each turn
-  serves few pings, and per ping the work is about a `LoopingCall`'s.
-- **Start-up** is 1.2-2.2x stock (from 4-5x on 11-23): a few tenths of a second at 1,000 and
-  5,000, 0.4-0.8 s more than stock at 10,000. The profile below shows the transition log
-  events, two per connection, built and then dropped by the level filter, at about a seventh
-  of start-up's time.
-- **Dead-peer detection** is within the bound at 1,000, at it at 5,000 (2.05-2.14 s against
-  2.10 s: the median misses by 7 ms; stock 2.48 s), but 2.4-3.0 s at
-  10,000 (stock 2.4-3.2 s): all 10,000 deadlines fall due within one interval, and each miss
-  drops a connection, which starts its reconnect in the same turns. Not investigated further.
-- **Memory per ESTABLISHED connection** is 1.17-1.24x stock (6.5-7.3 KiB against 5.5-5.9 KiB),
-  where the 11-23 runs measured 0.92-0.94x: what the resilience, lifetime and queue work added
-  to each connection is not paid back. Not investigated. This run built its `Supervisor`
-  without the daemon's start-up freeze (`freezeAfterStart`), which the benchmark now uses.
+- **17 of the 20 target rows are met.** CPU per heartbeat is 0.53x stock at 10,000 (29.5% of a
+  core against 54.7%) and 0.63x at 5,000; start-up 0.93-1.15x; memory 0.83-0.85x; lag p99
+  13 ms steady, 18 ms while establishing and 20 ms in the storm at 10,000.
+- **CPU per heartbeat at 1,000 is 0.83x** (39.7 against 48.0 µs): with 1,000 pings a second
+  the fixed costs of each reactor wake-up (the grid's 20 batches a second, the pongs' reads,
+  one per connection) weigh more than at 10,000.
+- **Dead-peer detection at 10,000 is 2.07-2.22 s** (stock 2.27-2.56 s): once the peer freezes,
+  10,000 misses and 10,000 drops, with their teardown and reconnects, land within about a
+  second and take about a core; the checks are decided late by that work, not by the
+  heartbeats' schedule (at 1,000 and 5,000: 1.87-2.00 s).
+- **The storm's lag maximum is 238-294 ms** (stock 339-555 ms), its p99 10-25 ms: when the
+  peer is killed, the epoll reactor hands over all 10,000 hang-ups in one or two `doPoll`
+  calls, about 25 µs of connection loss each, in one turn. Bounding that turn means bounding
+  the events handled per poll in the reactor, or deferring what a loss does.
+- The steady window's longest GC pause is 8-11 ms at 10,000 (stock 215-283 ms): the benchmark
+  builds its `Supervisor` with `freezeAfterStart`, as `twistd netsupervisor` runs it.
 
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
