@@ -20,13 +20,14 @@ PHASES = [
 
 
 NOTES = [
-    "What it shows (2026-11-30): in the steady window the socket's `send` is the largest single",
-    "item (about an eighth of the busy time: one `send` per ping, written at once, with no",
-    "epoll round for it); the shared scheduler (`_wake`, `_push`, `_arm` and `heappop`) about",
-    "a fifth; the rest is spread over Twisted's read path, the line parser, the heartbeat and",
-    "the Automat transitions, none above 3.5%. At start-up, `connect_ex` and Twisted's logger",
-    "(two info events per connection, built and then dropped by the warn filter: `info`,",
-    "`emit` and the observer: about a seventh) lead; nothing else above 3.5%.",
+    "What it shows (2026-11-30 23:34, after the second round of issue-17 work): in the steady",
+    "window the socket's `send` is still the largest single item (about an eighth of the busy",
+    "time: one `send` per ping, written at once); the shared scheduler (`_insert`, `_add`,",
+    "`_released`, `_wake`) is now about a ninth (a fifth with the heap it replaced); the rest is",
+    "Twisted's read path, the line parser, the heartbeat's `pong` and `_ping`, none above 4%. At",
+    "start-up, `connect_ex` leads and Twisted's logger is gone from the top (no transition event",
+    "is built for a process that drops info events); the Automat transitions, Deferreds and",
+    "the connect path follow, none above 3%.",
     "",
 ]
 
