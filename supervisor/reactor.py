@@ -10,8 +10,8 @@ reactor turn, and every timer of the process waits for all of them: a
 quarter of a second at 10,000 connections. With the events of one poll
 bounded, the reactor handles them in batches, and its timers run between
 two batches; the descriptors not handed over stay ready (epoll is
-level-triggered here) and come first in the next poll, since the kernel
-puts those it hands over at the end of its ready list.
+level-triggered here) and, as epoll_wait(2) says, successive polls go round
+the ready descriptors, so none waits for long.
 
 Nothing else changes: the same descriptors, the same callbacks in the same
 order within a batch, the same C{doRead}/C{doWrite} dispatch.
