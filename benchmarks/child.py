@@ -588,9 +588,16 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = parseArguments(argv)
     raiseFileLimit()
-    from twisted.internet import epollreactor
+    if arguments.impl == "netsupervisor":
+        # The reactor twistd netsupervisor installs (supervisor.reactor).
+        from supervisor.daemon import installReactor
 
-    epollreactor.install()  # type: ignore[no-untyped-call]
+        installReactor()
+    else:
+        # Stock Twisted's.
+        from twisted.internet import epollreactor
+
+        epollreactor.install()  # type: ignore[no-untyped-call]
     from twisted.internet import reactor, stdio
     from twisted.internet.defer import Deferred
     from twisted.logger import (

@@ -660,7 +660,11 @@ METHOD = """## Method (main suite)
   policy) in a `MultiService`; its protocol starts a `LoopingCall` at `connectionMade` that sends
   `PING <n>` every interval unless a ping is outstanding, with a `callLater` pong timeout that
   counts a miss; `misses` consecutive misses abort the transport.
-- **Both**: epoll reactor; Twisted logging begun with a warn-level filter to stderr (info events,
+- **Reactors**: the baseline runs on stock Twisted's `EPollReactor`; netsupervisor on the reactor
+  `twistd netsupervisor` installs (`supervisor.daemon.installReactor`): Twisted's epoll reactor
+  handing over at most 256 ready descriptors per poll (`supervisor.reactor`), so that timers run
+  between batches when thousands of connections are lost at once.
+- **Both**: Twisted logging begun with a warn-level filter to stderr (info events,
   one per transition, are dropped as in production; netsupervisor is told so with
   `supervisor.logs.setLogLevel(LogLevel.warn)` and builds none, the baseline's factory is not
   `noisy`); the same heartbeat settings.

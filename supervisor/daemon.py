@@ -7,6 +7,7 @@ touches the global reactor.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from types import FrameType
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 
 import attrs
 from twisted.application.service import IService
+from twisted.internet.error import ReactorAlreadyInstalledError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -207,10 +209,28 @@ class Daemon:
             self.reload()
 
 
+def installReactor() -> None:
+    """
+    Install the reactor C{twistd netsupervisor} runs on, L{supervisor.reactor}
+    (epoll with a bounded batch of events per poll), unless a reactor is
+    installed already (C{twistd --reactor} installs its choice while it
+    parses the options) or this system has no epoll (the default reactor is
+    used then).
+    """
+    try:
+        from supervisor.reactor import install
+    except ImportError:
+        return
+    with contextlib.suppress(ReactorAlreadyInstalledError):
+        install()
+
+
 def makeService(options: Options) -> IService:
     """
-    The service for C{twistd netsupervisor}.
+    The service for C{twistd netsupervisor}, on the reactor of
+    L{installReactor}.
     """
+    installReactor()
     from twisted.internet import reactor
 
     return Daemon(options, reactor).makeService()

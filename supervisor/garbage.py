@@ -19,6 +19,15 @@ what a frozen connection lets go of is freed by reference counting. What is
 frozen is never collected as a cycle; only a cycle that was already garbage
 at that moment (rare: what the last young collections had not reached yet)
 is kept for good.
+
+A reconnect wave is start-up again: when the peer of thousands of
+connections dies and comes back, their new attempts, transports and
+protocols are as many new objects that will live as long, and the full
+collections that reach them (one each time the old generation grew by a
+quarter) take a hundred milliseconds and more at ten thousand connections.
+So while at least L{WAVE} connections that were ESTABLISHED are not (and for
+at most L{STARTUP_LIMIT} seconds at once), full collections are held off
+the same way, and what the wave built is frozen once fewer are away.
 """
 
 from __future__ import annotations
@@ -27,15 +36,21 @@ import gc
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from supervisor.scheduler import Scheduler
+from supervisor.scheduler import Scheduler, Timer
 from supervisor.states.records import Transition
 
 NO_FULL_COLLECTIONS = 1 << 30
 """A third threshold no count of collections reaches."""
 
 STARTUP_LIMIT = 60.0
-"""Seconds after which start-up counts as over even if some connections have
-not made their first attempt yet (held by a connect budget, say)."""
+"""Seconds after which start-up (or a reconnect wave) counts as over even if
+some connections have not made their first attempt yet (held by a connect
+budget, say), or are not back yet."""
+
+WAVE = 500
+"""How many connections away from ESTABLISHED (they were ESTABLISHED, and
+are not again yet) make a reconnect wave. Below that, a full collection over
+what their reconnects build takes a few milliseconds."""
 
 
 class Collector(Protocol):
@@ -55,7 +70,7 @@ class Collector(Protocol):
 class StartupCollection:
     """
     Full collections held off while a supervisor starts, and what start-up
-    built frozen once it is over.
+    built frozen once it is over; the same for each reconnect wave.
 
     @ivar frozen: whether start-up is over and was frozen.
     """
@@ -63,38 +78,74 @@ class StartupCollection:
     def __init__(self, collector: Collector = gc) -> None:
         self._collector = collector
         self._saved: tuple[int, int, int] | None = None
+        self._cancelled = False
         self.frozen = False
 
     def watch(
-        self, names: Iterable[str], scheduler: Scheduler, limit: float = STARTUP_LIMIT
+        self,
+        names: Iterable[str],
+        scheduler: Scheduler,
+        limit: float = STARTUP_LIMIT,
+        wave: int = WAVE,
     ) -> Callable[[Transition], None]:
         """
         Start-up begins for the connections called C{names}; it is over once
         each has left CONNECTING (or closed) once, or after C{limit} seconds.
+        Then each reconnect wave (at least C{wave} connections away from
+        ESTABLISHED) is held the same way, until fewer are away or for at
+        most C{limit} seconds; a wave held to its limit ends once fewer are
+        away, and the next begins after that.
 
-        @return: the transition observer that follows it.
+        @return: the transition observer that follows them.
         """
         pending = set(names)
-        self.starting()
-        timer = scheduler.callLater(limit, self.started)
+        away: set[str] = set()
+        timer: Timer | None = None
+        # The wave now away was held to the limit.
+        spent = False
+
+        def update() -> None:
+            nonlocal timer, spent
+            if len(away) < wave:
+                spent = False
+            wanted = bool(pending) or (len(away) >= wave and not spent)
+            if wanted and timer is None:
+                self.starting()
+                timer = scheduler.callLater(limit, expire)
+            elif not wanted and timer is not None:
+                timer.cancel()
+                timer = None
+                self.started()
+
+        def expire() -> None:
+            nonlocal timer, spent
+            timer = None
+            pending.clear()
+            spent = len(away) >= wave
+            self.started()
 
         def observe(record: Transition) -> None:
+            name = record.connection
             if pending and (record.from_ == "CONNECTING" or record.to == "CLOSED"):
-                pending.discard(record.connection)
-                if not pending:
-                    timer.cancel()
-                    self.started()
+                pending.discard(name)
+            if record.from_ == "ESTABLISHED":
+                away.add(name)
+            elif record.to == "ESTABLISHED" or record.to == "CLOSED":
+                away.discard(name)
+            if not self._cancelled:
+                update()
 
-        if not pending:
-            timer.cancel()
-            self.started()
+        self.starting()
+        timer = scheduler.callLater(limit, expire)
+        update()
         return observe
 
     def starting(self) -> None:
         """
-        Start-up begins: no full collection until L{started}.
+        Start-up (or a reconnect wave) begins: no full collection until
+        L{started}.
         """
-        if self._saved is not None or self.frozen:
+        if self._saved is not None or self._cancelled:
             return
         self._saved = self._collector.get_threshold()
         young, middle, _ = self._saved
@@ -102,8 +153,9 @@ class StartupCollection:
 
     def started(self) -> None:
         """
-        Start-up is over: freeze everything, and collect as before (unless
-        the thresholds were changed meanwhile by someone else).
+        Start-up (or a reconnect wave) is over: freeze everything, and
+        collect as before (unless the thresholds were changed meanwhile by
+        someone else).
         """
         saved, self._saved = self._saved, None
         if saved is None:
@@ -114,9 +166,10 @@ class StartupCollection:
 
     def cancel(self) -> None:
         """
-        Start-up ends without being over (the supervisor stops): collect as
-        before, freezing nothing.
+        The supervisor stops: collect as before from now on, freezing
+        nothing more (a start-up or a wave under way ends without being over).
         """
+        self._cancelled = True
         saved, self._saved = self._saved, None
         if saved is not None:
             self._restore(saved)

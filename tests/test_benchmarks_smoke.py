@@ -36,6 +36,9 @@ def test_quick_run(tmp_path: Path) -> None:
     assert results["storm_size"] == 200
     runs = {run["impl"]: run for run in results["runs"]}
     assert set(runs) == {"netsupervisor", "baseline"}
+    # netsupervisor on the reactor twistd netsupervisor installs, the baseline on stock Twisted's.
+    assert runs["netsupervisor"]["reactor"] == "supervisor.reactor.BoundedEPollReactor"
+    assert runs["baseline"]["reactor"] == "twisted.internet.epollreactor.EPollReactor"
     for impl, run in runs.items():
         assert "error" not in run, (impl, run["error"])
         assert run["n"] == 200

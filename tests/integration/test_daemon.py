@@ -102,6 +102,21 @@ def test_connectionsEstablishAndFollowThePeer(world: World) -> None:
     poll(lambda: allIn(daemon, "ESTABLISHED", ["a", "b"]), 10, "both ESTABLISHED again")
 
 
+def test_runsOnTheBoundedEpollReactor(world: World) -> None:
+    """
+    Unless told otherwise, twistd netsupervisor runs on
+    L{supervisor.reactor}; C{twistd --reactor} still chooses.
+    """
+    world.peer()
+    daemon = world.daemon(["a"])
+    poll(lambda: allIn(daemon, "ESTABLISHED", ["a"]), 10, "a ESTABLISHED")
+    assert "reactor class: supervisor.reactor.BoundedEPollReactor." in daemon.output()
+    daemon.stop()
+    chosen = world.daemon(["a"], "--reactor=poll")
+    poll(lambda: allIn(chosen, "ESTABLISHED", ["a"]), 10, "a ESTABLISHED")
+    assert "reactor class: twisted.internet.pollreactor.PollReactor." in chosen.output()
+
+
 def test_aFrozenPeerIsDroppedForHeartbeatWithinTheBound(world: World) -> None:
     peer = world.peer()
     daemon = world.daemon(["a"])

@@ -1,0 +1,229 @@
+"""
+L{supervisor.reactor.BoundedEPollReactor} on a real epoll with real socket
+pairs: at most C{maxEvents} ready descriptors handled per poll, the others
+in the next polls, and the timers due run between two batches.
+
+Each test builds its own reactor (not the global one) and turns it by hand,
+a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from twisted.application.reactors import getReactorTypes
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.main import CONNECTION_DONE
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from supervisor.reactor import MAX_EVENTS, BoundedEPollReactor
+
+pytestmark = pytest.mark.integration
+
+PAIRS = 10
+BATCH = 4
+
+
+@implementer(IReadDescriptor)
+class End:
+    """
+    Our end of a socket pair, watched for reading: each read takes one byte;
+    the far end closed is the connection lost.
+    """
+
+    def __init__(self, name: str, sock: socket.socket, events: list[str]) -> None:
+        self.name = name
+        self.sock = sock
+        self.events = events
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return self.name
+
+    def doRead(self) -> object:
+        if not self.sock.recv(1):
+            return CONNECTION_DONE
+        self.events.append(self.name)
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.events.append(f"lost {self.name}")
+
+
+class Pairs:
+    """
+    L{PAIRS} socket pairs, our ends watched by a reactor.
+    """
+
+    def __init__(self, reactor: EPollReactor) -> None:
+        self.reactor = reactor
+        self.events: list[str] = []
+        self.far: list[socket.socket] = []
+        self.ends: list[End] = []
+        for i in range(PAIRS):
+            ours, far = socket.socketpair()
+            ours.setblocking(False)
+            self.far.append(far)
+            end = End(f"e{i}", ours, self.events)
+            self.ends.append(end)
+            reactor.addReader(end)
+
+    def close(self) -> None:
+        for end in self.ends:
+            self.reactor.removeReader(end)
+            end.sock.close()
+        for far in self.far:
+            far.close()
+        closeReactor(self.reactor)
+
+
+def closeReactor(reactor: EPollReactor) -> None:
+    """
+    Close the descriptors of a reactor that never ran: its waker, its epoll.
+    """
+    waker = getattr(reactor, "waker", None)
+    if waker is not None:
+        reactor.removeReader(waker)
+        waker.connectionLost(None)
+    reactor._poller.close()
+
+
+def pairsOn(reactor: EPollReactor) -> Iterator[Pairs]:
+    pairs = Pairs(reactor)
+    try:
+        yield pairs
+    finally:
+        pairs.close()
+
+
+@pytest.fixture
+def bounded() -> Iterator[Pairs]:
+    yield from pairsOn(BoundedEPollReactor(maxEvents=BATCH))
+
+
+@pytest.fixture
+def stock() -> Iterator[Pairs]:
+    yield from pairsOn(EPollReactor())
+
+
+def reads(events: list[str]) -> list[str]:
+    return [e for e in events if e.startswith("e")]
+
+
+def test_atMostMaxEventsPerPoll(bounded: Pairs) -> None:
+    """
+    With every descriptor ready, one poll hands over C{maxEvents} of them;
+    the next polls hand over the others, none twice.
+    """
+    for far in bounded.far:
+        far.send(b"x")
+    counts = []
+    for _ in range(4):
+        bounded.reactor.doPoll(0)
+        counts.append(len(bounded.events))
+    assert counts == [4, 8, 10, 10]
+    assert sorted(bounded.events) == sorted(end.name for end in bounded.ends)
+
+
+def test_everyReadyDescriptorHasItsTurn(bounded: Pairs) -> None:
+    """
+    Descriptors that stay ready (more bytes to read) do not keep the others
+    waiting: the kernel goes round the ready ones (epoll_wait(2)), so three
+    polls of four reach all ten.
+    """
+    for far in bounded.far:
+        far.send(b"xxxxx")
+    for _ in range(3):
+        bounded.reactor.doPoll(0)
+    assert len(bounded.events) == 12
+    assert set(bounded.events) == {end.name for end in bounded.ends}
+
+
+def test_hangUpsInBatches(bounded: Pairs) -> None:
+    """
+    Ten peers closing at once are ten connection losses: at most
+    C{maxEvents} in each reactor iteration.
+    """
+    for far in bounded.far:
+        far.close()
+    bounded.far.clear()
+    lost = []
+    for _ in range(4):
+        bounded.reactor.iterate(0)
+        lost.append(len(bounded.events))
+    assert lost == [4, 8, 10, 10]
+    assert all(e.startswith("lost ") for e in bounded.events)
+    assert not set(bounded.reactor.getReaders()) & set(bounded.ends)
+
+
+def timerAfterFirstRead(pairs: Pairs) -> list[str]:
+    """
+    Make every descriptor ready; the first read schedules a timer due at
+    once. Turn the reactor four times: what happened, in order.
+    """
+    events = pairs.events
+    reactor = pairs.reactor
+
+    def first() -> None:
+        if len(reads(events)) == 1:
+            reactor.callLater(0, events.append, "timer")
+
+    for end in pairs.ends:
+        read = end.doRead
+
+        def doRead(read: object = read) -> object:
+            result = read()
+            first()
+            return result
+
+        end.doRead = doRead
+    for far in pairs.far:
+        far.send(b"x")
+    for _ in range(4):
+        reactor.iterate(0)
+    return events
+
+
+def test_timersRunBetweenBatches(bounded: Pairs, stock: Pairs) -> None:
+    """
+    A timer that falls due while the first batch is handled runs before the
+    second batch (with Twisted's own epoll reactor, after every descriptor).
+    """
+    events = timerAfterFirstRead(bounded)
+    assert events.index("timer") == BATCH
+    assert len(reads(events)) == PAIRS
+    events = timerAfterFirstRead(stock)
+    assert events.index("timer") == PAIRS
+
+
+def test_maxEventsAtLeastOne() -> None:
+    """
+    A poll hands over at least one descriptor.
+    """
+    with pytest.raises(ValueError, match="at least 1"):
+        BoundedEPollReactor(maxEvents=0)
+
+
+def test_defaultBatch() -> None:
+    """
+    By default a poll hands over L{MAX_EVENTS} descriptors at most.
+    """
+    reactor = BoundedEPollReactor()
+    try:
+        assert reactor.maxEvents == MAX_EVENTS == 256
+    finally:
+        closeReactor(reactor)
+
+
+def test_twistdReactorPlugin() -> None:
+    """
+    Any twistd application may choose it: C{twistd --reactor=bounded-epoll}.
+    """
+    found = {r.shortName: r for r in getReactorTypes()}
+    assert found["bounded-epoll"].moduleName == "supervisor.reactor"
