@@ -28,7 +28,7 @@ does no more than one more step per late deadline.
 Work that a timer's callback starts and that nothing due waits for (the
 teardown of a connection a missed deadline dropped) can be handed to
 L{Scheduler.soon}: during a wake-up it runs once the due timers have, in
-what is left of the wake-up's time (at least a quarter of C{resolution}),
+what is left of the wake-up's time (at least a tenth of C{resolution}),
 so that a burst of due deadlines is decided before the work any of them
 leaves behind.
 """
@@ -196,7 +196,7 @@ class Scheduler:
         """
         Call C{callback} once the timers due now have run: at once, unless
         called from a timer's callback; then after the due timers, in what
-        is left of this wake-up's time (at least a quarter of
+        is left of this wake-up's time (at least a tenth of
         C{resolution}) or at the reactor's next turns, in the order given.
         """
         if not self._waking:
@@ -346,7 +346,7 @@ class Scheduler:
                         for rest in batch[index + 1 :]:
                             self._putBack(rest)
                         # What the timers that ran left behind gets its share.
-                        self._runSoon(max(enough, seconds() + self.resolution / 4))
+                        self._runSoon(max(enough, seconds() + self.resolution / 10))
                         return
                     if timer._deadline and timer.when < late:
                         # Held up past it: decide after the reactor has read,
@@ -367,7 +367,7 @@ class Scheduler:
                     except Exception:
                         _log.failure("scheduled call {timer!r} failed", timer=timer)
             # Every due timer ran: what they left behind, in the time left.
-            self._runSoon(max(enough, seconds() + self.resolution / 4))
+            self._runSoon(max(enough, seconds() + self.resolution / 10))
         finally:
             self._waking = False
             if self._live == 0:
