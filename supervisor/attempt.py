@@ -248,10 +248,13 @@ class Attempt:
                 self.transport.unregisterProducer()  # type: ignore[attr-defined]
             self.transport.loseConnection()
 
-    def detach(self) -> None:
+    def detach(self) -> bool:
         """
         The machine is done with this attempt: it hears nothing more from
-        it; a connect in flight is cancelled and a live transport aborted.
+        it, and nothing more is read from its transport; a connect in flight
+        is cancelled.
+
+        @return: whether a live transport is left for L{abort}.
         """
         self.current = False
         self._detached = True
@@ -262,9 +265,16 @@ class Attempt:
             # aborting the transport is enough.
             connecting.cancel()
         if self.transport is not None:
+            return True
+        self.protocol = None
+        return False
+
+    def abort(self) -> None:
+        """
+        Abort the transport of a detached attempt, unless it is gone already.
+        """
+        if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
-        else:
-            self.protocol = None
 
     # IProtocol, as the transport sees it.
 
@@ -289,6 +299,10 @@ class Attempt:
         """
 
     def dataReceived(self, data: bytes) -> None:
+        if self._detached:
+            # Its abort waits its turn (L{Core.settle}): what arrives
+            # meanwhile is dropped, as an aborted transport drops it.
+            return
         self.lastInbound = self._clock()
         assert self.protocol is not None
         self.protocol.dataReceived(data)

@@ -24,11 +24,19 @@ than L{Scheduler.grace} past its time is therefore decided at the next
 wake-up instead, once the reactor has read what arrived, ahead of the timers
 due after it: once, and only when late, so that a process that is behind
 does no more than one more step per late deadline.
+
+Work that a timer's callback starts and that nothing due waits for (the
+teardown of a connection a missed deadline dropped) can be handed to
+L{Scheduler.soon}: during a wake-up it runs once the due timers have, in
+what is left of the wake-up's time (at least a tenth of C{resolution}),
+so that a burst of due deadlines is decided before the work any of them
+leaves behind.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
 
@@ -154,6 +162,8 @@ class Scheduler:
         # now, keeps a new timer from moving the DelayedCall every time.
         self._callTime = float("inf")
         self._lastWake = float("-inf")
+        # Work handed to soon() during a wake-up, not run yet.
+        self._soon: deque[Callable[[], object]] = deque()
 
     def __len__(self) -> int:
         """
@@ -181,6 +191,33 @@ class Scheduler:
         what arrived meanwhile.
         """
         return self._add(Timer(self, when, callback, deadline=True))
+
+    def soon(self, callback: Callable[[], object]) -> None:
+        """
+        Call C{callback} once the timers due now have run: at once, unless
+        called from a timer's callback; then after the due timers, in what
+        is left of this wake-up's time (at least a tenth of
+        C{resolution}) or at the reactor's next turns, in the order given.
+        """
+        if not self._waking:
+            callback()
+            return
+        self._soon.append(callback)
+
+    def _runSoon(self, until: float) -> None:
+        """
+        Run the work handed to L{soon}, oldest first, until the clock passes
+        C{until} (one at least).
+        """
+        work, seconds = self._soon, self._clock.seconds
+        while work:
+            callback = work.popleft()
+            try:
+                callback()
+            except Exception:
+                _log.failure("deferred call {callback!r} failed", callback=callback)
+            if seconds() > until:
+                return
 
     def _add(self, timer: Timer) -> Timer:
         self._live += 1
@@ -217,7 +254,7 @@ class Scheduler:
         if self._live == 0:
             # Nothing left to do: no DelayedCall may outlive the last timer.
             self._clear()
-            if self._call is not None:
+            if self._call is not None and not self._soon:
                 self._call.cancel()
                 self._call = None
                 self._callTime = float("inf")
@@ -251,9 +288,13 @@ class Scheduler:
         keys, slots = self._keys, self._slots
         while keys and keys[0] not in slots:
             heapq.heappop(keys)
-        if not keys:
+        if self._soon:
+            # Work waits: at the reactor's next turn.
+            target = float("-inf")
+        elif not keys:
             return
-        target = max(slots[keys[0]].first, self._lastWake + self.resolution)
+        else:
+            target = max(slots[keys[0]].first, self._lastWake + self.resolution)
         if target >= self._callTime:
             return
         delay = max(target - self._clock.seconds(), 0.0)
@@ -303,7 +344,9 @@ class Scheduler:
                         self._lastWake = float("-inf")
                         self._restore(slot.key, timers[position:])
                         for rest in batch[index + 1 :]:
-                            self._restore(rest.key, rest.timers)
+                            self._putBack(rest)
+                        # What the timers that ran left behind gets its share.
+                        self._runSoon(max(enough, seconds() + self.resolution / 10))
                         return
                     if timer._deadline and timer.when < late:
                         # Held up past it: decide after the reactor has read,
@@ -323,12 +366,28 @@ class Scheduler:
                         timer._callback()
                     except Exception:
                         _log.failure("scheduled call {timer!r} failed", timer=timer)
+            # Every due timer ran: what they left behind, in the time left.
+            self._runSoon(max(enough, seconds() + self.resolution / 10))
         finally:
             self._waking = False
             if self._live == 0:
                 self._clear()
-            else:
+            if self._live or self._soon:
                 self._arm()
+
+    def _putBack(self, slot: _Slot) -> None:
+        """
+        Put back C{slot}, which a wake-up took out and did not start: as it
+        is (its cancelled timers with it), unless timers were added to its
+        number meanwhile. A process that is behind takes out many slots and
+        runs few of them: putting back costs a step per slot, not per timer.
+        """
+        if slot.key in self._slots:
+            self._restore(slot.key, slot.timers)
+            return
+        self._slots[slot.key] = slot
+        heapq.heappush(self._keys, slot.key)
+        self._entries += len(slot.timers)
 
     def _restore(self, key: int, timers: list[Timer]) -> None:
         """

@@ -370,11 +370,14 @@ def test_callbacksThatCancelAndAddKeepEveryPromise(
     fired: list[tuple[int, float]] = []
     cancelled: set[int] = set()
 
+    handedOn: list[int] = []
+
     def schedule(when: float, kind: str, cancels: int, adds: float | None) -> None:
         index = len(handles)
 
         def callback() -> None:
             fired.append((index, clock.seconds()))
+            scheduler.soon(lambda: handedOn.append(index))
             if 0 <= cancels < len(handles) and cancels != index:
                 if handles[cancels].active:
                     cancelled.add(cancels)
@@ -401,6 +404,8 @@ def test_callbacksThatCancelAndAddKeepEveryPromise(
     assert all(t >= whens[i] for i, t in fired)
     assert not set(indices) & cancelled
     assert set(indices) | cancelled == set(range(len(handles)))
+    # What each callback handed on ran, once, in the order handed on.
+    assert handedOn == indices
 
 
 def test_timersOfOneWakeUpFireInTimeOrder() -> None:
@@ -485,3 +490,124 @@ def test_timersLeaveNoReferenceCyclesBehind() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_workHandedOnOutsideAWakeUpRunsAtOnce() -> None:
+    """
+    L{Scheduler.soon} called when no timer is running calls at once.
+    """
+    scheduler = Scheduler(Clock())
+    ran: list[str] = []
+    scheduler.soon(lambda: ran.append("work"))
+    assert ran == ["work"]
+
+
+def test_workHandedOnByATimerRunsAfterEveryDueTimer() -> None:
+    """
+    What a timer's callback hands to L{Scheduler.soon} runs once every timer
+    due in that wake-up has run (a burst of missed deadlines is decided
+    before the teardown any of them leaves), in the order handed on, in the
+    same wake-up when there is time.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    order: list[str] = []
+
+    def due(name: str) -> None:
+        order.append(name)
+        scheduler.soon(lambda: order.append(f"after {name}"))
+
+    scheduler.deadlineAt(1.0, lambda: due("a"))
+    scheduler.deadlineAt(1.0, lambda: due("b"))
+    scheduler.callAt(1.005, lambda: due("c"))
+    clock.advance(1.01)
+    assert order == ["a", "b", "c", "after a", "after b", "after c"]
+    assert clock.getDelayedCalls() == []
+    assert len(scheduler) == 0
+
+
+def test_workHandedOnGetsItsShareOfEveryTurn() -> None:
+    """
+    Held up with more timers due than a wake-up has time for, the work
+    handed on still gets a tenth of a resolution of every wake-up (it is
+    not put off until the timers are caught up with), and the rest of it
+    runs at the reactor's next turns, after the timers due then.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    timersRun: list[int] = []
+    workDone: list[int] = []
+
+    def slowWork(i: int) -> None:
+        clock.rightNow += 0.001
+        workDone.append(i)
+
+    def slowTimer(i: int) -> None:
+        clock.rightNow += 0.001
+        timersRun.append(i)
+        scheduler.soon(lambda: slowWork(i))
+
+    for i in range(30):
+        scheduler.callAt(1.0, lambda i=i: slowTimer(i))
+    clock.advance(1.0)
+    assert 10 <= len(timersRun) <= 11  # a resolution of timers
+    assert 1 <= len(workDone) <= 2  # then a tenth of one of work
+    turns = 1
+    while clock.getDelayedCalls() and turns < 100:
+        before = len(workDone)
+        clock.advance(0)
+        turns += 1
+        assert len(workDone) > before
+    assert timersRun == list(range(30))
+    assert workDone == list(range(30))
+    assert len(scheduler) == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_workHandedOnByTheLastTimerKeepsNoDelayedCall(
+    noLoggedErrors: list[dict[str, object]],
+) -> None:
+    """
+    Work handed on by the last timer still runs (in the same wake-up), and
+    nothing is left scheduled after it; a failing one is logged and the
+    rest still run.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock)
+    ran: list[str] = []
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    def last() -> None:
+        scheduler.soon(fail)
+        scheduler.soon(lambda: ran.append("work"))
+
+    scheduler.callAt(1.0, last)
+    clock.advance(1.0)
+    assert ran == ["work"]
+    assert len(scheduler) == 0
+    assert clock.getDelayedCalls() == []
+    assert len(noLoggedErrors) == 1
+    noLoggedErrors.clear()
+
+
+def test_aHeldUpBacklogIsPutBackSlotBySlot() -> None:
+    """
+    A wake-up that takes out many due slots and runs only some puts the rest
+    back as they are: their timers (cancelled ones skipped) still fire, in
+    time order, and a timer cancelled after being put back does not.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01, perWake=5)
+    fired: list[int] = []
+    timers = [scheduler.callAt(1.0 + i / 200, lambda i=i: fired.append(i)) for i in range(40)]
+    timers[30].cancel()
+    clock.advance(2.0)  # held up past all of them: 20 slots due
+    assert fired == [0, 1, 2, 3, 4]
+    timers[35].cancel()
+    timers[7].cancel()
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    assert fired == [i for i in range(40) if i not in (7, 30, 35)]
+    assert len(scheduler) == 0

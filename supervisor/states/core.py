@@ -316,7 +316,11 @@ class Core:
         data = self.current
         if not data.keepsAttempt and self.attempt is not None:
             attempt, self.attempt = self.attempt, None
-            attempt.detach()
+            if attempt.detach():
+                # Its transport is aborted once the timers due now have run:
+                # a burst of missed heartbeats is decided before the
+                # teardown of any of them.
+                self.scheduler.soon(attempt.abort)
         if cause.detail and cause.reason not in ("start", "retry", "ready"):
             self.lastError = f"{cause.reason}: {cause.detail}"
         new, old = data.state, self.visible
