@@ -75,10 +75,25 @@ Result = Literal["ok", "error", "full", "timeout", "closed", "lost"]
 
 RESULTS: Final[tuple[Result, ...]] = get_args(Result)
 
-Counts = Counter[str]
-"""Operations ended, by L{Result}: a result not counted yet reads 0 and is
-not listed (most connections never count any; six zeros each would be a
-dict of 270 bytes)."""
+
+class Counts(Counter[str]):
+    """
+    Operations ended, by L{Result}: a result not counted yet reads 0 and is
+    not listed (most connections never count any; six zeros each would be a
+    dict of 270 bytes).
+
+    A L{Counter} whose items are stored as a L{dict}'s: C{Counter} defines
+    C{__delitem__} in Python, which makes every C{counts[result] += 1} call
+    C{dict.__setitem__} through a wrapper (about 0.06 µs, a tenth of a line
+    written on a socket); with both C{__setitem__} and C{__delitem__}
+    C{dict}'s own, Python stores at C speed. The one difference: C{del} of a
+    result never counted raises L{KeyError}, as for a C{dict}.
+    """
+
+    __slots__ = ()
+    __setitem__ = dict.__setitem__
+    __delitem__ = dict.__delitem__  # type: ignore[assignment]
+
 
 Mode = Literal["run", "wait", "refuse"]
 """What a state does with a submitted operation: run it now, queue it, or
@@ -119,7 +134,7 @@ def newCounts() -> Counts:
     """
     Nothing counted yet: every L{Result} reads 0.
     """
-    return Counter()
+    return Counts()
 
 
 class OperationError(Exception):

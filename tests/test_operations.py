@@ -7,6 +7,7 @@ and each ends exactly once, in one of six ways.
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -554,3 +555,26 @@ def test_anOperationInFlightKeepsNoMoreThanOneCallbackDoes() -> None:
     assert w.connection.operations.counts["ok"] == len(kept) // 2
     assert w.connection.operations.inFlight == 0
     finish(w)
+
+
+def test_theCountsAreACounterWhoseItemsAreStoredAsADicts() -> None:
+    """
+    The counts of a connection's endings read 0 for a result not counted
+    yet, which is not listed, and have a L{Counter}'s methods; their items
+    are stored as a L{dict}'s (so C{del} of a result never counted raises).
+    """
+    counts = newCounts()
+    assert isinstance(counts, Counter)
+    assert counts["lost"] == 0
+    assert "lost" not in counts and counts == {}
+    counts["ok"] += 1
+    counts["ok"] += 1
+    counts["error"] += 1
+    assert counts == {"ok": 2, "error": 1}
+    assert counts.total() == 3
+    assert counts.most_common(1) == [("ok", 2)]
+    assert counts + Counter(ok=1) == {"ok": 3, "error": 1}
+    with pytest.raises(KeyError):
+        del counts["never"]
+    del counts["error"]
+    assert counts == {"ok": 2}
