@@ -4,6 +4,7 @@ L{SupervisedConnection.submit} on one ESTABLISHED C{line} connection,
 against the same operations written directly on the protocol.
 
     python -m benchmarks --submit [--ops 200000] [--rounds 7] [--batch 500]
+        [--peers peer,sink,redis] [--ways direct,submit,...] [--output DIR]
 
 One real TCP connection on the loopback interface, the real reactor,
 heartbeats off. Each round sends C{--ops} lines of 16 bytes three ways, in a
@@ -54,7 +55,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -68,6 +69,8 @@ from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedCon
 ROOT = Path(__file__).resolve().parent.parent
 LINE = b"0123456789abcdef"
 WAYS = ("direct", "submit", "sendLine")
+PEERS_MEASURED = ("peer", "sink", "redis")
+T = TypeVar("T")
 
 SINK = """
 import socket
@@ -129,7 +132,34 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--output", default=str(ROOT / "benchmarks" / "results"), help="directory for submit.json"
     )
+    parser.add_argument(
+        "--peers",
+        type=_names,
+        default=PEERS_MEASURED,
+        help="which to measure, of peer,sink,redis (comma-separated)",
+    )
+    parser.add_argument(
+        "--ways",
+        type=_names,
+        default=None,
+        help="only these ways (comma-separated; the overhead needs direct): e.g. --ways submit "
+        "--peers sink --rounds 1, under valgrind --tool=callgrind at two --ops, gives the "
+        "instructions of one way per operation",
+    )
     return parser.parse_args(argv)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.split(",") if name)
+
+
+def _chosen(ways: dict[str, T], arguments: argparse.Namespace) -> dict[str, T]:
+    """
+    The ways of C{ways} that C{--ways} names (all by default), in order.
+    """
+    if arguments.ways is None:
+        return ways
+    return {name: way for name, way in ways.items() if name in arguments.ways}
 
 
 def collected() -> None:
@@ -178,16 +208,21 @@ async def measure(
         def operation(p: LineProtocol) -> None:
             p.sendLine(LINE)
 
-        ways: dict[str, Callable[[], object]] = {
-            "direct": lambda: protocol.sendLine(LINE),
-            "submit": lambda: connection.submit(operation),
-            "sendLine": lambda: sendLine(connection, LINE),
-        }
-        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in WAYS}
+        ways: dict[str, Callable[[], object]] = _chosen(
+            {
+                "direct": lambda: protocol.sendLine(LINE),
+                "submit": lambda: connection.submit(operation),
+                "sendLine": lambda: sendLine(connection, LINE),
+            },
+            arguments,
+        )
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
         batches, batch = arguments.ops // arguments.batch, arguments.batch
         lines = batches * batch
+        names = list(ways)
         for round in range(arguments.rounds):
-            for name in WAYS[round % 3 :] + WAYS[: round % 3]:
+            turn = round % len(names)
+            for name in names[turn:] + names[:turn]:
                 send = ways[name]
                 token = b"%s-%d" % (name.encode(), round)
                 collected()
@@ -204,7 +239,8 @@ async def measure(
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 figures[name].append((lines / wall, cpu / lines * 1e6))
         counts = connection.operations.counts
-        assert counts["ok"] == 2 * lines * arguments.rounds, counts
+        throughSubmit = len(set(ways) - {"direct"})
+        assert counts["ok"] == throughSubmit * lines * arguments.rounds, counts
         await connection.stop()
     finally:
         process.kill()
@@ -257,17 +293,21 @@ async def measureRedis(reactor: Any, arguments: argparse.Namespace) -> dict[str,
         def incr(p: RedisProtocol) -> Deferred[object]:
             return p.command(b"INCR", b"k")
 
-        ways: dict[str, Callable[[], Deferred[Any]]] = {
-            "direct": lambda: protocol.command(b"INCR", b"k"),
-            "submit": lambda: connection.submit(incr),
-            "command": lambda: command(connection, b"INCR", b"k"),
-        }
+        ways: dict[str, Callable[[], Deferred[Any]]] = _chosen(
+            {
+                "direct": lambda: protocol.command(b"INCR", b"k"),
+                "submit": lambda: connection.submit(incr),
+                "command": lambda: command(connection, b"INCR", b"k"),
+            },
+            arguments,
+        )
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
         batches, batch = arguments.ops // 10 // arguments.batch, arguments.batch
         total = batches * batch
         names = list(ways)
         for round in range(arguments.rounds):
-            for name in names[round % 3 :] + names[: round % 3]:
+            turn = round % len(names)
+            for name in names[turn:] + names[:turn]:
                 send = ways[name]
                 done[0] = 0
                 finished[:] = [Deferred()]
@@ -305,6 +345,8 @@ def summary(figures: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
             },
             "rounds": rates,
         }
+    if "direct" not in figures:
+        return ways
     direct = ways["direct"]["ops_per_second"]["median"]
     for name in [n for n in figures if n != "direct"]:
         ways[name]["overhead"] = 1 - ways[name]["ops_per_second"]["median"] / direct
@@ -320,10 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run(reactor: Any) -> None:
         for peer in ("peer", "sink"):
-            figures[peer] = await measure(reactor, arguments, peer)
-        redis = await measureRedis(reactor, arguments)
-        if redis is not None:
-            figures["redis"] = redis
+            if peer in arguments.peers:
+                figures[peer] = await measure(reactor, arguments, peer)
+        if "redis" in arguments.peers:
+            redis = await measureRedis(reactor, arguments)
+            if redis is not None:
+                figures["redis"] = redis
 
     try:
         react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
