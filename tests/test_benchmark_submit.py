@@ -34,3 +34,16 @@ def test_aQuickRun(tmp_path: Path) -> None:
                 # may make it anything, so only its being a number is checked.
                 assert math.isfinite(way["overhead"]) and way["overhead"] < 1
     assert "overhead" in printed
+
+
+def test_oneWayOnOnePeer(tmp_path: Path) -> None:
+    """
+    C{--peers} and C{--ways} measure only what they name (one way, as
+    callgrind measures it per operation): no overhead without C{direct}.
+    """
+    few = ("--ops", "1000", "--rounds", "1", "--peers", "sink", "--ways", "submit")
+    results, printed = runBenchmarks(tmp_path, "submit.json", "--submit", *few, timeout=120)
+    assert list(results["peers"]) == ["sink"]
+    assert list(results["peers"]["sink"]) == ["submit"]
+    assert "overhead" not in results["peers"]["sink"]["submit"]
+    assert "overhead" not in printed

@@ -6,6 +6,9 @@ and each ends exactly once, in one of six ways.
 
 from __future__ import annotations
 
+import gc
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -499,3 +502,79 @@ def test_theDeferredOfARunningOperationIsItsOwn() -> None:
     answer.callback("x")
     assert outcome(answer) == "x"
     finish(w)
+
+
+def keptPerCall(call: Callable[[], object], times: int = 200) -> float:
+    """
+    How many objects the garbage collector counts (C{gc.get_count()[0]}:
+    made, less those freed) one C{call()} leaves alive, on average, once a
+    first call has made what is made once (a table, a cache).
+    """
+    call()
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for _ in range(times):
+            call()
+        return (gc.get_count()[0] - before) / times
+    finally:
+        gc.enable()
+
+
+def test_anOperationInFlightKeepsNoMoreThanOneCallbackDoes() -> None:
+    """
+    What C{submit} adds to an operation's Deferred while it is in flight is
+    no more than one C{addBoth} with two arguments: no bound method, no
+    closure. Each object kept while in flight brings the collector's next
+    collection closer, and over real TCP those collections were most of
+    what C{submit} added to a command and its reply (docs/library.md, "What
+    it costs").
+    """
+    w, _, _ = established()
+    kept: list[Deferred[object]] = []
+
+    def command(protocol: object) -> Deferred[object]:
+        reply: Deferred[object] = Deferred()
+        kept.append(reply)
+        return reply
+
+    def relay(outcome: object, first: object, second: object) -> object:
+        return outcome
+
+    def written() -> None:
+        command(None).addBoth(relay, w, 1)
+
+    def submitted() -> None:
+        w.connection.submit(command)
+
+    assert keptPerCall(submitted) <= keptPerCall(written)
+    assert w.connection.operations.inFlight == len(kept) // 2
+    for reply in kept:
+        reply.callback(None)
+    assert w.connection.operations.counts["ok"] == len(kept) // 2
+    assert w.connection.operations.inFlight == 0
+    finish(w)
+
+
+def test_theCountsAreACounterWhoseItemsAreStoredAsADicts() -> None:
+    """
+    The counts of a connection's endings read 0 for a result not counted
+    yet, which is not listed, and have a L{Counter}'s methods; their items
+    are stored as a L{dict}'s (so C{del} of a result never counted raises).
+    """
+    counts = newCounts()
+    assert isinstance(counts, Counter)
+    assert counts["lost"] == 0
+    assert "lost" not in counts and counts == {}
+    counts["ok"] += 1
+    counts["ok"] += 1
+    counts["error"] += 1
+    assert counts == {"ok": 2, "error": 1}
+    assert counts.total() == 3
+    assert counts.most_common(1) == [("ok", 2)]
+    assert counts + Counter(ok=1) == {"ok": 3, "error": 1}
+    with pytest.raises(KeyError):
+        del counts["never"]
+    del counts["error"]
+    assert counts == {"ok": 2}
