@@ -182,6 +182,40 @@ class Scheduler:
         """
         return self._add(Timer(self, when, callback, deadline=True))
 
+    def reschedule(
+        self, timer: Timer, when: float, callback: Callable[[], object], deadline: bool = False
+    ) -> Timer:
+        """
+        Call C{callback} at C{when} (as L{callAt}, or as L{deadlineAt} if
+        C{deadline}) in place of C{timer}, which the caller alone holds and
+        which may have fired, been cancelled or still be waiting (then it
+        waits no more). A heartbeat does this twice a second: moving the
+        timer it has spares making a new one, and the cancelled one's trip
+        out of its slot.
+
+        @return: the timer that now waits: C{timer} itself, or a new one
+            when a wake-up under way still holds C{timer} in its batch.
+        """
+        slot = timer._slot
+        if timer.active:
+            if slot is None or self._slots.get(slot.key) is not slot:
+                timer.cancel()
+                return self._add(Timer(self, when, callback, deadline))
+            self._unslot(timer, slot)
+        elif slot is None:
+            self._live += 1
+        else:
+            # Cancelled, in a batch that a wake-up under way will pass.
+            return self._add(Timer(self, when, callback, deadline))
+        timer._callback = callback
+        timer._deadline = deadline
+        timer.when = when
+        timer.active = True
+        self._insert(timer, int(when * self._perSecond))
+        if when < self._callTime and not self._waking:
+            self._arm()
+        return timer
+
     def _add(self, timer: Timer) -> Timer:
         self._live += 1
         self._insert(timer, int(timer.when * self._perSecond))
@@ -225,14 +259,20 @@ class Scheduler:
         slot = timer._slot
         if slot is None:
             return
-        slot.live -= 1
-        slots = self._slots
-        if slots.get(slot.key) is not slot:
+        if self._slots.get(slot.key) is not slot:
             # Taken out by a wake-up under way, which skips it.
+            slot.live -= 1
             return
-        # Out of its slot at once (the last one takes its place): freed now,
-        # as a heartbeat's withdrawn check is, rather than when the slot
+        # Out of its slot at once: freed now, rather than when the slot
         # comes up, which would leave the garbage collector to count them.
+        self._unslot(timer, slot)
+
+    def _unslot(self, timer: Timer, slot: _Slot) -> None:
+        """
+        Take active or just cancelled C{timer} out of C{slot}, one of the
+        slots waiting (the last of its timers takes its place).
+        """
+        slot.live -= 1
         timer._slot = None
         timers = slot.timers
         last = timers.pop()
@@ -242,6 +282,7 @@ class Scheduler:
         self._entries -= 1
         if not timers:
             # Its number waits in the heap until popped.
+            slots = self._slots
             del slots[slot.key]
             if len(self._keys) > 2 * len(slots) + 64:
                 self._keys = list(slots)
