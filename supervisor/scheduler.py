@@ -85,17 +85,15 @@ class _Slot:
     The timers of one slot of C{resolution} seconds (a cancelled one is taken
     out at once, unless a wake-up under way took the slot out).
 
-    @ivar live: how many of them are still active.
     @ivar first: the earliest C{when} among them (possibly of one cancelled
         since: then the wake-up it sets is early, never late).
     """
 
-    __slots__ = ("first", "key", "live", "timers")
+    __slots__ = ("first", "key", "timers")
 
     def __init__(self, key: int) -> None:
         self.key = key
         self.timers: list[Timer] = []
-        self.live = 0
         self.first = float("inf")
 
 
@@ -145,8 +143,6 @@ class Scheduler:
         self._slots: dict[int, _Slot] = {}
         self._keys: list[int] = []
         self._live = 0
-        # Timers held in the slots, cancelled ones included.
-        self._entries = 0
         self._waking = False
         self._call: IDelayedCall | None = None
         # When _call is due: comparing with this, rather than with
@@ -230,11 +226,9 @@ class Scheduler:
             heapq.heappush(self._keys, key)
         timer._index = len(slot.timers)
         slot.timers.append(timer)
-        slot.live += 1
         if timer.when < slot.first:
             slot.first = timer.when
         timer._slot = slot
-        self._entries += 1
 
     def _clear(self) -> None:
         """
@@ -244,7 +238,6 @@ class Scheduler:
             _unlink(slot.timers)
         self._slots.clear()
         self._keys.clear()
-        self._entries = 0
 
     def _released(self, timer: Timer) -> None:
         self._live -= 1
@@ -261,7 +254,6 @@ class Scheduler:
             return
         if self._slots.get(slot.key) is not slot:
             # Taken out by a wake-up under way, which skips it.
-            slot.live -= 1
             return
         # Out of its slot at once: freed now, rather than when the slot
         # comes up, which would leave the garbage collector to count them.
@@ -272,14 +264,12 @@ class Scheduler:
         Take active or just cancelled C{timer} out of C{slot}, one of the
         slots waiting (the last of its timers takes its place).
         """
-        slot.live -= 1
         timer._slot = None
         timers = slot.timers
         last = timers.pop()
         if last is not timer:
             timers[timer._index] = last
             last._index = timer._index
-        self._entries -= 1
         if not timers:
             # Its number waits in the heap until popped.
             slots = self._slots
@@ -319,7 +309,6 @@ class Scheduler:
             slot = slots.pop(heapq.heappop(keys), None)
             if slot is not None:
                 batch.append(slot)
-                self._entries -= len(slot.timers)
         late = now - self.grace
         seconds, enough = self._clock.seconds, now + self.resolution
         left = self.perWake
@@ -352,13 +341,11 @@ class Scheduler:
                         # after it (behind them, a process that is behind
                         # would decide it only once it caught up with them).
                         timer._deadline = False
-                        slot.live -= 1
                         self._insert(timer, slot.key)
                         continue
                     timer.active = False
                     timer._slot = None
                     self._live -= 1
-                    slot.live -= 1
                     left -= 1
                     try:
                         timer._callback()
@@ -385,8 +372,6 @@ class Scheduler:
             slot = self._slots[key] = _Slot(key)
             heapq.heappush(self._keys, key)
         slot.timers = kept + slot.timers
-        slot.live += len(kept)
-        self._entries += len(kept)
         for index, timer in enumerate(slot.timers):
             timer._slot = slot
             timer._index = index
