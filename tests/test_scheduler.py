@@ -344,6 +344,22 @@ def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
     assert turns == 3
 
 
+def runUntilIdle(clock: Clock, scheduler: Scheduler, steps: list[float]) -> None:
+    """
+    Move C{clock} in uneven C{steps} (at once when a wake-up is due now)
+    until C{scheduler} has nothing left, checking that it never holds more
+    than one C{DelayedCall} and holds none at the end.
+    """
+    for i in range(20_000):
+        calls = clock.getDelayedCalls()
+        assert len(calls) <= 1
+        if not calls:
+            break
+        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
+    assert clock.getDelayedCalls() == []
+    assert len(scheduler) == 0
+
+
 @given(
     st.lists(
         st.tuples(
@@ -395,14 +411,7 @@ def test_callbacksThatCancelAndAddKeepEveryPromise(
 
     for timer in timers:
         schedule(*timer)
-    for i in range(20_000):
-        calls = clock.getDelayedCalls()
-        assert len(calls) <= 1
-        if not calls:
-            break
-        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
-    assert clock.getDelayedCalls() == []
-    assert len(scheduler) == 0
+    runUntilIdle(clock, scheduler, steps)
     indices = [i for i, _ in fired]
     assert len(indices) == len(set(indices))
     assert all(t >= whens[i] for i, t in fired)
@@ -627,14 +636,7 @@ def test_rescheduledTimersKeepEveryPromise(
         promised.append(when)
         add = scheduler.deadlineAt if deadline else scheduler.callAt
         handles.append(add(when, call(current[-1], moves, later)))
-    for i in range(20_000):
-        calls = clock.getDelayedCalls()
-        assert len(calls) <= 1
-        if not calls:
-            break
-        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
-    assert clock.getDelayedCalls() == []
-    assert len(scheduler) == 0
+    runUntilIdle(clock, scheduler, steps)
     indices = [p for p, _ in fired]
     assert len(indices) == len(set(indices))
     assert all(t >= promised[p] for p, t in fired)
