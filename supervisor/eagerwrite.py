@@ -24,7 +24,15 @@ def eagerWrite(transport: ITransport, data: bytes) -> None:
     with nothing buffered; whatever the socket does not take at once, and
     any write to another transport, goes through C{transport.write}.
     """
-    if (type(transport) is tcp.Client or type(transport) is tcp.Server) and _writable(transport):
+    if (
+        (type(transport) is tcp.Client or type(transport) is tcp.Server)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport.TLS
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+    ):
         try:
             sent = transport.socket.send(data)
         except OSError:
@@ -35,14 +43,3 @@ def eagerWrite(transport: ITransport, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
-
-
-def _writable(connection: tcp.Connection) -> bool:
-    return bool(
-        connection.connected
-        and not connection.disconnecting
-        and not connection._writeDisconnected
-        and not connection.TLS
-        and not connection.dataBuffer
-        and not connection._tempDataLen
-    )

@@ -128,9 +128,11 @@ class Heartbeat:
         self.awaiting = None
         self.misses = 0
         now = self._scheduler.now()
-        # The deadline is met: withdraw it, and wait for the next ping.
-        self._timer.cancel()
-        self._timer = self._scheduler.callAt(self._nextPing(now), self._pingDue)
+        # The deadline is met: its timer waits for the next ping instead
+        # (L{_nextPing}, inline: this runs for every pong).
+        self._timer = self._scheduler.reschedule(
+            self._timer, max(self._due + self._spec.interval, now), self._pingDue
+        )
         target.heartbeatObserved(now - self._sentAt)
 
     def activity(self) -> None:
@@ -167,7 +169,9 @@ class Heartbeat:
         self._due = self._timer.when
         quietSince = self.lastActivity
         if quietSince is not None and quietSince + self._spec.interval > now:
-            self._timer = self._scheduler.callAt(quietSince + self._spec.interval, self._pingDue)
+            self._timer = self._scheduler.reschedule(
+                self._timer, quietSince + self._spec.interval, self._pingDue
+            )
             return
         self._ping(now)
 
@@ -175,7 +179,12 @@ class Heartbeat:
         self._seq += 1
         token = self.awaiting = b"%d" % (self._seq,)
         self._sentAt = now
-        self._timer = self._scheduler.deadlineAt(now + self._spec.timeout, self._check)
+        # The timer that just fired (the ping's, or the last one's deadline)
+        # becomes this one's deadline.
+        assert self._timer is not None
+        self._timer = self._scheduler.reschedule(
+            self._timer, now + self._spec.timeout, self._check, deadline=True
+        )
         target = self._target
         if target is None:
             return
@@ -188,7 +197,10 @@ class Heartbeat:
         now = self._scheduler.now()
         if self.awaiting is None:
             # Answered by activity (a pong withdraws the deadline).
-            self._timer = self._scheduler.callAt(self._nextPing(now), self._pingDue)
+            assert self._timer is not None
+            self._timer = self._scheduler.reschedule(
+                self._timer, self._nextPing(now), self._pingDue
+            )
             return
         target = self._target
         if target is None:

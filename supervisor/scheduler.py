@@ -93,17 +93,15 @@ class _Slot:
     The timers of one slot of C{resolution} seconds (a cancelled one is taken
     out at once, unless a wake-up under way took the slot out).
 
-    @ivar live: how many of them are still active.
     @ivar first: the earliest C{when} among them (possibly of one cancelled
         since: then the wake-up it sets is early, never late).
     """
 
-    __slots__ = ("first", "key", "live", "timers")
+    __slots__ = ("first", "key", "timers")
 
     def __init__(self, key: int) -> None:
         self.key = key
         self.timers: list[Timer] = []
-        self.live = 0
         self.first = float("inf")
 
 
@@ -153,8 +151,6 @@ class Scheduler:
         self._slots: dict[int, _Slot] = {}
         self._keys: list[int] = []
         self._live = 0
-        # Timers held in the slots, cancelled ones included.
-        self._entries = 0
         self._waking = False
         self._call: IDelayedCall | None = None
         # When _call is due: comparing with this, rather than with
@@ -219,6 +215,40 @@ class Scheduler:
             if seconds() > until:
                 return
 
+    def reschedule(
+        self, timer: Timer, when: float, callback: Callable[[], object], deadline: bool = False
+    ) -> Timer:
+        """
+        Call C{callback} at C{when} (as L{callAt}, or as L{deadlineAt} if
+        C{deadline}) in place of C{timer}, which the caller alone holds and
+        which may have fired, been cancelled or still be waiting (then it
+        waits no more). A heartbeat does this twice a second: moving the
+        timer it has spares making a new one, and the cancelled one's trip
+        out of its slot.
+
+        @return: the timer that now waits: C{timer} itself, or a new one
+            when a wake-up under way still holds C{timer} in its batch.
+        """
+        slot = timer._slot
+        if timer.active:
+            if slot is None or self._slots.get(slot.key) is not slot:
+                timer.cancel()
+                return self._add(Timer(self, when, callback, deadline))
+            self._unslot(timer, slot)
+        elif slot is None:
+            self._live += 1
+        else:
+            # Cancelled, in a batch that a wake-up under way will pass.
+            return self._add(Timer(self, when, callback, deadline))
+        timer._callback = callback
+        timer._deadline = deadline
+        timer.when = when
+        timer.active = True
+        self._insert(timer, int(when * self._perSecond))
+        if when < self._callTime and not self._waking:
+            self._arm()
+        return timer
+
     def _add(self, timer: Timer) -> Timer:
         self._live += 1
         self._insert(timer, int(timer.when * self._perSecond))
@@ -233,11 +263,9 @@ class Scheduler:
             heapq.heappush(self._keys, key)
         timer._index = len(slot.timers)
         slot.timers.append(timer)
-        slot.live += 1
         if timer.when < slot.first:
             slot.first = timer.when
         timer._slot = slot
-        self._entries += 1
 
     def _clear(self) -> None:
         """
@@ -247,7 +275,6 @@ class Scheduler:
             _unlink(slot.timers)
         self._slots.clear()
         self._keys.clear()
-        self._entries = 0
 
     def _released(self, timer: Timer) -> None:
         self._live -= 1
@@ -262,23 +289,27 @@ class Scheduler:
         slot = timer._slot
         if slot is None:
             return
-        slot.live -= 1
-        slots = self._slots
-        if slots.get(slot.key) is not slot:
+        if self._slots.get(slot.key) is not slot:
             # Taken out by a wake-up under way, which skips it.
             return
-        # Out of its slot at once (the last one takes its place): freed now,
-        # as a heartbeat's withdrawn check is, rather than when the slot
+        # Out of its slot at once: freed now, rather than when the slot
         # comes up, which would leave the garbage collector to count them.
+        self._unslot(timer, slot)
+
+    def _unslot(self, timer: Timer, slot: _Slot) -> None:
+        """
+        Take active or just cancelled C{timer} out of C{slot}, one of the
+        slots waiting (the last of its timers takes its place).
+        """
         timer._slot = None
         timers = slot.timers
         last = timers.pop()
         if last is not timer:
             timers[timer._index] = last
             last._index = timer._index
-        self._entries -= 1
         if not timers:
             # Its number waits in the heap until popped.
+            slots = self._slots
             del slots[slot.key]
             if len(self._keys) > 2 * len(slots) + 64:
                 self._keys = list(slots)
@@ -319,7 +350,6 @@ class Scheduler:
             slot = slots.pop(heapq.heappop(keys), None)
             if slot is not None:
                 batch.append(slot)
-                self._entries -= len(slot.timers)
         late = now - self.grace
         seconds, enough = self._clock.seconds, now + self.resolution
         left = self.perWake
@@ -354,13 +384,11 @@ class Scheduler:
                         # after it (behind them, a process that is behind
                         # would decide it only once it caught up with them).
                         timer._deadline = False
-                        slot.live -= 1
                         self._insert(timer, slot.key)
                         continue
                     timer.active = False
                     timer._slot = None
                     self._live -= 1
-                    slot.live -= 1
                     left -= 1
                     try:
                         timer._callback()
@@ -387,7 +415,6 @@ class Scheduler:
             return
         self._slots[slot.key] = slot
         heapq.heappush(self._keys, slot.key)
-        self._entries += len(slot.timers)
 
     def _restore(self, key: int, timers: list[Timer]) -> None:
         """
@@ -403,8 +430,6 @@ class Scheduler:
             slot = self._slots[key] = _Slot(key)
             heapq.heappush(self._keys, key)
         slot.timers = kept + slot.timers
-        slot.live += len(kept)
-        self._entries += len(kept)
         for index, timer in enumerate(slot.timers):
             timer._slot = slot
             timer._index = index

@@ -230,3 +230,25 @@ def test_pingsAreDueOnTheGridAndALatePingKeepsTheSchedule() -> None:
     ]
     for heartbeat in heartbeats:
         heartbeat.stop()
+
+
+def test_aHeartbeatKeepsOneTimerForGood() -> None:
+    """
+    Ping, pong, miss and the ping after it: the heartbeat moves the one
+    L{supervisor.scheduler.Timer} it started with rather than making a new
+    one each time, and the scheduler never holds more than that one.
+    """
+    clock, recorder, heartbeat = make(interval=10, timeout=2, misses=3)
+    first = heartbeat._timer
+    assert first is not None
+    clock.advance(10)  # the first ping
+    clock.advance(0.5)
+    heartbeat.pong(b"1")
+    assert heartbeat._timer is first and len(heartbeat._scheduler) == 1
+    clock.advance(9.5)  # the second ping, never answered
+    clock.advance(2)  # a miss: the third ping at once
+    assert [token for _, token in recorder.pings] == [b"1", b"2", b"3"]
+    assert recorder.rtts == [0.5, None]
+    assert heartbeat._timer is first and len(heartbeat._scheduler) == 1
+    heartbeat.stop()
+    assert not first.active and len(heartbeat._scheduler) == 0

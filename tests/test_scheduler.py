@@ -154,6 +154,13 @@ def test_neverEarlyNeverLostAndNothingLeft(
     assert clock.getDelayedCalls() == []
 
 
+def held(scheduler: Scheduler) -> int:
+    """
+    How many timers C{scheduler}'s slots hold, cancelled ones included.
+    """
+    return sum(len(slot.timers) for slot in scheduler._slots.values())
+
+
 def test_cancelledTimersDoNotPileUp() -> None:
     """
     A timer that is cancelled long before it is due (a connect deadline, after
@@ -165,13 +172,13 @@ def test_cancelledTimersDoNotPileUp() -> None:
     for _ in range(10_000):
         scheduler.callLater(500, lambda: None).cancel()
     assert len(scheduler) == 1
-    assert scheduler._entries <= 2 * 1 + 64 + 1
+    assert held(scheduler) <= 2 * 1 + 64 + 1
     assert len(scheduler._keys) <= 2 * 1 + 64 + 1
     # Cancelled in a slot that keeps a live timer.
     for i in range(10_000):
         scheduler.callLater(1000 + i * 1e-9, lambda: None).cancel()
     assert len(scheduler) == 1
-    assert scheduler._entries <= 2 * 1 + 64 + 1
+    assert held(scheduler) <= 2 * 1 + 64 + 1
     keep.cancel()
     assert clock.getDelayedCalls() == []
 
@@ -337,6 +344,22 @@ def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
     assert turns == 3
 
 
+def runUntilIdle(clock: Clock, scheduler: Scheduler, steps: list[float]) -> None:
+    """
+    Move C{clock} in uneven C{steps} (at once when a wake-up is due now)
+    until C{scheduler} has nothing left, checking that it never holds more
+    than one C{DelayedCall} and holds none at the end.
+    """
+    for i in range(20_000):
+        calls = clock.getDelayedCalls()
+        assert len(calls) <= 1
+        if not calls:
+            break
+        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
+    assert clock.getDelayedCalls() == []
+    assert len(scheduler) == 0
+
+
 @given(
     st.lists(
         st.tuples(
@@ -391,14 +414,7 @@ def test_callbacksThatCancelAndAddKeepEveryPromise(
 
     for timer in timers:
         schedule(*timer)
-    for i in range(20_000):
-        calls = clock.getDelayedCalls()
-        assert len(calls) <= 1
-        if not calls:
-            break
-        clock.advance(steps[i % len(steps)] if calls[0].getTime() > clock.seconds() else 0)
-    assert clock.getDelayedCalls() == []
-    assert len(scheduler) == 0
+    runUntilIdle(clock, scheduler, steps)
     indices = [i for i, _ in fired]
     assert len(indices) == len(set(indices))
     assert all(t >= whens[i] for i, t in fired)
@@ -611,3 +627,144 @@ def test_aHeldUpBacklogIsPutBackSlotBySlot() -> None:
         clock.advance(0)
     assert fired == [i for i in range(40) if i not in (7, 30, 35)]
     assert len(scheduler) == 0
+
+
+def test_rescheduleMovesAWaitingTimer() -> None:
+    """
+    A waiting timer moved later fires once, at its new time, with its new
+    callback; the same object keeps waiting.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[tuple[str, float]] = []
+    timer = scheduler.deadlineAt(1.0, lambda: fired.append(("old", clock.seconds())))
+    moved = scheduler.reschedule(timer, 2.5, lambda: fired.append(("new", clock.seconds())))
+    assert moved is timer and moved.active and len(scheduler) == 1
+    clock.advance(1.0)
+    assert fired == []
+    clock.advance(1.5)
+    assert fired == [("new", 2.5)]
+    assert len(scheduler) == 0 and clock.getDelayedCalls() == []
+
+
+def test_rescheduleReusesAFiredOrCancelledTimer() -> None:
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[float] = []
+    timers: list[Any] = []
+
+    def again() -> None:
+        fired.append(clock.seconds())
+        if len(fired) < 3:
+            timers[0] = scheduler.reschedule(timers[0], clock.seconds() + 1, again)
+
+    timers.append(scheduler.callAt(1, again))
+    first = timers[0]
+    for _ in range(3):
+        clock.advance(1)
+    assert fired == [1, 2, 3]
+    assert timers[0] is first and not first.active
+    cancelled = scheduler.callAt(5, lambda: fired.append(-1))
+    cancelled.cancel()
+    again2 = scheduler.reschedule(cancelled, 6, lambda: fired.append(clock.seconds()))
+    assert again2 is cancelled and len(scheduler) == 1
+    clock.advance(3)
+    assert fired == [1, 2, 3, 6]
+
+
+def test_rescheduleOfATimerAWakeUpHoldsMakesANewOne() -> None:
+    """
+    Moving a timer that a wake-up under way has taken out with its batch (it
+    is due in the same wake-up, or was cancelled there) gives a new timer:
+    the old one neither fires nor is reused.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    fired: list[tuple[str, float]] = []
+    handles: dict[str, Any] = {}
+
+    def first() -> None:
+        fired.append(("first", clock.seconds()))
+        handles["second"] = scheduler.reschedule(
+            handles["second"], 2, lambda: fired.append(("moved", clock.seconds()))
+        )
+        handles["third"].cancel()
+        handles["third"] = scheduler.reschedule(
+            handles["third"], 3, lambda: fired.append(("third", clock.seconds()))
+        )
+
+    handles["first"] = scheduler.callAt(1.0, first)
+    second = handles["second"] = scheduler.callAt(1.001, lambda: fired.append(("old", 0)))
+    third = handles["third"] = scheduler.callAt(1.002, lambda: fired.append(("old", 0)))
+    clock.advance(1.01)
+    assert fired == [("first", 1.01)]
+    assert handles["second"] is not second and not second.active
+    assert handles["third"] is not third and not third.active
+    clock.advance(0.99)
+    clock.advance(1)
+    assert fired == [("first", 1.01), ("moved", 2), ("third", 3)]
+    assert len(scheduler) == 0 and clock.getDelayedCalls() == []
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 5),  # when
+            st.booleans(),  # a deadline
+            st.integers(-1, 20),  # which handle this one's callback moves (-1: none)
+            st.floats(0, 2),  # how much later than now it moves it
+        ),
+        max_size=30,
+    ),
+    st.floats(0.001, 0.5),
+    st.integers(1, 5),
+    st.lists(st.floats(0.01, 0.3), min_size=1, max_size=20),
+)
+def test_rescheduledTimersKeepEveryPromise(
+    timers: list[tuple[float, bool, int, float]],
+    resolution: float,
+    perWake: int,
+    steps: list[float],
+) -> None:
+    """
+    Callbacks that move timers (waiting, fired, cancelled, their own, or
+    ones due in the same wake-up) with L{Scheduler.reschedule}: a moved
+    timer's old call never happens, its new one happens once, never early;
+    every call not moved away happens; at most one C{DelayedCall} at any
+    time and none at the end.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=resolution, perWake=perWake)
+    handles: list[Any] = []
+    promised: list[float] = []  # when each call was promised for
+    current: list[int] = []  # each handle's latest promise
+    fired: list[tuple[int, float]] = []
+    movedAway: set[int] = set()
+
+    def call(promise: int, moves: int, later: float) -> Any:
+        def callback() -> None:
+            fired.append((promise, clock.seconds()))
+            if 0 <= moves < len(handles) and len(promised) < 80:
+                old = current[moves]
+                if old not in {p for p, _ in fired}:
+                    movedAway.add(old)
+                when = clock.seconds() + later
+                current[moves] = len(promised)
+                promised.append(when)
+                handles[moves] = scheduler.reschedule(
+                    handles[moves], when, call(current[moves], -1, 0.0), deadline=False
+                )
+
+        return callback
+
+    for when, deadline, moves, later in timers:
+        current.append(len(promised))
+        promised.append(when)
+        add = scheduler.deadlineAt if deadline else scheduler.callAt
+        handles.append(add(when, call(current[-1], moves, later)))
+    runUntilIdle(clock, scheduler, steps)
+    indices = [p for p, _ in fired]
+    assert len(indices) == len(set(indices))
+    assert all(t >= promised[p] for p, t in fired)
+    assert not set(indices) & movedAway
+    assert set(indices) | movedAway == set(range(len(promised)))
