@@ -128,11 +128,8 @@ class Heartbeat:
         self.awaiting = None
         self.misses = 0
         now = self._scheduler.now()
-        # The deadline is met: its timer waits for the next ping instead
-        # (L{_nextPing}, inline: this runs for every pong).
-        self._timer = self._scheduler.reschedule(
-            self._timer, max(self._due + self._spec.interval, now), self._pingDue
-        )
+        # The deadline is met: its timer waits for the next ping instead.
+        self._timer = self._scheduler.reschedule(self._timer, self._nextPing(now), self._pingDue)
         target.heartbeatObserved(now - self._sentAt)
 
     def activity(self) -> None:

@@ -360,6 +360,24 @@ def runUntilIdle(clock: Clock, scheduler: Scheduler, steps: list[float]) -> None
     assert len(scheduler) == 0
 
 
+def assertEachKeptItsPromise(
+    fired: list[tuple[int, float]], promised: list[float], gone: set[int]
+) -> list[int]:
+    """
+    Each of the timers promised (at the times C{promised}, by index) fired
+    once, not before its time, unless it went (C{gone}: cancelled or moved
+    away), and none that went fired.
+
+    @return: the indices fired, in the order they fired.
+    """
+    indices = [i for i, _ in fired]
+    assert len(indices) == len(set(indices))
+    assert all(t >= promised[i] for i, t in fired)
+    assert not set(indices) & gone
+    assert set(indices) | gone == set(range(len(promised)))
+    return indices
+
+
 @given(
     st.lists(
         st.tuples(
@@ -415,11 +433,7 @@ def test_callbacksThatCancelAndAddKeepEveryPromise(
     for timer in timers:
         schedule(*timer)
     runUntilIdle(clock, scheduler, steps)
-    indices = [i for i, _ in fired]
-    assert len(indices) == len(set(indices))
-    assert all(t >= whens[i] for i, t in fired)
-    assert not set(indices) & cancelled
-    assert set(indices) | cancelled == set(range(len(handles)))
+    indices = assertEachKeptItsPromise(fired, whens, cancelled)
     # What each callback handed on ran, once, in the order handed on.
     assert handedOn == indices
 
@@ -763,8 +777,4 @@ def test_rescheduledTimersKeepEveryPromise(
         add = scheduler.deadlineAt if deadline else scheduler.callAt
         handles.append(add(when, call(current[-1], moves, later)))
     runUntilIdle(clock, scheduler, steps)
-    indices = [p for p, _ in fired]
-    assert len(indices) == len(set(indices))
-    assert all(t >= promised[p] for p, t in fired)
-    assert not set(indices) & movedAway
-    assert set(indices) | movedAway == set(range(len(promised)))
+    assertEachKeptItsPromise(fired, promised, movedAway)
