@@ -216,7 +216,7 @@ def test_defaultBatch() -> None:
     """
     reactor = BoundedEPollReactor()
     try:
-        assert reactor.maxEvents == MAX_EVENTS == 256
+        assert reactor.maxEvents == MAX_EVENTS == 128
     finally:
         closeReactor(reactor)
 
@@ -227,3 +227,97 @@ def test_twistdReactorPlugin() -> None:
     """
     found = {r.shortName: r for r in getReactorTypes()}
     assert found["bounded-epoll"].moduleName == "supervisor.reactor"
+
+
+class Failing(End):
+    """
+    An end whose reads (or writes) fail the way a broken protocol does, or
+    whose descriptor is gone.
+    """
+
+    def __init__(self, how: str, sock: socket.socket, events: list[str]) -> None:
+        super().__init__("broken", sock, events)
+        self.how = how
+
+    def fileno(self) -> int:
+        return -1 if self.how == "gone" else super().fileno()
+
+    def doRead(self) -> object:
+        if self.how == "raise":
+            raise ZeroDivisionError("a broken protocol")
+        return super().doRead()
+
+    def doWrite(self) -> object:
+        if self.how == "raise":
+            raise ZeroDivisionError("a broken protocol")
+        self.events.append("wrote")
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.events.append(f"lost {reason.type.__name__}")
+
+
+def handleOnce(reactor: EPollReactor, how: str, writing: bool) -> tuple[list[str], list[str]]:
+    """
+    One descriptor, ready (for writing, or with a byte to read), whose
+    handler does C{how}; poll once. What it did, and the systems and first
+    lines of the legacy log lines written meanwhile.
+    """
+    from twisted.python import log
+
+    ours, far = socket.socketpair()
+    ours.setblocking(False)
+    events: list[str] = []
+    logged: list[str] = []
+    end = Failing(how, ours, events)
+    far.send(b"x")
+
+    def observe(event: dict[str, object]) -> None:
+        if event.get("isError"):
+            failure = event.get("failure")
+            what = failure.type.__name__ if isinstance(failure, Failure) else "?"
+            logged.append(f"{event.get('system')} {what}")
+
+    # Register with the real descriptor (a gone one cannot be registered).
+    fileno, end.fileno = end.fileno, ours.fileno  # type: ignore[method-assign]
+    (reactor.addWriter if writing else reactor.addReader)(end)
+    end.fileno = fileno  # type: ignore[method-assign]
+    log.addObserver(observe)
+    try:
+        reactor.doPoll(0)
+    finally:
+        log.removeObserver(observe)
+        reactor.removeAll()
+        ours.close()
+        far.close()
+        closeReactor(reactor)
+    return events, logged
+
+
+@pytest.mark.parametrize("writing", [False, True])
+@pytest.mark.parametrize("how", ["raise", "gone", "fine"])
+def test_sameHandlingAsTwisted(
+    how: str, writing: bool, noLoggedErrors: list[dict[str, object]]
+) -> None:
+    """
+    A read or write that raises, a descriptor gone, a plain read or write:
+    the bounded reactor (which calls C{doRead}/C{doWrite} of a plain event
+    without Twisted's log context) does what Twisted's own does, and the
+    failure is still logged as the descriptor's (its C{logPrefix()}).
+    """
+    ours = handleOnce(BoundedEPollReactor(), how, writing)
+    twisted = handleOnce(EPollReactor(), how, writing)
+    assert ours == twisted
+    # The two failures logged (ours, Twisted's) are this test's.
+    assert len(noLoggedErrors) == (2 if how == "raise" else 0)
+    noLoggedErrors.clear()
+    events, logged = ours
+    if how == "raise":
+        assert events == ["lost ZeroDivisionError"]
+        assert logged == ["broken ZeroDivisionError"]
+    elif how == "gone":
+        assert events == ["lost ConnectionFdescWentAway"]
+        assert logged == []
+    else:
+        assert events == (["wrote"] if writing else ["broken"])
+        assert logged == []
