@@ -13,7 +13,8 @@ reactor's clock).
 Phases (C{--phases}, in this order): establish all N (always; with the
 reactor lag of a 10 ms probe timer from the start of the connections until
 all are ESTABLISHED); C{steady} window (CPU per ping, the probe's reactor
-lag, GC pauses);
+lag, GC pauses, wake-ups), then a third as long without the probe (CPU per
+ping and wake-ups only);
 C{scrape}: for netsupervisor, C{/metrics} exposition and a one-entry
 reload; C{storm}: the peer is killed and restarted (the reconnect storm; the probe's
 reactor lag from the kill until all are ESTABLISHED again);
@@ -46,6 +47,7 @@ from benchmarks.common import (
     cpuSeconds,
     percentile,
     rssBytes,
+    sleeps,
     summary,
 )
 from supervisor.peer import raiseFileLimit
@@ -316,7 +318,7 @@ class Controller:
     async def steady(self) -> None:
         window = self.args.steady
         probe = LagProbe(self.reactor)
-        pings0, cpu0, wall0 = self.pings, cpuSeconds(), time.time()
+        pings0, cpu0, wall0, sleeps0 = self.pings, cpuSeconds(), time.time(), sleeps()
         gcCounts0 = [s["collections"] for s in gc.get_stats()]
         self.gcWatch.pauses.clear()
         self.gcWatch.on = True
@@ -327,6 +329,7 @@ class Controller:
         probe.stop()
         self.gcWatch.on = False
         cpu, wall, pings = cpuSeconds() - cpu0, time.time() - wall0, self.pings - pings0
+        wakes = sleeps() - sleeps0
         gcCounts = [s["collections"] - c for s, c in zip(gc.get_stats(), gcCounts0, strict=True)]
         pauses = [p for _, p in self.gcWatch.pauses]
         self.result["steady"] = {
@@ -336,6 +339,7 @@ class Controller:
             "pings": pings,
             "pings_per_second": pings / wall,
             "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
+            "wakes_per_second": wakes / wall,
             "lag_ms": probe.figures(),
             "gc_collections_by_generation": gcCounts,
             "gc_pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
@@ -343,6 +347,25 @@ class Controller:
             "still_established": len(self.up),
         }
         self.log(f"steady: {cpu / wall:.1%} CPU, {pings} pings")
+        await self.unprobed(window / 3)
+
+    async def unprobed(self, window: float) -> None:
+        """
+        The same measure of CPU per ping over a further C{window} without
+        the lag probe, whose 100 wake-ups a second cost either side the
+        same CPU and so pull the steady window's ratio towards 1.
+        """
+        pings0, cpu0, wall0, sleeps0 = self.pings, cpuSeconds(), time.time(), sleeps()
+        await self.sleep(window)
+        cpu, wall, pings = cpuSeconds() - cpu0, time.time() - wall0, self.pings - pings0
+        self.result["steady"]["unprobed"] = {
+            "window_seconds": wall,
+            "cpu_seconds": cpu,
+            "cpu_share": cpu / wall,
+            "pings": pings,
+            "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
+            "wakes_per_second": (sleeps() - sleeps0) / wall,
+        }
 
     def profiler(self) -> cProfile.Profile | None:
         """

@@ -76,6 +76,19 @@ ROWS: list[tuple[str, tuple[str, ...], float, int]] = [
     ("reactor lag while establishing: max (ms)", ("establish", "lag_ms", "max"), 1, 2),
     ("CPU per heartbeat (µs)", ("steady", "cpu_per_ping_us"), 1, 1),
     ("CPU share over the steady window (% of a core)", ("steady", "cpu_share"), 100, 1),
+    ("wake-ups per second (steady window)", ("steady", "wakes_per_second"), 1, 0),
+    (
+        "CPU per heartbeat without the lag probe (µs)",
+        ("steady", "unprobed", "cpu_per_ping_us"),
+        1,
+        1,
+    ),
+    (
+        "wake-ups per second without the lag probe",
+        ("steady", "unprobed", "wakes_per_second"),
+        1,
+        0,
+    ),
     ("pings per second", ("steady", "pings_per_second"), 1, 0),
     ("reactor lag p50 (ms)", ("steady", "lag_ms", "p50"), 1, 2),
     ("reactor lag p99 (ms)", ("steady", "lag_ms", "p99"), 1, 2),
@@ -296,6 +309,14 @@ def _targets(main: Main) -> list[str]:
         row(target, n, figures, None if median is None else median <= limit)
 
     relative("CPU per heartbeat ≤ 0.7x stock", ("steady", "cpu_per_ping_us"), 0.7, " µs", 1, 1)
+    relative(
+        "(beside it, not instead) CPU per heartbeat without the lag probe ≤ 0.7x stock",
+        ("steady", "unprobed", "cpu_per_ping_us"),
+        0.7,
+        " µs",
+        1,
+        1,
+    )
     absolute(
         "10,000 connections at 1 Hz ≤ 45% of a core (steady window)",
         large,
@@ -672,7 +693,12 @@ METHOD = """## Method (main suite)
 - **Steady state**: after a settle period, over the window: process CPU (user + system) over pings
   sent (netsupervisor: heartbeat observer calls, one per ping answered or missed; baseline: pings
   written), CPU share = CPU seconds / wall seconds; a 10 ms probe timer (a `callLater` that re-arms
-  itself) records how late each firing is; a `gc.callbacks` hook records GC pauses.
+  itself) records how late each firing is; a `gc.callbacks` hook records GC pauses; wake-ups per
+  second are the process's voluntary context switches (`/proc/self/status`) over the window.
+  Then a window a third as long without the probe gives CPU per heartbeat and wake-ups again:
+  the probe's hundred wake-ups a second cost either side the same CPU, which pulls the steady
+  window's ratio towards 1 at small N. The target is judged on the steady window, as the issue
+  defines it; the probe-free figure is shown beside it.
 - **Storm**: at the largest N given, SIGKILL the peer, restart it on the same port
   after a few seconds; attempts are time-stamped in the measured process; recovery is the time from
   the new peer listening to the last connection ESTABLISHED; the 10 ms probe timer runs from the

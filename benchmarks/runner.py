@@ -224,7 +224,7 @@ def _measure(run: Run, peer: Peer, arguments: argparse.Namespace, log: IO[str]) 
     child: subprocess.Popen[bytes] | None = None
     budget = arguments.establish_timeout + 60 + n / 100
     if "steady" in run.phases:
-        budget += arguments.steady
+        budget += arguments.steady * 4 / 3
     if "storm" in run.phases:
         budget += arguments.storm_timeout + arguments.down
     if "flap" in run.phases:

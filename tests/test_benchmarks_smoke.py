@@ -56,6 +56,13 @@ def test_quick_run(tmp_path: Path) -> None:
         assert 0 < _number(steady, "cpu_share") < 2
         assert _number(steady, "pings") > 0
         assert _number(steady, "cpu_per_ping_us") > 0
+        # The probe alone wakes the process a hundred times a second.
+        assert _number(steady, "wakes_per_second") > 50
+        unprobed = steady["unprobed"]
+        assert _number(unprobed, "pings") > 0
+        assert _number(unprobed, "cpu_per_ping_us") > 0
+        assert _number(unprobed, "window_seconds") >= 0.9
+        assert 0 <= _number(unprobed, "wakes_per_second") < _number(steady, "wakes_per_second")
         for key in ("p50", "p99", "max"):
             assert _number(steady, "lag_ms", key) >= 0
         assert _number(steady, "lag_ms", "count") > 0
