@@ -227,12 +227,9 @@ def sendFrames(connection: Submitter, payloads: Iterable[bytes]) -> Deferred[Non
     they are written in order, in one write to the transport, nothing else
     between them.
 
-    One operation for all: it takes one place in the connection's queue
-    (C{queue.max} counts it once, however many frames it holds), counts once
-    in C{netsupervisor_operations_total}, and waits, while the transport's
-    buffer is full, as one operation does. C{payloads} is read once (a
-    generator may be given); the payloads are checked, and framed, before
-    anything is submitted.
+    The batch is one operation for the queue's bound, for backpressure and
+    for the counts, as with L{plugins.line.sendLines}; C{payloads} is read
+    once, and checked and framed whole before anything is submitted.
 
     @return: fires with L{None} once all the frames are written to the
         transport; fails with C{ValueError}, none of them written, when one
