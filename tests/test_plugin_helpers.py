@@ -219,6 +219,19 @@ def test_aLineThatIsNotBytesRefusesTheBatchAtOnce(bad: object) -> None:
     finish(h, peer)
 
 
+def test_aSubclassOfBytesIsALine() -> None:
+    class Line(bytes):
+        pass
+
+    h, peer = established("line")
+    peer.clear()
+    assert fired(line.sendLines(h.connection, [b"a", Line(b"b")])) is None
+    assert peer.take() == b"a\r\nb\r\n"
+    with pytest.raises(TypeError, match="line 2 of the batch is str, not bytes"):
+        line.sendLines(h.connection, [Line(b"a"), b"b", "c"])  # type: ignore[list-item]
+    finish(h, peer)
+
+
 def test_batchesWaitForTheConnectionAndGoInOrder() -> None:
     """
     Until ESTABLISHED a batch waits in the queue as one operation, in turn
