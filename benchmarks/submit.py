@@ -4,18 +4,26 @@ L{SupervisedConnection.submit} on one ESTABLISHED C{line} connection,
 against the same operations written directly on the protocol.
 
     python -m benchmarks --submit [--ops 200000] [--rounds 7] [--batch 500]
-        [--peers peer,sink,redis] [--ways direct,submit,...] [--output DIR]
+        [--lines-per-op 10] [--peers peer,sink,redis] [--ways direct,submit,...]
+        [--output DIR]
 
 One real TCP connection on the loopback interface, the real reactor,
-heartbeats off. Each round sends C{--ops} lines of 16 bytes three ways, in a
-rotating order:
+heartbeats off. Each round sends C{--ops} lines of 16 bytes six ways, in a
+rotating order; three write one line per operation:
 
-    direct    protocol.sendLine(line)
-    submit    connection.submit(operation), the operation calling sendLine
-    sendLine  plugins.line.sendLine(connection, line), the typed helper
+    direct       protocol.sendLine(line)
+    submit       connection.submit(operation), the operation calling sendLine
+    sendLine     plugins.line.sendLine(connection, line), the typed helper
 
-in batches of C{--batch}, each followed by one turn of the reactor (which
-writes what the batch buffered). Two peers, one after the other:
+and three write C{--lines-per-op} (10) of the same lines per operation, in
+one write of the joined lines:
+
+    batchDirect  protocol.sendLines(lines)
+    batchSubmit  connection.submit(operation), the operation calling sendLines
+    sendLines    plugins.line.sendLines(connection, lines), the typed helper
+
+in batches of C{--batch} lines, each followed by one turn of the reactor
+(which writes what the batch buffered). Two peers, one after the other:
 
     peer   the project's line peer (C{python -m supervisor.peer}), which
            reads every line; a round ends when it answers a C{PING} sent
@@ -36,9 +44,11 @@ end of a round (the C{PONG}, the last reply) without polling, so that its
 CPU per operation is its own work, not a wait on the peer.
 
 A round's figure is its operations per second of wall time (and the
-sender's CPU per operation). The report gives each way's median over the rounds with its
-spread (min and max), and the overhead against C{direct}:
-C{1 - median(way) / median(direct)}, with its spread over the rounds.
+sender's CPU per operation); for the ways of several lines per operation,
+also lines per second. The report gives each way's median over the rounds
+with its spread (min and max), and the overhead against its direct way
+(C{direct} for one line per operation, C{batchDirect} for several):
+C{1 - median(way) / median(direct way)}, with its spread over the rounds.
 Results go to C{benchmarks/results/submit.json}.
 """
 
@@ -62,13 +72,17 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater, react
 
 from plugins._support import BundledPlugin
-from plugins.line import LineProtocol, Options, sendLine
+from plugins.line import LineProtocol, Options, sendLine, sendLines
 from plugins.redis import RedisProtocol, command
 from supervisor import BackoffSpec, ConnectionSpec, HeartbeatSpec, SupervisedConnection, findPlugin
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE = b"0123456789abcdef"
-WAYS = ("direct", "submit", "sendLine")
+WAYS = ("direct", "submit", "sendLine", "batchDirect", "batchSubmit", "sendLines")
+DIRECT = ("direct", "batchDirect")
+"""The ways that write on the protocol, not through C{submit}."""
+BASELINE = {"batchSubmit": "batchDirect", "sendLines": "batchDirect"}
+"""The direct way each way is measured against, if not C{direct}."""
 PEERS_MEASURED = ("peer", "sink", "redis")
 T = TypeVar("T")
 
@@ -130,6 +144,12 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="rounds (each way once a round)")
     parser.add_argument("--batch", type=int, default=500, help="lines between reactor turns")
     parser.add_argument(
+        "--lines-per-op",
+        type=int,
+        default=10,
+        help="lines per operation of the ways batchDirect, batchSubmit and sendLines",
+    )
+    parser.add_argument(
         "--output", default=str(ROOT / "benchmarks" / "results"), help="directory for submit.json"
     )
     parser.add_argument(
@@ -142,9 +162,9 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ways",
         type=_names,
         default=None,
-        help="only these ways (comma-separated; the overhead needs direct): e.g. --ways submit "
-        "--peers sink --rounds 1, under valgrind --tool=callgrind at two --ops, gives the "
-        "instructions of one way per operation",
+        help="only these ways (comma-separated; an overhead needs its direct way): e.g. "
+        "--ways submit --peers sink --rounds 1, under valgrind --tool=callgrind at two "
+        "--ops, gives the instructions of one way per operation",
     )
     return parser.parse_args(argv)
 
@@ -186,8 +206,8 @@ async def measure(
     reactor: Any, arguments: argparse.Namespace, peer: str
 ) -> dict[str, list[tuple[float, float]]]:
     """
-    Every round against one peer: each way's (lines per second, CPU
-    microseconds per line).
+    Every round against one peer: each way's (operations per second, CPU
+    microseconds per operation).
     """
     process = subprocess.Popen(PEERS[peer], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -205,30 +225,39 @@ async def measure(
         protocol = connection.protocol
         assert isinstance(protocol, CountingLineProtocol)
 
+        lines = [LINE] * arguments.lines_per_op
+
         def operation(p: LineProtocol) -> None:
             p.sendLine(LINE)
+
+        def batchOperation(p: LineProtocol) -> None:
+            p.sendLines(lines)
 
         ways: dict[str, Callable[[], object]] = _chosen(
             {
                 "direct": lambda: protocol.sendLine(LINE),
                 "submit": lambda: connection.submit(operation),
                 "sendLine": lambda: sendLine(connection, LINE),
+                "batchDirect": lambda: protocol.sendLines(lines),
+                "batchSubmit": lambda: connection.submit(batchOperation),
+                "sendLines": lambda: sendLines(connection, lines),
             },
             arguments,
         )
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
-        batches, batch = arguments.ops // arguments.batch, arguments.batch
-        lines = batches * batch
+        turns = arguments.ops // arguments.batch
         names = list(ways)
+        submitted = 0
         for round in range(arguments.rounds):
             turn = round % len(names)
             for name in names[turn:] + names[:turn]:
                 send = ways[name]
+                perTurn = arguments.batch // linesPerOperation(name, arguments)
                 token = b"%s-%d" % (name.encode(), round)
                 collected()
                 wall, cpu = time.perf_counter(), time.process_time()
-                for _ in range(batches):
-                    for _ in range(batch):
+                for _ in range(turns):
+                    for _ in range(perTurn):
                         send()
                     await deferLater(reactor, 0, lambda: None)
                 if peer == "peer":
@@ -237,15 +266,24 @@ async def measure(
                     while buffered(protocol):
                         await deferLater(reactor, 0, lambda: None)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                figures[name].append((lines / wall, cpu / lines * 1e6))
+                operations = turns * perTurn
+                figures[name].append((operations / wall, cpu / operations * 1e6))
+                if name not in DIRECT:
+                    submitted += operations
         counts = connection.operations.counts
-        throughSubmit = len(set(ways) - {"direct"})
-        assert counts["ok"] == throughSubmit * lines * arguments.rounds, counts
+        assert counts["ok"] == submitted, (counts, submitted)
         await connection.stop()
     finally:
         process.kill()
         process.wait(10)
     return figures
+
+
+def linesPerOperation(way: str, arguments: argparse.Namespace) -> int:
+    """
+    How many lines one operation of C{way} writes.
+    """
+    return arguments.lines_per_op if way in ("batchDirect", *BASELINE) else 1
 
 
 async def measureRedis(reactor: Any, arguments: argparse.Namespace) -> dict[str, Any] | None:
@@ -327,7 +365,9 @@ async def measureRedis(reactor: Any, arguments: argparse.Namespace) -> dict[str,
     return figures
 
 
-def summary(figures: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+def summary(
+    figures: dict[str, list[tuple[float, float]]], arguments: argparse.Namespace
+) -> dict[str, Any]:
     ways: dict[str, Any] = {}
     for name, rounds in figures.items():
         rates = [rate for rate, _ in rounds]
@@ -345,12 +385,20 @@ def summary(figures: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
             },
             "rounds": rates,
         }
-    if "direct" not in figures:
-        return ways
-    direct = ways["direct"]["ops_per_second"]["median"]
-    for name in [n for n in figures if n != "direct"]:
+        lines = linesPerOperation(name, arguments)
+        if lines > 1:
+            ways[name]["lines_per_op"] = lines
+            ways[name]["lines_per_second"] = {
+                key: rate * lines for key, rate in ways[name]["ops_per_second"].items()
+            }
+    for name in figures:
+        baseline = BASELINE.get(name, "direct")
+        if name in DIRECT or baseline not in figures:
+            continue
+        direct = ways[baseline]["ops_per_second"]["median"]
+        ways[name]["against"] = baseline
         ways[name]["overhead"] = 1 - ways[name]["ops_per_second"]["median"] / direct
-        pairs = zip(figures[name], figures["direct"], strict=True)
+        pairs = zip(figures[name], figures[baseline], strict=True)
         perRound = [1 - way / direct for (way, _), (direct, _) in pairs]
         ways[name]["overhead_per_round"] = {"min": min(perRound), "max": max(perRound)}
     return ways
@@ -380,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ops": arguments.ops,
         "rounds": arguments.rounds,
         "batch": arguments.batch,
-        "peers": {peer: summary(f) for peer, f in figures.items()},
+        "lines_per_op": arguments.lines_per_op,
+        "peers": {peer: summary(f, arguments) for peer, f in figures.items()},
     }
     output = Path(arguments.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -395,14 +444,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, way in ways.items():
             rate, cpu = way["ops_per_second"], way["cpu_us_per_op"]
             line = (
-                f"  {name:9} {rate['median']:>11,.0f} ops/s (min {rate['min']:,.0f}, max "
+                f"  {name:11} {rate['median']:>11,.0f} ops/s (min {rate['min']:,.0f}, max "
                 f"{rate['max']:,.0f}); {cpu['median']:.2f} us CPU/op"
             )
+            if "lines_per_op" in way:
+                line += (
+                    f"; {way['lines_per_second']['median']:,.0f} lines/s, "
+                    f"{cpu['median'] / way['lines_per_op']:.2f} us CPU/line"
+                )
             if "overhead" in way:
                 spread = way["overhead_per_round"]
                 line += (
-                    f"; overhead {way['overhead']:.1%} (per round {spread['min']:.1%} to "
-                    f"{spread['max']:.1%})"
+                    f"; overhead against {way['against']} {way['overhead']:.1%} (per round "
+                    f"{spread['min']:.1%} to {spread['max']:.1%})"
                 )
             print(line)
     return 0

@@ -72,6 +72,25 @@ def speaking(protocol: object, kind: type[P], plugin: str) -> P:
     return protocol
 
 
+def batchOf(items: Iterable[bytes], what: str) -> list[bytes]:
+    """
+    C{items}, taken once (a generator is not read twice), as a list of
+    L{bytes}: a batch a typed helper submits as one operation. Checked in
+    time linear in its length, without a Python step per item.
+
+    @param what: what an item is, for the message (C{"line"}, C{"frame"}).
+    @raise TypeError: an item is not L{bytes} (C{str}, C{bytearray}, ...).
+    """
+    batch = list(items)
+    # Exactly bytes, the usual case, in one pass in C (a third cheaper than
+    # isinstance through map); a subclass of bytes goes the long way.
+    if list(map(type, batch)).count(bytes) != len(batch):
+        for index, item in enumerate(batch):
+            if not isinstance(item, bytes):
+                raise TypeError(f"{what} {index} of the batch is {type(item).__name__}, not bytes")
+    return batch
+
+
 class CheckedOptions:
     """
     The base of a plugin's options: a frozen attrs class whose fields are

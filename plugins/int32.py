@@ -20,12 +20,16 @@ Byte-valued options are strings in the configuration, encoded as Latin-1
 (so C{"\\u0001"} is the byte 0x01), or as UTF-8 if they do not fit.
 See C{docs/plugins/int32.md}.
 
-Applications send frames with L{sendFrame} on a supervised connection or pool.
+Applications send frames with L{sendFrame} on a supervised connection or pool,
+or many at once, as one operation, with L{sendFrames}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from functools import partial
+from itertools import chain
+from struct import Struct
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -36,6 +40,7 @@ from plugins._support import (
     CheckedOptions,
     ProtocolError,
     ReadingProtocol,
+    batchOf,
     speaking,
 )
 from supervisor.interfaces import (
@@ -49,6 +54,8 @@ from supervisor.options import Flag, Integer, Text, setting
 
 MAX_FRAME_LENGTH = 2**32 - 1
 """The longest frame a 32-bit length prefix can announce."""
+
+_prefix = Struct(">I").pack
 
 
 @attrs.frozen
@@ -128,6 +135,17 @@ def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
+def frames(payloads: list[bytes]) -> bytes:
+    """
+    C{payloads} as frames, one after the other (in time linear in their
+    bytes, without a Python step per frame).
+
+    @raise struct.error: a payload is longer than L{MAX_FRAME_LENGTH}.
+    """
+    prefixes = map(_prefix, map(len, payloads))
+    return b"".join(chain.from_iterable(zip(prefixes, payloads, strict=True)))
+
+
 @implementer(ISupervisedProtocol, IDrainable)
 class Int32Protocol(ReadingProtocol[bytes]):
     """
@@ -199,14 +217,42 @@ def sendFrame(connection: Submitter, payload: bytes) -> Deferred[None]:
     """
     if len(payload) > MAX_FRAME_LENGTH:
         raise ValueError(f"a frame holds at most {MAX_FRAME_LENGTH} bytes")
+    return connection.submit(partial(_write, frame(payload), len(payload)))
 
-    def send(protocol: object) -> None:
-        int32 = speaking(protocol, Int32Protocol, "int32")
-        limit = int32.options.max_frame_length
-        if len(payload) > limit:
-            raise ValueError(
-                f"frame of {len(payload)} bytes is longer than max_frame_length {limit}"
-            )
-        int32.send(payload)
 
-    return connection.submit(send)
+def sendFrames(connection: Submitter, payloads: Iterable[bytes]) -> Deferred[None]:
+    """
+    Send each of C{payloads} as a frame on a supervised C{int32} connection
+    or pool as B{one} operation, in turn with what was submitted before it:
+    they are written in order, in one write to the transport, nothing else
+    between them.
+
+    The batch is one operation for the queue's bound, for backpressure and
+    for the counts, as with L{plugins.line.sendLines}; C{payloads} is read
+    once, and checked and framed whole before anything is submitted.
+
+    @return: fires with L{None} once all the frames are written to the
+        transport; fails with C{ValueError}, none of them written, when one
+        payload is longer than the connection's C{max_frame_length}, or as
+        any submitted operation (L{supervisor.operations}). An empty batch
+        fires with L{None} at once, whatever the connection's state:
+        nothing is submitted or counted.
+    @raise TypeError: a payload is not L{bytes}; nothing is submitted.
+    @raise ValueError: a payload is longer than a 32-bit length can say;
+        nothing is submitted.
+    """
+    batch = batchOf(payloads, "frame")
+    if not batch:
+        return succeed(None)
+    longest = max(map(len, batch))
+    if longest > MAX_FRAME_LENGTH:
+        raise ValueError(f"a frame holds at most {MAX_FRAME_LENGTH} bytes")
+    return connection.submit(partial(_write, frames(batch), longest))
+
+
+def _write(data: bytes, longest: int, protocol: object) -> None:
+    int32 = speaking(protocol, Int32Protocol, "int32")
+    limit = int32.options.max_frame_length
+    if longest > limit:
+        raise ValueError(f"frame of {longest} bytes is longer than max_frame_length {limit}")
+    int32.write(data)

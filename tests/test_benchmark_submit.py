@@ -23,17 +23,28 @@ def test_aQuickRun(tmp_path: Path) -> None:
     peers = {"peer", "sink"} | ({"redis"} if shutil.which("redis-server") else set())
     assert set(results["peers"]) == peers
     for peer, ways in results["peers"].items():
-        assert "direct" in ways and "submit" in ways and len(ways) == 3, (peer, ways)
+        expected = {"direct", "submit", "command" if peer == "redis" else "sendLine"}
+        if peer != "redis":
+            expected |= {"batchDirect", "batchSubmit", "sendLines"}
+        assert set(ways) == expected, (peer, ways)
         for name, way in ways.items():
             rate = way["ops_per_second"]
             assert 0 < rate["min"] <= rate["median"] <= rate["max"], (peer, name)
             assert len(way["rounds"]) == 2
             assert way["cpu_us_per_op"]["median"] > 0
-            if name != "direct":
-                # A fraction of direct's rate; tiny runs on a busy machine
-                # may make it anything, so only its being a number is checked.
+            if name not in ("direct", "batchDirect"):
+                # A fraction of its direct way's rate; tiny runs on a busy
+                # machine may make it anything, so only its being a number
+                # is checked.
                 assert math.isfinite(way["overhead"]) and way["overhead"] < 1
-    assert "overhead" in printed
+            batched = name in ("batchDirect", "batchSubmit", "sendLines")
+            assert way.get("lines_per_op") == (10 if batched else None), (peer, name)
+            against = {"direct": None, "batchDirect": None}.get(name, "direct")
+            if name in ("batchSubmit", "sendLines"):
+                against = "batchDirect"
+            assert way.get("against") == against, (peer, name)
+    assert "overhead against direct" in printed
+    assert "overhead against batchDirect" in printed and "lines/s" in printed
 
 
 def test_oneWayOnOnePeer(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
 """
 The typed helpers of the bundled plugins, built on C{submit}: line
-C{sendLine}, int32 C{sendFrame}, redis C{command}, nats C{publish} and
-C{subscribe}, mqtt C{publish}; through the real connection machine on the
-plugin test kit.
+C{sendLine} and C{sendLines}, int32 C{sendFrame} and C{sendFrames}, redis
+C{command}, nats C{publish} and C{subscribe}, mqtt C{publish}; through the
+real connection machine on the plugin test kit.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -17,7 +20,14 @@ from plugins import int32, line, mqtt, nats, redis
 from plugins.mqtt import PUBACK, PUBLISH, packet, parsePacket
 from plugins.redis import RedisError, Reply, RespParser
 from supervisor import BackoffSpec, HeartbeatSpec, findPlugin
-from supervisor.operations import ConnectionClosed, ConnectionLost, newCounts
+from supervisor.operations import (
+    ConnectionClosed,
+    ConnectionLost,
+    QueueFull,
+    QueueTimeout,
+    newCounts,
+)
+from supervisor.spec import QueueSpec
 from supervisor.testing import FakePeer, PluginHarness
 from tests.test_mqtt_plugin import connack
 from tests.test_nats_plugin import INFO
@@ -55,6 +65,25 @@ def answered(h: PluginHarness, peer: FakePeer, answer: bytes) -> tuple[PluginHar
     peer.send(answer)
     h.assertState("ESTABLISHED", "ready")
     return h, peer
+
+
+def pythonCalls(call: Callable[[], object]) -> int:
+    """
+    How many Python functions and builtins C{call()} calls, all told: the
+    Python steps of its work, whatever C code does per item.
+    """
+    calls = [0]
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event in ("call", "c_call"):
+            calls[0] += 1
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return calls[0]
 
 
 def finish(h: PluginHarness, peer: FakePeer) -> None:
@@ -111,6 +140,180 @@ def test_linesWaitForTheConnectionAndGoInOrder() -> None:
     finish(h, peer)
 
 
+# line: a batch of lines, one operation
+
+
+def test_sendLines() -> None:
+    """
+    The lines go in order, each ending in C{\\r\\n}, in one write; one
+    operation is counted for the batch.
+    """
+    h, peer = established("line")
+    peer.clear()
+    assert fired(line.sendLines(h.connection, [b"one", b"", b"three"])) is None
+    assert peer.writes == [b"one\r\n\r\nthree\r\n"]
+    assert h.connection.operations.counts == {"ok": 1}
+    finish(h, peer)
+
+
+def test_sendLinesReadsAnIterableOnce() -> None:
+    h, peer = established("line")
+    taken: list[int] = []
+
+    def lines() -> Iterator[bytes]:
+        for i in range(3):
+            taken.append(i)
+            yield b"%d" % i
+
+    assert fired(line.sendLines(h.connection, lines())) is None
+    assert taken == [0, 1, 2]
+    assert peer.take() == b"0\r\n1\r\n2\r\n"
+    finish(h, peer)
+
+
+def test_anEmptyBatchOfLinesFiresAtOnceAndSubmitsNothing() -> None:
+    """
+    Whatever the connection's state: waiting (nothing queued), ESTABLISHED
+    (nothing written), CLOSED (not refused); nothing is counted.
+    """
+    h = PluginHarness(findPlugin("line"), heartbeat=QUIET, name="line-1")
+    h.start()
+    assert fired(line.sendLines(h.connection, [])) is None
+    assert h.connection.queueDepth == 0
+    peer = h.accept()
+    peer.clear()
+    assert fired(line.sendLines(h.connection, iter(()))) is None
+    assert peer.take() == b""
+    finish(h, peer)
+    assert fired(line.sendLines(h.connection, [])) is None
+    assert sum(h.connection.operations.counts.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "index"),
+    [
+        ([b"two\nlines", b"fine"], 0),
+        ([b"fine", b"carriage\rreturn", b"fine"], 1),
+        ([b"fine", b"fine", b"\r\n"], 2),
+        ([b"a\r", b"\nb"], 0),
+    ],
+)
+def test_aLineBreakInABatchRefusesItAllAtOnce(lines: list[bytes], index: int) -> None:
+    h, peer = established("line")
+    peer.clear()
+    with pytest.raises(ValueError, match=rf"must not hold .* \(line {index} of the batch\)"):
+        line.sendLines(h.connection, lines)
+    assert peer.take() == b""
+    assert sum(h.connection.operations.counts.values()) == 0
+    finish(h, peer)
+
+
+@pytest.mark.parametrize("bad", ["text", bytearray(b"mutable"), memoryview(b"view"), None, 7])
+def test_aLineThatIsNotBytesRefusesTheBatchAtOnce(bad: object) -> None:
+    h, peer = established("line")
+    peer.clear()
+    with pytest.raises(TypeError, match=r"line 1 of the batch is \w+, not bytes"):
+        line.sendLines(h.connection, [b"fine", bad, b"fine"])  # type: ignore[list-item]
+    assert peer.take() == b""
+    assert sum(h.connection.operations.counts.values()) == 0
+    finish(h, peer)
+
+
+def test_aSubclassOfBytesIsALine() -> None:
+    class Line(bytes):
+        pass
+
+    h, peer = established("line")
+    peer.clear()
+    assert fired(line.sendLines(h.connection, [b"a", Line(b"b")])) is None
+    assert peer.take() == b"a\r\nb\r\n"
+    with pytest.raises(TypeError, match="line 2 of the batch is str, not bytes"):
+        line.sendLines(h.connection, [Line(b"a"), b"b", "c"])  # type: ignore[list-item]
+    finish(h, peer)
+
+
+def test_batchesWaitForTheConnectionAndGoInOrder() -> None:
+    """
+    Until ESTABLISHED a batch waits in the queue as one operation, in turn
+    with single lines; then each is written whole, in order.
+    """
+    h = PluginHarness(findPlugin("line"), heartbeat=QUIET, name="line-1")
+    h.start()
+    sent = [
+        line.sendLine(h.connection, b"a"),
+        line.sendLines(h.connection, [b"b", b"c"]),
+        line.sendLine(h.connection, b"d"),
+        line.sendLines(h.connection, (b"e", b"f", b"g")),
+    ]
+    assert h.connection.queueDepth == 4
+    assert not any(d.called for d in sent)
+    peer = h.accept()
+    h.advance(0)
+    assert peer.writes == [b"a\r\n", b"b\r\nc\r\n", b"d\r\n", b"e\r\nf\r\ng\r\n"]
+    assert all(fired(d) is None for d in sent)
+    assert h.connection.operations.counts == {"ok": 4}
+    finish(h, peer)
+
+
+def test_aBatchTakesOnePlaceInTheQueueAndEndsAsAnOperationDoes() -> None:
+    """
+    However many lines it holds, a batch is one operation for C{queue.max}
+    and for the counts; it ends C{full}, C{timeout} or C{closed} as one
+    does, and none of its lines is written.
+    """
+    h = PluginHarness(
+        findPlugin("line"), heartbeat=QUIET, name="line-1", queue=QueueSpec(max=1, timeout=5)
+    )
+    h.start()
+    waiting = line.sendLines(h.connection, [b"x"] * 1000)
+    assert h.connection.queueDepth == 1
+    assert errorOf(line.sendLines(h.connection, [b"y"])) is QueueFull
+    h.advance(5)
+    assert errorOf(waiting) is QueueTimeout
+    closing = line.sendLines(h.connection, [b"z"] * 1000)
+    h.stop()
+    h.advance(0)
+    assert errorOf(closing) is ConnectionClosed
+    assert errorOf(line.sendLines(h.connection, [b"z"])) is ConnectionClosed
+    assert h.connection.operations.counts == {"full": 1, "timeout": 1, "closed": 2}
+    assert h.peers == []
+    h.assertQuiet()
+
+
+def test_aHugeBatchIsOneWriteOfBoundedPythonWork() -> None:
+    """
+    A batch of 100,000 lines is checked, joined and written with as many
+    Python steps as one of 10 lines (no step, let alone a quadratic join,
+    per line), in one write; while the transport is write-blocked it waits
+    as one operation, the queue's bound holding.
+    """
+    h = PluginHarness(
+        findPlugin("line"), heartbeat=QUIET, name="line-1", queue=QueueSpec(max=2, timeout=5)
+    )
+    h.start()
+    peer = h.accept()
+    few, many = [b"0123456789abcdef"] * 10, [b"0123456789abcdef"] * 100_000
+    line.sendLines(h.connection, few)  # the first count of "ok" makes its key
+    peer.clear()
+    assert pythonCalls(lambda: line.sendLines(h.connection, many)) == pythonCalls(
+        lambda: line.sendLines(h.connection, few)
+    )
+    assert peer.writes == [b"0123456789abcdef\r\n" * 100_000, b"0123456789abcdef\r\n" * 10]
+    peer.clear()
+    producer: Any = peer.transport.producer
+    producer.pauseProducing()
+    waiting = [line.sendLines(h.connection, many), line.sendLine(h.connection, b"after")]
+    assert errorOf(line.sendLines(h.connection, many)) is QueueFull
+    h.advance(0)
+    assert peer.take() == b"" and h.connection.queueDepth == 2
+    producer.resumeProducing()
+    h.advance(0)
+    assert all(fired(d) is None for d in waiting)
+    assert peer.writes == [b"0123456789abcdef\r\n" * 100_000, b"after\r\n"]
+    assert h.connection.operations.counts == {"ok": 5, "full": 1}
+    finish(h, peer)
+
+
 # int32
 
 
@@ -127,6 +330,52 @@ def test_aFrameOverMaxFrameLengthIsAnError() -> None:
     assert isinstance(failure, Failure) and failure.check(ValueError)
     assert "longer than max_frame_length 4" in str(failure.value)
     assert peer.take() == b""
+    finish(h, peer)
+
+
+def test_sendFrames() -> None:
+    h, peer = established("int32")
+    peer.clear()
+    assert fired(int32.sendFrames(h.connection, iter([b"\x00payload", b"", b"ab"]))) is None
+    assert peer.writes == [b"\x00\x00\x00\x08\x00payload\x00\x00\x00\x00\x00\x00\x00\x02ab"]
+    assert h.connection.operations.counts == {"ok": 1}
+    peer.clear()
+    assert fired(int32.sendFrames(h.connection, [])) is None
+    assert peer.take() == b"" and h.connection.operations.counts == {"ok": 1}
+    finish(h, peer)
+
+
+def test_aFrameOverMaxFrameLengthFailsTheWholeBatch() -> None:
+    h, peer = established("int32", max_frame_length=4)
+    peer.clear()
+    failure = fired(int32.sendFrames(h.connection, [b"1234", b"12345", b"1"]))
+    assert isinstance(failure, Failure) and failure.check(ValueError)
+    assert "frame of 5 bytes is longer than max_frame_length 4" in str(failure.value)
+    assert peer.take() == b""
+    assert h.connection.operations.counts == {"error": 1}
+    finish(h, peer)
+
+
+def test_aFrameThatIsNotBytesRefusesTheBatchAtOnce() -> None:
+    h, peer = established("int32")
+    peer.clear()
+    with pytest.raises(TypeError, match="frame 2 of the batch is str, not bytes"):
+        int32.sendFrames(h.connection, [b"a", b"b", "c"])  # type: ignore[list-item]
+    assert peer.take() == b""
+    assert sum(h.connection.operations.counts.values()) == 0
+    finish(h, peer)
+
+
+def test_aHugeBatchOfFramesIsOneWriteOfBoundedPythonWork() -> None:
+    h, peer = established("int32")
+    few, many = [b"0123456789abcdef"] * 10, [b"0123456789abcdef"] * 100_000
+    int32.sendFrames(h.connection, few)  # the first count of "ok" makes its key
+    peer.clear()
+    assert pythonCalls(lambda: int32.sendFrames(h.connection, many)) == pythonCalls(
+        lambda: int32.sendFrames(h.connection, few)
+    )
+    framed = b"\x00\x00\x00\x100123456789abcdef"
+    assert peer.writes == [framed * 100_000, framed * 10]
     finish(h, peer)
 
 
