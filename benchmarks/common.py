@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,10 +40,11 @@ def rssBytes() -> int:
 
 def cpuSeconds() -> float:
     """
-    User plus system CPU seconds of this process so far.
+    User plus system CPU seconds of this process so far, to the nanosecond
+    (C{CLOCK_PROCESS_CPUTIME_ID}): C{os.times()} counts in ticks of 10 ms,
+    a few per cent of a window's CPU at 1,000 connections.
     """
-    times = os.times()
-    return times.user + times.system
+    return time.process_time()
 
 
 def sleeps() -> int:

@@ -679,7 +679,7 @@ METHOD = """## Method (main suite)
   counts a miss; `misses` consecutive misses abort the transport.
 - **Reactors**: the baseline runs on stock Twisted's `EPollReactor`; netsupervisor on the reactor
   `twistd netsupervisor` installs (`supervisor.daemon.installReactor`): Twisted's epoll reactor
-  handing over at most 256 ready descriptors per poll (`supervisor.reactor`), so that timers run
+  handing over at most 128 ready descriptors per poll (`supervisor.reactor`), so that timers run
   between batches when thousands of connections are lost at once.
 - **Both**: Twisted logging begun with a warn-level filter to stderr (info events,
   one per transition, are dropped as in production; netsupervisor is told so with
@@ -690,11 +690,13 @@ METHOD = """## Method (main suite)
   window runs from the start of the connections (`startService`) until then.
 - **Memory**: RSS (`/proc/self/statm`) after all imports and before building anything, then after
   all N are ESTABLISHED and `gc.collect()`; the delta over N.
-- **Steady state**: after a settle period, over the window: process CPU (user + system) over pings
-  sent (netsupervisor: heartbeat observer calls, one per ping answered or missed; baseline: pings
-  written), CPU share = CPU seconds / wall seconds; a 10 ms probe timer (a `callLater` that re-arms
-  itself) records how late each firing is; a `gc.callbacks` hook records GC pauses; wake-ups per
-  second are the process's voluntary context switches (`/proc/self/status`) over the window.
+- **Steady state**: after a settle period, over the window: process CPU (user + system, from
+  `time.process_time()`, to the nanosecond; runs before 2026-12-01 05:40 used `os.times()`, in
+  ticks of 10 ms) over pings sent (netsupervisor: heartbeat observer calls, one per ping answered
+  or missed; baseline: pings written), CPU share = CPU seconds / wall seconds; a 10 ms probe
+  timer (a `callLater` that re-arms itself) records how late each firing is; a `gc.callbacks`
+  hook records GC pauses; wake-ups per second are the process's voluntary context switches
+  (`/proc/self/status`) over the window.
   Then a window a third as long without the probe gives CPU per heartbeat and wake-ups again:
   the probe's hundred wake-ups a second cost either side the same CPU, which pulls the steady
   window's ratio towards 1 at small N. The target is judged on the steady window, as the issue
