@@ -595,24 +595,33 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
-What the 2026-12-01 01:00 run shows (quiet: load under 0.8, other processes 0%), after the
-third round of issue-17 work (twistd netsupervisor on the `bounded-epoll` reactor, at most 256
-ready descriptors per poll; full collections held off during a reconnect wave; a drop decided
-by a timer aborting its transport after the other due timers; one timer kept per heartbeat):
+What the 2026-12-01 05:45 run shows (quiet: load under 0.9, other processes under 0.5%), after the
+fourth round of issue-17 work (the `bounded-epoll` reactor hands a plain read or write straight
+to `doRead`/`doWrite`, without Twisted's legacy log context, and at most 128 ready descriptors
+per poll, not 256; CPU now read with `time.process_time()`; wake-ups and a probe-free window new
+in the figures):
 
-- **17 of the 20 target rows are met.** The storm's lag maximum at 10,000 is 11.6 ms (stock
-  524 ms; it was 238-294 ms with every hang-up handled in one or two polls), its p99 9.2 ms;
-  dead-peer detection p99 at 10,000 is 2.010 s (stock 2.50 s; it was 2.07-2.22 s). CPU per
-  heartbeat is 0.53x stock at 5,000 and 0.51x at 10,000 (29.9% of a core); memory 0.83-0.86x;
-  steady lag p99 11.5 ms, max 15.6 ms at 10,000.
-- **CPU per heartbeat at 1,000 is 0.77x** (0.69-0.85; 46.0 against 54.3 µs). The lag probe
-  (a timer every 10 ms, a hundred wake-ups a second) costs each side about 11 µs of that figure
-  at 1,000 pings a second (10.5-12 ms of CPU a second measured at N=1 for both), which draws the
-  ratio towards 1x at small N; the figure keeps it, as in every earlier run.
-- **Time to establish at 1,000 is 1.28x** (0.94-1.38; 0.12 against 0.11 s) and **the lag p99
-  while establishing 10,000 is 20.7 ms** (17.5-20.7; its maximum, the same figure, meets 60 ms):
-  small misses, within the spread of earlier runs (1.15x, 18.2 ms); start-up's code did not
-  change in this round, its reactor did.
+- **18 of the 20 target rows are met.** The lag p99 while establishing 10,000 is 15.6 ms
+  (10.9-18.2; it was 20.7 ms in the 01:00 run, stock 700 ms); in the storm p99 9.1 ms, max
+  15.8 ms; steady p99 9.7 ms, max 14.9 ms. CPU per heartbeat is 0.49x stock at 5,000 and 0.41x
+  at 10,000 (24.9% of a core, stock 62.6%); dead-peer detection p99 2.023 s at 10,000 (stock
+  2.58 s); memory 0.82-0.86x.
+- **CPU per heartbeat at 1,000 is 0.80x** (0.69-0.81; 45.3 against 55.7 µs), and 0.72x
+  (0.65-0.79) without the lag probe: missed either way. Per heartbeat, netsupervisor costs 45 µs
+  at 1,000 and 25 µs at 10,000, while an idle process (N = 10, probe-free: 3 ms of CPU a
+  second for netsupervisor, 2 ms for stock) explains none of the difference. The likely reading,
+  not proven apart: a heartbeat is cheaper when many share a wake-up. netsupervisor spreads its
+  first pings over the grid's 20 points of a second, and wakes 56 times a second without the
+  probe at 1,000; stock's pings all start within the 0.1 s its connections took to come up, one
+  burst a second, and it wakes 24 times. Spreading is what keeps the lag at 10,000 low (stock:
+  156 ms p99); a grid of 5 points (tried in this round) woke the process more often, not less,
+  and was not kept.
+- **Time to establish 1,000 is 1.47x** (1.28-1.82; 0.14 against 0.10 s; 1.08x at 5,000 and
+  1.11x at 10,000). Measured apart (the drivers of `benchmarks/drivers.py` at 1,000, modules
+  imported beforehand as the child does): building the specs and the `Supervisor` takes 18 ms
+  against 5 ms for the `ClientService`s (attrs validation of each `ConnectionSpec`, the fleet's
+  gate, the plugin's options), and then five Automat inputs per connection on the way to
+  ESTABLISHED. Start-up's 3 ms slices keep the lag while establishing at 7 ms (stock 50 ms).
 
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
