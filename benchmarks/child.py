@@ -315,10 +315,31 @@ class Controller:
         if not ok:
             raise RuntimeError(f"only {len(self.up)} of {self.n} ESTABLISHED")
 
+    def meter(self) -> Callable[[], dict[str, float]]:
+        """
+        From now on: a function that gives, each time it is called, the
+        window so far: its wall and CPU seconds, CPU share, pings, CPU per
+        ping and wake-ups per second.
+        """
+        pings0, cpu0, wall0, sleeps0 = self.pings, cpuSeconds(), time.time(), sleeps()
+
+        def figures() -> dict[str, float]:
+            cpu, wall, pings = cpuSeconds() - cpu0, time.time() - wall0, self.pings - pings0
+            return {
+                "window_seconds": wall,
+                "cpu_seconds": cpu,
+                "cpu_share": cpu / wall,
+                "pings": pings,
+                "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
+                "wakes_per_second": (sleeps() - sleeps0) / wall,
+            }
+
+        return figures
+
     async def steady(self) -> None:
         window = self.args.steady
         probe = LagProbe(self.reactor)
-        pings0, cpu0, wall0, sleeps0 = self.pings, cpuSeconds(), time.time(), sleeps()
+        measured = self.meter()
         gcCounts0 = [s["collections"] for s in gc.get_stats()]
         self.gcWatch.pauses.clear()
         self.gcWatch.on = True
@@ -328,44 +349,25 @@ class Controller:
         self.profiled("steady", profile)
         probe.stop()
         self.gcWatch.on = False
-        cpu, wall, pings = cpuSeconds() - cpu0, time.time() - wall0, self.pings - pings0
-        wakes = sleeps() - sleeps0
+        figures = measured()
         gcCounts = [s["collections"] - c for s, c in zip(gc.get_stats(), gcCounts0, strict=True)]
         pauses = [p for _, p in self.gcWatch.pauses]
         self.result["steady"] = {
-            "window_seconds": wall,
-            "cpu_seconds": cpu,
-            "cpu_share": cpu / wall,
-            "pings": pings,
-            "pings_per_second": pings / wall,
-            "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
-            "wakes_per_second": wakes / wall,
+            **figures,
+            "pings_per_second": figures["pings"] / figures["window_seconds"],
             "lag_ms": probe.figures(),
             "gc_collections_by_generation": gcCounts,
             "gc_pause_max_ms": max(pauses) * 1e3 if pauses else 0.0,
             "gc_pause_total_ms": sum(pauses) * 1e3,
             "still_established": len(self.up),
         }
-        self.log(f"steady: {cpu / wall:.1%} CPU, {pings} pings")
-        await self.unprobed(window / 3)
-
-    async def unprobed(self, window: float) -> None:
-        """
-        The same measure of CPU per ping over a further C{window} without
-        the lag probe, whose 100 wake-ups a second cost either side the
-        same CPU and so pull the steady window's ratio towards 1.
-        """
-        pings0, cpu0, wall0, sleeps0 = self.pings, cpuSeconds(), time.time(), sleeps()
-        await self.sleep(window)
-        cpu, wall, pings = cpuSeconds() - cpu0, time.time() - wall0, self.pings - pings0
-        self.result["steady"]["unprobed"] = {
-            "window_seconds": wall,
-            "cpu_seconds": cpu,
-            "cpu_share": cpu / wall,
-            "pings": pings,
-            "cpu_per_ping_us": cpu / pings * 1e6 if pings else math.nan,
-            "wakes_per_second": (sleeps() - sleeps0) / wall,
-        }
+        self.log(f"steady: {figures['cpu_share']:.1%} CPU, {figures['pings']} pings")
+        # The same measure over a further third without the lag probe, whose
+        # 100 wake-ups a second cost either side the same CPU and so pull
+        # the steady window's ratio towards 1.
+        measured = self.meter()
+        await self.sleep(window / 3)
+        self.result["steady"]["unprobed"] = measured()
 
     def profiler(self) -> cProfile.Profile | None:
         """

@@ -166,7 +166,14 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ways submit --peers sink --rounds 1, under valgrind --tool=callgrind at two "
         "--ops, gives the instructions of one way per operation",
     )
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    for option in ("ops", "rounds", "batch", "lines_per_op"):
+        if getattr(arguments, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if arguments.lines_per_op > arguments.batch:
+        # A turn of the reactor holds whole operations: none would fit.
+        parser.error(f"--lines-per-op must be at most --batch ({arguments.batch})")
+    return arguments
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -39,7 +39,6 @@ before it imports C{twisted.internet.reactor}.
 from __future__ import annotations
 
 import errno
-import select
 import sys
 from typing import Any
 
@@ -48,9 +47,6 @@ from typing import Any
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
-
-_IN = select.EPOLLIN
-_OUT = select.EPOLLOUT
 
 
 def _prefix(selectable: Any) -> str:
@@ -100,15 +96,17 @@ class BoundedEPollReactor(EPollReactor):
                 return
             raise
         selectables = self._selectables
+        # Twisted's own masks (EPOLLIN, EPOLLOUT), as locals for the loop.
+        pollIn, pollOut = self._POLL_IN, self._POLL_OUT
         for fd, event in events:
             try:
                 selectable = selectables[fd]
             except KeyError:
                 continue
-            if event == _IN:
-                self._plain(selectable, fd, True)
-            elif event == _OUT:
-                self._plain(selectable, fd, False)
+            if event == pollIn:
+                self._plain(selectable, True)
+            elif event == pollOut:
+                self._plain(selectable, False)
             else:
                 # Anything else (a hang-up or an error, both directions at
                 # once) as Twisted handles it.
@@ -116,7 +114,7 @@ class BoundedEPollReactor(EPollReactor):
                     selectable, self._doReadOrWrite, selectable, fd, event
                 )
 
-    def _plain(self, selectable: Any, fd: int, reading: bool) -> None:
+    def _plain(self, selectable: Any, reading: bool) -> None:
         """
         Handle a plain read (C{reading}) or write event as C{_doReadOrWrite}
         does, without its log context while the selectable reads or writes.

@@ -58,3 +58,28 @@ def test_oneWayOnOnePeer(tmp_path: Path) -> None:
     assert list(results["peers"]["sink"]) == ["submit"]
     assert "overhead" not in results["peers"]["sink"]["submit"]
     assert "overhead" not in printed
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (("--lines-per-op", "0"), "--lines-per-op must be at least 1"),
+        (("--batch", "-5"), "--batch must be at least 1"),
+        (("--ops", "0"), "--ops must be at least 1"),
+        (("--batch", "8", "--lines-per-op", "10"), "--lines-per-op must be at most --batch (8)"),
+    ],
+)
+def test_countsOutOfRangeRefused(
+    given: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    A count that would divide by zero or measure nothing (a turn of the
+    reactor that holds no operation) is refused with a usage error, before
+    any peer starts.
+    """
+    from benchmarks.submit import parseArguments
+
+    with pytest.raises(SystemExit) as exited:
+        parseArguments(list(given))
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
