@@ -483,7 +483,7 @@ def makeBreakerMachine() -> TypeMachine[BreakerInputs, BreakerCore]:
     return b.build()
 
 
-BreakerMachine = indexed(makeBreakerMachine())
+BreakerMachine = indexed(makeBreakerMachine(), BreakerInputs)
 
 
 class Breaker:

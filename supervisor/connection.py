@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -35,7 +35,8 @@ def pluginOptions(plugin: IProtocolPlugin, spec: ConnectionSpec) -> object:
     """
     options = dict(spec.options)
     if IConfigurable.providedBy(plugin):
-        return IConfigurable(plugin).parseOptions(options)
+        # It provides it itself: no adapter lookup (one per connection).
+        return cast(IConfigurable, plugin).parseOptions(options)
     return options
 
 
@@ -109,7 +110,11 @@ class SupervisedConnection:
             scheduler = Scheduler(clock)
         if rng is None:
             rng = random.Random()
-        endpoints = tuple(endpoint) if isinstance(endpoint, Sequence) else (endpoint,)
+        if type(endpoint) is tuple:
+            # A supervisor's (its endpoints are shared tuples): no ABC check.
+            endpoints: tuple[IStreamClientEndpoint, ...] = endpoint
+        else:
+            endpoints = tuple(endpoint) if isinstance(endpoint, Sequence) else (endpoint,)
         targets = spec.targets
         # Round-robin connections sharing a list do not all start on its first.
         start = rng.randrange(len(targets)) if spec.failover == "round_robin" else 0

@@ -92,7 +92,7 @@ class Fleet:
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = self._breakers[key] = Breaker(key, spec.breaker, self._scheduler, self._rng)
-        elif breaker.spec != spec.breaker:
+        elif breaker.spec is not spec.breaker and breaker.spec != spec.breaker:
             # The newest settings of a shared target apply to all its members.
             breaker.retune(spec.breaker)
         breaker.members += 1

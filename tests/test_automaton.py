@@ -1,13 +1,18 @@
 """
 L{supervisor.automaton.indexed}: the same transitions as Automat's own scan,
-looked up by index.
+looked up by index, and the same behaviour from its leaner input path.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Protocol
+
 import pytest
-from automat import NoTransition
+from automat import NoTransition, TypeMachineBuilder
 from automat._core import Automaton
+from hypothesis import given
+from hypothesis import strategies as st
 
 from supervisor.automaton import indexed
 from supervisor.breaker import BreakerMachine
@@ -42,3 +47,114 @@ def test_aMachineOfAnotherShapeIsLeftAsItIs() -> None:
     plain = makeMachine()
     assert "outputForInput" not in vars(plain.__automat_automaton__)
     assert "outputForInput" in vars(indexed(plain).__automat_automaton__)
+
+
+# The leaner input path: a toy machine with every kind of step (a data
+# state's factory, behaviours with and without the data, a reentrant input,
+# an input that returns a result), run by Automat's own path and by
+# indexed(), gives the same calls, results and errors for any inputs.
+
+
+class ToyInputs(Protocol):
+    def go(self, n: int) -> None: ...
+    def again(self) -> None: ...
+    def ask(self) -> int: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ToyCore:
+    log: list[object] = field(default_factory=list)
+    reenter: bool = False
+
+
+@dataclass
+class Running:
+    n: int
+
+
+def _running(inputs: ToyInputs, core: ToyCore, n: int) -> Running:
+    core.log.append(("enter", n))
+    if core.reenter:
+        # Given while go() is handled: postponed until it is done.
+        inputs.again()
+    return Running(n)
+
+
+def makeToy() -> object:
+    b = TypeMachineBuilder(ToyInputs, ToyCore)
+    idle = b.state("idle")
+    running = b.state("running", _running)
+
+    @idle.upon(ToyInputs.go).to(running)
+    def start(inputs: ToyInputs, core: ToyCore, n: int) -> None:
+        core.log.append(("start", n))
+
+    @running.upon(ToyInputs.again).loop()
+    def again(inputs: ToyInputs, core: ToyCore, data: Running) -> None:
+        core.log.append(("again", data.n))
+        data.n += 1
+
+    @running.upon(ToyInputs.ask).loop()
+    def ask(inputs: ToyInputs, core: ToyCore, data: Running) -> int:
+        core.log.append(("ask", data.n))
+        if core.reenter:
+            inputs.ask()  # wants a result: refused while another input runs
+        return data.n * 10
+
+    @running.upon(ToyInputs.stop).to(idle)
+    def stop(inputs: ToyInputs, core: ToyCore, data: Running) -> None:
+        core.log.append(("stop", data.n))
+
+    idle.upon(ToyInputs.ask).loop().returns(-1)
+    return b.build()
+
+
+def _play(machine: object, steps: list[tuple[str, bool]]) -> list[object]:
+    core = ToyCore()
+    toy = machine(core)  # type: ignore[operator]
+    outcome: list[object] = []
+    for name, reenter in steps:
+        core.reenter = reenter
+        try:
+            if name == "go":
+                outcome.append(toy.go(len(outcome)))
+            else:
+                outcome.append(getattr(toy, name)())
+        except NoTransition:
+            outcome.append("NoTransition")
+        except RuntimeError:
+            outcome.append("RuntimeError")
+    return [outcome, core.log]
+
+
+_STEPS = st.tuples(st.sampled_from(["go", "again", "ask", "stop"]), st.booleans())
+
+
+@given(st.lists(_STEPS, max_size=30))
+def test_theLeanerPathDoesWhatAutomatDoes(steps: list[tuple[str, bool]]) -> None:
+    assert _play(indexed(makeToy(), ToyInputs), steps) == _play(makeToy(), steps)
+
+
+def test_theLeanerPathIsTheOneInstalled() -> None:
+    fast = indexed(makeToy(), ToyInputs)
+    assert fast.__automat_type__.go.__module__ == "supervisor.automaton"  # type: ignore[attr-defined]
+    plain = makeToy()
+    assert plain.__automat_type__.go.__module__ != "supervisor.automaton"  # type: ignore[attr-defined]
+    for name in ("start", "ready", "pong", "failed", "close"):
+        method = getattr(ConnectionMachine.__automat_type__, name)  # type: ignore[attr-defined]
+        assert method.__module__ == "supervisor.automaton"
+    assert BreakerMachine.__automat_type__.admit.__module__ == "supervisor.automaton"  # type: ignore[attr-defined]
+
+
+def test_aTracedMachineTakesAutomatsOwnPath() -> None:
+    core = ToyCore()
+    toy = indexed(makeToy(), ToyInputs)(core)  # type: ignore[operator]
+    seen: list[tuple[str, str, str]] = []
+    toy.__automat_transitioner__.setTrace(
+        lambda old, symbol, new: seen.append((old.name, symbol, new.name))
+    )
+    toy.go(7)
+    toy.stop()
+    assert seen == [("idle", "go", "running"), ("running", "stop", "idle")]
+    assert core.log == [("enter", 7), ("start", 7), ("stop", 7)]

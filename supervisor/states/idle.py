@@ -119,6 +119,10 @@ def holdFlapping(inputs: Inputs, core: Core, cause: Cause) -> Waiting:
     return _wait(inputs, core, core.spec.flap.hold, Flapping)
 
 
+# Why an attempt is asked for (a Cause is frozen: one each for all).
+_FIRST, _AGAIN = Cause("start"), Cause("retry")
+
+
 def admit(inputs: Inputs, core: Core) -> Admitting:
     """
     Enter ADMITTING: ask the gate for the attempt; it answers with the
@@ -126,5 +130,5 @@ def admit(inputs: Inputs, core: Core) -> Admitting:
     """
     data = Admitting(core)
     core.enter(data)
-    core.gate.request(Cause("start" if core.attempts == 0 else "retry"))
+    core.gate.request(_FIRST if core.attempts == 0 else _AGAIN)
     return data

@@ -50,8 +50,11 @@ def _leave(inputs: Inputs, core: Core, data: StateData, cause: Cause) -> None:
 
 
 def _leaveBecause(reason: Reason) -> Callable[[Inputs, Core, StateData], None]:
+    # A Cause is frozen: one for every transition made this way.
+    cause = Cause(reason)
+
     def leave(inputs: Inputs, core: Core, data: StateData) -> None:
-        _leave(inputs, core, data, Cause(reason))
+        _leave(inputs, core, data, cause)
 
     leave.__name__ = f"leave({reason})"
     return leave
@@ -223,4 +226,4 @@ def makeMachine() -> TypeMachine[Inputs, Core]:
     return b.build()
 
 
-ConnectionMachine = indexed(makeMachine())
+ConnectionMachine = indexed(makeMachine(), Inputs)
