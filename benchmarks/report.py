@@ -595,33 +595,41 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
-What the 2026-12-01 05:45 run shows (quiet: load under 0.9, other processes under 0.5%), after the
-fourth round of issue-17 work (the `bounded-epoll` reactor hands a plain read or write straight
-to `doRead`/`doWrite`, without Twisted's legacy log context, and at most 128 ready descriptors
-per poll, not 256; CPU now read with `time.process_time()`; wake-ups and a probe-free window new
-in the figures):
+What the 2026-12-01 11:12 run shows, after the fifth round of issue-17 work (the connection
+machine and the circuit breaker run their inputs through a leaner loop than Automat's own, and
+building a supervisor skips an interface adapter and an ABC check per connection). The host was
+slower than in the 05:45 run, which this one replaces: stock's CPU per heartbeat at 1,000 was
+97.8 µs against 55.7 µs then, its three runs at 10,000 used 90.6-97.4% of a core (62.6% then),
+and two of netsupervisor's three runs at 10,000 are marked *disturbed* (17% and 19% of the
+machine used by other processes).
 
-- **18 of the 20 target rows are met.** The lag p99 while establishing 10,000 is 15.6 ms
-  (10.9-18.2; it was 20.7 ms in the 01:00 run, stock 700 ms); in the storm p99 9.1 ms, max
-  15.8 ms; steady p99 9.7 ms, max 14.9 ms. CPU per heartbeat is 0.49x stock at 5,000 and 0.41x
-  at 10,000 (24.9% of a core, stock 62.6%); dead-peer detection p99 2.023 s at 10,000 (stock
-  2.58 s); memory 0.82-0.86x.
-- **CPU per heartbeat at 1,000 is 0.80x** (0.69-0.81; 45.3 against 55.7 µs), and 0.72x
-  (0.65-0.79) without the lag probe: missed either way. Per heartbeat, netsupervisor costs 45 µs
-  at 1,000 and 25 µs at 10,000, while an idle process (N = 10, probe-free: 3 ms of CPU a
-  second for netsupervisor, 2 ms for stock) explains none of the difference. The likely reading,
-  not proven apart: a heartbeat is cheaper when many share a wake-up. netsupervisor spreads its
-  first pings over the grid's 20 points of a second, and wakes 56 times a second without the
-  probe at 1,000; stock's pings all start within the 0.1 s its connections took to come up, one
-  burst a second, and it wakes 24 times. Spreading is what keeps the lag at 10,000 low (stock:
-  156 ms p99); a grid of 5 points (tried in this round) woke the process more often, not less,
-  and was not kept.
-- **Time to establish 1,000 is 1.47x** (1.28-1.82; 0.14 against 0.10 s; 1.08x at 5,000 and
-  1.11x at 10,000). Measured apart (the drivers of `benchmarks/drivers.py` at 1,000, modules
-  imported beforehand as the child does): building the specs and the `Supervisor` takes 18 ms
-  against 5 ms for the `ClientService`s (attrs validation of each `ConnectionSpec`, the fleet's
-  gate, the plugin's options), and then five Automat inputs per connection on the way to
-  ESTABLISHED. Start-up's 3 ms slices keep the lag while establishing at 7 ms (stock 50 ms).
+- **16 of the 20 target rows are met.** CPU per heartbeat is met at every size: 0.52x at 1,000
+  (0.49-0.53; 48.5 against 97.8 µs), 0.38x at 5,000, 0.36x at 10,000 (39.3% of a core, stock
+  97.0%); 0.50x at 1,000 without the lag probe. A separate run at 1,000 alone, 5 rounds
+  (`--sizes 1000 --repeat 5 --steady 10`, 11:30), agrees: 0.55x (0.48-0.60), 0.49x without the
+  probe. Read it with the host in mind: between the two runs stock's cost per heartbeat at 1,000
+  moved from 55.7 to 97.8 µs and netsupervisor's from 45.3 to 48.5 µs, so the ratio says as much
+  about the host as about the code (0.80x at 05:45 on the quieter host).
+- **Time to establish 1,000 is 1.26x** (0.83-1.29; 0.15 against 0.18 s), missed; the 5-round
+  run at 1,000 gives 1.31x (0.64-1.47; 0.23 against 0.18 s); 1.47x at 05:45. It is CPU: each
+  side's establish window is as long as its CPU time. Measured apart (the drivers at 1,000, the
+  modules imported beforehand), building the specs and the `Supervisor` is about 20 µs per
+  connection against 7 µs for a `ClientService` with its endpoint and factory: a
+  `ConnectionSpec` takes 7.3 µs (its 15 field checks 2.4 µs of that; a frozen attrs class of 20
+  plain fields takes 2.1 µs), a `SupervisedConnection` 8.5 µs spread over eight parts of 0.6 to
+  1.6 µs each (core, endpoints, policy, plugin options, operations, machine, breaker gate,
+  counts). No single part is worth a tenth of the gap; the rest of the gap is the way to
+  ESTABLISHED (three machine inputs, two transitions recorded and observed, the connect deadline,
+  the heartbeat started).
+- **At 10,000 three rows missed that the 05:45 run met**: establish 1.21x (the rounds: 1.20x,
+  1.42x in a *disturbed* run, 0.83x), reactor lag p99 in the storm 29.3 ms (15.1-36.4) and
+  dead-peer detection p99 2.118 s (2.083-2.294; the bound + 5% is 2.10 s). An A/B run at 10,000
+  right after, one round each of the commit before this round and this one, gave: establish
+  2.5 s and 2.8 s, storm lag p99 14.0 ms and 13.5 ms, detection p99 2.230 s and 2.093 s, CPU per
+  heartbeat 33.4 and 34.8 µs; four more alternated establish-only rounds of each (the drivers
+  alone) gave 2.8-2.9 s before, 1.6-2.8 s after, 1.7-2.3 s for stock. The change does not
+  explain the misses at 10,000; a host on which stock runs saturated does. Lag while
+  establishing 10,000 stays low (p99 16.3 ms, stock 1,070 ms).
 
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
