@@ -158,3 +158,14 @@ def test_aTracedMachineTakesAutomatsOwnPath() -> None:
     toy.stop()
     assert seen == [("idle", "go", "running"), ("running", "stop", "idle")]
     assert core.log == [("enter", 7), ("start", 7), ("stop", 7)]
+
+
+def test_anOutputOfAnotherKindLeavesAutomatsOwnPath() -> None:
+    plain = makeToy()
+    transitions = plain.__automat_automaton__._transitions  # type: ignore[attr-defined]
+    old, symbol, new, outputs = next(iter(transitions))
+    transitions.discard((old, symbol, new, outputs))
+    transitions.add((old, symbol, new, (*outputs, object())))
+    before = dict(vars(plain.__automat_type__))  # type: ignore[attr-defined]
+    indexed(plain, ToyInputs)
+    assert vars(plain.__automat_type__)["go"] is before["go"]  # type: ignore[attr-defined]
