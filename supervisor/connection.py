@@ -110,11 +110,14 @@ class SupervisedConnection:
             scheduler = Scheduler(clock)
         if rng is None:
             rng = random.Random()
-        if type(endpoint) is tuple:
-            # A supervisor's (its endpoints are shared tuples): no ABC check.
-            endpoints: tuple[IStreamClientEndpoint, ...] = endpoint
-        else:
-            endpoints = tuple(endpoint) if isinstance(endpoint, Sequence) else (endpoint,)
+        # A supervisor gives a shared tuple: taken as it is, without the ABC check.
+        endpoints: tuple[IStreamClientEndpoint, ...] = (
+            endpoint
+            if type(endpoint) is tuple
+            else tuple(endpoint)
+            if isinstance(endpoint, Sequence)
+            else (endpoint,)
+        )
         targets = spec.targets
         # Round-robin connections sharing a list do not all start on its first.
         start = rng.randrange(len(targets)) if spec.failover == "round_robin" else 0
