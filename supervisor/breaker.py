@@ -373,6 +373,12 @@ def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
         data.credit = min(_burst(core, rate, elapsed), data.credit + elapsed * rate)
         data.lastTick = now
         room = _room(rate, data, now)
+        # For one wake-up's budget of the scheduler at most: each release
+        # starts a connect, and what a late wake-up makes up for (up to a
+        # hundred milliseconds' worth) held the reactor for tens of them.
+        # The rest go at the next wake-up.
+        clock = core.scheduler.now
+        stop = now + core.scheduler.budget
         while (
             core.held
             and data.credit >= WHOLE
@@ -386,10 +392,13 @@ def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
             room -= 1
             data.recent.append(now)
             ticket.release(Cause("release"))
+            if clock() >= stop:
+                break
         if core.held and len(data.inflight) < data.window:
             # Out of pace: wake when the next release is due, by the rate
-            # and by the last SPAN's releases. (A full window waits for a
-            # success instead.)
+            # and by the last SPAN's releases (at the next wake-up, if the
+            # budget stopped it). (A full window waits for a success
+            # instead.)
             delay = (1 - data.credit) / rate
             if room < WHOLE:
                 delay = max(delay, data.recent[0] + SPAN - now)

@@ -29,6 +29,14 @@ C{callWithLogger}, as Twisted does. Only legacy log lines written by a
 protocol while it reads or writes lose that prefix (the process's own lines
 use C{twisted.logger}, whose events never had it).
 
+A batch is bounded in time as well: once handling it has taken
+L{MAX_BATCH_SECONDS}, the events left in it are not handled in this turn.
+They are not lost: epoll is level-triggered, so the next poll reports those
+descriptors again (behind the others ready meanwhile). What one event costs
+depends on the host (a connection loss takes ten times as long on a
+saturated machine as on a quiet one), and a bound in events alone lets a
+slow host hold its timers for longer.
+
 C{twistd netsupervisor} installs it unless C{twistd --reactor} chose one;
 the twistd plugin also offers it to any twistd application as
 C{--reactor=bounded-epoll}. An application that embeds a
@@ -40,6 +48,8 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 # Like Twisted's own module, this one cannot be imported where there is no
@@ -65,27 +75,47 @@ than 256, the reactor lag p99 while establishing 10,000 connections fell from
 each, 2026-12-01, on a loaded machine)."""
 
 
+MAX_BATCH_SECONDS = 0.005
+"""How long the events of one poll may take to handle before the rest wait
+for the next poll. The process's timers run at most this much late for the
+reactor's reading and writing (the shared scheduler bounds its own turn),
+whatever one event costs on the host."""
+
+
 class BoundedEPollReactor(EPollReactor):
     """
     Twisted's epoll reactor, handing over at most C{maxEvents} ready
-    descriptors per poll.
+    descriptors per poll, and handling them for at most C{maxBatchSeconds}.
     """
 
-    def __init__(self, maxEvents: int = MAX_EVENTS) -> None:
+    def __init__(
+        self,
+        maxEvents: int = MAX_EVENTS,
+        maxBatchSeconds: float = MAX_BATCH_SECONDS,
+        monotonic: Callable[[], float] = monotonic,
+    ) -> None:
         """
         @param maxEvents: at most how many ready descriptors one poll hands
             over (at least 1).
+        @param maxBatchSeconds: once the events of one poll have taken this
+            long, the rest are left for the next poll (more than 0; at least
+            one event is handled in each poll).
+        @param monotonic: the clock that times a batch.
         """
         if maxEvents < 1:
             raise ValueError(f"maxEvents must be at least 1, not {maxEvents!r}")
+        if not maxBatchSeconds > 0:
+            raise ValueError(f"maxBatchSeconds must be more than 0, not {maxBatchSeconds!r}")
         self.maxEvents = maxEvents
+        self.maxBatchSeconds = maxBatchSeconds
+        self._monotonic = monotonic
         super().__init__()  # type: ignore[no-untyped-call]
 
     def doPoll(self, timeout: float | None) -> None:
         """
         Poll for at most C{maxEvents} events and handle them, as
         C{EPollReactor.doPoll} does (whose events are bounded by the number
-        of descriptors watched).
+        of descriptors watched), until they have taken C{maxBatchSeconds}.
         """
         if timeout is None:
             timeout = -1  # Wait indefinitely.
@@ -98,6 +128,8 @@ class BoundedEPollReactor(EPollReactor):
         selectables = self._selectables
         # Twisted's own masks (EPOLLIN, EPOLLOUT), as locals for the loop.
         pollIn, pollOut = self._POLL_IN, self._POLL_OUT
+        clock = self._monotonic
+        deadline = clock() + self.maxBatchSeconds
         for fd, event in events:
             try:
                 selectable = selectables[fd]
@@ -113,6 +145,9 @@ class BoundedEPollReactor(EPollReactor):
                 log.callWithLogger(  # type: ignore[no-untyped-call]
                     selectable, self._doReadOrWrite, selectable, fd, event
                 )
+            if clock() >= deadline:
+                # The rest are still ready: the next poll reports them.
+                return
 
     def _plain(self, selectable: Any, reading: bool) -> None:
         """
@@ -142,7 +177,7 @@ class BoundedEPollReactor(EPollReactor):
     doIteration = doPoll
 
 
-def install(maxEvents: int = MAX_EVENTS) -> None:
+def install(maxEvents: int = MAX_EVENTS, maxBatchSeconds: float = MAX_BATCH_SECONDS) -> None:
     """
     Install L{BoundedEPollReactor} as the global reactor.
 
@@ -151,4 +186,4 @@ def install(maxEvents: int = MAX_EVENTS) -> None:
     """
     from twisted.internet.main import installReactor
 
-    installReactor(BoundedEPollReactor(maxEvents))  # type: ignore[no-untyped-call]
+    installReactor(BoundedEPollReactor(maxEvents, maxBatchSeconds))  # type: ignore[no-untyped-call]

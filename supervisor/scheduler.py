@@ -11,10 +11,10 @@ C{DelayedCall} for the earliest of them. A timer never fires early; when
 timers are dense, wake-ups are coalesced so that at most one
 happens per C{resolution} seconds, and a timer may fire up to C{resolution}
 late. When sparse, each fires on time. A wake-up runs timers for at most
-C{resolution} seconds (or C{perWake} of them): when more are due, the rest
-run at the next turn of the reactor, once it has read and written, so that a
-burst of due timers (ten thousand heartbeats) does not keep it from reading
-for longer than that.
+C{budget} seconds (by default C{resolution}), or C{perWake} of them: when
+more are due, the rest run at the next turn of the reactor, once it has read
+and written, so that a burst of due timers (ten thousand heartbeats) does not
+keep it from reading for longer than that.
 
 A deadline (L{Scheduler.deadlineAt}) decides that something did not arrive
 in time. The reactor runs due timers before it reads its sockets, so after
@@ -128,7 +128,9 @@ class Scheduler:
         once (by default two resolutions: later than that, the reactor was
         held up).
     @ivar perWake: the most timers one wake-up runs; it also stops after
-        C{resolution} seconds of work.
+        C{budget} seconds of work.
+    @ivar budget: how long one wake-up runs timers before it leaves the
+        rest to the reactor's next turn (by default C{resolution}).
     @ivar now: the current time of the underlying clock (a callable: one
         for all, which each connection's attempts keep as their clock).
     """
@@ -139,12 +141,14 @@ class Scheduler:
         resolution: float = 0.01,
         grace: float | None = None,
         perWake: int = 1000,
+        budget: float | None = None,
     ) -> None:
         self._clock = clock
         self.now: Callable[[], float] = clock.seconds
         self.resolution = resolution
         self.grace = 2 * resolution if grace is None else grace
         self.perWake = perWake
+        self.budget = resolution if budget is None else budget
         self._perSecond = 1 / resolution
         # The slots by number (int(when / resolution)), and a heap of the
         # numbers: a number stays there after its slot emptied, until popped.
@@ -351,7 +355,7 @@ class Scheduler:
             if slot is not None:
                 batch.append(slot)
         late = now - self.grace
-        seconds, enough = self._clock.seconds, now + self.resolution
+        seconds, enough = self._clock.seconds, now + self.budget
         left = self.perWake
         self._waking = True
         try:

@@ -470,6 +470,63 @@ def test_noHundredMillisecondsReleaseMoreThanATenthOfTheRate() -> None:
     assert times[-1] - times[0] <= 2000 / (rate / 2) + 0.5
 
 
+def turn(clock: Clock, amount: float) -> None:
+    """
+    One turn of a reactor, C{amount} later: only the calls due then run; one
+    that falls due meanwhile (the clock moved on) waits for the next turn.
+    """
+    clock.rightNow += amount
+    for call in [c for c in clock.getDelayedCalls() if c.getTime() <= clock.rightNow]:
+        if call.active():
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+def test_aLateWakeUpReleasesForOneBudgetAtMost() -> None:
+    """
+    Each release starts a connect, which takes time: one wake-up of the
+    scheduler releases for its C{budget} at most (and the one that crossed
+    it), however much a late wake-up has to make up for; the rest go at the
+    next wake-ups, none lost.
+    """
+    rate, cost = 1000.0, 0.002
+    bench = Bench(failures=1, probe_interval=0.1, probe_max=5.0, release_rate=rate)
+    held = halfOpen(bench, 1001)
+    names = {m.name: m for m in held}
+
+    def succeed(before: int) -> None:
+        for _, name, _ in bench.log[before:]:
+            bench.breaker.succeeded(names[name])
+
+    # On-time wake-ups and quick releases, till the window is wide.
+    for _ in range(30):
+        before = len(bench.log)
+        bench.clock.advance(0.01)
+        succeed(before)
+    for member in held:
+
+        def release(cause: Cause, member: Member = member) -> None:
+            Member.release(member, cause)
+            bench.clock.rightNow += cost
+
+        member.release = release  # type: ignore[method-assign]
+    # The reactor was held for 100 ms: 100 releases are owed.
+    before = len(bench.log)
+    turn(bench.clock, 0.1)
+    late = len(bench.log) - before
+    assert 1 <= late <= bench.scheduler.budget / cost + 1
+    succeed(before)
+    for _ in range(1000):
+        if not bench.breaker.held:
+            break
+        before = len(bench.log)
+        turn(bench.clock, 0.01)
+        assert len(bench.log) - before <= bench.scheduler.budget / cost + 1
+        succeed(before)
+    assert sorted(name for _, name, _ in bench.log) == sorted(m.name for m in held)
+
+
 def test_aReleasedFailureReopens() -> None:
     bench = Bench(failures=3, probe_interval=0.4, probe_max=2.0)
     held = halfOpen(bench, 20)

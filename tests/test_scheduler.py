@@ -344,6 +344,40 @@ def test_aWakeUpStopsAfterAResolutionOfWork() -> None:
     assert turns == 3
 
 
+def test_aWakeUpStopsAfterItsBudget() -> None:
+    """
+    Given a C{budget} shorter than C{resolution}, a wake-up stops once the
+    budget has passed: with timers of a millisecond each and a budget of
+    five, about five run in each turn, and every one runs, in order.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01, budget=0.005)
+    assert scheduler.budget == 0.005
+    fired: list[int] = []
+
+    def slow(i: int) -> None:
+        clock.rightNow += 0.001
+        fired.append(i)
+
+    for i in range(30):
+        scheduler.callAt(1.0, lambda i=i: slow(i))
+    clock.advance(1.0)
+    assert 5 <= len(fired) <= 6  # about a budget of work
+    turns = 1
+    while clock.getDelayedCalls():
+        clock.advance(0)
+        turns += 1
+    assert fired == list(range(30))
+    assert 5 <= turns <= 6
+
+
+def test_theBudgetIsAResolutionByDefault() -> None:
+    """
+    Without a C{budget}, a wake-up may work for a whole C{resolution}.
+    """
+    assert Scheduler(Clock(), resolution=0.02).budget == 0.02
+
+
 def runUntilIdle(clock: Clock, scheduler: Scheduler, steps: list[float]) -> None:
     """
     Move C{clock} in uneven C{steps} (at once when a wake-up is due now)

@@ -1,7 +1,8 @@
 """
 L{supervisor.reactor.BoundedEPollReactor} on a real epoll with real socket
-pairs: at most C{maxEvents} ready descriptors handled per poll, the others
-in the next polls, and the timers due run between two batches.
+pairs: at most C{maxEvents} ready descriptors handled per poll, and for at
+most C{maxBatchSeconds}; the others in the next polls, and the timers due
+run between two batches.
 
 Each test builds its own reactor (not the global one) and turns it by hand,
 a bounded number of times.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from twisted.application.reactors import getReactorTypes
@@ -20,7 +22,7 @@ from twisted.internet.main import CONNECTION_DONE
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from supervisor.reactor import MAX_EVENTS, BoundedEPollReactor
+from supervisor.reactor import MAX_BATCH_SECONDS, MAX_EVENTS, BoundedEPollReactor
 
 pytestmark = pytest.mark.integration
 
@@ -202,6 +204,74 @@ def test_timersRunBetweenBatches(bounded: Pairs, stock: Pairs) -> None:
     assert events.index("timer") == PAIRS
 
 
+class Stopwatch:
+    """
+    The time a batch is timed by, moved on by the reads themselves.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slowReads(pairs: Pairs, watch: Stopwatch, seconds: float) -> None:
+    """
+    Make every read of C{pairs} take C{seconds} on C{watch}.
+    """
+    for end in pairs.ends:
+        read = end.doRead
+
+        def doRead(read: object = read) -> object:
+            watch.now += seconds
+            return read()  # type: ignore[operator]
+
+        end.doRead = doRead  # type: ignore[method-assign]
+
+
+def test_aBatchStopsAfterItsTime() -> None:
+    """
+    Once the events of one poll have taken C{maxBatchSeconds}, the rest
+    wait: with reads of a second each and three seconds, three reads a
+    poll, though the poll handed over all ten. The rest are still ready,
+    so the next polls handle them, each once.
+    """
+    watch = Stopwatch()
+    with contextmanager(pairsOn)(BoundedEPollReactor(PAIRS, 3.0, watch)) as pairs:
+        slowReads(pairs, watch, 1.0)
+        for far in pairs.far:
+            far.send(b"x")
+        counts = []
+        for _ in range(5):
+            pairs.reactor.doPoll(0)
+            counts.append(len(pairs.events))
+        assert counts == [3, 6, 9, 10, 10]
+        assert sorted(pairs.events) == sorted(end.name for end in pairs.ends)
+
+
+def test_aSlowEventIsHandledAlone() -> None:
+    """
+    An event that takes longer than a whole batch may is still handled: one
+    a poll, and the timers due run between them.
+    """
+    watch = Stopwatch()
+    with contextmanager(pairsOn)(BoundedEPollReactor(PAIRS, 0.5, watch)) as pairs:
+        slowReads(pairs, watch, 1.0)
+        events = timerAfterFirstRead(pairs)
+        # Four turns of the reactor: a read in each, the timer in the second.
+        assert events.index("timer") == 1
+        assert len(reads(events)) == 4
+
+
+def test_maxBatchSecondsMoreThanZero() -> None:
+    """
+    A batch must be given some time.
+    """
+    with pytest.raises(ValueError, match="more than 0"):
+        BoundedEPollReactor(maxBatchSeconds=0)
+
+
 def test_maxEventsAtLeastOne() -> None:
     """
     A poll hands over at least one descriptor.
@@ -212,11 +282,13 @@ def test_maxEventsAtLeastOne() -> None:
 
 def test_defaultBatch() -> None:
     """
-    By default a poll hands over L{MAX_EVENTS} descriptors at most.
+    By default a poll hands over L{MAX_EVENTS} descriptors at most, and
+    handles them for L{MAX_BATCH_SECONDS} at most.
     """
     reactor = BoundedEPollReactor()
     try:
         assert reactor.maxEvents == MAX_EVENTS == 128
+        assert reactor.maxBatchSeconds == MAX_BATCH_SECONDS == 0.005
     finally:
         closeReactor(reactor)
 
