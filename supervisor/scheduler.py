@@ -130,7 +130,8 @@ class Scheduler:
     @ivar perWake: the most timers one wake-up runs; it also stops after
         C{budget} seconds of work.
     @ivar budget: how long one wake-up runs timers before it leaves the
-        rest to the reactor's next turn (by default C{resolution}).
+        rest to the reactor's next turn (by default C{resolution}; each
+        wake-up runs at least one due timer, however late it started).
     @ivar now: the current time of the underlying clock (a callable: one
         for all, which each connection's attempts keep as their clock).
     """
@@ -149,6 +150,8 @@ class Scheduler:
         self.grace = 2 * resolution if grace is None else grace
         self.perWake = perWake
         self.budget = resolution if budget is None else budget
+        if not self.budget > 0:
+            raise ValueError(f"budget must be more than 0, not {budget!r}")
         self._perSecond = 1 / resolution
         # The slots by number (int(when / resolution)), and a heap of the
         # numbers: a number stays there after its slot emptied, until popped.
@@ -371,7 +374,7 @@ class Scheduler:
                         # The rest of the slot is not due yet.
                         self._restore(slot.key, timers[position:])
                         break
-                    if left == 0 or seconds() > enough:
+                    if left == 0 or (left < self.perWake and seconds() > enough):
                         # More are due: the rest at the reactor's next turn,
                         # after it has read and written, not a resolution
                         # later.

@@ -50,11 +50,12 @@ that the reactor is never held for long and never idle while some wait."""
 WAKE_BUDGET = 0.005
 """Seconds that one wake-up of the supervisor's shared scheduler runs due
 timers (pings, deadlines, reconnects) before the rest wait for the reactor's
-next turn. With the reactor's own bound on a batch of events
-(L{supervisor.reactor.MAX_BATCH_SECONDS}), a turn of the reactor stays
-within about ten milliseconds when the process has more to do than it can:
-its timers, the lag probe's among them, are that late at most, whatever
-each event or timer costs on the host."""
+next turn (at least one runs in each). With the reactor's own bound on a
+batch of events (L{supervisor.reactor.MAX_BATCH_SECONDS}), what the
+process's own work adds to a turn of the reactor stays near ten
+milliseconds when it has more to do than it can, whatever each event or
+timer costs on the host; a single long callback, or the host taking the
+CPU away, can still make a turn longer."""
 
 
 @attrs.frozen

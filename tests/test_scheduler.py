@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
@@ -376,6 +377,41 @@ def test_theBudgetIsAResolutionByDefault() -> None:
     Without a C{budget}, a wake-up may work for a whole C{resolution}.
     """
     assert Scheduler(Clock(), resolution=0.02).budget == 0.02
+
+
+class SlowClock(TurnClock):
+    """
+    A clock on which reading the time takes longer than a scheduler's whole
+    budget, as on a host that keeps taking the CPU away.
+    """
+
+    def seconds(self) -> float:
+        self.rightNow += 0.006
+        return self.rightNow
+
+
+def test_aWakeUpRunsATimerHoweverLateItStarted() -> None:
+    """
+    A wake-up whose budget is spent before its first timer (the process was
+    held up meanwhile) still runs that timer: every turn makes progress.
+    """
+    clock = SlowClock()
+    scheduler = Scheduler(clock, resolution=0.01, budget=0.005)
+    fired: list[int] = []
+    for i in range(3):
+        scheduler.callAt(1.0, lambda i=i: fired.append(i))
+    clock.advance(1.0)
+    assert fired == [0]
+    for _ in range(10):
+        if len(fired) == 3:
+            break
+        clock.advance(0)
+    assert fired == [0, 1, 2]
+
+
+def test_theBudgetIsMoreThanZero() -> None:
+    with pytest.raises(ValueError, match="more than 0"):
+        Scheduler(Clock(), budget=0)
 
 
 def runUntilIdle(clock: Clock, scheduler: Scheduler, steps: list[float]) -> None:
