@@ -47,16 +47,6 @@ before it returns, and then in each of the reactor's next turns until all
 are started: each turn also completes the connects of the turn before, so
 that the reactor is never held for long and never idle while some wait."""
 
-WAKE_BUDGET = 0.005
-"""Seconds that one wake-up of the supervisor's shared scheduler runs due
-timers (pings, deadlines, reconnects) before the rest wait for the reactor's
-next turn (at least one runs in each). With the reactor's own bound on a
-batch of events (L{supervisor.reactor.MAX_BATCH_SECONDS}), what the
-process's own work adds to a turn of the reactor stays near ten
-milliseconds when it has more to do than it can, whatever each event or
-timer costs on the host; a single long callback, or the host taking the
-CPU away, can still make a turn longer."""
-
 
 @attrs.frozen
 class ReloadReport:
@@ -155,7 +145,7 @@ class Supervisor(MultiService):
         # (without TLS): Twisted's client endpoints can connect many times.
         self._endpointCache: dict[tuple[str, ...], Sequence[IStreamClientEndpoint]] = {}
         self._rng = rng if rng is not None else random.Random()
-        self.scheduler = Scheduler(reactor, budget=WAKE_BUDGET)
+        self.scheduler = Scheduler(reactor)
         self.fleet = Fleet(self.scheduler, self._rng, config.supervisor)
         self.draining = False
         self.reloads = {"success": 0, "failure": 0}

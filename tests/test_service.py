@@ -12,7 +12,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from supervisor.config import AdminSpec, Config
-from supervisor.service import START_SLICE, WAKE_BUDGET, Supervisor
+from supervisor.service import START_SLICE, Supervisor
 from supervisor.spec import ConnectionSpec, HeartbeatSpec
 from supervisor.states.records import Transition
 from tests.harness import ADDRESS, ScriptedPlugin
@@ -140,16 +140,6 @@ def test_startServiceStartsASliceAtOnceAndTheRestOverTheNextTurns() -> None:
     assert 0 < slices[-1] <= perSlice
     # In the order of the configuration.
     assert attempts == sorted(supervisor.connections)
-
-
-def test_theSharedSchedulerWorksForItsBudgetAtATime() -> None:
-    """
-    The connections' shared scheduler runs due timers for L{WAKE_BUDGET}
-    seconds in one turn of the reactor, half its resolution.
-    """
-    _, supervisor = slowFleet(1)
-    assert supervisor.scheduler.budget == WAKE_BUDGET == 0.005
-    assert supervisor.scheduler.budget < supervisor.scheduler.resolution
 
 
 def test_stopBeforeEveryConnectionStartedStartsNoMore() -> None:

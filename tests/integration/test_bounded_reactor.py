@@ -288,7 +288,7 @@ def test_defaultBatch() -> None:
     reactor = BoundedEPollReactor()
     try:
         assert reactor.maxEvents == MAX_EVENTS == 128
-        assert reactor.maxBatchSeconds == MAX_BATCH_SECONDS == 0.005
+        assert reactor.maxBatchSeconds == MAX_BATCH_SECONDS == 0.010
     finally:
         closeReactor(reactor)
 
