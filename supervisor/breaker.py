@@ -375,8 +375,9 @@ def _release(inputs: BreakerInputs, core: BreakerCore, data: _HalfOpen) -> None:
         room = _room(rate, data, now)
         # For one wake-up's budget of the scheduler at most: each release
         # starts a connect, and what a late wake-up makes up for (up to a
-        # hundred milliseconds' worth) held the reactor for tens of them.
-        # The rest go at the next wake-up.
+        # hundred milliseconds' worth: 400 releases at 10,000 connections)
+        # held the reactor for 50 to 100 ms. The rest go at the next
+        # wake-up.
         clock = core.scheduler.now
         stop = now + core.scheduler.budget
         while (
