@@ -119,10 +119,10 @@ def _runFromTable(
         if original is None or method is None:
             return
         try:
-            returnsNone = inspect.signature(method, eval_str=True).return_annotation is None
+            returns = inspect.signature(method, eval_str=True).return_annotation
         except (NameError, TypeError, ValueError):
             return
-        replacements[name] = _implementation(name, original, returnsNone, method, plans)
+        replacements[name] = _implementation(name, original, returns, method, plans)
     for name, implementation in replacements.items():
         setattr(runtime, name, implementation)
 
@@ -130,20 +130,22 @@ def _runFromTable(
 def _implementation(
     name: str,
     original: Callable[..., object],
-    returnsNone: bool,
+    returns: object,
     method: Callable[..., object],
     plans: dict[tuple[object, object], tuple[object, tuple[Step, ...]]],
 ) -> Callable[..., object]:
     lookup = plans.get
+    returnsNone = returns is None
 
     def implementation(self: Any, *args: object, **kwargs: object) -> object:
         postponed = self.__automat_postponed__
         if postponed is not None:
             # Given while another input is being handled: in turn, after it.
             if not returnsNone:
+                # Automat's own words.
                 raise RuntimeError(
                     f"attempting to reentrantly run {method.__qualname__} "
-                    f"but it wants to return a result, not None"
+                    f"but it wants to return {returns!r} not None"
                 )
             postponed.append(lambda: implementation(self, *args, **kwargs))
             return None

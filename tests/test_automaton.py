@@ -123,8 +123,8 @@ def _play(machine: object, steps: list[tuple[str, bool]]) -> list[object]:
                 outcome.append(getattr(toy, name)())
         except NoTransition:
             outcome.append("NoTransition")
-        except RuntimeError:
-            outcome.append("RuntimeError")
+        except RuntimeError as e:
+            outcome.append(f"RuntimeError: {e}")
     return [outcome, core.log]
 
 
