@@ -595,41 +595,50 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
-What the 2026-12-01 11:12 run shows, after the fifth round of issue-17 work (the connection
-machine and the circuit breaker run their inputs through a leaner loop than Automat's own, and
-building a supervisor skips an interface adapter and an ABC check per connection). The host was
-slower than in the 05:45 run, which this one replaces: stock's CPU per heartbeat at 1,000 was
-97.8 µs against 55.7 µs then, its three runs at 10,000 used 90.6-97.4% of a core (62.6% then),
-and two of netsupervisor's three runs at 10,000 are marked *disturbed* (17% and 19% of the
-machine used by other processes).
+What the 2026-12-01 14:59 run shows, after the sixth round of issue-17 work (the bounded-epoll
+reactor handles one poll's events for at most 10 ms; a half-open breaker releases at most one
+scheduler turn's worth of held connects at a time). The host was quiet: no run *disturbed*
+(others 0-8%); stock's CPU per heartbeat at 1,000 was 87.9 µs (97.8 µs at 11:12, 55.7 µs at
+05:45); one stock run at 10,000 was *saturated* (92.5% of a core).
 
-- **16 of the 20 target rows are met.** CPU per heartbeat is met at every size: 0.52x at 1,000
-  (0.49-0.53; 48.5 against 97.8 µs), 0.38x at 5,000, 0.36x at 10,000 (39.3% of a core, stock
-  97.0%); 0.50x at 1,000 without the lag probe. A separate run at 1,000 alone, 5 rounds
-  (`--sizes 1000 --repeat 5 --steady 10`, 11:30), agrees: 0.55x (0.48-0.60), 0.49x without the
-  probe. Read it with the host in mind: between the two runs stock's cost per heartbeat at 1,000
-  moved from 55.7 to 97.8 µs and netsupervisor's from 45.3 to 48.5 µs, so the ratio says as much
-  about the host as about the code (0.80x at 05:45 on the quieter host).
-- **Time to establish 1,000 is 1.26x** (0.83-1.29; 0.15 against 0.18 s), missed; the 5-round
-  run at 1,000 gives 1.31x (0.64-1.47; 0.23 against 0.18 s); 1.47x at 05:45. It is CPU: each
-  side's establish window is as long as its CPU time. Measured apart (the drivers at 1,000, the
-  modules imported beforehand), building the specs and the `Supervisor` is about 20 µs per
-  connection against 7 µs for a `ClientService` with its endpoint and factory: a
-  `ConnectionSpec` takes 7.3 µs (its 15 field checks 2.4 µs of that; a frozen attrs class of 20
-  plain fields takes 2.1 µs), a `SupervisedConnection` 8.5 µs spread over eight parts of 0.6 to
-  1.6 µs each (core, endpoints, policy, plugin options, operations, machine, breaker gate,
-  counts). No single part is worth a tenth of the gap; the rest of the gap is the way to
-  ESTABLISHED (three machine inputs, two transitions recorded and observed, the connect deadline,
-  the heartbeat started).
-- **At 10,000 three rows missed that the 05:45 run met**: establish 1.21x (the rounds: 1.20x,
-  1.42x in a *disturbed* run, 0.83x), reactor lag p99 in the storm 29.3 ms (15.1-36.4) and
-  dead-peer detection p99 2.118 s (2.083-2.294; the bound + 5% is 2.10 s). An A/B run at 10,000
-  right after, one round each of the commit before this round and this one, gave: establish
-  2.5 s and 2.8 s, storm lag p99 14.0 ms and 13.5 ms, detection p99 2.230 s and 2.093 s, CPU per
-  heartbeat 33.4 and 34.8 µs; four more alternated establish-only rounds of each (the drivers
-  alone) gave 2.8-2.9 s before, 1.6-2.8 s after, 1.7-2.3 s for stock. The change does not
-  explain the misses at 10,000; a host on which stock runs saturated does. Lag while
-  establishing 10,000 stays low (p99 16.3 ms, stock 1,070 ms).
+- **All 20 target rows are met in this run, but not robustly: the time to establish 1,000 is
+  decided by the host.** A second full run 20 minutes later (15:20, the same command with
+  `--output /tmp/...`, not kept here; 0 runs disturbed, 2 stock runs saturated) met 19 of the 20
+  and missed establish at 1,000: 1.43x (0.86-1.69; 0.21 against 0.14 s); 5,000 1.14x, 10,000
+  1.15x there. Eight establish-only pairs at 1,000 right after (the child with no phase after
+  establishing, a fresh peer each, the sides alternated; 15:30) gave ratios 0.94, 1.21, 1.28,
+  1.32, 1.37, 1.48, 1.58 and 2.24: a median of 1.35x. Four pairs at 5,000 gave 1.02, 1.14, 1.30
+  and 1.56. So the row reads about 1.2-1.35x at 1,000 and 5,000 and is missed more often than
+  met; 10,000 (0.78x here, 1.15x at 15:20) is where stock's one-turn start costs it most.
+- **Where the establish gap is** (measured apart, 15:30-15:40):
+  - *Building* the specs and the `Supervisor` (`NetsupervisorDriver`, timed in the child): 21 to
+    41 ms of CPU at 1,000 against 6.7 ms for the `ClientService`s.
+  - *Instructions*: under callgrind (the child at 300 and 1,300 connections, heartbeats pushed
+    out of the window, the difference over 1,000), netsupervisor runs 571,000 instructions per
+    connection against 505,000: 13% more, for all of it (build, connect, ESTABLISHED, and the
+    `gc.collect()` after). *System calls* are the same: 12 per connection for both (`strace -c`:
+    one `socket`, two `connect`, two `getsockopt`, two `ioctl`, five `epoll_ctl`).
+  - So the CPU time (1.2-1.35x) exceeds the instruction count (1.13x): netsupervisor's
+    instructions run slower. More, smaller Python functions per connection (the frame
+    set-up and clear-down functions are among the largest differences in the callgrind
+    output) and more distinct code is the likely cause; not measured (a cache simulation would).
+  - The same code's establishing at 1,000 took 0.12 to 0.25 s of CPU from one process to the
+    next, seconds apart, with the build's CPU following (about 21 ms in fast processes, 36-41 ms
+    in slow ones). Neither the hash seed (`PYTHONHASHSEED=1` gave 23.5 ms, then 35.5 ms) nor the
+    CPU (the child and the peer pinned to separate CPUs) decides it: three rounds cannot average
+    that out in a window of 0.15 s.
+- **CPU per heartbeat** 0.55x at 1,000 (42.7 against 87.9 µs), 0.43x at 5,000, 0.42x at 10,000
+  (36.2% of a core, stock 87.8%); 0.51x, 0.41x and 0.31x at 15:20.
+- **Reactor lag at 10,000** is within 20 ms at p99 and 60 ms at most in every phase: steady
+  13.4 / 23.5 ms, establishing 15.6 / 15.6 ms, storm 8.7 / 31.2 ms (12.3 / 33.9 ms at 15:20).
+  The storm's p99 was 29.3 ms at 11:12, before the breaker's bounded release and the 10 ms
+  poll batches; stock's is 758 ms.
+- **Dead-peer detection p99** is met at every size: 1.998, 2.013 and 2.053 s (the bound + 5% is
+  2.10 s); 2.018 s at 10,000 at 15:20, where one round of three reached 2.303 s.
+- **`/metrics` at 10,000**: the slowest of 10 scrapes 123 ms (98-139); 119 ms at 15:20.
+- **The 11:12 run** (on a slower host, two of netsupervisor's runs at 10,000 *disturbed*)
+  missed establish at 1,000 (1.26x) and 10,000 (1.21x), the storm's lag p99 at 10,000
+  (29.3 ms) and detection p99 at 10,000 (2.118 s).
 
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
