@@ -466,9 +466,11 @@ class Controller:
         probe = LagProbe(self.reactor)
         probe.start()
         restarted = self.expect("restarted")
+        profile = self.profiler()
         killed = await self.request("kill-peer", "killed")
         restart: float = await restarted
         ok = await self.waitFor(lambda: len(self.up) == self.n, self.args.storm_timeout)
+        self.profiled("storm", profile)
         probe.stop()
         end = self.lastEstablished if ok else time.time()
         await self.sleep(0.5)
@@ -597,7 +599,7 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="run start-up and the steady window under cProfile; report the top entries",
+        help="run start-up, the steady window and the storm under cProfile; report the top entries",
     )
     parser.add_argument(
         "--flap-guard",

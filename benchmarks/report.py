@@ -500,7 +500,7 @@ def _mainSection(results: dict[str, Any], path: Path, storm_svg: bool) -> list[s
         "```sh",
         f".venv/bin/python -m benchmarks --sizes 1000,5000,10000 --repeat 3{minutes}",
         ".venv/bin/python -m benchmarks --quick --output /tmp/bench  # the smoke run, N=200",
-        ".venv/bin/python -m benchmarks --profile --steady 15   # where the time goes, below",
+        ".venv/bin/python -m benchmarks --profile --sizes 5000 --steady 15   # where the time goes",
         "```",
         "",
         "Options: `--sizes`, `--repeat ROUNDS` (default 3), `--steady SECONDS` (default 30),",

@@ -318,12 +318,12 @@ def mainRuns(arguments: argparse.Namespace) -> tuple[list[Run], int]:
 def profileRun(arguments: argparse.Namespace) -> Run:
     """
     C{--profile}: netsupervisor at the largest size under cProfile, for
-    start-up and the steady window.
+    start-up, the steady window and the reconnect storm.
     """
     return Run(
         "netsupervisor",
         max(arguments.sizes),
-        ("steady",),
+        ("steady", "storm"),
         options=("--profile",),
         tags={"profiled": True},
     )

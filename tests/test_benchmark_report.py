@@ -307,10 +307,11 @@ def test_profileSection(tmp_path: Path) -> None:
         "by_cumulative": [entry],
     }
     run = _run("netsupervisor", 10000, 0, 80.0)
-    run["profile"] = {"start-up": phase, "steady": phase}
+    run["profile"] = {"start-up": phase, "steady": phase, "storm": phase}
     profile = {**_results([run], [10000]), "command": "python -m benchmarks --profile"}
     text = _report(tmp_path, None, profile=profile)
     assert "## Where the time goes (netsupervisor, N=10,000, cProfile)" in text
     assert "### Start-up: from building the connections to all N ESTABLISHED" in text
+    assert "### The reconnect storm: from the kill to everyone ESTABLISHED again" in text
     row = "| `supervisor/scheduler.py:10(fire)` | 1,000 | 0.500 | 50.0% | 2.000 |"
-    assert text.count(row) == 4
+    assert text.count(row) == 6

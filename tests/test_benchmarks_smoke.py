@@ -132,3 +132,27 @@ def test_quick_recovery_run(tmp_path: Path) -> None:
     assert "## Fleet-safe recovery (issue 11)" in report
     assert "### Targets" in report
     assert (tmp_path / "performance-storm.svg").read_text().startswith("<svg")
+
+
+def test_quick_profile_run(tmp_path: Path) -> None:
+    """
+    C{--profile} profiles netsupervisor in each phase it measures (start-up,
+    the steady window and the reconnect storm) and reports the top entries
+    of each.
+    """
+    results, _ = runBenchmarks(tmp_path, "profile.json", "--quick", "--profile", timeout=180)
+    [run] = results["runs"]
+    assert "error" not in run, run["error"]
+    assert run["impl"] == "netsupervisor" and run["profiled"] is True
+    assert run["storm"]["all_established"] is True
+    profile = run["profile"]
+    assert set(profile) == {"start-up", "steady", "storm"}
+    for phase, figures in profile.items():
+        busy = _number(figures, "total_seconds") - _number(figures, "waiting_seconds")
+        assert busy > 0, phase
+        assert figures["by_own"] and figures["by_cumulative"], phase
+    # The storm's profile has the reconnects in it.
+    storm = [entry["function"] for entry in profile["storm"]["by_cumulative"]]
+    assert any("doConnect" in name or "_release" in name for name in storm), storm
+    report = (tmp_path / "performance.md").read_text()
+    assert "### The reconnect storm: from the kill to everyone ESTABLISHED again" in report
