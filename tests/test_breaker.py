@@ -17,6 +17,7 @@ from supervisor.breaker import INITIAL_WINDOW, RELEASE_FLOOR, RELEASE_SPREAD, Br
 from supervisor.scheduler import Scheduler
 from supervisor.spec import BreakerSpec
 from supervisor.states.records import Cause
+from tests.clocks import TurnClock
 
 SEED = 4
 EPSILON = 1e-6
@@ -44,8 +45,8 @@ class Bench:
     One breaker on a fake clock, its members, and a twin of its random source.
     """
 
-    def __init__(self, **spec: object) -> None:
-        self.clock = Clock()
+    def __init__(self, clock: Clock | None = None, **spec: object) -> None:
+        self.clock = Clock() if clock is None else clock
         self.scheduler = Scheduler(self.clock)
         self.twin = random.Random(SEED)
         self.breaker = Breaker(
@@ -449,7 +450,9 @@ def test_noHundredMillisecondsReleaseMoreThanATenthOfTheRate() -> None:
     100 ms stalls with 100 ms of on-time wake-ups.
     """
     rate = 1000.0
-    bench = Bench(failures=1, probe_interval=0.1, probe_max=5.0, release_rate=rate)
+    # One turn of a reactor each time it is advanced: a call that falls due
+    # meanwhile (the clock moved on) waits for the next turn.
+    bench = Bench(TurnClock(), failures=1, probe_interval=0.1, probe_max=5.0, release_rate=rate)
     held = halfOpen(bench, 2001)
     names = {m.name: m for m in held}
     while bench.breaker.held:
@@ -470,19 +473,6 @@ def test_noHundredMillisecondsReleaseMoreThanATenthOfTheRate() -> None:
     assert times[-1] - times[0] <= 2000 / (rate / 2) + 0.5
 
 
-def turn(clock: Clock, amount: float) -> None:
-    """
-    One turn of a reactor, C{amount} later: only the calls due then run; one
-    that falls due meanwhile (the clock moved on) waits for the next turn.
-    """
-    clock.rightNow += amount
-    for call in [c for c in clock.getDelayedCalls() if c.getTime() <= clock.rightNow]:
-        if call.active():
-            clock.calls.remove(call)
-            call.called = 1
-            call.func(*call.args, **call.kw)
-
-
 def test_aLateWakeUpReleasesForOneBudgetAtMost() -> None:
     """
     Each release starts a connect, which takes time: one wake-up of the
@@ -491,7 +481,9 @@ def test_aLateWakeUpReleasesForOneBudgetAtMost() -> None:
     next wake-ups, none lost.
     """
     rate, cost = 1000.0, 0.002
-    bench = Bench(failures=1, probe_interval=0.1, probe_max=5.0, release_rate=rate)
+    # One turn of a reactor each time it is advanced: a call that falls due
+    # meanwhile (the clock moved on) waits for the next turn.
+    bench = Bench(TurnClock(), failures=1, probe_interval=0.1, probe_max=5.0, release_rate=rate)
     held = halfOpen(bench, 1001)
     names = {m.name: m for m in held}
 
@@ -513,7 +505,7 @@ def test_aLateWakeUpReleasesForOneBudgetAtMost() -> None:
         member.release = release  # type: ignore[method-assign]
     # The reactor was held for 100 ms: 100 releases are owed.
     before = len(bench.log)
-    turn(bench.clock, 0.1)
+    bench.clock.advance(0.1)
     late = len(bench.log) - before
     assert 1 <= late <= bench.scheduler.budget / cost + 1
     succeed(before)
@@ -521,7 +513,7 @@ def test_aLateWakeUpReleasesForOneBudgetAtMost() -> None:
         if not bench.breaker.held:
             break
         before = len(bench.log)
-        turn(bench.clock, 0.01)
+        bench.clock.advance(0.01)
         assert len(bench.log) - before <= bench.scheduler.budget / cost + 1
         succeed(before)
     assert sorted(name for _, name, _ in bench.log) == sorted(m.name for m in held)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from supervisor.scheduler import Scheduler
+from tests.clocks import TurnClock
 
 
 def test_sparseTimersFireOnTime() -> None:
@@ -281,23 +282,6 @@ def test_aLateDeadlineWaitsOnlyOnce() -> None:
     clock.advance(2.0)
     clock.advance(1.0)
     assert decided == [3.0]
-
-
-class TurnClock(Clock):
-    """
-    A L{Clock} that runs, as the reactor does in one turn, only the calls
-    due when it is advanced: a call made meanwhile, even due at once, waits
-    for the next turn.
-    """
-
-    def advance(self, amount: float) -> None:
-        self.rightNow += amount
-        due = [call for call in self.calls if call.getTime() <= self.rightNow]
-        for call in due:
-            if call in self.calls:
-                self.calls.remove(call)
-                call.called = 1
-                call.func(*call.args, **call.kw)
 
 
 def test_aWakeUpRunsAtMostPerWakeTimersThenYields() -> None:
