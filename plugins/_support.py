@@ -46,6 +46,7 @@ SHOWN = 200
 
 _parsed: dict[tuple[type[CheckedOptions], frozenset[tuple[str, type, object]]], CheckedOptions] = {}
 _PARSED_LIMIT = 4096
+_NO_OPTIONS: frozenset[tuple[str, type, object]] = frozenset()
 
 
 class ProtocolError(Exception):
@@ -128,7 +129,11 @@ class BundledPlugin(Generic[OptionsT]):
         # a large fleet) share one, parsed once. The key has each value's
         # type, since 1 == 1.0 == True and a check may take one, not another.
         try:
-            key = (self.options, frozenset((k, type(v), v) for k, v in options.items()))
+            key = (
+                (self.options, _NO_OPTIONS)
+                if not options
+                else (self.options, frozenset((k, type(v), v) for k, v in options.items()))
+            )
             return _parsed[key]  # type: ignore[return-value]
         except TypeError:  # a value that is not hashable (a list): not shared
             return self.options.fromMapping(options)

@@ -109,6 +109,10 @@ def _runFromTable(
         if steps is None:
             return
         plans[key] = (new, steps)
+    # By the identity of the state: a state is an attrs value whose hash is
+    # computed in Python at every lookup; the machine's states are the very
+    # objects of its table (they live as long as the machine).
+    byIdentity = {(id(old), symbol): plan for (old, symbol), plan in plans.items()}
     symbols = {symbol for _, symbol in table}
     replacements: dict[str, Callable[..., object]] = {}
     for name in symbols:
@@ -122,7 +126,7 @@ def _runFromTable(
             returns = inspect.signature(method, eval_str=True).return_annotation
         except (NameError, TypeError, ValueError):
             return
-        replacements[name] = _implementation(name, original, returns, method, plans)
+        replacements[name] = _implementation(name, original, returns, method, plans, byIdentity)
     for name, implementation in replacements.items():
         setattr(runtime, name, implementation)
 
@@ -133,8 +137,9 @@ def _implementation(
     returns: object,
     method: Callable[..., object],
     plans: dict[tuple[object, object], tuple[object, tuple[Step, ...]]],
+    byIdentity: dict[tuple[int, object], tuple[object, tuple[Step, ...]]],
 ) -> Callable[..., object]:
-    lookup = plans.get
+    lookup, lookupEqual = byIdentity.get, plans.get
     returnsNone = returns is None
 
     def implementation(self: Any, *args: object, **kwargs: object) -> object:
@@ -153,9 +158,12 @@ def _implementation(
         if transitioner._tracer is not None:
             return original(self, *args, **kwargs)
         state = transitioner._state
-        found = lookup((state, name))
+        found = lookup((id(state), name))
         if found is None:
-            raise NoTransition(state=state, symbol=name)
+            # A state equal to one of the table's without being it.
+            found = lookupEqual((state, name))
+            if found is None:
+                raise NoTransition(state=state, symbol=name)
         postponed = self.__automat_postponed__ = []
         try:
             transitioner._state, steps = found

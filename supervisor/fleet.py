@@ -47,7 +47,10 @@ def breakerKey(spec: ConnectionSpec) -> str | None:
     """
     scope = spec.breaker.scope
     if scope == "endpoint":
-        return "endpoint " + "\n".join(sorted(spec.targets))
+        targets = spec.targets
+        if len(targets) == 1:
+            return "endpoint " + targets[0]
+        return "endpoint " + "\n".join(sorted(targets))
     if scope == "connection":
         return f"connection {spec.name}"
     return None

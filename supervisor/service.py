@@ -189,13 +189,16 @@ class Supervisor(MultiService):
     def _endpointFromString(self, spec: ConnectionSpec) -> Sequence[IStreamClientEndpoint]:
         # Shared only where parsing reads no file (a tls: string names
         # certificates, which a reload reads again).
-        shared = not spec.tls.enabled and all(t.startswith(_SHARED_SCHEMES) for t in spec.targets)
-        if not shared:
+        if spec.tls.enabled:
             return clientEndpoints(self._reactor, spec, self._tlsCreators)
-        endpoints = self._endpointCache.get(spec.targets)
-        if endpoints is None:
-            endpoints = clientEndpoints(self._reactor, spec, self._tlsCreators)
-            self._endpointCache[spec.targets] = endpoints
+        targets = spec.targets
+        endpoints = self._endpointCache.get(targets)
+        if endpoints is not None:
+            # Only shared targets are cached: the same strings, shared again.
+            return endpoints
+        endpoints = clientEndpoints(self._reactor, spec, self._tlsCreators)
+        if all(t.startswith(_SHARED_SCHEMES) for t in targets):
+            self._endpointCache[targets] = endpoints
         return endpoints
 
     # Reading.

@@ -311,11 +311,20 @@ Pairs = tuple[tuple[str, object], ...]
 
 
 def _pairs(value: Mapping[str, object] | Pairs) -> Pairs:
+    if value == ():
+        # The default, and most connections' options: no sorting to do.
+        return ()
     items = value.items() if isinstance(value, Mapping) else value
     return tuple(sorted((str(k), v) for k, v in items))
 
 
 def _labels(value: Mapping[str, object] | Pairs) -> Pairs:
+    if type(value) is dict:
+        # Labels as a program writes them (keys and values text): sorted as
+        # they are, without the general path's copies.
+        items = value.items()
+        if all(type(k) is str and type(v) is str for k, v in items):
+            return _sharedLabels(tuple(sorted(items)))
     pairs = _pairs(value)
     if all(type(v) is str for _, v in pairs):
         # Text only: 1, 1.0 and True are equal, not the same label value.

@@ -5,7 +5,7 @@ looked up by index, and the same behaviour from its leaner input path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import pytest
@@ -169,3 +169,22 @@ def test_anOutputOfAnotherKindLeavesAutomatsOwnPath() -> None:
     before = dict(vars(plain.__automat_type__))  # type: ignore[attr-defined]
     indexed(plain, ToyInputs)
     assert vars(plain.__automat_type__)["go"] is before["go"]  # type: ignore[attr-defined]
+
+
+def test_aStateEqualToTheTablesIsFoundToo() -> None:
+    """
+    The leaner path looks states up by identity (a state's hash is computed
+    in Python); a state equal to one of the table's but not the same object
+    (a dataclass copy) still finds its transitions, and an unknown state still raises.
+    """
+    core = ToyCore()
+    toy = indexed(makeToy(), ToyInputs)(core)  # type: ignore[operator]
+    transitioner = toy.__automat_transitioner__
+    idle = transitioner._state
+    transitioner._state = replace(idle)
+    assert transitioner._state == idle and transitioner._state is not idle
+    toy.go(3)
+    assert core.log == [("enter", 3), ("start", 3)]
+    transitioner._state = replace(idle, name="nowhere")
+    with pytest.raises(NoTransition):
+        toy.go(4)

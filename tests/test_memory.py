@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from types import MappingProxyType
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -202,3 +203,22 @@ def test_connectionsWithTheSameLabelsShareThem() -> None:
     # Only text is shared: 1 and True are equal, not the same label value.
     assert spec("c", labels={"n": 1}).labels[0][1] == 1
     assert spec("d", labels={"n": True}).labels[0][1] is True
+
+
+def test_labelsAreTheSamePairsHoweverGiven() -> None:
+    """
+    Labels given as a dict, as another mapping or as pairs, in any order,
+    become the same sorted pairs (text keys); text-only ones are shared.
+    """
+    expected = (("group", "g"), ("zone", "z"))
+    given = [
+        {"zone": "z", "group": "g"},
+        MappingProxyType({"zone": "z", "group": "g"}),
+        (("zone", "z"), ("group", "g")),
+    ]
+    made = [spec(f"s{i}", labels=labels).labels for i, labels in enumerate(given)]
+    assert made == [expected] * 3
+    assert made[0] is made[1] is made[2]
+    assert spec("k", labels={1: "x"}).labels == (("1", "x"),)
+    assert spec("o").labels == () and spec("o").options == ()
+    assert spec("p", options={"b": 2, "a": 1}).options == (("a", 1), ("b", 2))

@@ -166,6 +166,8 @@ def test_connectionsWithOneEndpointStringShareOneEndpoint() -> None:
         spec("c", endpoint="tcp:host=127.0.0.1:port=8"),
         spec("d", endpoint="unix:/tmp/ns.sock"),
         spec("e", endpoint="unix:/tmp/ns.sock"),
+        spec("f", endpoint="tls:host=127.0.0.1:port=9"),
+        spec("g", endpoint="tls:host=127.0.0.1:port=9"),
     ]
     supervisor = Supervisor(
         config(*specs), MemoryReactorClock(), plugins=lambda n: ScriptedPlugin()
@@ -174,6 +176,7 @@ def test_connectionsWithOneEndpointStringShareOneEndpoint() -> None:
     assert endpoints["a"] is endpoints["b"]
     assert endpoints["c"] is not endpoints["a"]
     assert endpoints["d"] is endpoints["e"]
+    assert endpoints["f"] is not endpoints["g"]
     assert isinstance(endpoints["a"], TCP4ClientEndpoint)
 
 

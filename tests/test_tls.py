@@ -15,8 +15,10 @@ from random import Random
 from typing import Any
 
 import pytest
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from supervisor.attempt import attemptFor
 from supervisor.config import ConfigError, loadConfig, parseConfig
 from supervisor.connection import SupervisedConnection
 from supervisor.service import Supervisor
@@ -421,3 +423,32 @@ def test_keepaliveAndTlsValuesAreChecked(text: str, keyPath: str, problem: str) 
     ):
         error = refusal(where + text + "\n")
         assert (error.keyPath, error.problem) == (f"{prefix}.{keyPath}", problem)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "tls", "hears"),
+    [
+        ("tcp:host=127.0.0.1:port=1", TLSSpec(), False),
+        ("tcp:host=::1:port=1", TLSSpec(), False),
+        ("tcp:host=example.com:port=1", TLSSpec(), False),
+        ("unix:/tmp/ns.sock", TLSSpec(), False),
+        ("tcp:host=127.0.0.1:port=1", TLSSpec(enabled=True), True),
+        ("tls:host=127.0.0.1:port=1", TLSSpec(), True),
+    ],
+)
+def test_onlyAnAttemptThatMayMeetTLSHearsOfHandshakes(
+    endpoint: str, tls: TLSSpec, hears: bool
+) -> None:
+    """
+    Twisted's endpoint declares the handshake listener again on every
+    connection's wrapper of a protocol that is one: a plain TCP or UNIX
+    connect gets an attempt that is not; a TLS endpoint, or one of the
+    application's (which may make a TLS transport), one that is.
+    """
+    [made] = clientEndpoints(MemoryReactorClock(), ConnectionSpec("c", endpoint, tls=tls))
+    assert IHandshakeListener.implementedBy(attemptFor(made)) is hears
+
+    class Theirs:
+        pass
+
+    assert IHandshakeListener.implementedBy(attemptFor(Theirs()))  # type: ignore[arg-type]

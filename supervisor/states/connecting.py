@@ -17,7 +17,7 @@ The attempt's deadline is handed from one to the next, never restarted.
 
 from __future__ import annotations
 
-from supervisor.attempt import Attempt
+from supervisor.attempt import attemptFor
 from supervisor.policy import ConnectTimeout, failureOf
 from supervisor.scheduler import Timer
 from supervisor.states.core import Core, Inputs, StateData
@@ -62,7 +62,8 @@ def attempt(inputs: Inputs, core: Core, cause: Cause) -> Attempting:
     """
     core.attempts += 1
     spec = core.spec
-    attempt = core.attempt = Attempt(
+    endpoint = core.endpoints.pick()
+    attempt = core.attempt = attemptFor(endpoint)(
         inputs,
         spec.name,
         spec.heartbeat,
@@ -78,7 +79,7 @@ def attempt(inputs: Inputs, core: Core, cause: Cause) -> Attempting:
 
     data = Attempting(core.scheduler.callLater(timeout, expire))
     core.enter(data)
-    attempt.connect(core.endpoints.pick())
+    attempt.connect(endpoint)
     return data
 
 
