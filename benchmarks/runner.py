@@ -9,7 +9,9 @@ scrape and reload, the storm at one size, detection). The recovery suite
 (C{--suite recovery}) measures the reconnect storm at each size for both
 implementations, the storm with a connect budget, and a flapping peer, each
 C{--repeat} times, alternating which side goes first, with the load average
-before and after every run.
+before and after every run. The establish suite (C{--suite establish})
+measures only the time to establish all N, in C{--repeat} short pairs at
+each size (C{establish.json}).
 """
 
 from __future__ import annotations
@@ -379,6 +381,22 @@ def recoveryRuns(arguments: argparse.Namespace) -> list[Run]:
     return runs
 
 
+def establishRuns(arguments: argparse.Namespace) -> list[Run]:
+    """
+    The establish suite: at each size, C{--repeat} pairs of runs that only
+    establish all N (no phase after it), every other pair the other side
+    first.
+    """
+    runs = []
+    for round_ in range(arguments.repeat):
+        for n in arguments.sizes:
+            pair = [Run(impl, n, (), tags={"round": round_}) for impl in arguments.impls]
+            if round_ % 2:
+                pair.reverse()
+            runs += pair
+    return runs
+
+
 def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -392,9 +410,10 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--suite",
-        choices=("main", "recovery"),
+        choices=("main", "recovery", "establish"),
         default="main",
-        help="main: steady state, scrape, storm, detection; recovery: storms, budget, flapping",
+        help="main: steady state, scrape, storm, detection; recovery: storms, budget, flapping;"
+        " establish: the time to establish all N, in many pairs",
     )
     parser.add_argument(
         "--sizes",
@@ -405,7 +424,7 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=None,
-        help="rounds, each side first in turn (default 3; recovery: 2)",
+        help="rounds, each side first in turn (default 3; recovery: 2; establish: 15 pairs)",
     )
     parser.add_argument(
         "--profile",
@@ -445,15 +464,17 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     quick = arguments.quick
     recovery = arguments.suite == "recovery"
+    establish = arguments.suite == "establish"
     default = "200" if quick else ("5000,10000" if recovery else "1000,5000,10000")
     arguments.sizes = [int(s) for s in (arguments.sizes or default).split(",")]
     if arguments.repeat is None:
-        arguments.repeat = 2 if recovery else 3
+        arguments.repeat = 2 if recovery else 15 if establish else 3
     if arguments.flap_seconds is None:
         arguments.flap_seconds = 10.0 if quick else 60.0
     if quick:
         arguments.flap_size = min(arguments.flap_size, 200)
-        arguments.repeat = min(arguments.repeat, 1)
+        # A median needs a few pairs even in the smoke run.
+        arguments.repeat = min(arguments.repeat, 3 if establish else 1)
     if arguments.steady is None:
         arguments.steady = 3.0 if quick else 30.0
     arguments.output = Path(arguments.output or ROOT / "benchmarks" / "results")
@@ -463,7 +484,8 @@ def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     arguments.report = Path(arguments.report)
     arguments.impls = [i for i in arguments.impls.split(",") if i]
-    arguments.settle = 1.0 if quick else 3.0
+    # The establish suite stops once everyone is up.
+    arguments.settle = 0.0 if establish else 1.0 if quick else 3.0
     arguments.down = 2.0 if quick else 5.0
     arguments.establish_timeout = 60.0 if quick else 180.0
     arguments.storm_timeout = 60.0 if quick else 240.0
@@ -482,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = Path(arguments.from_results)
         found = {
             name: _load(source.parent / name)
-            for name in ("results.json", "recovery.json", "profile.json")
+            for name in ("results.json", "recovery.json", "profile.json", "establish.json")
         }
         if source.name in found:
             found[source.name] = json.loads(source.read_text())
@@ -493,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments.report,
             found["recovery.json"],
             found["profile.json"],
+            found["establish.json"],
         )
         print(f"report: {arguments.report}")
         return 0
@@ -504,6 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif arguments.suite == "recovery":
         runs, stormSize = recoveryRuns(arguments), max(arguments.sizes)
         name = "recovery.json"
+    elif arguments.suite == "establish":
+        runs, stormSize = establishRuns(arguments), max(arguments.sizes)
+        name = "establish.json"
     else:
         runs, stormSize = mainRuns(arguments)
         name = "results.json"
@@ -541,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.report,
         _load(output / "recovery.json"),
         _load(output / "profile.json"),
+        _load(output / "establish.json"),
     )
     print(f"results: {output / name}; report: {arguments.report}")
     errors = [r for r in results_ if "error" in r]

@@ -156,3 +156,36 @@ def test_quick_profile_run(tmp_path: Path) -> None:
     assert any("doConnect" in name or "_release" in name for name in storm), storm
     report = (tmp_path / "performance.md").read_text()
     assert "### The reconnect storm: from the kill to everyone ESTABLISHED again" in report
+
+
+def test_quick_establish_run(tmp_path: Path) -> None:
+    """
+    The quick establish suite runs a few alternated pairs that only
+    establish, and reports the median of the ratios within each pair.
+    """
+    results, _ = runBenchmarks(
+        tmp_path, "establish.json", "--suite", "establish", "--quick", timeout=180
+    )
+    assert results["suite"] == "establish"
+    runs = results["runs"]
+    # Three pairs at N=200, every other one the baseline first.
+    assert [(run["impl"], run["round"]) for run in runs] == [
+        ("netsupervisor", 0),
+        ("baseline", 0),
+        ("baseline", 1),
+        ("netsupervisor", 1),
+        ("netsupervisor", 2),
+        ("baseline", 2),
+    ]
+    for run in runs:
+        assert "error" not in run, (run["impl"], run["error"])
+        assert run["establish"]["all_established"] is True
+        assert _number(run, "establish", "seconds") > 0
+        assert _number(run, "establish", "cpu_seconds") > 0
+        assert _number(run, "establish", "pings") >= 0
+        # Nothing after establishing: no steady window, no storm.
+        assert "steady" not in run and "storm" not in run
+    report = (tmp_path / "performance.md").read_text()
+    assert "## Time to establish all N, in many pairs (issue 17)" in report
+    [row] = [line for line in report.splitlines() if line.startswith("| 200 | 3 |")]
+    assert "x** (" in row
