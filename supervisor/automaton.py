@@ -109,9 +109,9 @@ def _runFromTable(
         if steps is None:
             return
         plans[key] = (new, steps)
-    # By the identity of the state: a state is an attrs value whose hash is
-    # computed in Python at every lookup; the machine's states are the very
-    # objects of its table (they live as long as the machine).
+    # By the identity of the state: a state is a frozen dataclass whose hash
+    # is computed in Python at every lookup; the machine's states are the
+    # very objects of its table (they live as long as the machine).
     byIdentity = {(id(old), symbol): plan for (old, symbol), plan in plans.items()}
     symbols = {symbol for _, symbol in table}
     replacements: dict[str, Callable[..., object]] = {}
