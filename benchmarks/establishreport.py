@@ -171,7 +171,7 @@ NOTES = [
     "",
     "- **1,000 is still missed: 1.27x** (a quarter of the pairs below 1.14x, a quarter above",
     "  1.53x). The same code gave 1.20x (1.13-1.31) in 21 pairs at 17:33; before the savings",
-    "  (a318e0b) 1.29x at 17:06 and 1.34x at 16:59. The gap is about 55 µs of CPU per",
+    "  (a318e0b) 1.29x at 17:06 and 1.34x at 17:05. The gap is about 55 µs of CPU per",
     "  connection here (218 against 163). Timed in the child (8 alternated pairs at 1,000,",
     "  between the two sets of savings), a third of it is building the specs and the",
     "  supervisor (22 ms against 11 ms for the `ClientService`s) and two thirds the way to",
