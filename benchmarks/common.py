@@ -188,9 +188,18 @@ def loadText(run: dict[str, Any] | None, mark: bool = True) -> str:
     before, after = run.get("loadavg_before") or [math.nan], run.get("loadavg_after") or [math.nan]
     share = valueAt(run, "other_cpu_share")
     text = f"{before[0]:.2f} → {after[0]:.2f}; others {formatNumber(share and share * 100, 0)}%"
-    if mark and share is not None and share > DISTURBED:
+    if mark and disturbed(run):
         text += " (disturbed)"
     return text
+
+
+def disturbed(run: dict[str, Any] | None) -> bool:
+    """
+    Whether other processes used more than L{DISTURBED} of the machine's
+    CPUs while the run lasted.
+    """
+    share = valueAt(run, "other_cpu_share")
+    return share is not None and share > DISTURBED
 
 
 def saturated(run: dict[str, Any] | None) -> bool:

@@ -16,7 +16,7 @@ import statistics
 from datetime import UTC, datetime
 from typing import Any
 
-from benchmarks.common import DISTURBED, failedRuns
+from benchmarks.common import disturbed, failedRuns
 from benchmarks.common import formatNumber as _fmt
 from benchmarks.common import valueAt as _get
 from benchmarks.common import verdict as _verdict
@@ -66,7 +66,7 @@ def ratios(found: list[tuple[Run, Run]], *path: str) -> list[float]:
     return out
 
 
-def spread(values: list[float]) -> tuple[float, float, float, float, float] | None:
+def quartiles(values: list[float]) -> tuple[float, float, float, float, float] | None:
     """
     (minimum, first quartile, median, third quartile, maximum) of
     C{values}, or L{None} when there are none.
@@ -81,24 +81,23 @@ def spread(values: list[float]) -> tuple[float, float, float, float, float] | No
     return ordered[0], low, statistics.median(ordered), high, ordered[-1]
 
 
-def _disturbed(run: Run) -> bool:
-    share = _get(run, "other_cpu_share")
-    return share is not None and share > DISTURBED
-
-
-def _perConnection(runs: list[Run], n: int, *path: str) -> str:
+def _median(runs: list[Run], path: tuple[str, ...], scale: float, digits: int) -> str:
+    """
+    The median over C{runs} of the figure at C{path}, times C{scale}.
+    """
     values = [v for v in (_get(r, *path) for r in runs) if v is not None]
-    return _fmt(statistics.median(values) / n * 1e6, 0) if values else "n/a"
+    return _fmt(statistics.median(values) * scale, digits) if values else "n/a"
 
 
-def _heartbeats(runs: list[Run], n: int) -> str:
-    values = [v for v in (_get(r, "establish", "pings") for r in runs) if v is not None]
-    return _fmt(statistics.median(values) / n, 2) if values else "n/a"
-
-
-def _seconds(runs: list[Run]) -> str:
-    values = [v for v in (_get(r, "establish", "seconds") for r in runs) if v is not None]
-    return _fmt(statistics.median(values), 3) if values else "n/a"
+def _both(found: list[tuple[Run, Run]], key: str, scale: float, digits: int) -> str:
+    """
+    The establish phase's C{key} over the pairs C{found}: netsupervisor's
+    median vs stock's.
+    """
+    path = ("establish", key)
+    ours = _median([ns for ns, _ in found], path, scale, digits)
+    stock = _median([base for _, base in found], path, scale, digits)
+    return f"{ours} vs {stock}"
 
 
 def section(results: dict[str, Any]) -> list[str]:
@@ -140,26 +139,23 @@ def section(results: dict[str, Any]) -> list[str]:
     ]
     for n in sizes:
         found = pairs(results, n)
-        time = spread(ratios(found, "establish", "seconds"))
-        cpu = spread(ratios(found, "establish", "cpu_seconds"))
-        ours = [ns for ns, _ in found]
-        stock = [base for _, base in found]
-        disturbed = sum(_disturbed(r) for pair in found for r in pair)
+        timeRatios = ratios(found, "establish", "seconds")
+        time = quartiles(timeRatios)
+        cpu = quartiles(ratios(found, "establish", "cpu_seconds"))
+        disturbedRuns = sum(disturbed(r) for pair in found for r in pair)
         if time is None:
             figures, within = "n/a", "n/a"
         else:
             low, q1, median, q3, high = time
             figures = f"**{median:.2f}x** ({q1:.2f}-{q3:.2f}; {low:.2f}-{high:.2f})"
-            count = sum(r <= LIMIT for r in ratios(found, "establish", "seconds"))
+            count = sum(r <= LIMIT for r in timeRatios)
             within = f"{count} of {len(found)}"
         lines.append(
             f"| {n:,} | {len(found)} | {figures} | {within} |"
             f" {'n/a' if cpu is None else f'{cpu[2]:.2f}x'} |"
-            f" {_seconds(ours)} vs {_seconds(stock)} |"
-            f" {_perConnection(ours, n, 'establish', 'cpu_seconds')} vs"
-            f" {_perConnection(stock, n, 'establish', 'cpu_seconds')} |"
-            f" {_heartbeats(ours, n)} vs {_heartbeats(stock, n)} |"
-            f" {disturbed} | {_verdict(None if time is None else time[2] <= LIMIT)} |"
+            f" {_both(found, 'seconds', 1, 3)} | {_both(found, 'cpu_seconds', 1e6 / n, 0)} |"
+            f" {_both(found, 'pings', 1 / n, 2)} |"
+            f" {disturbedRuns} | {_verdict(None if time is None else time[2] <= LIMIT)} |"
         )
     lines += ["", *failedRuns(results["runs"]), *NOTES]
     return lines

@@ -22,6 +22,7 @@ from benchmarks.common import (
     HEARTBEAT_MISSES,
     HEARTBEAT_TIMEOUT,
     SATURATED,
+    disturbed,
     failedRuns,
     loadText,
     ratio,
@@ -407,9 +408,8 @@ def _marks(run: Run | None) -> str:
     L{DISTURBED} of the machine) and *saturated* (more than L{SATURATED} of
     a core in the steady window).
     """
-    share = _get(run, "other_cpu_share")
     marks = []
-    if share is not None and share > DISTURBED:
+    if disturbed(run):
         marks.append("*disturbed*")
     if saturated(run):
         marks.append("*saturated*")
@@ -525,7 +525,7 @@ def _mainSection(
     largest = max(sizes)
     when = datetime.fromtimestamp(results["started"], UTC).strftime("%Y-%m-%d %H:%M UTC")
     rounds = len(main.rounds)
-    disturbed = [r for r in runs if "disturbed" in _marks(r)]
+    disturbedRuns = [r for r in runs if disturbed(r)]
     busy = [r for r in runs if saturated(r)]
     minutes = "" if results["quick"] else f"   # about {results['seconds'] / 60:.0f} minutes here"
     lines = [
@@ -562,7 +562,7 @@ def _mainSection(
         f" {', '.join(f'`{r}`' for r in reactors) or 'n/a'}",
         f"- heartbeat for both: interval {HEARTBEAT_INTERVAL} s, timeout {HEARTBEAT_TIMEOUT} s,"
         f" misses {HEARTBEAT_MISSES}: detection bound {DETECTION_BOUND} s",
-        f"- {len(disturbed)} of {len(runs)} runs *disturbed* (other processes used more than"
+        f"- {len(disturbedRuns)} of {len(runs)} runs *disturbed* (other processes used more than"
         f" {DISTURBED:.0%} of the",
         f"  machine while they ran), {len(busy)} *saturated* (the measured process used more than"
         f" {SATURATED:.0%} of a",

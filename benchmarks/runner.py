@@ -310,11 +310,19 @@ def mainRuns(arguments: argparse.Namespace) -> tuple[list[Run], int]:
     for round_ in range(arguments.repeat):
         for n in sizes:
             phases = ("steady", "scrape", *(("storm",) if n == stormSize else ()), "detection")
-            pair = [Run(impl, n, phases, tags={"round": round_}) for impl in arguments.impls]
-            if round_ % 2:
-                pair.reverse()
-            runs += pair
+            runs += _pair(arguments, n, phases, round_)
     return runs, stormSize
+
+
+def _pair(arguments: argparse.Namespace, n: int, phases: tuple[str, ...], round_: int) -> list[Run]:
+    """
+    Each implementation at size C{n} with C{phases}, in round C{round_}:
+    every other round the other side first.
+    """
+    pair = [Run(impl, n, phases, tags={"round": round_}) for impl in arguments.impls]
+    if round_ % 2:
+        pair.reverse()
+    return pair
 
 
 def profileRun(arguments: argparse.Namespace) -> Run:
@@ -387,14 +395,12 @@ def establishRuns(arguments: argparse.Namespace) -> list[Run]:
     establish all N (no phase after it), every other pair the other side
     first.
     """
-    runs = []
-    for round_ in range(arguments.repeat):
-        for n in arguments.sizes:
-            pair = [Run(impl, n, (), tags={"round": round_}) for impl in arguments.impls]
-            if round_ % 2:
-                pair.reverse()
-            runs += pair
-    return runs
+    return [
+        run
+        for round_ in range(arguments.repeat)
+        for n in arguments.sizes
+        for run in _pair(arguments, n, (), round_)
+    ]
 
 
 def parseArguments(argv: Sequence[str] | None) -> argparse.Namespace:
