@@ -38,7 +38,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from supervisor.cycles import releaseTransport
+from supervisor.cycles import ConnectParts, connectParts, releaseFailedConnect, releaseTransport
 from supervisor.heartbeat import Heartbeat
 from supervisor.interfaces import (
     IConnectionHandle,
@@ -166,6 +166,7 @@ class Attempt:
         "_factory",
         "_keepalive",
         "_options",
+        "_parts",
         "_plugin",
         "_producing",
         "current",
@@ -211,6 +212,8 @@ class Attempt:
         self.transport: ITransport | None = None
         self._connecting: Deferred[IProtocol] | None = None
         self._factory: _AttemptFactory | None = None
+        # What the connect would leave in cycles if it failed.
+        self._parts: ConnectParts | None = None
 
     # Driven by the machine.
 
@@ -220,6 +223,7 @@ class Attempt:
         """
         factory = self._factory = _AttemptFactory(self)
         connecting = self._connecting = endpoint.connect(factory)
+        self._parts = connectParts(connecting)
         connecting.addCallbacks(self._connected, self._report)
 
     def build(self) -> None:
@@ -270,7 +274,12 @@ class Attempt:
             # Once the transport exists (the plugin may reject inside
             # connectionMade, before the endpoint fires this Deferred),
             # aborting the transport is enough.
+            parts, self._parts = self._parts, None
             connecting.cancel()
+            # The endpoint's canceller fails the Deferred first, then stops
+            # the connector: unlinked only once both are done.
+            if parts is not None:
+                releaseFailedConnect(parts)
         if self.transport is not None:
             return True
         self.protocol = None
@@ -399,11 +408,16 @@ class Attempt:
             factory.release()
 
     def _connected(self, protocol: object) -> None:
-        self._connecting = None
+        self._connecting = self._parts = None
         self._releaseFactory()
 
     def _report(self, failure: Failure) -> None:
         self._connecting = None
+        parts, self._parts = self._parts, None
+        if parts is not None and not self._detached:
+            # Failed inside Twisted's connector, which uses neither link
+            # again (the client forgets its connector once this returns).
+            releaseFailedConnect(parts)
         self._releaseFactory()
         if self.current:
             self.current = False

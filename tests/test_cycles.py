@@ -1,7 +1,8 @@
 """
 What a dropped connection leaves is freed by reference counting: the
 attempt lets its plugin's protocol go, its factory lets the attempt go, and
-Twisted's TCP client objects are unlinked (L{releaseTransport}).
+Twisted's TCP client objects are unlinked (L{releaseTransport}); so is what
+a failed connect leaves (L{releaseFailedConnect}).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 
 from supervisor.attempt import Attempt, _AttemptFactory
-from supervisor.cycles import releaseTransport
+from supervisor.cycles import connectParts, releaseFailedConnect, releaseTransport
 from supervisor.interfaces import IConnectionHandle
 from supervisor.spec import HeartbeatSpec
 from tests.harness import ADDRESS
@@ -179,3 +181,110 @@ def test_releaseLeavesOthersAlone() -> None:
     assert connector.transport is client
     releaseTransport(None)
     releaseTransport(StringTransport())
+
+
+class ConnectingClient:
+    """
+    Twisted's TCP client while it connects, as far as its cycle goes: its
+    C{doRead} and C{doWrite} are its own C{doConnect}.
+    """
+
+    def __init__(self) -> None:
+        self.doRead = self.doConnect
+        self.doWrite = self.doConnect
+
+    def doConnect(self) -> None:
+        "Called by the reactor."
+
+
+class ClientReactor(MemoryReactor):
+    """
+    A memory reactor whose connectors have a client connecting, as Twisted's
+    TCP connectors do.
+    """
+
+    def connectTCP(self, *args: Any, **kwargs: Any) -> Any:
+        connector = super().connectTCP(*args, **kwargs)
+        connector.transport = ConnectingClient()
+        return connector
+
+
+def connectingAttempt() -> tuple[Attempt, Events, Any, ConnectingClient]:
+    """
+    An attempt connecting through Twisted's TCP endpoint; the endpoint's
+    wrapping factory and the client its connector makes.
+    """
+    reactor = ClientReactor()
+    events = Events()
+    attempt = Attempt(events, "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    attempt.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", 1))
+    wrapping = reactor.tcpClients[0][2]
+    client = reactor.connectors[0].transport
+    assert wrapping._connector is reactor.connectors[0]
+    return attempt, events, wrapping, client
+
+
+def test_aRefusedConnectIsUnlinked() -> None:
+    """
+    A connect that fails inside Twisted's connector: the endpoint's factory
+    forgets the connector, and the client's C{doRead} and C{doWrite} no
+    longer hold the client (the reactor may still call them once).
+    """
+    _attempt, events, wrapping, client = connectingAttempt()
+    connector = wrapping._connector
+    wrapping.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+    assert events.reported == ["failed"]
+    assert wrapping._connector is None
+    assert getattr(client.doRead, "__self__", None) is None
+    assert getattr(client.doWrite, "__self__", None) is None
+    assert client.doRead() is None and client.doWrite() is None
+
+
+def test_aConnectCancelledAtItsDeadlineIsUnlinkedOnceStopped() -> None:
+    """
+    The endpoint's canceller fails the connect's Deferred, then stops the
+    connector it still holds: the links are broken only after both.
+    """
+    attempt, events, wrapping, client = connectingAttempt()
+    connector = wrapping._connector
+    stopped: list[object] = []
+    connector.stopConnecting = lambda: stopped.append(wrapping._connector)
+    assert attempt.detach() is False
+    assert stopped == [connector], "the canceller found its connector"
+    assert wrapping._connector is None
+    assert getattr(client.doRead, "__self__", None) is None
+    assert events.reported == [], "a detached attempt reports nothing"
+
+
+def test_aConnectThatSucceededIsLeftToTwisted() -> None:
+    attempt, _events, wrapping, client = connectingAttempt()
+    connector = wrapping._connector
+    wrapping._onConnection.callback(attempt)
+    assert wrapping._connector is connector, "released once the connection is lost"
+    assert client.doRead == client.doConnect
+    attempt.detach()
+    assert wrapping._connector is connector
+
+
+def test_otherEndpointsHaveNoPartsToRelease() -> None:
+    """
+    An endpoint of another kind (its own Deferred, no wrapping factory):
+    nothing is noted, and its failure is reported as before.
+    """
+    assert connectParts(Deferred()) is None
+    assert connectParts(None) is None
+    events = Events()
+    attempt = Attempt(events, "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    endpoint = Endpoint()
+    attempt.connect(endpoint)  # type: ignore[arg-type]
+    endpoint.connecting[0].errback(ConnectionRefusedError())
+    assert events.reported == ["failed"]
+
+
+def test_releasingAFailedConnectTwiceIsHarmless() -> None:
+    client, connector, factory = linked()
+    releaseFailedConnect((factory, client))
+    releaseFailedConnect((factory, client))
+    releaseFailedConnect((factory, None))
+    assert factory._connector is None
+    assert connector.factory is factory

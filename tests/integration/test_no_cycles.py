@@ -1,6 +1,7 @@
 """
 Reconnects leave no reference cycles: everything a connection used is freed
-by reference counting when it drops, so that reconnect churn does not need
+by reference counting when it drops, or when an attempt's connect fails
+(refused, or cancelled at its deadline), so that reconnect churn does not need
 the cyclic garbage collector (which must run over every object of the
 process to find cycles), and objects frozen with C{gc.freeze()} after
 start-up are not kept for ever.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import socket
 from collections.abc import Generator, Iterator
 from random import Random
 from typing import Any
@@ -22,7 +24,15 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.tcp import Client, Connector
 
-from supervisor import BackoffSpec, Config, ConnectionSpec, FlapSpec, HeartbeatSpec, Supervisor
+from supervisor import (
+    BackoffSpec,
+    BreakerSpec,
+    Config,
+    ConnectionSpec,
+    FlapSpec,
+    HeartbeatSpec,
+    Supervisor,
+)
 from supervisor.config import AdminSpec
 from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
 
@@ -143,3 +153,76 @@ def test_dropsLeaveNoCycles(
     finally:
         if not supervisor.draining:
             yield supervisor.stopService()
+
+
+def failingConnects(
+    port: int, connectTimeout: float, attempts: int, reason: str
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    C{N} connections to C{port} on loopback, retrying every few tens of
+    milliseconds with no breaker to hold them, until each has failed
+    C{attempts} times for C{reason}: the cyclic collector finds nothing of
+    theirs, then or once they are stopped.
+    """
+    specs = tuple(
+        ConnectionSpec(
+            f"c{i}",
+            f"tcp:host={HOST}:port={port}",
+            backoff=BackoffSpec(initial=0.02, max=0.05),
+            connect_timeout=connectTimeout,
+            breaker=BreakerSpec(scope="off"),
+        )
+        for i in range(N)
+    )
+    supervisor = Supervisor(Config("failing", AdminSpec(), specs), theReactor(), rng=Random(0))
+    connections = list(supervisor.connections.values())
+    supervisor.startService()
+    try:
+        yield waitFor(lambda: all(c.attempts >= attempts for c in connections), 10, reason)
+        errors = [c.lastError or "" for c in connections]
+        assert all(error.startswith(f"{reason}:") for error in errors), errors
+        assert cyclicGarbage(port) == [], f"attempts failed for {reason}"
+    finally:
+        yield supervisor.stopService()
+    assert cyclicGarbage(port) == [], "stop"
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusedConnectsLeaveNoCycles(savedGarbage: None) -> Generator[Deferred[Any], Any, None]:
+    """
+    A connect the peer refuses leaves nothing for the cyclic collector.
+    """
+    # A port nobody listens on: every connect is refused.
+    unused = socket.socket()
+    unused.bind((HOST, 0))
+    port = unused.getsockname()[1]
+    unused.close()
+    yield from failingConnects(port, connectTimeout=5.0, attempts=3, reason="refused")
+
+
+@pytest_twisted.inlineCallbacks
+def test_connectsPastTheirDeadlineLeaveNoCycles(
+    savedGarbage: None,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A connect cancelled at the attempt's deadline (the peer never answers
+    the SYN) leaves nothing for the cyclic collector: these are the attempts
+    that live long enough to reach the old generation, where a held-off full
+    collection and the freeze after start-up would keep their garbage.
+    """
+    # A listener whose queue is full and that never accepts: the kernel
+    # drops further SYNs, as a blackholed peer's network does.
+    listener = socket.socket()
+    fillers = [socket.socket() for _ in range(4)]
+    try:
+        listener.bind((HOST, 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex((HOST, port))
+        yield from failingConnects(port, connectTimeout=0.2, attempts=2, reason="timeout")
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
