@@ -38,6 +38,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from supervisor.automaton import idle
 from supervisor.cycles import ConnectParts, connectParts, releaseFailedConnect, releaseTransport
 from supervisor.heartbeat import Heartbeat
 from supervisor.interfaces import (
@@ -49,10 +50,6 @@ from supervisor.interfaces import (
 from supervisor.policy import PluginRejection, failureOf
 from supervisor.spec import HeartbeatSpec, KeepaliveSpec
 from supervisor.transport import setKeepalive
-
-_BUSY = "__automat_postponed__"
-"""The attribute of an Automat machine's inputs that is a list while it
-handles an input (and L{None} otherwise)."""
 
 
 class AttemptEvents(Protocol):
@@ -388,7 +385,7 @@ class Attempt:
             # Automat marks the machine busy with the list of inputs it
             # postponed; while it is (or if that mark is not found), the
             # pong goes through the machine, to be handled in its turn.
-            if heartbeat is not None and getattr(self._events, _BUSY, ()) is None:
+            if heartbeat is not None and idle(self._events):
                 heartbeat.pong(token)
             else:
                 self._events.pong(token)

@@ -34,6 +34,20 @@ from automat import NoTransition
 
 M = TypeVar("M")
 
+BUSY = "__automat_postponed__"
+"""The attribute of an Automat machine's inputs that is a list while it
+handles an input (and L{None} otherwise)."""
+
+
+def idle(inputs: object) -> bool:
+    """
+    Whether the machine of C{inputs} handles no input now: an input given
+    now would be handled at once, not postponed. False if Automat does not
+    mark it as this module expects.
+    """
+    return getattr(inputs, BUSY, ()) is None
+
+
 # What a step of an input's plan calls: the data factory of the state
 # entered (its result becomes the state's data), a behaviour given the data
 # of the state left, or one that takes no data.

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from automat import TypeMachine, TypeMachineBuilder
 
-from supervisor.automaton import indexed
+from supervisor.automaton import idle, indexed
 from supervisor.budget import WHOLE
 from supervisor.scheduler import Scheduler, Timer
 from supervisor.spec import BreakerSpec
@@ -562,6 +562,10 @@ class Breaker:
         C{ticket} wants to attempt: true if it may go now; false if it is
         held (its C{release} is called when it may).
         """
+        if self._core.state == "closed" and idle(self._inputs):
+            # What the machine does for it when closed, without its dispatch
+            # (twice on every connection's way to ESTABLISHED).
+            return True
         return self._inputs.admit(ticket)
 
     def withdraw(self, ticket: Ticket) -> None:
@@ -580,6 +584,11 @@ class Breaker:
         """
         An attempt of C{ticket} succeeded.
         """
+        core = self._core
+        if core.state == "closed" and idle(self._inputs):
+            # As the machine does when closed, without its dispatch.
+            core.failures = 0
+            return
         self._inputs.succeeded(ticket)
 
     def lost(self, ticket: Ticket) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from supervisor.breaker import INITIAL_WINDOW, RELEASE_FLOOR, RELEASE_SPREAD, Breaker
@@ -750,3 +752,84 @@ def test_retireWhileClosedLeavesNothing() -> None:
     bench = Bench()
     bench.breaker.retire()
     bench.assertQuiet()
+
+
+class Eager(Member):
+    """
+    A member that reports its released attempt's outcome at once, from
+    inside the breaker's handling of the input that released it.
+    """
+
+    def __init__(self, name: str, log: list[tuple[float, str, str]], clock: Clock) -> None:
+        super().__init__(name, log, clock)
+        self.breaker: Breaker | None = None
+        self.outcome = "succeeded"
+
+    def release(self, cause: Cause) -> None:
+        super().release(cause)
+        assert self.breaker is not None
+        if self.outcome == "succeeded":
+            self.breaker.succeeded(self)
+        else:
+            self.breaker.failed(self, False)
+
+
+_ACTIONS = st.one_of(
+    st.tuples(st.just("admit"), st.integers(0, 3)),
+    st.tuples(st.just("failed"), st.integers(0, 3), st.booleans()),
+    st.tuples(st.just("succeeded"), st.integers(0, 3)),
+    st.tuples(st.just("lost"), st.integers(0, 3)),
+    st.tuples(st.just("withdraw"), st.integers(0, 3)),
+    st.tuples(st.just("eager"), st.integers(0, 3), st.sampled_from(["succeeded", "failed"])),
+    st.tuples(st.just("advance"), st.floats(0.0, 3.0)),
+)
+
+
+def _play(actions: list[tuple[object, ...]], throughTheMachine: bool) -> list[object]:
+    """
+    Play C{actions} on a breaker; with C{throughTheMachine}, its C{admit}
+    and C{succeeded} always go through its machine (no closed fast path).
+    """
+    bench = Bench(failures=2, probe_interval=0.5, probe_max=2.0)
+    breaker = bench.breaker
+    if throughTheMachine:
+        breaker.admit = breaker._inputs.admit  # type: ignore[method-assign]
+        breaker.succeeded = breaker._inputs.succeeded  # type: ignore[method-assign]
+    members = [Eager(f"m{i}", bench.log, bench.clock) for i in range(4)]
+    for member in members:
+        member.breaker = breaker
+    seen: list[object] = []
+    for action in actions:
+        kind = action[0]
+        if kind == "advance":
+            bench.advance(float(action[1]), step=0.05)  # type: ignore[arg-type]
+            seen.append(None)
+            continue
+        member = members[action[1]]  # type: ignore[index]
+        if kind == "admit":
+            seen.append(breaker.admit(member))
+        elif kind == "failed":
+            breaker.failed(member, bool(action[2]))
+        elif kind == "succeeded":
+            breaker.succeeded(member)
+        elif kind == "lost":
+            breaker.lost(member)
+        elif kind == "withdraw":
+            breaker.withdraw(member)
+        else:
+            member.outcome = str(action[2])
+        seen.append((breaker.state, breaker.held, breaker._core.failures))
+    return [seen, bench.log, bench.changes]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ACTIONS, max_size=40))
+def test_theClosedFastPathsDoWhatTheMachineDoes(actions: list[tuple[object, ...]]) -> None:
+    """
+    C{admit} and C{succeeded} of a closed breaker that handles no other
+    input skip its machine; any sequence of inputs (including members that
+    report their released attempt's outcome from inside the breaker) gives
+    the same answers, states, counts, releases and changes as when every
+    input goes through the machine.
+    """
+    assert _play(actions, throughTheMachine=False) == _play(actions, throughTheMachine=True)

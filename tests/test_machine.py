@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
-from supervisor.attempt import _BUSY
+from supervisor.automaton import BUSY
 from supervisor.heartbeat import PHASES
 from supervisor.spec import BackoffSpec, BreakerSpec, FlapSpec, HeartbeatSpec
 from tests.harness import ADDRESS, ScriptedPlugin, World
@@ -280,7 +280,7 @@ class WatchedInputs:
         self.inputs.pong(token)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
-        if name == _BUSY:
+        if name == BUSY:
             raise AttributeError(name)
         return getattr(self.inputs, name)
 
@@ -294,7 +294,7 @@ def test_theMachineIsNotBusyBetweenInputs() -> None:
     """
     _, protocol, _ = established(heartbeat=HeartbeatSpec(interval=1, timeout=1, misses=1))
     attempt = protocol.handle  # type: ignore[attr-defined]
-    assert getattr(attempt._events, _BUSY, "no such mark") is None
+    assert getattr(attempt._events, BUSY, "no such mark") is None
 
 
 @pytest.mark.parametrize("busy", [False, True, None])
