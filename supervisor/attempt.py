@@ -16,6 +16,7 @@ Twisted's C{ClientService} wraps its protocols the same way
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -25,8 +26,10 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
 )
+from twisted.internet.error import NotConnectingError
 from twisted.internet.interfaces import (
     IAddress,
+    IConnector,
     IHandshakeListener,
     IProtocol,
     IProtocolFactory,
@@ -122,6 +125,40 @@ class _AttemptFactory:
         self._attempt = None
 
 
+class _TCPFactory(_AttemptFactory):
+    """
+    The client factory of an attempt that connects with C{connectTCP}
+    itself (see L{Attempt.connect}): what the endpoint's wrapping factory
+    and wrapping protocol would do, without them.
+    """
+
+    __slots__ = ()
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        pass
+
+    def buildProtocol(self, addr: IAddress) -> Attempt | None:  # type: ignore[override]
+        attempt = self._attempt
+        if attempt is None:
+            return None
+        try:
+            attempt.build()
+        except BaseException:
+            # As the endpoint's factory does: the connect fails, and Twisted
+            # closes the connection it made.
+            attempt._connectFailed(Failure())  # type: ignore[no-untyped-call]
+            return None
+        return attempt
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        attempt = self._attempt
+        if attempt is not None:
+            attempt._connectFailed(reason)
+
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
+        pass
+
+
 @implementer(IConnectionHandle, IProtocol, IPushProducer)
 class Attempt:
     """
@@ -158,6 +195,7 @@ class Attempt:
     __slots__ = (
         "_clock",
         "_connecting",
+        "_connector",
         "_detached",
         "_events",
         "_factory",
@@ -208,6 +246,9 @@ class Attempt:
         self.protocol: ISupervisedProtocol | None = None
         self.transport: ITransport | None = None
         self._connecting: Deferred[IProtocol] | None = None
+        # The connector of a connect made with connectTCP itself, while it
+        # is under way.
+        self._connector: IConnector | None = None
         self._factory: _AttemptFactory | None = None
         # What the connect would leave in cycles if it failed.
         self._parts: ConnectParts | None = None
@@ -217,11 +258,59 @@ class Attempt:
     def connect(self, endpoint: IStreamClientEndpoint) -> None:
         """
         Start connecting C{endpoint}.
+
+        Through Twisted's C{TCP4ClientEndpoint}, the attempt calls the
+        reactor's C{connectTCP} as the endpoint would, with a factory of its
+        own: the endpoint's wrapping factory, its L{Deferred} and its
+        wrapping protocol (which would relay every read of the connection's
+        life) are left out, along with the cycles they leave when the
+        connect fails.
         """
+        if type(endpoint) is TCP4ClientEndpoint and self._connectTCP(endpoint):
+            return
         factory = self._factory = _AttemptFactory(self)
         connecting = self._connecting = endpoint.connect(factory)
         self._parts = connectParts(connecting)
         connecting.addCallbacks(self._connected, self._report)
+
+    def _connectTCP(self, endpoint: TCP4ClientEndpoint) -> bool:
+        """
+        Connect as C{endpoint.connect} would, with a factory of this
+        attempt's own; false (nothing done) if the endpoint is not made as
+        this Twisted's is.
+        """
+        try:
+            # Private, as the parser in supervisor.transport reads them.
+            reactor = endpoint._reactor
+            where = (endpoint._host, endpoint._port)
+            timeout, bindAddress = endpoint._timeout, endpoint._bindAddress
+        except AttributeError:
+            return False
+        factory = self._factory = _TCPFactory(self)
+        try:
+            connector = reactor.connectTCP(
+                *where, factory, timeout=timeout, bindAddress=bindAddress
+            )
+        except BaseException:
+            # As the endpoint would: its Deferred fails.
+            self._connectFailed(Failure())  # type: ignore[no-untyped-call]
+            return True
+        if self._factory is factory:
+            self._connector = connector
+            # Twisted's client, which holds itself while it connects.
+            self._parts = (None, getattr(connector, "transport", None))
+        return True
+
+    def _connectFailed(self, reason: Failure) -> None:
+        """
+        A connect made with C{connectTCP} itself failed (or was stopped).
+        """
+        self._connector = None
+        parts, self._parts = self._parts, None
+        if parts is not None:
+            # Called by Twisted's connector, which uses neither link again.
+            releaseFailedConnect(parts)
+        self._report(reason)
 
     def build(self) -> None:
         """
@@ -266,6 +355,14 @@ class Attempt:
         """
         self.current = False
         self._detached = True
+        connector, self._connector = self._connector, None
+        if connector is not None and self.transport is None:
+            with suppress(NotConnectingError):
+                connector.stopConnecting()
+            # Twisted's connector reports the failure (L{_connectFailed});
+            # a connector in memory may not.
+            self._parts = None
+            self._releaseFactory()
         connecting, self._connecting = self._connecting, None
         if connecting is not None and self.transport is None:
             # Once the transport exists (the plugin may reject inside
@@ -292,6 +389,10 @@ class Attempt:
     # IProtocol, as the transport sees it.
 
     def makeConnection(self, transport: ITransport) -> None:
+        if self._connector is not None:
+            # Connected with connectTCP itself: the connect is over.
+            self._connector = self._parts = None
+            self._releaseFactory()
         self.transport = transport
         self.lastInbound = self._clock()
         if self._keepalive is not None:

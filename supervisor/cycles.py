@@ -21,8 +21,10 @@ C{doRead} and C{doWrite}. While full collections are held off (start-up, a
 reconnect wave: L{supervisor.garbage}), an attempt that waited long enough
 to reach the old generation (a blackholed peer's, waiting for its deadline)
 would be frozen with that garbage and never freed: some ten objects for each
-failed attempt. L{connectParts} notes those objects when the connect starts,
-and L{releaseFailedConnect} unlinks them once it has failed.
+failed attempt. L{connectParts} notes those objects when the connect starts
+(an attempt that calls C{connectTCP} itself notes its client, and has no
+wrapping factory), and L{releaseFailedConnect} unlinks them once it has
+failed.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
@@ -209,61 +209,128 @@ class ClientReactor(MemoryReactor):
         return connector
 
 
-def connectingAttempt() -> tuple[Attempt, Events, Any, ConnectingClient]:
+def connecting(endpoint: str) -> tuple[Attempt, Events, Any, Any, ConnectingClient]:
     """
-    An attempt connecting through Twisted's TCP endpoint; the endpoint's
-    wrapping factory and the client its connector makes.
+    An attempt connecting through Twisted's TCP endpoint for IPv4 (C{"tcp4"}:
+    the attempt calls C{connectTCP} itself) or IPv6 (C{"tcp6"}: through the
+    endpoint's wrapping factory); the factory the reactor was given, its
+    connector, and the client the connector makes.
     """
     reactor = ClientReactor()
     events = Events()
     attempt = Attempt(events, "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
-    attempt.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", 1))
-    wrapping = reactor.tcpClients[0][2]
-    client = reactor.connectors[0].transport
-    assert wrapping._connector is reactor.connectors[0]
-    return attempt, events, wrapping, client
+    if endpoint == "tcp4":
+        attempt.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", 1))
+    else:
+        attempt.connect(TCP6ClientEndpoint(reactor, "::1", 1))
+    factory = reactor.tcpClients[0][2]
+    connector = reactor.connectors[0]
+    return attempt, events, factory, connector, connector.transport
 
 
-def test_aRefusedConnectIsUnlinked() -> None:
+def unlinked(client: ConnectingClient) -> bool:
     """
-    A connect that fails inside Twisted's connector: the endpoint's factory
-    forgets the connector, and the client's C{doRead} and C{doWrite} no
-    longer hold the client (the reactor may still call them once).
+    Whether the client's C{doRead} and C{doWrite} no longer hold it (the
+    reactor may still call them once: they do nothing).
     """
-    _attempt, events, wrapping, client = connectingAttempt()
-    connector = wrapping._connector
-    wrapping.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+    return (
+        getattr(client.doRead, "__self__", None) is None
+        and getattr(client.doWrite, "__self__", None) is None
+        and client.doRead() is None
+        and client.doWrite() is None
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["tcp4", "tcp6"])
+def test_aRefusedConnectIsUnlinked(endpoint: str) -> None:
+    """
+    A connect that fails inside Twisted's connector leaves no cycle: the
+    endpoint's factory (if any) forgets the connector, the client is
+    unlinked, and the attempt's factory lets the attempt go.
+    """
+    attempt, events, factory, connector, client = connecting(endpoint)
+    factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
     assert events.reported == ["failed"]
-    assert wrapping._connector is None
-    assert getattr(client.doRead, "__self__", None) is None
-    assert getattr(client.doWrite, "__self__", None) is None
-    assert client.doRead() is None and client.doWrite() is None
+    assert getattr(factory, "_connector", None) is None
+    assert unlinked(client)
+    assert attempt._factory is None
 
 
-def test_aConnectCancelledAtItsDeadlineIsUnlinkedOnceStopped() -> None:
+@pytest.mark.parametrize("endpoint", ["tcp4", "tcp6"])
+def test_aConnectCancelledAtItsDeadlineIsUnlinkedOnceStopped(endpoint: str) -> None:
     """
-    The endpoint's canceller fails the connect's Deferred, then stops the
+    Detaching a connecting attempt stops its connector. Through the
+    endpoint, its canceller fails the connect's Deferred, then stops the
     connector it still holds: the links are broken only after both.
     """
-    attempt, events, wrapping, client = connectingAttempt()
-    connector = wrapping._connector
+    attempt, events, factory, connector, client = connecting(endpoint)
     stopped: list[object] = []
-    connector.stopConnecting = lambda: stopped.append(wrapping._connector)
+
+    def stopConnecting() -> None:
+        stopped.append(getattr(factory, "_connector", connector))
+        # What Twisted's connector does when stopped.
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+
+    connector.stopConnecting = stopConnecting
     assert attempt.detach() is False
-    assert stopped == [connector], "the canceller found its connector"
-    assert wrapping._connector is None
-    assert getattr(client.doRead, "__self__", None) is None
+    assert stopped == [connector], "the connector was found, and stopped"
+    assert getattr(factory, "_connector", None) is None
+    assert unlinked(client)
     assert events.reported == [], "a detached attempt reports nothing"
 
 
-def test_aConnectThatSucceededIsLeftToTwisted() -> None:
-    attempt, _events, wrapping, client = connectingAttempt()
-    connector = wrapping._connector
-    wrapping._onConnection.callback(attempt)
-    assert wrapping._connector is connector, "released once the connection is lost"
+def test_aConnectorThatDoesNotReportItsStopStillLetsTheAttemptGo() -> None:
+    attempt, events, factory, connector, _ = connecting("tcp4")
+    assert attempt.detach() is False
+    assert connector.stoppedConnecting
+    assert factory._attempt is None
+    assert events.reported == []
+
+
+@pytest.mark.parametrize("endpoint", ["tcp4", "tcp6"])
+def test_aConnectThatSucceededIsLeftToTwisted(endpoint: str) -> None:
+    attempt, events, factory, connector, client = connecting(endpoint)
+    protocol = factory.buildProtocol(ADDRESS)
+    protocol.makeConnection(StringTransport())
+    if endpoint == "tcp4":
+        assert protocol is attempt, "no wrapping protocol"
+    assert attempt.transport is not None
+    assert getattr(factory, "_connector", connector) is connector, "released once lost"
     assert client.doRead == client.doConnect
-    attempt.detach()
-    assert wrapping._connector is connector
+    assert attempt.detach() is True
+    assert events.reported == []
+
+
+def test_aPluginThatCannotBuildFailsTheAttempt() -> None:
+    """
+    Connected with C{connectTCP} itself, a plugin whose C{buildProtocol}
+    raises fails the attempt, and Twisted is given no protocol (it closes
+    the connection), as the endpoint's factory would do.
+    """
+    attempt, events, factory, _, _ = connecting("tcp4")
+    attempt._plugin = Broken()  # type: ignore[assignment]
+    assert factory.buildProtocol(ADDRESS) is None
+    assert events.reported == ["failed"]
+    assert attempt._factory is None
+
+
+def test_aConnectTCPThatRaisesFailsTheAttempt() -> None:
+    class Refusing(MemoryReactor):
+        def connectTCP(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError("no such interface")
+
+    events = Events()
+    attempt = Attempt(events, "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    attempt.connect(TCP4ClientEndpoint(Refusing(), "127.0.0.1", 1))
+    assert events.reported == ["failed"]
+    assert attempt.detach() is False
+
+
+class Broken:
+    name = "broken"
+
+    def buildProtocol(self, handle: IConnectionHandle, options: object) -> Protocol:
+        raise ValueError("cannot")
 
 
 def test_otherEndpointsHaveNoPartsToRelease() -> None:
@@ -288,3 +355,25 @@ def test_releasingAFailedConnectTwiceIsHarmless() -> None:
     releaseFailedConnect((factory, None))
     assert factory._connector is None
     assert connector.factory is factory
+
+
+def test_anEndpointNotMadeAsExpectedConnectsItsOwnWay() -> None:
+    """
+    A C{TCP4ClientEndpoint} without the attributes the attempt reads (another
+    Twisted's, say) is connected through its own C{connect}.
+    """
+    reactor = ClientReactor()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", 1)
+    del endpoint._timeout
+    factories: list[object] = []
+
+    def connect(factory: object) -> Deferred[Any]:
+        factories.append(factory)
+        return Deferred()
+
+    endpoint.connect = connect  # type: ignore[method-assign]
+    events = Events()
+    attempt = Attempt(events, "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    attempt.connect(endpoint)
+    assert reactor.tcpClients == []
+    assert len(factories) == 1 and attempt._factory is factories[0]

@@ -498,7 +498,9 @@ def _overTLS(world: World) -> Any:
     the protocol before the TLS handshake. Return the attempt.
     """
     factory, _ = world._next()
-    attempt = factory.buildProtocol(ADDRESS)._wrappedProtocol
+    # The attempt itself: it connects with connectTCP, not through the
+    # endpoint's wrapping factory.
+    attempt = factory.buildProtocol(ADDRESS)
     transport = StringTransport()
     directlyProvides(transport, ISSLTransport)
     attempt.makeConnection(transport)  # the plugin calls ready() in here

@@ -14,7 +14,8 @@ matches them.
   what it had not yet passed on when it is SIGKILLed (QoS 1 and core NATS
   are no stronger than their broker's life), so a message confirmed in the
   instant before a kill may miss the subscriber: each such one must have
-  been confirmed within L{CRASH_WINDOW} of a kill, and there are few.
+  been confirmed within L{CRASH_WINDOW} before a kill (or read within
+  L{IN_FLIGHT} after it, sent before the broker died), and there are few.
 
 The publishers reach the broker through a proxy (supervisor.testing.chaos)
 that the test keeps shut after a restart until the subscriber has
@@ -62,6 +63,12 @@ DOWN = 0.3
 CRASH_WINDOW = 0.25
 """How long before a kill a broker may have confirmed a message it then
 lost with its memory."""
+
+IN_FLIGHT = 0.05
+"""How long after the kill is recorded a confirmation the broker sent before
+it died may still be read: it crosses the gate's proxy, in this process,
+whose reactor is busy publishing (2 ms late was seen, about one run in
+six)."""
 
 
 def poolConfig(protocol: str, port: int) -> str:
@@ -322,7 +329,7 @@ def verifyDeliveries(run: Run, received: set[int], name: str) -> None:
     missing = ok - received
     for index in missing:
         confirmed = run.endings[index][0][0]
-        assert any(0 <= kill - confirmed <= CRASH_WINDOW for kill in run.kills), (
+        assert any(-IN_FLIGHT <= kill - confirmed <= CRASH_WINDOW for kill in run.kills), (
             f"message {index} was confirmed at {confirmed}, not just before a kill "
             f"({run.kills}), and never received"
         )
