@@ -636,36 +636,34 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
-What the 2026-12-01 17:42 run shows, on the code of this session's savings on the way to
-ESTABLISHED (8a6b3dd; the section "Time to establish all N, in many pairs" above says what
-they are). Four of the 18 runs were *disturbed* (others 14-21%, in rounds 1 and 2, while
-nothing else of ours ran); three stock runs at 10,000 were *saturated* (90.8-98.0% of a core).
+What the 2026-12-01 20:38 run shows, on 5454181 (a connection to an IPv4 address connects with
+the reactor's `connectTCP` itself; the section "Time to establish all N, in many pairs" above
+says what changed). None of the 18 runs was *disturbed* (others at most 1%); one stock run at
+10,000 was *saturated* (90.9% of a core).
 
-- **19 of the 20 target rows are met; the time to establish 1,000 is missed**, judged on the
-  establish suite, and two rows are met only just:
-  - *Time to establish all N*: 0.84x, 1.01x and 0.96x in the three rounds here, which cannot
-    judge it (0.83-1.26x at 1,000 within this run). The targets table judges the row on the
-    establish suite's 15 pairs instead, run just before (17:35): **1.27x at 1,000 (missed)**,
-    1.00x at 5,000 and 1.03x at 10,000.
-  - *Detection p99 at 10,000*: 2.100 s, the limit itself (2.049-2.191 s; 2.053 s at 14:59,
-    2.018 s at 15:20). The round of 2.191 s is round 1, *disturbed* (others 21%).
-  - *`/metrics` at 10,000*: the slowest scrape of each round was 164.5 ms at the median, but
-    round 3's reached 251.4 ms, over the 250 ms of "every one of 10 scrapes" (123 ms at 14:59;
-    other processes used 9.7% of the machine in that run, just under the *disturbed* mark).
-    The same scrape phase alone, alternated between a318e0b and this code (two runs each, at
-    18:00), took at most 118-134 ms on both: the host, not the change.
-- **CPU per heartbeat** 0.55x at 1,000 (55.3 against 100.6 µs), 0.42x at 5,000 and 0.38x at
-  10,000 (36.1% of a core, stock 94.1%).
+- **19 of the 20 target rows are met; dead-peer detection at 10,000 is missed**: p99 2.166 s
+  at the median of the rounds (1.999-2.197 s), over the 2.10 s limit. The row was met only
+  just at 17:42 (2.100 s, 2.049-2.191 s) and at 14:59 (2.053 s): the rounds of both runs lie
+  in the same range, across the limit. Eight detection-only runs at 10,000 alternated between
+  51f6a04 (before the change) and 5454181 (21:00) gave 2.058-2.216 s (median 2.10) against
+  2.024-2.109 s (2.06): the change did not move it; the row is not robust at 10,000. A likely
+  cause, not measured yet: the last detections are due while the first connections dropped
+  reconnect (the frozen peer's kernel still accepts them), and those attempts compete for the
+  reactor.
+- *Time to establish all N* is met at every size, judged on the establish suite (20:33): 0.99x,
+  0.82x and 0.92x (1.03x, 0.86x and 0.77x in the three rounds here).
+- **CPU per heartbeat** 0.61x at 1,000 (44.5 against 76.2 µs), 0.44x at 5,000 and 0.39x at
+  10,000 (30.6% of a core, stock 79.1%; 36.1% against 94.1% at 17:42, on a slower host).
 - **Reactor lag at 10,000** is within 20 ms at p99 and 60 ms at most in every phase: steady
-  14.0 / 28.5 ms, establishing 14.4 / 17.3 ms, storm 15.3 / 37.4 ms (stock 638 / 830 ms).
-- **Memory** 0.81x, 0.85x and 0.88x stock.
-- **The 14:59 run on a318e0b** (before this session) also met all 20 rows, with establish at
-  1.00x (1,000), 1.17x and 0.78x; a second run at 15:20 missed establish at 1,000 (1.43x); eight
-  establish-only pairs at 1,000 after it gave a median of 1.35x. That is what the establish
-  suite now measures on every run of it. Under callgrind, netsupervisor ran 13% more
-  instructions per connection than stock on the way up (571,000 against 505,000), with the same
-  12 system calls; its CPU gap was larger than that, and the same code's window moved by a
-  third from one process to the next.
+  9.4 / 12.8 ms, establishing 12.5 / 12.5 ms, storm 7.2 / 9.9 ms (stock 229 / 557 ms steady).
+- **`/metrics` at 10,000**: the slowest scrape of each round 112.0 ms at the median (99.2-121.8).
+- **Memory** 0.71x, 0.77x and 0.75x stock (0.81x, 0.85x and 0.88x at 17:42), most likely the
+  wrapping factory, Deferred and wrapping protocol no longer kept per connection.
+- **The 17:42 run on 8a6b3dd** missed the time to establish 1,000 (1.27x in the establish
+  suite) and met detection at 10,000 at the limit itself; the 14:59 run on a318e0b met all 20
+  rows once. Under callgrind (before these changes), netsupervisor ran 13% more instructions
+  per connection than stock on the way up (571,000 against 505,000), with the same 12 system
+  calls.
 
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
