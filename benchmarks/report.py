@@ -646,10 +646,10 @@ says what changed). None of the 18 runs was *disturbed* (others at most 1%); one
   just at 17:42 (2.100 s, 2.049-2.191 s) and at 14:59 (2.053 s): the rounds of both runs lie
   in the same range, across the limit. Eight detection-only runs at 10,000 alternated between
   51f6a04 (before the change) and 5454181 (21:00) gave 2.058-2.216 s (median 2.10) against
-  2.024-2.109 s (2.06): the change did not move it; the row is not robust at 10,000. A likely
-  cause, not measured yet: the last detections are due while the first connections dropped
-  reconnect (the frozen peer's kernel still accepts them), and those attempts compete for the
-  reactor.
+  2.024-2.109 s (2.06): the change did not move it; the row is not robust at 10,000. The
+  reconnects of the connections dropped first (the frozen peer's kernel still accepts them)
+  are not the main cause: with every retry delayed to 10 s, three runs gave 2.008-2.122 s
+  (2.084), against 2.072-2.171 s (2.136) in the three alternated with them (21:20).
 - *Time to establish all N* is met at every size, judged on the establish suite (20:33): 0.99x,
   0.82x and 0.92x (1.03x, 0.86x and 0.77x in the three rounds here).
 - **CPU per heartbeat** 0.61x at 1,000 (44.5 against 76.2 µs), 0.44x at 5,000 and 0.39x at
