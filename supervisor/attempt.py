@@ -281,15 +281,14 @@ class Attempt:
         """
         try:
             # Private, as the parser in supervisor.transport reads them.
-            reactor = endpoint._reactor
-            where = (endpoint._host, endpoint._port)
+            reactor, host, port = endpoint._reactor, endpoint._host, endpoint._port
             timeout, bindAddress = endpoint._timeout, endpoint._bindAddress
         except AttributeError:
             return False
         factory = self._factory = _TCPFactory(self)
         try:
             connector = reactor.connectTCP(
-                *where, factory, timeout=timeout, bindAddress=bindAddress
+                host, port, factory, timeout=timeout, bindAddress=bindAddress
             )
         except BaseException:
             # As the endpoint would: its Deferred fails.

@@ -24,7 +24,10 @@ would be frozen with that garbage and never freed: some ten objects for each
 failed attempt. L{connectParts} notes those objects when the connect starts
 (an attempt that calls C{connectTCP} itself notes its client, and has no
 wrapping factory), and L{releaseFailedConnect} unlinks them once it has
-failed.
+failed. Not through Twisted's C{HostnameEndpoint} (a C{tcp:} string whose
+host is a name): its connects to each address are its own, hidden from the
+attempt, and its C{connect} makes a class each time (a class is a cycle);
+what those leave is the cyclic collector's.
 """
 
 from __future__ import annotations

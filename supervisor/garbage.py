@@ -14,8 +14,9 @@ L{StartupCollection} holds off full collections while a supervisor is built
 and starts (young ones go on), then freezes (C{gc.freeze()}) everything there
 is once start-up is over: the collector never traverses those objects again.
 That is safe because a connection that drops, rotates or stops, or whose
-connect fails, leaves no reference cycles (L{supervisor.cycles}): what a
-frozen connection lets go of is freed by reference counting. What is
+connect fails (but through a host name: see L{supervisor.cycles}), leaves no
+reference cycles: what a frozen connection lets go of is freed by reference
+counting. What is
 frozen is never collected as a cycle; only a cycle that was already garbage
 at that moment (rare: what the last young collections had not reached yet)
 is kept for good.
