@@ -30,7 +30,12 @@ teardown of a connection a missed deadline dropped) can be handed to
 L{Scheduler.soon}: during a wake-up it runs once the due timers have, in
 what is left of the wake-up's time (at least a tenth of C{resolution}),
 so that a burst of due deadlines is decided before the work any of them
-leaves behind.
+leaves behind. While due timers are left over for the next turn (the
+process is behind), that work waits, unless it has waited
+L{Scheduler.patience} seconds already: a burst of drops that takes more than
+a core (ten thousand connections whose peer froze) is decided in time, not
+slowed by the teardown of the drops decided before it, and the teardown is
+never put off for longer than that.
 """
 
 from __future__ import annotations
@@ -132,6 +137,9 @@ class Scheduler:
     @ivar budget: how long one wake-up runs timers before it leaves the
         rest to the reactor's next turn (by default C{resolution}; each
         wake-up runs at least one due timer, however late it started).
+    @ivar patience: how long work handed to L{soon} may wait while due
+        timers are left over for the reactor's next turns; then it gets its
+        share of every turn again.
     @ivar now: the current time of the underlying clock (a callable: one
         for all, which each connection's attempts keep as their clock).
     """
@@ -143,6 +151,7 @@ class Scheduler:
         grace: float | None = None,
         perWake: int = 1000,
         budget: float | None = None,
+        patience: float = 2.0,
     ) -> None:
         self._clock = clock
         self.now: Callable[[], float] = clock.seconds
@@ -152,6 +161,9 @@ class Scheduler:
         self.budget = resolution if budget is None else budget
         if not self.budget > 0:
             raise ValueError(f"budget must be more than 0, not {budget!r}")
+        if not patience >= 0:
+            raise ValueError(f"patience must be 0 or more, not {patience!r}")
+        self.patience = patience
         self._perSecond = 1 / resolution
         # The slots by number (int(when / resolution)), and a heap of the
         # numbers: a number stays there after its slot emptied, until popped.
@@ -165,8 +177,11 @@ class Scheduler:
         # now, keeps a new timer from moving the DelayedCall every time.
         self._callTime = float("inf")
         self._lastWake = float("-inf")
-        # Work handed to soon() during a wake-up, not run yet.
-        self._soon: deque[Callable[[], object]] = deque()
+        # When the wake-up under way started.
+        self._wakeTime = 0.0
+        # Work handed to soon() during a wake-up, not run yet, with when
+        # that wake-up started.
+        self._soon: deque[tuple[float, Callable[[], object]]] = deque()
 
     def __len__(self) -> int:
         """
@@ -201,20 +216,25 @@ class Scheduler:
         called from a timer's callback; then after the due timers, in what
         is left of this wake-up's time (at least a tenth of
         C{resolution}) or at the reactor's next turns, in the order given.
+        While due timers are left over for the next turn, it waits for them
+        for at most L{patience} seconds.
         """
         if not self._waking:
             callback()
             return
-        self._soon.append(callback)
+        self._soon.append((self._wakeTime, callback))
 
-    def _runSoon(self, until: float) -> None:
+    def _runSoon(self, until: float, handedBy: float = float("inf")) -> None:
         """
         Run the work handed to L{soon}, oldest first, until the clock passes
-        C{until} (one at least).
+        C{until} (one at least), or until the next was handed on by a
+        wake-up that started after C{handedBy}.
         """
         work, seconds = self._soon, self._clock.seconds
         while work:
-            callback = work.popleft()
+            if work[0][0] > handedBy:
+                return
+            callback = work.popleft()[1]
             try:
                 callback()
             except Exception:
@@ -345,7 +365,7 @@ class Scheduler:
     def _wake(self) -> None:
         self._call = None
         self._callTime = float("inf")
-        now = self._lastWake = self._clock.seconds()
+        now = self._lastWake = self._wakeTime = self._clock.seconds()
         # The slots that may hold due timers, taken out first: timers added
         # while this batch runs go to new slots and wait for the next
         # wake-up, so a callback that schedules at "now" cannot starve the
@@ -382,8 +402,13 @@ class Scheduler:
                         self._restore(slot.key, timers[position:])
                         for rest in batch[index + 1 :]:
                             self._putBack(rest)
-                        # What the timers that ran left behind gets its share.
-                        self._runSoon(max(enough, seconds() + self.resolution / 10))
+                        # What the timers that ran left behind waits for the
+                        # rest, but for no longer than patience allows; then
+                        # it gets its share.
+                        self._runSoon(
+                            max(enough, seconds() + self.resolution / 10),
+                            now - self.patience,
+                        )
                         return
                     if timer._deadline and timer.when < late:
                         # Held up past it: decide after the reactor has read,

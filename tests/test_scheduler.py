@@ -606,15 +606,14 @@ def test_workHandedOnByATimerRunsAfterEveryDueTimer() -> None:
     assert len(scheduler) == 0
 
 
-def test_workHandedOnGetsItsShareOfEveryTurn() -> None:
+def heldUp(patience: float) -> tuple[TurnClock, Scheduler, list[int], list[int]]:
     """
-    Held up with more timers due than a wake-up has time for, the work
-    handed on still gets a tenth of a resolution of every wake-up (it is
-    not put off until the timers are caught up with), and the rest of it
-    runs at the reactor's next turns, after the timers due then.
+    A scheduler held up: thirty timers due at once, each taking a
+    millisecond and handing on a millisecond of work, three times more than
+    a wake-up has time for.
     """
     clock = TurnClock()
-    scheduler = Scheduler(clock, resolution=0.01)
+    scheduler = Scheduler(clock, resolution=0.01, patience=patience)
     timersRun: list[int] = []
     workDone: list[int] = []
 
@@ -629,6 +628,44 @@ def test_workHandedOnGetsItsShareOfEveryTurn() -> None:
 
     for i in range(30):
         scheduler.callAt(1.0, lambda i=i: slowTimer(i))
+    return clock, scheduler, timersRun, workDone
+
+
+def test_workHandedOnWaitsForTheTimersLeftOver() -> None:
+    """
+    Held up with more timers due than a wake-up has time for, the work
+    handed on waits until every due timer has run (a burst of deadlines is
+    decided before the teardown of any of them), then runs, in the order
+    handed on, at the reactor's next turns.
+    """
+    clock, scheduler, timersRun, workDone = heldUp(patience=2.0)
+    clock.advance(1.0)
+    assert 10 <= len(timersRun) <= 11  # a resolution of timers
+    assert workDone == []
+    turns = 1
+    while len(timersRun) < 30 and turns < 100:
+        clock.advance(0)
+        turns += 1
+        if len(timersRun) < 30:
+            assert workDone == []
+    turns = 0
+    while clock.getDelayedCalls() and turns < 100:
+        clock.advance(0)
+        turns += 1
+    assert timersRun == list(range(30))
+    assert workDone == list(range(30))
+    assert len(scheduler) == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_workHandedOnGetsItsShareOnceItWaitedItsPatience() -> None:
+    """
+    Work handed on waits for the timers left over for no longer than
+    C{patience}: once it has waited that long (here at once), it gets a
+    tenth of a resolution of every wake-up again, and the rest of it runs
+    at the reactor's next turns, after the timers due then.
+    """
+    clock, scheduler, timersRun, workDone = heldUp(patience=0.0)
     clock.advance(1.0)
     assert 10 <= len(timersRun) <= 11  # a resolution of timers
     assert 1 <= len(workDone) <= 2  # then a tenth of one of work
@@ -642,6 +679,52 @@ def test_workHandedOnGetsItsShareOfEveryTurn() -> None:
     assert workDone == list(range(30))
     assert len(scheduler) == 0
     assert clock.getDelayedCalls() == []
+
+
+def test_workHandedOnWaitsNoLongerThanItsPatience() -> None:
+    """
+    A process that stays behind (every wake-up leaves due timers over)
+    still runs the work handed on: what has waited C{patience} gets its
+    share of each wake-up, what was handed on since waits its turn.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01, patience=0.05)
+    handedAt: dict[int, float] = {}
+    doneAt: dict[int, float] = {}
+    count = 0
+
+    def slowTimer() -> None:
+        nonlocal count
+        clock.rightNow += 0.002
+        i = count
+        count += 1
+        handedAt[i] = clock.seconds()
+        scheduler.soon(lambda: doneAt.setdefault(i, clock.seconds()))
+        # Another in its place: always more due than a wake-up has time for.
+        scheduler.callAt(clock.seconds(), slowTimer)
+
+    for _ in range(50):
+        scheduler.callAt(1.0, slowTimer)
+    clock.advance(1.0)
+    turns = 0
+    while clock.seconds() < 1.3 and turns < 1000:
+        clock.advance(0.001)
+        turns += 1
+    assert clock.seconds() >= 1.3
+    # Behind all along: timers were left over at every wake-up.
+    assert len(scheduler) >= 40
+    assert len(doneAt) > 10
+    for i, done in doneAt.items():
+        # Handed on by a wake-up that started at most a budget (and one
+        # timer) before handedAt: it waited its patience, not much more.
+        waited = done - handedAt[i]
+        assert 0.05 - 0.012 <= waited <= 0.05 + 0.05
+    assert sorted(doneAt) == list(range(len(doneAt)))
+
+
+def test_patienceIsZeroOrMore() -> None:
+    with pytest.raises(ValueError, match="0 or more"):
+        Scheduler(Clock(), patience=-1)
 
 
 def test_workHandedOnByTheLastTimerKeepsNoDelayedCall(
