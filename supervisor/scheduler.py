@@ -28,9 +28,10 @@ does no more than one more step per late deadline.
 Work that a timer's callback starts and that nothing due waits for (the
 teardown of a connection a missed deadline dropped) can be handed to
 L{Scheduler.soon}: during a wake-up it runs once the due timers have, in
-what is left of the wake-up's time (at least a tenth of C{resolution}),
-so that a burst of due deadlines is decided before the work any of them
-leaves behind. While due timers are left over for the next turn (the
+what is left of the wake-up's time and not past the time of the next timer
+(one piece at least), so that a burst of due deadlines is decided before
+the work any of them leaves behind, and that work does not hold up the next
+timers. While due timers are left over for the next turn (the
 process is behind), that work waits, unless it has waited
 L{Scheduler.patience} seconds already: a burst of drops that takes more than
 a core (ten thousand connections whose peer froze) is decided in time, not
@@ -210,14 +211,24 @@ class Scheduler:
         """
         return self._add(Timer(self, when, callback, deadline=True))
 
+    @property
+    def waking(self) -> bool:
+        """
+        Whether a wake-up is under way: what is handed to L{soon} now waits
+        for the due timers, and runs from the scheduler's own call, not from
+        inside whatever called L{soon}.
+        """
+        return self._waking
+
     def soon(self, callback: Callable[[], object]) -> None:
         """
         Call C{callback} once the timers due now have run: at once, unless
-        called from a timer's callback; then after the due timers, in what
-        is left of this wake-up's time (at least a tenth of
-        C{resolution}) or at the reactor's next turns, in the order given.
+        called from a timer's callback (L{waking}); then after the due
+        timers, in what is left of this wake-up's time and before the next
+        timer is due, or at the reactor's next turns, in the order given.
         While due timers are left over for the next turn, it waits for them
-        for at most L{patience} seconds.
+        for at most L{patience} seconds; then it gets a tenth of
+        C{resolution} of every wake-up.
         """
         if not self._waking:
             callback()
@@ -426,8 +437,16 @@ class Scheduler:
                         timer._callback()
                     except Exception:
                         _log.failure("scheduled call {timer!r} failed", timer=timer)
-            # Every due timer ran: what they left behind, in the time left.
-            self._runSoon(max(enough, seconds() + self.resolution / 10))
+            # Every due timer ran: what they left behind, in the time left,
+            # but not into the next timers' time (a process that keeps up
+            # with the timers only just would run them late).
+            until = max(enough, seconds() + self.resolution / 10)
+            keys, slots = self._keys, self._slots
+            while keys and keys[0] not in slots:
+                heapq.heappop(keys)
+            if keys:
+                until = min(until, slots[keys[0]].first)
+            self._runSoon(until)
         finally:
             self._waking = False
             if self._live == 0:

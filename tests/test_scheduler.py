@@ -722,6 +722,65 @@ def test_workHandedOnWaitsNoLongerThanItsPatience() -> None:
     assert sorted(doneAt) == list(range(len(doneAt)))
 
 
+def test_workHandedOnDoesNotHoldUpTheNextTimer() -> None:
+    """
+    Work handed on by a wake-up that ran every due timer runs in what is
+    left of the wake-up's time, but not into the next timer's time (one
+    piece at least): the timer due 3 ms later runs then, and the rest of
+    the work after it.
+    """
+    clock = TurnClock()
+    scheduler = Scheduler(clock, resolution=0.01)
+    order: list[str] = []
+    ranAt: dict[str, float] = {}
+
+    def slowWork(i: int) -> None:
+        clock.rightNow += 0.002
+        order.append(f"work {i}")
+
+    def handOn() -> None:
+        for i in range(8):
+            scheduler.soon(lambda i=i: slowWork(i))
+
+    scheduler.callAt(1.0, handOn)
+    scheduler.callAt(1.003, lambda: ranAt.setdefault("next", clock.seconds()))
+    clock.advance(1.0)
+    # Two pieces take it to 1.004, past the next timer's time: no third.
+    assert order == ["work 0", "work 1"]
+    turns = 0
+    while clock.getDelayedCalls() and turns < 100:
+        clock.advance(0.001)
+        turns += 1
+        if "next" not in ranAt:
+            assert len(order) <= 2
+    assert ranAt["next"] <= 1.003 + 0.002
+    assert order == [f"work {i}" for i in range(8)]
+    assert len(scheduler) == 0
+
+
+def test_wakingSaysWhetherAWakeUpIsUnderWay() -> None:
+    """
+    L{Scheduler.waking} is true in a timer's callback, where L{soon} waits
+    for the due timers, and false elsewhere, where it runs at once.
+    """
+    clock = Clock()
+    scheduler = Scheduler(clock)
+    seen: list[tuple[bool, list[str]]] = []
+    ran: list[str] = []
+    scheduler.soon(lambda: ran.append("outside"))
+    assert (scheduler.waking, ran) == (False, ["outside"])
+
+    def callback() -> None:
+        scheduler.soon(lambda: ran.append("inside"))
+        seen.append((scheduler.waking, list(ran)))
+
+    scheduler.callAt(1.0, callback)
+    clock.advance(1.0)
+    assert seen == [(True, ["outside"])]
+    assert ran == ["outside", "inside"]
+    assert not scheduler.waking
+
+
 def test_patienceIsZeroOrMore() -> None:
     with pytest.raises(ValueError, match="0 or more"):
         Scheduler(Clock(), patience=-1)

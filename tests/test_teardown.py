@@ -69,6 +69,26 @@ def test_aDetachedAttemptReadsNothingUntilItsAbort() -> None:
     assert transport.disconnecting
 
 
+def test_abortNowAbortsAnyOtherTransportAsAbortDoes() -> None:
+    """
+    L{Attempt.abortNow} runs the teardown at once only for Twisted's TCP
+    client (C{tests/integration/test_teardown_now.py}); any other transport
+    is aborted by its own C{abortConnection}, and an attempt without one has
+    nothing to abort.
+    """
+    transport = StringTransport()
+    attempt = Attempt(Events(), "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    _AttemptFactory(attempt).buildProtocol(ADDRESS)
+    attempt.makeConnection(transport)
+    assert attempt.detach() is True
+    assert not transport.disconnecting
+    attempt.abortNow()
+    assert transport.disconnecting
+    bare = Attempt(Events(), "c", HeartbeatSpec(), Plugin(), None, lambda: 0.0)  # type: ignore[arg-type]
+    bare.abortNow()
+    assert bare.transport is None
+
+
 def test_anAttemptWithoutTransportLeavesNothingToAbort() -> None:
     """
     An attempt whose transport is gone (or never came) has nothing to abort.

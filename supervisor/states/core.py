@@ -317,10 +317,13 @@ class Core:
         if not data.keepsAttempt and self.attempt is not None:
             attempt, self.attempt = self.attempt, None
             if attempt.detach():
-                # Its transport is aborted once the timers due now have run:
-                # a burst of missed heartbeats is decided before the
-                # teardown of any of them.
-                self.scheduler.soon(attempt.abort)
+                # Decided by a timer (a missed heartbeat): its transport is
+                # aborted once the timers due now have run, so that a burst
+                # of misses is decided before the teardown of any of them.
+                if self.scheduler.waking:
+                    self.scheduler.soon(attempt.abortNow)
+                else:
+                    attempt.abort()
         if cause.detail and cause.reason not in ("start", "retry", "ready"):
             self.lastError = f"{cause.reason}: {cause.detail}"
         new, old = data.state, self.visible
