@@ -407,9 +407,10 @@ Intel Xeon, where they ran on an AMD EPYC):
   lost a second time within the flap guard's 10 s (`flap.max = 1`), and the guard held them
   for `flap.hold` (60 s) before their retry: 10,159 losses (8,970 `lost`, 1,189 `heartbeat`),
   159 flap holds, 159 attempts of reason `retry`. The run does not record why those second
-  sessions ended. It did not happen again in twelve storms at 10,000 run alone right after
-  (23:04; six on ad15893 alternated with six on 7c14049: no flap hold, everyone back in
-  2.87-3.59 s), nor in the 3 storms of the main suite's 22:31 run or the 4 of 2026-11-30.
+  sessions ended. It did not happen again in 52 storms at 10,000 run alone after it (23:04,
+  six on ad15893 alternated with six on 7c14049; 23:32-23:44, forty on ad15893 recording every
+  loss: no connection lost twice, no flap hold, everyone back in 2.80-3.66 s), nor in the 3
+  storms of the main suite's 22:31 run or the 4 of 2026-11-30.
   A restarted peer that takes 4,000 connections a second and then drops some of them (or
   answers their first heartbeats late) looks, to the flap guard, like a peer that drops every
   session: what to do about that is left open.
