@@ -53,7 +53,7 @@ from supervisor.interfaces import (
 )
 from supervisor.policy import PluginRejection, failureOf
 from supervisor.spec import HeartbeatSpec, KeepaliveSpec
-from supervisor.transport import setKeepalive
+from supervisor.transport import setKeepalive, tcpParameters
 
 
 class AttemptEvents(Protocol):
@@ -280,16 +280,18 @@ class Attempt:
         attempt's own; false (nothing done) if the endpoint is not made as
         this Twisted's is.
         """
-        try:
-            # Private, as the parser in supervisor.transport reads them.
-            reactor, host, port = endpoint._reactor, endpoint._host, endpoint._port
-            timeout, bindAddress = endpoint._timeout, endpoint._bindAddress
-        except AttributeError:
+        parameters = tcpParameters(endpoint)
+        reactor = getattr(endpoint, "_reactor", None)
+        if parameters is None or reactor is None:
             return False
         factory = self._factory = _TCPFactory(self)
         try:
             connector = reactor.connectTCP(
-                host, port, factory, timeout=timeout, bindAddress=bindAddress
+                parameters.host,
+                parameters.port,
+                factory,
+                timeout=parameters.timeout,
+                bindAddress=parameters.bindAddress,
             )
         except BaseException:
             # As the endpoint would: its Deferred fails.

@@ -16,10 +16,9 @@ is once start-up is over: the collector never traverses those objects again.
 That is safe because a connection that drops, rotates or stops, or whose
 connect fails (but through a host name: see L{supervisor.cycles}), leaves no
 reference cycles: what a frozen connection lets go of is freed by reference
-counting. What is
-frozen is never collected as a cycle; only a cycle that was already garbage
-at that moment (rare: what the last young collections had not reached yet)
-is kept for good.
+counting. What is frozen is never collected as a cycle; only a cycle that
+was already garbage at that moment (rare: what the last young collections
+had not reached yet) is kept for good.
 
 A reconnect wave is start-up again: when the peer of thousands of
 connections dies and comes back, their new attempts, transports and

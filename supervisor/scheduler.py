@@ -353,17 +353,25 @@ class Scheduler:
                 self._keys = list(slots)
                 heapq.heapify(self._keys)
 
-    def _arm(self) -> None:
+    def _earliest(self) -> _Slot | None:
+        """
+        The waiting slot of the earliest timers, or L{None}: the numbers of
+        slots emptied meanwhile are popped off the heap on the way.
+        """
         keys, slots = self._keys, self._slots
         while keys and keys[0] not in slots:
             heapq.heappop(keys)
+        return slots[keys[0]] if keys else None
+
+    def _arm(self) -> None:
+        earliest = self._earliest()
         if self._soon:
             # Work waits: at the reactor's next turn.
             target = float("-inf")
-        elif not keys:
+        elif earliest is None:
             return
         else:
-            target = max(slots[keys[0]].first, self._lastWake + self.resolution)
+            target = max(earliest.first, self._lastWake + self.resolution)
         if target >= self._callTime:
             return
         delay = max(target - self._clock.seconds(), 0.0)
@@ -441,11 +449,9 @@ class Scheduler:
             # but not into the next timers' time (a process that keeps up
             # with the timers only just would run them late).
             until = max(enough, seconds() + self.resolution / 10)
-            keys, slots = self._keys, self._slots
-            while keys and keys[0] not in slots:
-                heapq.heappop(keys)
-            if keys:
-                until = min(until, slots[keys[0]].first)
+            earliest = self._earliest()
+            if earliest is not None:
+                until = min(until, earliest.first)
             self._runSoon(until)
         finally:
             self._waking = False

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
@@ -58,6 +58,31 @@ def clientEndpoints(
     )
 
 
+class TCPParameters(NamedTuple):
+    """
+    What a C{TCP4ClientEndpoint} connects with.
+    """
+
+    host: str
+    port: int
+    timeout: float
+    # As the endpoint keeps it, for the connect or an endpoint made from it.
+    bindAddress: Any
+
+
+def tcpParameters(endpoint: TCP4ClientEndpoint) -> TCPParameters | None:
+    """
+    The parameters of C{endpoint}, which Twisted keeps private (its parser
+    too), or L{None} if this Twisted's endpoint does not keep them so.
+    """
+    try:
+        return TCPParameters(
+            endpoint._host, endpoint._port, endpoint._timeout, endpoint._bindAddress
+        )
+    except AttributeError:
+        return None
+
+
 def clientEndpoint(
     reactor: Any, tls: TLSSpec, description: str, creators: ClientCreators | None = None
 ) -> IStreamClientEndpoint:
@@ -74,15 +99,12 @@ def clientEndpoint(
         files and server name are shared (by default, nowhere).
     """
     endpoint: IStreamClientEndpoint = clientFromString(reactor, description)  # type: ignore[no-untyped-call]
-    if not isinstance(endpoint, TCP4ClientEndpoint):
-        return endpoint
     # Twisted parses tcp: into a TCP4ClientEndpoint, which connects to the
-    # first IPv4 address of a name only; its parser is private, its
-    # parameters are these.
-    host: str = endpoint._host
-    port: int = endpoint._port
-    timeout: float = endpoint._timeout
-    bindAddress = endpoint._bindAddress
+    # first IPv4 address of a name only.
+    parameters = tcpParameters(endpoint) if isinstance(endpoint, TCP4ClientEndpoint) else None
+    if parameters is None:
+        return endpoint
+    host, port, timeout, bindAddress = parameters
     if isIPv6Address(host):
         endpoint = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
             reactor, host, port, timeout, bindAddress
