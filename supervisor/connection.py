@@ -6,8 +6,9 @@ L{supervisor.states}, with its reconnect policy, heartbeat and plugin.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
+from typing import Any, Final, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -397,3 +398,20 @@ class SupervisedConnection:
 
     def __repr__(self) -> str:
         return f"<SupervisedConnection {self.name} {self.state}>"
+
+
+# Readers of one property of many connections at once, for the columns of a
+# scrape: map(stateOf, connections) gives what each connection's property
+# gives, read in C (operator.attrgetter), without a Python call for each.
+stateOf: Final[Callable[[SupervisedConnection], State]] = attrgetter("_core.visible")
+"""L{SupervisedConnection.state}, for many connections."""
+rttOf: Final[Callable[[SupervisedConnection], float | None]] = attrgetter("_core.lastRtt")
+"""L{SupervisedConnection.rtt}, for many connections."""
+_operationsOf: Final[Callable[[SupervisedConnection], Operations]] = attrgetter("_core.operations")
+
+
+def queueDepthsOf(connections: Iterable[SupervisedConnection]) -> list[int]:
+    """
+    L{SupervisedConnection.queueDepth} of each of C{connections}, in order.
+    """
+    return Operations.depthsOf(map(_operationsOf, connections))

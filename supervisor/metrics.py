@@ -29,8 +29,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, compress, repeat
-from operator import add, attrgetter, eq, is_not, itemgetter
+from itertools import chain, compress, filterfalse, repeat
+from math import isfinite
+from operator import add, attrgetter, eq, is_not, itemgetter, ne, truediv
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import attrs
@@ -43,6 +44,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from supervisor.connection import queueDepthsOf, rttOf, stateOf
 from supervisor.operations import RESULTS
 from supervisor.states.records import (
     BREAKER_STATES,
@@ -96,11 +98,7 @@ _goFloat: Final[Callable[[float], str]] = floatToGoString
 
 _LE: Final = (*(_goFloat(b) for b in RTT_BUCKETS), "+Inf")
 
-# What a scrape reads of each connection.
-_state: Final[Callable[[SupervisedConnection], State]] = attrgetter("state")
-_rtt: Final[Callable[[SupervisedConnection], float | None]] = attrgetter("rtt")
-_backoffDelay: Final[Callable[[SupervisedConnection], float]] = attrgetter("backoffDelay")
-_queueDepth: Final[Callable[[SupervisedConnection], int]] = attrgetter("queueDepth")
+# What a scrape reads of each connection (the others: supervisor.connection).
 _breaker: Final[Callable[[SupervisedConnection], BreakerState | None]] = attrgetter("breaker")
 _OPEN: Final[dict[BreakerState | None, int]] = {None: 0, "closed": 0, "open": 1, "half_open": 1}
 
@@ -144,19 +142,27 @@ class _Column:
     values of its other labels (if it has others), and the samples' values,
     in the same order. Iterating gives the samples; L{exposition} writes
     the text from the columns, with no Python code per sample.
+
+    @ivar micros: the values in millionths, as integers from 0 (below
+        10**12), or L{None}: a value is then C{micros / 1e6}, and
+        L{exposition} writes it with six decimals, which parse to exactly
+        that float (Go's format, C{repr}, costs a microsecond a value, and
+        values that are all different, such as RTTs, are formatted anew).
     """
 
-    __slots__ = ("first", "rest", "values")
+    __slots__ = ("first", "micros", "rest", "values")
 
     def __init__(
         self,
         first: Iterable[str],
         values: Iterable[Any],
         rest: Iterable[Labels] | None = None,
+        micros: list[int] | None = None,
     ) -> None:
         self.first = first
         self.values = values
         self.rest = rest
+        self.micros = micros
 
     def __iter__(self) -> Iterator[Sample]:
         labels: Iterable[Labels] = zip(self.first)
@@ -201,7 +207,7 @@ class _Scrape:
     states: list[State]
     rtts: list[float | None]
     delays: list[float]
-    depths: list[float]
+    depths: list[int]
     pools: list[Pool]
     protocols: list[str]
     groups: list[str]
@@ -222,10 +228,11 @@ class _Scrape:
         self.live = connections
         self.names = names = list(connections)
         everyone = list(connections.values())
-        self.states = states = list(map(_state, everyone))
-        self.rtts = list(map(_rtt, everyone))
-        self.delays = list(map(_backoffDelay, everyone))
-        self.depths = list(map(_queueDepth, everyone))
+        self.states = states = list(map(stateOf, everyone))
+        self.rtts = list(map(rttOf, everyone))
+        self.depths = queueDepthsOf(everyone)
+        # A retry is scheduled only while IDLE: the others' delays are 0.
+        self.delays = delays = [0.0] * len(everyone)
         found = list(map(info.get, names))
         labels = cast(list[tuple[str, str]], found)
         if None in found:  # some are not (or no longer) in the configuration
@@ -239,7 +246,9 @@ class _Scrape:
         self.byState = {state: counts[state] for state in STATES}
         self.held = held = dict.fromkeys(_HELD, 0)
         if counts["IDLE"]:
-            for c in compress(everyone, map(eq, states, repeat("IDLE"))):
+            for index in compress(range(len(everyone)), map(eq, states, repeat("IDLE"))):
+                c = everyone[index]
+                delays[index] = c.backoffDelay
                 kind = c.held
                 if kind is not None:
                     held[kind] += 1
@@ -285,13 +294,16 @@ class _Scrape:
 
     def answered(self) -> _Column:
         """
-        The last heartbeat RTT of each live connection that has one.
+        The last heartbeat RTT of each live connection that has one, to the
+        microsecond.
         """
         rtts = self.rtts
-        return _Column(
-            compress(self.names, map(is_not, rtts, repeat(None))),
-            compress(rtts, map(is_not, rtts, repeat(None))),
-        )
+        names = compress(self.names, map(is_not, rtts, repeat(None)))
+        seconds = list(compress(rtts, map(is_not, rtts, repeat(None))))
+        micros = _micros(cast(list[float], seconds))
+        if micros is None:
+            return _Column(names, seconds)
+        return _Column(names, map(truediv, micros, repeat(1e6)), micros=micros)
 
     def info(self) -> _Column:
         """
@@ -318,9 +330,10 @@ class _Scrape:
         (so that a first refusal is an increase); nothing for the others.
         """
         counts = self.metrics.supervisor.operationCounts
-        for name in self.names:
-            byResult = counts.get(name)
-            if byResult is not None and any(byResult.values()):
+        # Those that have counted any: an empty Counts is false.
+        for name in compress(self.names, map(counts.get, self.names)):
+            byResult = counts[name]
+            if any(byResult.values()):
                 yield from (((name, r), byResult[r]) for r in RESULTS)
         for pool in self.pools:
             byResult = pool.counts
@@ -332,6 +345,16 @@ class _Scrape:
         A per-connection counter split by reason: only what has counted.
         """
         return (((name, reason), n) for name, d in counts.items() for reason, n in d.items())
+
+
+def _micros(seconds: list[float]) -> list[int] | None:
+    """
+    C{seconds} in millionths, rounded, if they are all finite, from 0 and
+    below a million seconds; else L{None} (see L{_Column.micros}).
+    """
+    if seconds and not (isfinite(sum(seconds)) and min(seconds) >= 0.0 and max(seconds) < 1e6):
+        return None
+    return list(map(round, map((1e6).__mul__, seconds)))
 
 
 @attrs.frozen
@@ -673,6 +696,8 @@ class SupervisorMetrics(Collector):
             self._failures,
             self._disconnects,
         ):
+            if counter.keys() <= configured.keys():
+                continue  # the case but for a reload: no set made
             gone = counter.keys() - configured.keys() - connections.keys()
             for name in gone:
                 del counter[name]
@@ -734,6 +759,7 @@ def _metricFamily(family: Family, samples: Iterable[Sample]) -> Metric:
 # Label values are escaped as the text format requires; names of connections
 # cannot need it (NAME_PATTERN), groups can.
 _ESCAPES: Final = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+_ESCAPED: Final = ("\\", '"', "\n")
 
 
 class _Pairs(dict[str, str]):
@@ -749,6 +775,21 @@ class _Pairs(dict[str, str]):
     def __missing__(self, value: str) -> str:
         text = self[value] = f'{self.label}="{value.translate(_ESCAPES)}"'
         return text
+
+    def fill(self, values: list[str]) -> None:
+        """
+        Make the pairs of those of C{values} not seen yet, all at once
+        (ten thousand names new to a first scrape, made one at a time,
+        would cost it a third more).
+        """
+        new = list(filterfalse(self.__contains__, values))
+        if not new:
+            return
+        if any(map(str.__contains__, repeat("".join(new)), _ESCAPED)):
+            for value in new:
+                self.__missing__(value)  # escaped
+            return
+        self.update(zip(new, map(f'{self.label}="{{}}"'.format, new), strict=True))
 
 
 class _Floats(dict[float, str]):
@@ -788,6 +829,7 @@ class _Text:
         self._pairs: dict[str, _Pairs] = {"connection": connections}
         self.floats = _Floats()
         self.numbers = _Numbers()
+        self._firsts: tuple[object, str, list[str]] | None = None
 
     def pairs(self, label: str) -> _Pairs:
         found = self._pairs.get(label)
@@ -795,36 +837,133 @@ class _Text:
             found = self._pairs[label] = _Pairs(label)
         return found
 
+    def firsts(self, label: str, values: Iterable[str]) -> list[str]:
+        """
+        The pairs of C{label} with each of C{values}, in order: for the
+        same list as the time before (the scrape's names, for most
+        families), the same list.
+        """
+        last = self._firsts
+        if last is not None and last[0] is values and last[1] == label:
+            return last[2]
+        found = list(map(self.pairs(label).__getitem__, values))
+        if isinstance(values, list):
+            self._firsts = (values, label, found)
+        return found
+
     def joined(self, labels: Labels, values: Labels) -> str:
         return ",".join([self.pairs(label)[v] for label, v in zip(labels, values, strict=True)])
 
 
-def _lines(family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text) -> Iterable[str]:
+def _writeColumn(out: list[str], family: Family, samples: _Column, text: _Text) -> None:
     """
-    The sample lines of a gauge or a counter (or the pieces of the lines,
-    in order). An int is written C{N.0}, a float as Go writes it, as
-    C{prometheus_client} does for both.
+    Append the sample lines of a gauge or a counter given as columns to
+    C{out}: each line is the family's name, the first label's pair (and the
+    other labels'), and the rest of the line with the start of the next one
+    (its tail, C{"} 1.0\\nNAME{"}), made once for each value. Values in
+    few runs (a counter most connections share) take one join for each
+    run (L{_writeRuns}); others two or three pieces a line, found in C.
     """
-    name = family.sampleName
-    if isinstance(samples, _Column) and family.labels:
-        # The pieces of NAME{FIRST_PAIR[,OTHER_PAIRS]} VALUE, found in C.
-        head = repeat(name + "{")
-        first = map(text.pairs(family.labels[0]).__getitem__, samples.first)
-        numbers = map(text.numbers.__getitem__, samples.values)
-        if samples.rest is None:
-            pieces = zip(head, first, repeat("} "), numbers, repeat("\n"))
+    head = family.sampleName + "{"
+    after = "\n" + head
+    firsts = text.firsts(family.labels[0], samples.first)
+    tails: Iterable[str]
+    if samples.micros is not None:
+        micros = samples.micros
+        if max(micros, default=0) < 1_000_000:  # all below a second: one number each
+            tails = map(f"}} 0.%06d{after}".__mod__, micros)
         else:
-            rest = map(_Joined(family.labels[1:], text).__getitem__, samples.rest)
-            pieces = zip(head, first, rest, repeat("} "), numbers, repeat("\n"))
-        return chain.from_iterable(pieces)
-    return _sampleLines(family, samples, text)
+            tails = map(f"}} %d.%06d{after}".__mod__, map(divmod, micros, repeat(1_000_000)))
+    else:
+        values = list(samples.values)
+        tailOf = _Tails(text.numbers, after).__getitem__
+        if samples.rest is None and _writeRuns(out, head, firsts, values, tailOf):
+            return
+        tails = map(tailOf, values)
+    if samples.rest is None:
+        _writePieces(out, head, zip(firsts, tails, strict=True))
+    else:
+        rest = map(_Joined(family.labels[1:], text).__getitem__, samples.rest)
+        _writePieces(out, head, zip(firsts, rest, tails, strict=True))
+
+
+def _writePieces(out: list[str], head: str, lines: Iterable[tuple[str, ...]]) -> None:
+    """
+    Append C{lines}, each as its pieces, to C{out}: the first line starts
+    with C{head}, every line's last piece ends with the next line's
+    C{head}, but the last line's, which is cut.
+    """
+    start = len(out)
+    out.append(head)
+    out += chain.from_iterable(lines)
+    if len(out) == start + 1:
+        out.pop()  # no lines
+    else:
+        out[-1] = out[-1][: -len(head)]
+
+
+_FEW_RUNS: Final = 8
+"""L{_writeRuns} joins runs while there are at most one for this many lines."""
+
+
+def _writeRuns(
+    out: list[str],
+    head: str,
+    firsts: list[str],
+    values: list[Any],
+    tailOf: Callable[[Any], str],
+) -> bool:
+    """
+    Append the lines of C{firsts} (the pairs each line starts with) and
+    C{values} to C{out} as one join for each run of equal values, where
+    these are few (see L{_FEW_RUNS}): the tail of the run's value (which
+    ends with C{head}) joins its lines' pairs. Say whether it did; if not,
+    nothing is appended.
+    """
+    count = len(values)
+    if len(firsts) != count:
+        raise ValueError(f"{len(firsts)} series for {count} values")
+    if count == 0:
+        return True
+    if values.count(values[0]) == count:
+        starts = []  # one run: no comparison made
+    else:
+        starts = list(compress(range(1, count), map(ne, values[1:], values[:-1])))
+        if len(starts) * _FEW_RUNS > count:
+            return False
+    out.append(head)
+    begin = 0
+    for end in (*starts, count):
+        tail = tailOf(values[begin])
+        out.append(tail.join(firsts[begin:end]))
+        out.append(tail)
+        begin = end
+    out[-1] = out[-1][: -len(head)]
+    return True
+
+
+class _Tails(dict[float, str]):
+    """
+    The end of a sample line with the start of the next, by value.
+    """
+
+    def __init__(self, numbers: _Numbers, after: str) -> None:
+        super().__init__()
+        self.numbers = numbers
+        self.after = after
+
+    def __missing__(self, value: float) -> str:
+        text = self[value] = f"}} {self.numbers[value]}{self.after}"
+        return text
 
 
 def _sampleLines(
     family: Family, samples: Iterable[tuple[Labels, Any]], text: _Text
 ) -> Iterator[str]:
     """
-    The lines of L{_lines}, one sample at a time.
+    The sample lines of a gauge or a counter, one sample at a time. An int
+    is written C{N.0}, a float as Go writes it, as C{prometheus_client}
+    does for both.
     """
     name, floats = family.sampleName, text.floats
     if not family.labels:
@@ -863,12 +1002,37 @@ def _oneHotLines(
         for current in family.oneOf
     }
     leading = family.labels[:-1]
-    if len(leading) == 1 and isinstance(samples, _Column) and samples.rest is None:
-        pairs = map(text.pairs(leading[0]).__getitem__, samples.first)
-        return map(str.replace, map(blocks.__getitem__, samples.values), repeat("\0"), pairs)
     return (
         blocks[current].replace("\0", text.joined(leading, values)) for values, current in samples
     )
+
+
+def _writeOneHot(out: list[str], family: Family, samples: _Column, text: _Text) -> None:
+    """
+    Append the sample lines of a one-hot gauge given as columns to C{out}.
+    With one other label: for each value of its last label, the line of
+    every series (1 for those whose current value it is, 0 for the
+    others), by runs where they are few (L{_writeRuns}); with more, series
+    by series (L{_oneHotLines}).
+    """
+    if len(family.labels) != 2 or samples.rest is not None:
+        out += _oneHotLines(family, samples, text)
+        return
+    head = family.sampleName + "{"
+    after = "\n" + head
+    firsts = text.firsts(family.labels[0], samples.first)
+    current = list(samples.values)
+    last, one, zero = text.pairs(family.labels[-1]), text.floats[1.0], text.floats[0.0]
+    for each in family.oneOf:
+        pair = last[each]
+        tails = {True: f",{pair}}} {one}{after}", False: f",{pair}}} {zero}{after}"}
+        shown = current.count(each)
+        if shown in (0, len(current)):  # the same for all
+            values = [shown > 0] * len(current)
+        else:
+            values = list(map(eq, current, repeat(each)))
+        if not _writeRuns(out, head, firsts, values, tails.__getitem__):
+            _writePieces(out, head, zip(firsts, map(tails.__getitem__, values), strict=True))
 
 
 def _histogramLines(
@@ -910,13 +1074,15 @@ def exposition(metrics: SupervisorMetrics) -> bytes:
     C{generate_latest} on L{SupervisorMetrics.registry}.
     """
     scrape, text = _Scrape(metrics), _Text(metrics._connectionPairs)
+    metrics._connectionPairs.fill(scrape.names)
     out: list[str] = []
-    lines: Callable[[Family, Iterable[Sample], _Text], Iterable[str]]
     for family in shownFamilies(metrics.supervisor.config):
         out.append(family.header())
+        samples = family.samples(scrape)
         if family.kind == "histogram":
-            lines = _histogramLines
+            out += _histogramLines(family, samples, text)
+        elif isinstance(samples, _Column) and family.labels:
+            (_writeOneHot if family.oneOf else _writeColumn)(out, family, samples, text)
         else:
-            lines = _oneHotLines if family.oneOf else _lines
-        out += lines(family, family.samples(scrape), text)
+            out += (_oneHotLines if family.oneOf else _sampleLines)(family, samples, text)
     return "".join(out).encode("utf-8")
