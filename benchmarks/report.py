@@ -636,50 +636,50 @@ on a 2-vCPU machine the peer takes most of one core at 10,000 connections, so a 
 that also wants most of a core, or another process on the machine, shows up as reactor lag and
 late detection whatever the code does.
 
-What the 2026-12-01 22:31 run shows, on ad15893 (while the scheduler is behind, the teardown of
-the connections a heartbeat dropped waits for the due timers, for at most `patience`, 2 s; the
-teardown a wake-up runs stops at the next timer's time and runs a TCP transport's
-`connectionLost` there and then). This machine is not the one of the earlier runs (an Intel
-Xeon, where they ran on an AMD EPYC) and is slower per heartbeat for both sides (stock 107.7
-against 76.2 µs at 1,000): compare within this run. 4 of the 18 runs were *disturbed* (others
-10-12%), the 3 stock runs at 10,000 *saturated* (96.9-99.3% of a core).
+What the 2026-12-02 01:06 run shows, on 90c045f (`/metrics` written by runs: a column of values
+in few runs, a counter most connections share or a gauge at 0, is one `str.join` for each run;
+`connection_state` by state, then by connection; the connections' state, RTT and queue depth
+read in C; the last RTTs to the microsecond with six decimals). On the Intel Xeon machine of the
+22:31 run (the earlier ones ran on an AMD EPYC): compare within this run. 2 of the 18 runs were
+*disturbed* (others 14%), the 3 stock runs at 10,000 *saturated* (92.3-99.9% of a core).
 
-- **All 20 target rows are met.** Dead-peer detection p99 at 10,000 is 2.042 s at the median
-  of the rounds (2.010-2.072 s), under the 2.10 s limit, where the 20:38 run (before the
-  change) had 2.166 s (1.999-2.197 s). What was late: when the peer of 10,000 connections
-  freezes, their second misses fall due within one second and take more than a core to decide
-  (the drop and the check before it, about 70 µs a connection), and the teardown of those
-  dropped first (Twisted's abort and `connectionLost`, about 50 µs more each) took a share of
-  every wake-up and, through `abortConnection`'s `callLater(0)`, ran again ahead of the next
-  timers: the process stayed at 100% of a core from one second after the freeze to the last
-  drop. Detection-only runs at 10,000, alternated in pairs: 7c14049 (before) against f1367dd
-  (the teardown waits), 2.04-2.22 s (median 2.13) against 2.02-2.11 s (2.06), six pairs; then
-  f1367dd against ad15893 (the teardown stops at the next timer and runs `connectionLost`
-  itself), 2.01-2.20 s (2.10) against 1.98-2.04 s (2.02), five pairs.
-- *Time to establish all N* is met at every size, judged on the establish suite (23:08): 1.13x,
-  0.81x and 1.00x (1.19x, 0.85x and 1.04x in the three rounds here), on this machine.
-- **CPU per heartbeat** 0.59x at 1,000 (62.7 against 107.7 µs), 0.45x at 5,000 and 0.26x at
-  10,000 (41.4% of a core; stock saturated at 98.7%, so that ratio flatters us; 0.39x at 20:38,
-  when stock used 79.1%).
+- **All 20 target rows are met, and `/metrics` at 10,000 in every scrape.** The slowest of the
+  ten scrapes of each round: 72.7, 94.0 and 87.1 ms (the median scrape 59.1 ms): all 30 within
+  250 ms, with room. The 22:31 run on ad15893 had 159.7 ms at the median of the rounds and two
+  scrapes over 250 ms in a *disturbed* round (223 and 320.7 ms), and one of seven scrape-only
+  runs after it two more (287 and 288 ms): wall time was CPU time there, so the scrape itself
+  had to get cheaper. Four alternated pairs of scrape-only runs at 10,000 (`exposition()` ten
+  times with heartbeats running, as the scrape phase does): the slowest of each run's ten
+  113-163 ms on ad15893, 71-79 ms on 90c045f. Eight more scrape-only runs on 90c045f after
+  the suite (01:24, 80 scrapes): the slowest 115 ms; each run's first scrape was its slowest
+  (66-115 ms), the 72 others took 31-81 ms. Where the time went, in
+  process at 10,000 ESTABLISHED: each per-connection counter or gauge took 2-4 ms as five
+  pieces a line, now 0.5-1 ms as one join; `connection_state` 7 ms, now 2-5; the last RTTs
+  20-35 ms, now 8-15 (Go's format of a float, `repr`, costs 1.3 µs a value on this machine, and
+  ten thousand RTTs are all different).
+- **Dead-peer detection p99** 2.005 s at 1,000, 1.990 s at 5,000 and 2.018 s at 10,000
+  (1.983-2.041), under the 2.10 s limit; stock 4.121 s at 10,000.
+- *Time to establish all N* is judged on the establish suite (23:08, on ad15893: this change
+  is in the exposition only): 1.13x, 0.81x and 1.00x; 1.11x, 1.11x and 1.13x in the three
+  rounds here.
+- **CPU per heartbeat** 0.56x at 1,000 (59.5 against 96.3 µs), 0.46x at 5,000 and 0.30x at
+  10,000 (40.6% of a core; stock saturated at 97.1%, so that ratio flatters us).
 - **Reactor lag at 10,000** is within 20 ms at p99 and 60 ms at most in every phase: steady
-  14.5 / 28.4 ms (one round's maximum 52.4 ms), establishing 17.4 / 17.9 ms, storm 16.8 /
-  30.5 ms.
-- **`/metrics` at 10,000**: the slowest scrape of each round 159.7 ms at the median
-  (140.9-320.7). The row is judged on the median and met; in the first round at 10,000 (a
-  *disturbed* run, others 11%) two of the ten scrapes took longer than 160 ms, 223 ms and
-  320.7 ms, so "every one of 10 scrapes within 250 ms" held in two rounds of three. Seven
-  scrape-only runs at 10,000 after it (23:25): one had two scrapes of 287 and 288 ms (the others
-  98-217), the six others 62-217 ms; in three of them, timed inside the process, each scrape's
-  wall time was its CPU time and no garbage collection ran during any: the slow ones are this
-  machine's speed from one moment to the next, not the reactor or the collector. At 20:38, on
-  the other machine, it was 112.0 ms (99.2-121.8).
+  12.7 / 23.7 ms, establishing 19.2 / 19.3 ms (20.3 / 21.1 ms in one round), storm 14.2 /
+  17.5 ms (44.0 ms at most in one round).
 - **Memory** 0.70x, 0.78x and 0.80x stock.
-- **The 20:38 run on 5454181** (the other machine) met 19 of the 20 rows and missed detection
-  at 10,000 (2.166 s); the 17:42 run on 8a6b3dd missed the time to establish 1,000 (1.27x in
-  the establish suite) and met detection at 10,000 at the limit itself; the 14:59 run on
-  a318e0b met all 20 rows once. Under callgrind (before the establish work), netsupervisor ran
-  13% more instructions per connection than stock on the way up (571,000 against 505,000),
-  with the same 12 system calls.
+- **The 22:31 run on ad15893** met all 20 rows with `/metrics` on the median rule only (above),
+  after the work on detection at 10,000: when the peer of 10,000 connections freezes, their
+  second misses fall due within one second and take more than a core to decide, and the
+  teardown of the connections dropped first took a share of every wake-up and, through
+  `abortConnection`'s `callLater(0)`, ran again ahead of the next timers; it now waits while
+  the scheduler is behind and runs `connectionLost` within the scheduler's slice (detection
+  p99 2.042 s there, 2.166 s at 20:38 before it). The 20:38 run on 5454181 (the other
+  machine) met 19 of the 20 rows and missed detection at 10,000; the 17:42 run on 8a6b3dd
+  missed the time to establish 1,000 (1.27x in the establish suite); the 14:59 run on a318e0b
+  met all 20 rows once. Under callgrind (before the establish work), netsupervisor ran 13%
+  more instructions per connection than stock on the way up (571,000 against 505,000), with
+  the same 12 system calls.
 
 What was learnt from seven single runs on 2026-11-23, before the work of issue 17 (eager ping
 writes, scheduler slices, staggered start, no reference cycles on drop, the start-up GC hold and
