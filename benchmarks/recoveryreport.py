@@ -394,14 +394,22 @@ def section(results: dict[str, Any]) -> list[str]:
 
 NOTES = """### Reading the figures (recovery suite)
 
-What the 2026-12-01 22:49 run shows, on ad15893, on another machine than the earlier runs (an
-Intel Xeon, where they ran on an AMD EPYC):
+What the 2026-12-02 01:43 run shows, on aea0ee8 (the same machine as the 22:49 run, an Intel
+Xeon; the earlier runs were on an AMD EPYC):
 
-- **21 of the 22 rows are met.** Attempts per connection from the kill to everyone back 1.00-1.02
-  (stock 2.07-2.72), peaks 0.16-0.33x stock's, everyone back after the restart in 0.66-0.67x
-  stock's time at 5,000 and 0.55x at 10,000 in round 1 (3.14 against 5.73 s; 0.88-1.01x on
-  2026-11-30, before the work of issue 17 made establishing cheaper), the connect budget's rows
-  and the flapping peer's (0.12x) as before.
+- **All 22 rows are met.** Attempts per connection from the kill to everyone back 1.00 (stock
+  2.00-2.89), peaks 0.16-0.33x stock's, everyone back after the restart in 0.61-0.69x stock's
+  time at 5,000 and 0.56x at 10,000 in round 2 (3.18 against 5.64 s; 0.12x in round 1, where
+  stock took 25.3 s, below), the connect budget's rows and the flapping peer's (0.12x). No
+  flap hold in any storm; every loss at the kill counted once (5,000 or 10,000 losses).
+- **Stock's round 1 at 10,000: 18,748 losses for 10,000 connections.** 8,748 of its
+  connections, up again after the restart, were lost a second time, and the last came back
+  25.3 s after it. This is what the 22:49 run saw on our side in one storm (below): a
+  restarted peer taking thousands of connections a second ends some of the first sessions
+  (or answers their first heartbeats late), for either implementation.
+
+What the 2026-12-01 22:49 run showed, on ad15893: 21 of the 22 rows met.
+
 - **Missed: everyone back at 10,000 in round 2, 63.8 s against 5.97 s.** Half were back in
   1.62 s and 99% in 3.76 s, but 159 connections, ESTABLISHED again after the restart, were
   lost a second time within the flap guard's 10 s (`flap.max = 1`), and the guard held them
@@ -410,14 +418,15 @@ Intel Xeon, where they ran on an AMD EPYC):
   sessions ended. It did not happen again in 52 storms at 10,000 run alone after it (23:04,
   six on ad15893 alternated with six on 7c14049; 23:32-23:44, forty on ad15893 recording every
   loss: no connection lost twice, no flap hold, everyone back in 2.80-3.66 s), nor in the 3
-  storms of the main suite's 22:31 run or the 4 of 2026-11-30.
+  storms of the main suite's 22:31 run, the 4 of 2026-11-30, the 3 of the main suite's
+  2026-12-02 01:06 run or the 4 of the 01:43 run above.
   A restarted peer that takes 4,000 connections a second and then drops some of them (or
   answers their first heartbeats late) looks, to the flap guard, like a peer that drops every
   session: what to do about that is left open.
-- **Losses at the kill** are partly `heartbeat` (510-1,189 of 10,000 here; none on
-  2026-11-30): the reactor reads the peer's closes in bounded turns, and a connection whose
-  close is still unread when its heartbeat's deadline comes due is dropped for it. Either way
-  the connection is lost once, and counts once against its breaker.
+- **Losses at the kill** are partly `heartbeat` (243-947 of 10,000 at 01:43, 510-1,189 at
+  22:49; none on 2026-11-30): the reactor reads the peer's closes in bounded turns, and a
+  connection whose close is still unread when its heartbeat's deadline comes due is dropped
+  for it. Either way the connection is lost once, and counts once against its breaker.
 
 What was learnt on 2026-11-30 (the figures in the bullets below are from those runs):
 
