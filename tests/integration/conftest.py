@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
+from supervisor.spec import ConnectionSpec
 from tests.integration.daemon import peerCommand
 
 if TYPE_CHECKING:
@@ -116,6 +117,20 @@ class PeerProcess:
         Whether the process has not exited yet (a stopped process is alive).
         """
         return self.process.poll() is None
+
+    @property
+    def endpoint(self) -> str:
+        """
+        The client endpoint description of its port.
+        """
+        return f"tcp:host={HOST}:port={self.port}"
+
+    def specs(self, count: int, **settings: Any) -> tuple[ConnectionSpec, ...]:
+        """
+        C{count} connections to it, named C{c0}, C{c1}..., each with
+        C{settings} (L{ConnectionSpec}'s).
+        """
+        return tuple(ConnectionSpec(f"c{i}", self.endpoint, **settings) for i in range(count))
 
     def stderr(self) -> str:
         """

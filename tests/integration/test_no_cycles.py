@@ -100,18 +100,14 @@ def test_dropsLeaveNoCycles(
     peers: PeerLauncher, savedGarbage: None
 ) -> Generator[Deferred[Any], Any, None]:
     peer = yield peers.launch()
-    specs = tuple(
-        ConnectionSpec(
-            f"c{i}",
-            f"tcp:host={HOST}:port={peer.port}",
-            heartbeat=HEARTBEAT,
-            backoff=BACKOFF,
-            drain_timeout=1.0,
-            # Lost, rotated and dropped within seconds: the flap guard
-            # would hold them (this test is about what a drop leaves).
-            flap=FlapSpec(max=0),
-        )
-        for i in range(N)
+    specs = peer.specs(
+        N,
+        heartbeat=HEARTBEAT,
+        backoff=BACKOFF,
+        drain_timeout=1.0,
+        # Lost, rotated and dropped within seconds: the flap guard would
+        # hold them (this test is about what a drop leaves).
+        flap=FlapSpec(max=0),
     )
     supervisor = Supervisor(Config("cycles", AdminSpec(), specs), theReactor(), rng=Random(0))
     connections = list(supervisor.connections.values())

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from supervisor import Config, ConnectionSpec, Supervisor, Transition
 from supervisor.peer import raiseFileLimit
 from supervisor.spec import BreakerSpec
-from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
+from tests.integration.conftest import PeerLauncher, theReactor, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_everyoneIsBackAndTheDeadPeerWasSpared(
     # a short one, the kernel completes handshakes it never queues, and
     # those clients see neither the accept nor, later, the death.
     peer = yield peers.launchOutsideEphemeralRange(backlog=BACKLOG)
-    endpoint = f"tcp:host={HOST}:port={peer.port}"
+    endpoint = peer.endpoint
     config = Config(
         path="<storm>",
         connections=tuple(

@@ -20,10 +20,10 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.tcp import Client
 
-from supervisor import BackoffSpec, Config, ConnectionSpec, FlapSpec, HeartbeatSpec, Supervisor
+from supervisor import BackoffSpec, Config, FlapSpec, HeartbeatSpec, Supervisor
 from supervisor.config import AdminSpec
 from supervisor.states.records import Transition
-from tests.integration.conftest import HOST, PeerLauncher, theReactor, waitFor
+from tests.integration.conftest import PeerLauncher, theReactor, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +35,12 @@ def test_aHeartbeatDropIsTornDownWithinTheScheduler(
     peers: PeerLauncher,
 ) -> Generator[Deferred[Any], Any, None]:
     peer = yield peers.launch()
-    specs = tuple(
-        ConnectionSpec(
-            f"c{i}",
-            f"tcp:host={HOST}:port={peer.port}",
-            heartbeat=HeartbeatSpec(interval=0.2, timeout=0.2, misses=1),
-            # No new attempt while the test looks.
-            backoff=BackoffSpec(initial=30.0, max=30.0),
-            flap=FlapSpec(max=0),
-        )
-        for i in range(N)
+    specs = peer.specs(
+        N,
+        heartbeat=HeartbeatSpec(interval=0.2, timeout=0.2, misses=1),
+        # No new attempt while the test looks.
+        backoff=BackoffSpec(initial=30.0, max=30.0),
+        flap=FlapSpec(max=0),
     )
     reactor = theReactor()
     supervisor = Supervisor(Config("teardown", AdminSpec(), specs), reactor, rng=Random(0))
